@@ -1,0 +1,63 @@
+# The two commands: `make run` starts everything, `make test` tests everything.
+# Both install what they need (uv, Python deps, Kafka jars, PostgreSQL) idempotently.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+STACK := bash deploy/local/stack.sh
+PY := $(UV) run --locked --no-sync python
+
+.PHONY: help install stack topics run stop test test-unit test-integration lint fmt typecheck schemas bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(UV):
+	@echo "uv not found: installing it from PyPI for this user"
+	python3 -m pip install --user --quiet uv || python3 -m pip install --user --quiet --break-system-packages uv
+
+install: $(UV) ## install Python 3.11 deps of every package into .venv (from uv.lock)
+	@$(UV) sync --locked --quiet
+
+stack: install ## start local Kafka + PostgreSQL (or check the external ones) and create topics
+	@$(STACK) up
+	@$(PY) -m fulfilment_kit.messaging.admin ensure-topics
+
+topics: install ## create any missing topic (and DLQ topic)
+	@$(PY) -m fulfilment_kit.messaging.admin ensure-topics
+
+run: stack ## start the whole system in the foreground (Ctrl-C or `make stop` to end)
+	@bash deploy/local/run.sh
+
+stop: ## stop the services and the local Kafka + PostgreSQL
+	@bash deploy/local/run.sh stop
+	@$(STACK) down
+
+lint: install ## ruff lint + format check
+	@$(UV) run --no-sync ruff check .
+	@$(UV) run --no-sync ruff format --check .
+
+fmt: install ## format and fix what ruff can
+	@$(UV) run --no-sync ruff format .
+	@$(UV) run --no-sync ruff check --fix .
+
+typecheck: install ## mypy (strict on the kit and the domain modules)
+	@$(UV) run --no-sync mypy
+
+schemas: install ## regenerate the committed JSON Schemas and AsyncAPI document
+	@$(PY) -m fulfilment_kit.contracts.schema_files
+
+test-unit: install ## unit + contract tests (no servers needed)
+	@$(UV) run --no-sync pytest -q tests/unit tests/contract
+
+test-integration: stack ## integration tests against the real Kafka + PostgreSQL
+	@$(UV) run --no-sync pytest -q tests/integration
+
+test: lint typecheck stack ## everything: lint, types, unit, contract, integration, e2e
+	@$(UV) run --no-sync pytest -q -p no:cacheprovider tests
+
+bench: stack ## benchmarks (prints figures; record them in BENCHMARKS.md)
+	@$(PY) -m bench
+
+clean: stop ## stop everything and delete local state (.local)
+	rm -rf .local

@@ -1,0 +1,1 @@
+"""The customer-service service of the fulfilment platform (skeleton: health, metrics, settings)."""

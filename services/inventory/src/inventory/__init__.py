@@ -1,0 +1,1 @@
+"""The inventory service of the fulfilment platform (skeleton: health, metrics, settings)."""

@@ -1,0 +1,1 @@
+"""The orders service: places orders and tracks each one through its lifecycle."""

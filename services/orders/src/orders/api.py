@@ -1,0 +1,141 @@
+"""HTTP entrypoint: translates requests to commands and aggregates to views."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Header, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from fulfilment_kit.contracts import OrderLine as LineModel
+from fulfilment_kit.contracts import ShippingAddress
+from fulfilment_kit.contracts.types import CurrencyCode
+from fulfilment_kit.http.errors import ProblemError, conflict, not_found
+from orders.application import (
+    IdempotencyConflict,
+    OrderNotFound,
+    OrdersApplication,
+    PlaceOrder,
+)
+from orders.domain import MAX_LINES, Address, InvalidOrder, Order, OrderLine, Trace
+
+log = structlog.get_logger(__name__)
+router = APIRouter(tags=["orders"])
+
+MAX_ORDER_TOTAL_MINOR = 10**12
+
+
+class PlaceOrderRequest(BaseModel):
+    """A new order: who, what, in which currency, shipped where."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: uuid.UUID
+    lines: list[LineModel] = Field(min_length=1, max_length=MAX_LINES)
+    currency: CurrencyCode
+    shipping_address: ShippingAddress
+
+    @field_validator("lines")
+    @classmethod
+    def _lines_are_consistent(cls, lines: list[LineModel]) -> list[LineModel]:
+        skus = [line.sku for line in lines]
+        duplicates = sorted({s for s in skus if skus.count(s) > 1})
+        if duplicates:
+            raise ValueError(
+                f"each SKU may appear in one line only; repeated: {', '.join(duplicates)}"
+            )
+        total = sum(line.quantity * line.unit_price_minor for line in lines)
+        if total > MAX_ORDER_TOTAL_MINOR:
+            raise ValueError(f"the order total {total} exceeds {MAX_ORDER_TOTAL_MINOR} minor units")
+        return lines
+
+
+class OrderView(BaseModel):
+    order_id: uuid.UUID
+    status: str
+    customer_id: uuid.UUID
+    lines: list[LineModel]
+    currency: str
+    total_minor: int
+    shipping_address: ShippingAddress
+    placed_at: datetime
+    updated_at: datetime
+    version: int
+
+    @classmethod
+    def of(cls, order: Order) -> OrderView:
+        return cls(
+            order_id=order.id,
+            status=str(order.status),
+            customer_id=order.customer_id,
+            lines=[LineModel(**line.__dict__) for line in order.lines],
+            currency=order.currency,
+            total_minor=order.total_minor,
+            shipping_address=ShippingAddress(**order.shipping_address.__dict__),
+            placed_at=order.created_on,
+            updated_at=order.modified_on,
+            version=order.version,
+        )
+
+
+def _orders(request: Request) -> OrdersApplication:
+    app = request.app.state.runtime.app
+    assert isinstance(app, OrdersApplication)
+    return app
+
+
+@router.post(
+    "/orders",
+    status_code=status.HTTP_201_CREATED,
+    response_model=OrderView,
+    responses={409: {"description": "Idempotency-Key reused with a different body"}},
+)
+async def place_order(
+    body: PlaceOrderRequest,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    ] = None,
+) -> OrderView:
+    """Place an order. Repeating a request with the same Idempotency-Key returns the same order."""
+    correlation_id = structlog.contextvars.get_contextvars().get("correlation_id", "")
+    command = PlaceOrder(
+        customer_id=body.customer_id,
+        lines=[OrderLine(**line.model_dump()) for line in body.lines],
+        currency=body.currency,
+        shipping_address=Address(**body.shipping_address.model_dump()),
+        idempotency_key=idempotency_key,
+        fingerprint=hashlib.sha256(body.model_dump_json().encode()).hexdigest(),
+        trace=Trace(
+            correlation_id=request.headers.get("x-correlation-id") or correlation_id,
+            causation_id=f"http:{idempotency_key or uuid.uuid4()}",
+        ),
+    )
+    try:
+        placed = await asyncio.to_thread(_orders(request).place_order, command)
+    except IdempotencyConflict as exc:
+        raise conflict(str(exc)) from exc
+    except InvalidOrder as exc:
+        raise ProblemError(422, "Invalid order", str(exc)) from exc
+    if placed.created:
+        request.app.state.runtime.relay.wake()
+        log.info("order placed", order_id=str(placed.order.id), lines=len(command.lines))
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/orders/{placed.order.id}"
+    return OrderView.of(placed.order)
+
+
+@router.get("/orders/{order_id}", response_model=OrderView)
+async def get_order(order_id: uuid.UUID, request: Request) -> OrderView:
+    try:
+        order = await asyncio.to_thread(_orders(request).get_order, order_id)
+    except OrderNotFound as exc:
+        raise not_found("order", order_id) from exc
+    return OrderView.of(order)

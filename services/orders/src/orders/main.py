@@ -1,0 +1,43 @@
+"""Wiring of the orders service process."""
+
+from __future__ import annotations
+
+import sys
+
+from fastapi import FastAPI
+
+from fulfilment_kit.contracts import topics
+from fulfilment_kit.persistence import eventsourcing_env
+from fulfilment_kit.relay_only import run_relay_only
+from fulfilment_kit.runtime import ServiceRuntime, create_http_app
+from fulfilment_kit.settings import ServiceSettings
+from fulfilment_kit.skeleton import run_service
+from orders.api import router
+from orders.application import OrdersApplication
+from orders.contracts import to_public
+
+SERVICE = "orders"
+DEFAULT_PORT = 8001
+
+
+def create_runtime(settings: ServiceSettings | None = None) -> ServiceRuntime:
+    settings = settings or ServiceSettings()
+    return ServiceRuntime(
+        service=SERVICE,
+        app=OrdersApplication(env=eventsourcing_env(SERVICE, settings)),
+        mapper=to_public,
+        output_topics=[topics.ORDERS],
+        settings=settings,
+    )
+
+
+def create_app() -> FastAPI:
+    return create_http_app(create_runtime(), routers=[router], title="Orders service")
+
+
+def run() -> None:
+    """`fulfil-orders` serves HTTP + relay; `fulfil-orders relay` runs only the relay."""
+    if sys.argv[1:] == ["relay"]:
+        run_relay_only(create_runtime())
+    else:
+        run_service("orders.main:create_app", DEFAULT_PORT)

@@ -1,0 +1,1 @@
+"""The payments service of the fulfilment platform (skeleton: health, metrics, settings)."""

@@ -1,0 +1,18 @@
+"""Wiring of the payments service process."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from fulfilment_kit.skeleton import create_skeleton_app, run_service
+
+SERVICE = "payments"
+DEFAULT_PORT = 8003
+
+
+def create_app() -> FastAPI:
+    return create_skeleton_app(SERVICE)
+
+
+def run() -> None:
+    run_service("payments.main:create_app", DEFAULT_PORT)

@@ -1,0 +1,1 @@
+"""The shipping service of the fulfilment platform (skeleton: health, metrics, settings)."""

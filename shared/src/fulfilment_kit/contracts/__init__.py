@@ -1,0 +1,88 @@
+"""The public event contract: versioned integration events, their topics and schemas."""
+
+from fulfilment_kit.contracts import topics
+from fulfilment_kit.contracts.base import IntegrationEvent
+from fulfilment_kit.contracts.customer_service import (
+    CaseOpened,
+    CaseResolved,
+    CaseSlaBreached,
+    InspectedLine,
+    ReturnAuthorised,
+    ReturnLine,
+    ReturnReceived,
+    ReturnRejected,
+    ReturnRequested,
+)
+from fulfilment_kit.contracts.inventory import (
+    StockAdjusted,
+    StockCommitted,
+    StockLine,
+    StockLocked,
+    StockLow,
+    StockReceived,
+    StockRejected,
+    StockReleased,
+    StockShortage,
+)
+from fulfilment_kit.contracts.orders import (
+    OrderCancelled,
+    OrderDelivered,
+    OrderFlagged,
+    OrderLine,
+    OrderPaid,
+    OrderPartiallyReturned,
+    OrderPlaced,
+    OrderRejected,
+    OrderReturned,
+    OrderShipped,
+    OrderStockLocked,
+    ReturnedLine,
+    ShippingAddress,
+)
+from fulfilment_kit.contracts.payments import PaymentCaptured, PaymentFailed, PaymentRefunded
+from fulfilment_kit.contracts.registry import EVENT_TYPES, event_class_for
+from fulfilment_kit.contracts.shipping import ShipmentDelivered, ShipmentException, ShipmentShipped
+
+__all__ = [
+    "EVENT_TYPES",
+    "CaseOpened",
+    "CaseResolved",
+    "CaseSlaBreached",
+    "InspectedLine",
+    "IntegrationEvent",
+    "OrderCancelled",
+    "OrderDelivered",
+    "OrderFlagged",
+    "OrderLine",
+    "OrderPaid",
+    "OrderPartiallyReturned",
+    "OrderPlaced",
+    "OrderRejected",
+    "OrderReturned",
+    "OrderShipped",
+    "OrderStockLocked",
+    "PaymentCaptured",
+    "PaymentFailed",
+    "PaymentRefunded",
+    "ReturnAuthorised",
+    "ReturnLine",
+    "ReturnReceived",
+    "ReturnRejected",
+    "ReturnRequested",
+    "ReturnedLine",
+    "ShipmentDelivered",
+    "ShipmentException",
+    "ShipmentShipped",
+    "ShippingAddress",
+    "StockAdjusted",
+    "StockCommitted",
+    "StockLine",
+    "StockLocked",
+    "StockLow",
+    "StockReceived",
+    "StockRejected",
+    "StockReleased",
+    "StockShortage",
+    "event_class_for",
+    "topics",
+]

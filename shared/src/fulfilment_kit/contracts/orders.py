@@ -1,0 +1,215 @@
+"""Public events of the orders service (topic `fulfilment.orders.v1`, keyed by order id)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from fulfilment_kit.contracts import topics
+from fulfilment_kit.contracts.base import IntegrationEvent
+from fulfilment_kit.contracts.types import (
+    CarrierName,
+    CountryCode,
+    CurrencyCode,
+    MinorAmount,
+    PositiveMinorAmount,
+    Quantity,
+    ReasonText,
+    Sku,
+    TrackingNumber,
+)
+
+__all__ = [
+    "OrderCancelled",
+    "OrderDelivered",
+    "OrderFlagged",
+    "OrderLine",
+    "OrderPaid",
+    "OrderPartiallyReturned",
+    "OrderPlaced",
+    "OrderRejected",
+    "OrderReturned",
+    "OrderShipped",
+    "OrderStage",
+    "OrderStockLocked",
+    "ReturnedLine",
+    "ShippingAddress",
+]
+
+OrderStage = Literal["placed", "stock_locked", "paid", "shipped", "return_requested"]
+"""A non-terminal order status that has a deadline."""
+
+
+class OrderLine(BaseModel):
+    """One line of an order: a SKU, how many, and the unit price in the order currency."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sku: Sku
+    quantity: Quantity
+    unit_price_minor: PositiveMinorAmount
+
+
+class ShippingAddress(BaseModel):
+    """Where the order is delivered."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    recipient_name: str = Field(min_length=1, max_length=200)
+    line1: str = Field(min_length=1, max_length=200)
+    line2: str | None = Field(default=None, max_length=200)
+    city: str = Field(min_length=1, max_length=100)
+    postal_code: str = Field(min_length=1, max_length=20)
+    country_code: CountryCode
+
+
+class ReturnedLine(BaseModel):
+    """Units of one SKU that came back."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sku: Sku
+    quantity: Quantity
+
+
+class OrderPlaced(IntegrationEvent):
+    """A customer placed an order; inventory tries to lock stock for all its lines."""
+
+    ce_type: ClassVar[str] = "fulfilment.order.placed.v1"
+    topic: ClassVar[str] = topics.ORDERS
+    schema_version: ClassVar[int] = 1
+
+    order_id: UUID
+    customer_id: UUID
+    lines: list[OrderLine] = Field(min_length=1, max_length=100)
+    currency: CurrencyCode
+    total_minor: MinorAmount
+    shipping_address: ShippingAddress
+    placed_at: AwareDatetime
+
+
+class OrderCancelled(IntegrationEvent):
+    """The order was cancelled before shipment; stock is released and any payment refunded."""
+
+    ce_type: ClassVar[str] = "fulfilment.order.cancelled.v1"
+    topic: ClassVar[str] = topics.ORDERS
+    schema_version: ClassVar[int] = 1
+
+    order_id: UUID
+    customer_id: UUID
+    cancelled_by: Literal["customer", "system", "operator"]
+    reason: ReasonText
+    cancelled_at: AwareDatetime
+
+
+class OrderRejected(IntegrationEvent):
+    """The order could not be accepted (terminal), e.g. some lines were out of stock."""
+
+    ce_type: ClassVar[str] = "fulfilment.order.rejected.v1"
+    topic: ClassVar[str] = topics.ORDERS
+    schema_version: ClassVar[int] = 1
+
+    order_id: UUID
+    customer_id: UUID
+    reason_code: Literal["out_of_stock", "invalid_order"]
+    reason: ReasonText
+    rejected_at: AwareDatetime
+
+
+class OrderStockLocked(IntegrationEvent):
+    """Stock for every line is reserved; the order awaits payment."""
+
+    ce_type: ClassVar[str] = "fulfilment.order.stock_locked.v1"
+    topic: ClassVar[str] = topics.ORDERS
+    schema_version: ClassVar[int] = 1
+
+    order_id: UUID
+    customer_id: UUID
+    locked_at: AwareDatetime
+
+
+class OrderPaid(IntegrationEvent):
+    """Payment for the order was captured; the order awaits shipment."""
+
+    ce_type: ClassVar[str] = "fulfilment.order.paid.v1"
+    topic: ClassVar[str] = topics.ORDERS
+    schema_version: ClassVar[int] = 1
+
+    order_id: UUID
+    customer_id: UUID
+    amount_minor: PositiveMinorAmount
+    currency: CurrencyCode
+    paid_at: AwareDatetime
+
+
+class OrderShipped(IntegrationEvent):
+    """The order left the warehouse with a carrier."""
+
+    ce_type: ClassVar[str] = "fulfilment.order.shipped.v1"
+    topic: ClassVar[str] = topics.ORDERS
+    schema_version: ClassVar[int] = 1
+
+    order_id: UUID
+    customer_id: UUID
+    carrier: CarrierName
+    tracking_number: TrackingNumber
+    shipped_at: AwareDatetime
+
+
+class OrderDelivered(IntegrationEvent):
+    """The order reached the customer."""
+
+    ce_type: ClassVar[str] = "fulfilment.order.delivered.v1"
+    topic: ClassVar[str] = topics.ORDERS
+    schema_version: ClassVar[int] = 1
+
+    order_id: UUID
+    customer_id: UUID
+    delivered_at: AwareDatetime
+
+
+class OrderPartiallyReturned(IntegrationEvent):
+    """Some, not all, units of a delivered order came back and were refunded."""
+
+    ce_type: ClassVar[str] = "fulfilment.order.partially_returned.v1"
+    topic: ClassVar[str] = topics.ORDERS
+    schema_version: ClassVar[int] = 1
+
+    order_id: UUID
+    customer_id: UUID
+    lines: list[ReturnedLine] = Field(min_length=1, max_length=100)
+    refund_minor: MinorAmount
+    currency: CurrencyCode
+    returned_at: AwareDatetime
+
+
+class OrderReturned(IntegrationEvent):
+    """Every unit of the order came back and was refunded (terminal)."""
+
+    ce_type: ClassVar[str] = "fulfilment.order.returned.v1"
+    topic: ClassVar[str] = topics.ORDERS
+    schema_version: ClassVar[int] = 1
+
+    order_id: UUID
+    customer_id: UUID
+    lines: list[ReturnedLine] = Field(min_length=1, max_length=100)
+    refund_minor: MinorAmount
+    currency: CurrencyCode
+    returned_at: AwareDatetime
+
+
+class OrderFlagged(IntegrationEvent):
+    """The order stayed in one stage past its deadline (stuck); customer service opens a case."""
+
+    ce_type: ClassVar[str] = "fulfilment.order.flagged.v1"
+    topic: ClassVar[str] = topics.ORDERS
+    schema_version: ClassVar[int] = 1
+
+    order_id: UUID
+    customer_id: UUID
+    stage: OrderStage
+    stage_entered_at: AwareDatetime
+    deadline_at: AwareDatetime
+    flagged_at: AwareDatetime

@@ -1,0 +1,45 @@
+"""Kafka topic names of the public contract, in one place."""
+
+from __future__ import annotations
+
+import os
+
+ORDERS = "fulfilment.orders.v1"
+INVENTORY = "fulfilment.inventory.v1"
+PAYMENTS = "fulfilment.payments.v1"
+SHIPPING = "fulfilment.shipping.v1"
+CUSTOMER_SERVICE = "fulfilment.customer-service.v1"
+
+ALL: tuple[str, ...] = (ORDERS, INVENTORY, PAYMENTS, SHIPPING, CUSTOMER_SERVICE)
+
+# Consumer groups; a DLQ topic exists per (source topic, consumer).
+CONSUMERS: dict[str, tuple[str, ...]] = {
+    "inventory": (ORDERS, PAYMENTS, SHIPPING, CUSTOMER_SERVICE),
+    "payments": (INVENTORY, ORDERS, CUSTOMER_SERVICE),
+    "shipping": (PAYMENTS, ORDERS),
+    "orders": (INVENTORY, PAYMENTS, SHIPPING, CUSTOMER_SERVICE),
+    "customer-service": ALL,
+}
+
+
+def prefix() -> str:
+    """Optional topic prefix (FULFIL_TOPIC_PREFIX) that isolates one deployment or test run."""
+    return os.environ.get("FULFIL_TOPIC_PREFIX", "")
+
+
+def physical(topic: str) -> str:
+    """The topic name on the broker: the logical name with the deployment prefix."""
+    return f"{prefix()}{topic}"
+
+
+def dlq(topic: str, consumer: str) -> str:
+    """Dead-letter topic for one consumer of one source topic."""
+    return f"{topic}.dlq.{consumer}"
+
+
+def all_physical_topics() -> list[str]:
+    """Every topic the platform needs, DLQs included, as named on the broker."""
+    names = [physical(t) for t in ALL]
+    for consumer, sources in CONSUMERS.items():
+        names.extend(dlq(physical(t), consumer) for t in sources)
+    return names

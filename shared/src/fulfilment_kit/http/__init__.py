@@ -1,0 +1,1 @@
+"""FastAPI pieces every service shares: errors, health, metrics, request context."""

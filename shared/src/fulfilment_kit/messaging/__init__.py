@@ -1,0 +1,1 @@
+"""Kafka wiring: CloudEvents encoding, the outbox relay, the inbox consumer, DLQ, topics."""

@@ -1,0 +1,126 @@
+"""FastStream wiring of an Inbox: batch subscriber, seek-to-tracked-offset, progress watch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
+
+from fulfilment_kit.contracts import topics
+from fulfilment_kit.messaging.inbox import Inbox
+from fulfilment_kit.observability import metrics
+from fulfilment_kit.observability.health import Heartbeat
+
+log = structlog.get_logger(__name__)
+
+
+class TrackedOffsetListener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, seek each partition to the offset tracked in the database."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+        self.subscriber: Any = None
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self.inbox.forget(tp)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        consumer: AIOKafkaConsumer = self.subscriber.consumer
+        for tp in sorted(assigned):
+            position = await self.inbox.tracked_position(tp)
+            if position is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, position)
+        log.info(
+            "partitions assigned", partitions=[f"{tp.topic}/{tp.partition}" for tp in assigned]
+        )
+
+
+async def _no_decode(_: Any) -> None:
+    """The inbox decodes records itself, so a poison record reaches it undamaged."""
+    return
+
+
+def subscribe_inbox(
+    broker: KafkaBroker,
+    inbox: Inbox,
+    source_topics: Sequence[str],
+    *,
+    max_records: int = 500,
+) -> Any:
+    """Register the inbox as a batch subscriber of `source_topics` (logical names)."""
+    listener = TrackedOffsetListener(inbox)
+    subscriber = broker.subscriber(
+        *[topics.physical(t) for t in source_topics],
+        group_id=inbox.group_id,
+        batch=True,
+        max_records=max_records,
+        batch_timeout_ms=50,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        listener=listener,
+        decoder=_no_decode,
+        title=f"{inbox.group_id}-inbox",
+    )
+    listener.subscriber = subscriber
+
+    @subscriber
+    async def consume(message: KafkaMessage) -> None:
+        await inbox.handle_records(message.raw_message)
+        try:
+            await message.ack()  # Kafka's offset is for lag dashboards; the database is the truth
+        except Exception as exc:
+            log.info("offset commit skipped", error=str(exc))
+
+    return subscriber
+
+
+class ConsumerWatch:
+    """Beats the heartbeat while the consumer progresses or sits idle at zero lag."""
+
+    def __init__(self, inbox: Inbox, subscriber: Any, heartbeat: Heartbeat) -> None:
+        self.inbox = inbox
+        self.subscriber = subscriber
+        self.heartbeat = heartbeat
+        self._last: dict[TopicPartition, int] = {}
+
+    async def run(self, interval_s: float = 5.0) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception as exc:
+                log.info("consumer watch skipped a round", error=str(exc))
+            await asyncio.sleep(interval_s)
+
+    async def check(self) -> None:
+        consumer: AIOKafkaConsumer | None = self.subscriber.consumer
+        if consumer is None:
+            return
+        stuck = False
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            tracked = self.inbox._next.get(self.inbox.tracking_name(tp.topic, tp.partition))
+            if highwater is None:
+                continue
+            lag = max(0, highwater - (tracked or 0))
+            metrics.INBOX_TRACKED_LAG.labels(self.inbox.group_id, tp.topic, str(tp.partition)).set(
+                lag
+            )
+            previous = self._last.get(tp)
+            self._last[tp] = tracked or 0
+            if lag > 0 and previous == (tracked or 0):
+                stuck = True
+        if not stuck:
+            self.heartbeat.beat()
+        else:
+            log.warning("consumer has lag and made no progress", since=time.monotonic())

@@ -1,0 +1,36 @@
+"""Event-store settings: PostgreSQL by default, SQLite as the embedded fallback."""
+
+from __future__ import annotations
+
+from fulfilment_kit.settings import PostgresSettings, ServiceSettings
+
+
+def database_name(service: str) -> str:
+    """Default PostgreSQL database of a service: one database per service."""
+    return "fulfil_" + service.replace("-", "_")
+
+
+def eventsourcing_env(
+    service: str,
+    service_settings: ServiceSettings | None = None,
+    postgres: PostgresSettings | None = None,
+) -> dict[str, str]:
+    """The `env` mapping an eventsourcing Application of `service` is constructed with."""
+    service_settings = service_settings or ServiceSettings()
+    if service_settings.persistence == "sqlite":
+        service_settings.sqlite_dir.mkdir(parents=True, exist_ok=True)
+        path = service_settings.sqlite_dir / f"{database_name(service)}.sqlite"
+        return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
+    postgres = postgres or PostgresSettings()
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": postgres.dbname or database_name(service),
+        "POSTGRES_HOST": postgres.host,
+        "POSTGRES_PORT": str(postgres.port),
+        "POSTGRES_USER": postgres.user,
+        "POSTGRES_PASSWORD": postgres.password,
+        "POSTGRES_POOL_SIZE": str(postgres.pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(postgres.max_overflow),
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_PRE_PING": "y",
+    }

@@ -1,0 +1,52 @@
+"""Settings read from environment variables, with local defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Where the Kafka broker is (KAFKA_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    topic_partitions: int = Field(default=6, ge=1)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class PostgresSettings(BaseSettings):
+    """Where PostgreSQL is (POSTGRES_*); the database name defaults per service."""
+
+    model_config = SettingsConfigDict(env_prefix="POSTGRES_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 15432
+    user: str = "fulfil"
+    password: str = "fulfil"  # noqa: S105 - local-only default, override in any real deployment
+    dbname: str | None = None
+    pool_size: int = Field(default=5, ge=1)
+    max_overflow: int = Field(default=10, ge=0)
+
+
+class ServiceSettings(BaseSettings):
+    """Process-level settings of one service (FULFIL_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="FULFIL_", extra="ignore")
+
+    persistence: Literal["postgres", "sqlite"] = "postgres"
+    sqlite_dir: Path = Path(".local/sqlite")
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None
+    log_level: str = "INFO"
+    relay_enabled: bool = True
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_poll_interval_s: float = Field(default=0.05, gt=0)
+    consumers_enabled: bool = True
+    consumer_max_records: int = Field(default=500, ge=1)
+    consumer_max_attempts: int = Field(default=5, ge=1)
+    consumer_backoff_s: float = Field(default=0.2, ge=0)

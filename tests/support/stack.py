@@ -1,0 +1,87 @@
+"""Access to the real Kafka broker and PostgreSQL server the integration tests run against."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from aiokafka import TopicPartition
+
+from fulfilment_kit.messaging import kafka
+from fulfilment_kit.settings import KafkaSettings, PostgresSettings
+
+
+def postgres_admin_dsn() -> str:
+    pg = PostgresSettings()
+    return f"host={pg.host} port={pg.port} user={pg.user} password={pg.password} dbname=postgres"
+
+
+def create_database(prefix: str) -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(postgres_admin_dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+
+
+async def _assigned_reader(topic_names: Sequence[str]) -> tuple[Any, list[TopicPartition]]:
+    consumer = kafka.reader(KafkaSettings())
+    await consumer.start()
+    tps: list[TopicPartition] = []
+    for topic in topic_names:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps.extend(TopicPartition(topic, p) for p in sorted(parts))
+    consumer.assign(tps)
+    return consumer, tps
+
+
+async def read_topic(topic: str) -> list[Record]:
+    """Every committed record on `topic` at this moment (read_committed, no group)."""
+    consumer, tps = await _assigned_reader([topic])
+    try:
+        if not tps:
+            return []
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[Record] = []
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                records.extend(_record(r) for r in batch.get(tp, []))
+        return records
+    finally:
+        await consumer.stop()
+
+
+def _record(r: Any) -> Record:
+    headers = {k: v.decode() for k, v in (r.headers or ())}
+    return Record(r.topic, r.partition, r.offset, r.key, r.value, headers)
+
+
+async def end_offsets(topic_names: Sequence[str]) -> dict[tuple[str, int], int]:
+    consumer, tps = await _assigned_reader(topic_names)
+    try:
+        ends = await consumer.end_offsets(tps) if tps else {}
+        return {(tp.topic, tp.partition): o for tp, o in ends.items()}
+    finally:
+        await consumer.stop()

@@ -1,0 +1,119 @@
+"""The orders HTTP API on the in-memory event store (no Kafka: the lifespan is not started)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fulfilment_kit.runtime import ServiceRuntime, create_http_app
+from orders.api import router
+from orders.application import OrdersApplication
+from orders.contracts import to_public
+
+SAMPLE = json.loads((Path(__file__).parents[2] / "deploy/local/sample-order.json").read_text())
+
+
+@pytest.fixture
+def client() -> TestClient:
+    runtime = ServiceRuntime(
+        service="orders",
+        app=OrdersApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}),
+        mapper=to_public,
+        output_topics=[],
+    )
+    return TestClient(create_http_app(runtime, routers=[router], title="orders"))
+
+
+def with_change(path: str, value: Any) -> dict[str, Any]:
+    body = copy.deepcopy(SAMPLE)
+    target: Any = body
+    *parents, last = path.split(".")
+    for part in parents:
+        target = target[int(part)] if part.isdigit() else target[part]
+    if value is _DELETE:
+        del target[last]
+    elif last.isdigit():
+        target[int(last)] = value
+    else:
+        target[last] = value
+    return body
+
+
+_DELETE = object()
+
+
+def test_post_then_get_returns_the_order(client: TestClient) -> None:
+    created = client.post("/orders", json=SAMPLE)
+    assert created.status_code == 201, created.text
+    order = created.json()
+    assert order["status"] == "placed"
+    assert order["total_minor"] == 2 * 1299 + 2499
+    assert created.headers["location"] == f"/orders/{order['order_id']}"
+    fetched = client.get(f"/orders/{order['order_id']}")
+    assert fetched.status_code == 200
+    assert fetched.json() == order
+
+
+def test_same_idempotency_key_same_body_returns_the_same_order(client: TestClient) -> None:
+    first = client.post("/orders", json=SAMPLE, headers={"Idempotency-Key": "k-1"})
+    second = client.post("/orders", json=SAMPLE, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == second.status_code == 201
+    assert first.json()["order_id"] == second.json()["order_id"]
+    assert second.headers["idempotent-replayed"] == "true"
+
+
+def test_same_idempotency_key_different_body_is_409(client: TestClient) -> None:
+    client.post("/orders", json=SAMPLE, headers={"Idempotency-Key": "k-2"})
+    other = with_change("currency", "USD")
+    reply = client.post("/orders", json=other, headers={"Idempotency-Key": "k-2"})
+    assert reply.status_code == 409
+    assert "different request" in reply.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        ("lines", [], "lines"),
+        ("lines.0.quantity", 0, "lines[0].quantity"),
+        ("lines.0.quantity", -1, "lines[0].quantity"),
+        ("lines.0.quantity", 1.5, "lines[0].quantity"),
+        ("lines.0.quantity", True, "lines[0].quantity"),
+        ("lines.0.unit_price_minor", 0, "lines[0].unit_price_minor"),
+        ("lines.1.sku", "bad sku", "lines[1].sku"),
+        ("lines.1.sku", "MUG-BLUE", "lines"),
+        ("currency", "XYZ", "currency"),
+        ("currency", "eur", "currency"),
+        ("customer_id", "not-a-uuid", "customer_id"),
+        ("customer_id", _DELETE, "customer_id"),
+        ("shipping_address.country_code", "ZZ", "shipping_address.country_code"),
+        ("shipping_address.city", "", "shipping_address.city"),
+        (
+            "lines",
+            [{"sku": f"S{i}", "quantity": 1, "unit_price_minor": 1} for i in range(101)],
+            "lines",
+        ),
+        ("unexpected", 1, "unexpected"),
+    ],
+)
+def test_bad_bodies_are_422_naming_the_field_and_store_nothing(
+    client: TestClient, path: str, value: Any, field: str
+) -> None:
+    reply = client.post("/orders", json=with_change(path, value))
+    assert reply.status_code == 422, reply.text
+    problem = reply.json()
+    assert field in [e["field"] for e in problem["errors"]], problem
+    assert all(e["message"] for e in problem["errors"])
+    app = client.app.state.runtime.app  # type: ignore[attr-defined]
+    assert app.recorder.max_notification_id() is None
+
+
+def test_unknown_order_is_404_and_malformed_id_is_422(client: TestClient) -> None:
+    missing = client.get("/orders/6f1c1f4e-8a53-4c8e-9d1e-7b0c2f0e9a11")
+    assert missing.status_code == 404
+    assert "does not exist" in missing.json()["detail"]
+    assert client.get("/orders/nope").status_code == 422
