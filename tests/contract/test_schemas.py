@@ -92,6 +92,7 @@ FIELD_SAMPLES: dict[str, Any] = {
     "rma_number": "RMA-7F3K9Q",
     "tracking_number": "1Z999AA10123456784",
     "carrier": "dhl",
+    "payment_token": "tok_visa",
 }
 
 

@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from orders.domain import Address, InvalidOrder, Order, OrderLine, OrderStatus, Trace
+from fulfilment_kit.tracing import Trace
+from orders.domain import Address, InvalidOrder, Order, OrderLine, OrderStatus
 
 ADDRESS = Address("Ada Example", "1 Sample Street", None, "Berlin", "10115", "DE")
 TRACE = Trace("corr-1", "cause-1")

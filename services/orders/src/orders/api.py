@@ -16,13 +16,14 @@ from fulfilment_kit.contracts import OrderLine as LineModel
 from fulfilment_kit.contracts import ShippingAddress
 from fulfilment_kit.contracts.types import CurrencyCode
 from fulfilment_kit.http.errors import ProblemError, conflict, not_found
+from fulfilment_kit.tracing import Trace
 from orders.application import (
     IdempotencyConflict,
     OrderNotFound,
     OrdersApplication,
     PlaceOrder,
 )
-from orders.domain import MAX_LINES, Address, InvalidOrder, Order, OrderLine, Trace
+from orders.domain import MAX_LINES, Address, InvalidOrder, Order, OrderLine
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["orders"])

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, Transcoding
-from eventsourcing.utils import get_topic
+from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
 from fulfilment_kit.messaging.inbox import InboxApplication
-from orders.domain import Address, Order, OrderLine, Trace
+from fulfilment_kit.persistence.transcodings import register_dataclasses
+from fulfilment_kit.tracing import Trace
+from orders.domain import Address, Order, OrderLine
 
 # Namespace of order ids derived from an Idempotency-Key.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("0b7d3f2a-5c1e-4d8b-9f6a-2e4c8a1b3d5f")
@@ -41,27 +41,12 @@ class Placed:
     created: bool
 
 
-class _DataclassAsDict(Transcoding):
-    """Stores a frozen dataclass value object as a JSON object."""
-
-    def __init__(self, cls: type[Any]) -> None:
-        self.type = cls
-        self.name = get_topic(cls)
-
-    def encode(self, obj: Any) -> dict[str, Any]:
-        return dict(obj.__dict__)
-
-    def decode(self, data: dict[str, Any]) -> Any:
-        return self.type(**data)
-
-
 class OrdersApplication(InboxApplication):
     name = "orders"
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
-        for cls in (OrderLine, Address, Trace):
-            transcoder.register(_DataclassAsDict(cls))
+        register_dataclasses(transcoder, OrderLine, Address, Trace)
 
     def place_order(self, command: PlaceOrder) -> Placed:
         """Place an order once per Idempotency-Key: a replay returns the first order."""

@@ -8,6 +8,8 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from fulfilment_kit.tracing import Trace
+
 MAX_LINES = 100
 
 
@@ -41,14 +43,6 @@ class Address:
     city: str
     postal_code: str
     country_code: str
-
-
-@dataclass(frozen=True)
-class Trace:
-    """Causal context carried by every event: the conversation and what caused this step."""
-
-    correlation_id: str
-    causation_id: str
 
 
 class InvalidOrder(ValueError):

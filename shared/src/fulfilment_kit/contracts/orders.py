@@ -14,6 +14,7 @@ from fulfilment_kit.contracts.types import (
     CountryCode,
     CurrencyCode,
     MinorAmount,
+    PaymentToken,
     PositiveMinorAmount,
     Quantity,
     ReasonText,
@@ -88,6 +89,8 @@ class OrderPlaced(IntegrationEvent):
     total_minor: MinorAmount
     shipping_address: ShippingAddress
     placed_at: AwareDatetime
+    payment_token: PaymentToken | None = None
+    """How the customer pays (a provider token); payments captures with it."""
 
 
 class OrderCancelled(IntegrationEvent):

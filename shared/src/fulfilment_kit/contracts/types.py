@@ -15,6 +15,7 @@ __all__ = [
     "CountryCode",
     "CurrencyCode",
     "MinorAmount",
+    "PaymentToken",
     "PositiveMinorAmount",
     "Quantity",
     "ReasonText",
@@ -106,6 +107,13 @@ TrackingNumber = Annotated[
     str, Strict(), StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
 ]
 """The carrier's tracking number: letters, digits and '-'."""
+
+PaymentToken = Annotated[
+    str, Strict(), StringConstraints(min_length=5, max_length=64, pattern=r"^tok_[a-z0-9_]+$")
+]
+"""An opaque payment-method token issued by the payment provider, e.g. 'tok_visa'.
+
+Personal data: never logged, never a metric label."""
 
 RmaNumber = Annotated[str, Strict(), StringConstraints(pattern=r"^RMA-[A-Z0-9]{4,32}$")]
 """Return merchandise authorisation number, e.g. RMA-7F3K9Q."""

@@ -1,0 +1,29 @@
+"""Stores frozen dataclass value objects in eventsourcing's JSON events."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from eventsourcing.persistence import JSONTranscoder, Transcoding
+from eventsourcing.utils import get_topic
+
+
+class DataclassAsDict(Transcoding):
+    """A frozen dataclass as a JSON object of its fields."""
+
+    def __init__(self, cls: type[Any]) -> None:
+        assert dataclasses.is_dataclass(cls), cls
+        self.type = cls
+        self.name = get_topic(cls)
+
+    def encode(self, obj: Any) -> dict[str, Any]:
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+    def decode(self, data: dict[str, Any]) -> Any:
+        return self.type(**data)
+
+
+def register_dataclasses(transcoder: JSONTranscoder, *classes: type[Any]) -> None:
+    for cls in classes:
+        transcoder.register(DataclassAsDict(cls))
