@@ -239,19 +239,27 @@ kafka_start() {
   log "kafka: starting broker $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT), log $K_LOG"
   # Fully detached: own session, no terminal, stdin from /dev/null, stdout and
   # stderr appended to kafka.log, no other inherited descriptor (a CI job
-  # capturing our stdout must not wait for the broker). setsid and nohup exec,
-  # so $! is the JVM itself.
+  # capturing our stdout must not wait for the broker). setsid forks when the
+  # caller runs with job control (set -m), so $! may not be the JVM: the shell
+  # that execs the JVM writes its own pid instead.
+  rm -f "$K_PID"
   (
     cd "$K_DIR"
     close_inherited_fds
-    exec setsid nohup java "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    exec setsid nohup bash -c 'printf "%s\n" "$$" >"$1"; shift; exec "$@"' _ "$K_PID" \
+      java "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
       -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
       -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
       -Dlog4j2.configurationFile="$K_LOG4J" -Dkafka.logs.dir="$K_DIR" \
       -cp "$K_LIBS/*" kafka.Kafka "$K_CONF"
   ) </dev/null >>"$K_LOG" 2>&1 &
-  pid=$!
-  printf '%s\n' "$pid" >"$K_PID"
+  local waited=0
+  until [[ -s $K_PID ]]; do
+    ((waited++ < 100)) || die "kafka: the broker did not record its pid in $K_PID"
+    sleep 0.05
+  done
+  pid=$(<"$K_PID")
 }
 
 kafka_wait_ready() {
