@@ -20,6 +20,7 @@ def place(lines: list[OrderLine]) -> Order:
         lines=lines,
         currency="EUR",
         shipping_address=ADDRESS,
+        payment_token="tok_visa",
         request_fingerprint=None,
         trace=TRACE,
     )

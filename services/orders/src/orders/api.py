@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fulfilment_kit.contracts import OrderLine as LineModel
 from fulfilment_kit.contracts import ShippingAddress
-from fulfilment_kit.contracts.types import CurrencyCode
+from fulfilment_kit.contracts.types import CurrencyCode, PaymentToken, ReasonText
 from fulfilment_kit.http.errors import ProblemError, conflict, not_found
 from fulfilment_kit.tracing import Trace
 from orders.application import (
@@ -23,7 +23,7 @@ from orders.application import (
     OrdersApplication,
     PlaceOrder,
 )
-from orders.domain import MAX_LINES, Address, InvalidOrder, Order, OrderLine
+from orders.domain import MAX_LINES, Address, InvalidOrder, Order, OrderConflict, OrderLine
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["orders"])
@@ -40,6 +40,7 @@ class PlaceOrderRequest(BaseModel):
     lines: list[LineModel] = Field(min_length=1, max_length=MAX_LINES)
     currency: CurrencyCode
     shipping_address: ShippingAddress
+    payment_token: PaymentToken
 
     @field_validator("lines")
     @classmethod
@@ -67,6 +68,14 @@ class OrderView(BaseModel):
     placed_at: datetime
     updated_at: datetime
     version: int
+    stage_entered_at: datetime
+    flagged_stages: list[str]
+    paid_minor: int
+    carrier: str | None
+    tracking_number: str | None
+    cancelled_by: str | None
+    cancel_reason: str | None
+    shortages: list[dict[str, object]]
 
     @classmethod
     def of(cls, order: Order) -> OrderView:
@@ -81,6 +90,14 @@ class OrderView(BaseModel):
             placed_at=order.created_on,
             updated_at=order.modified_on,
             version=order.version,
+            stage_entered_at=order.stage_entered_at,
+            flagged_stages=order.flagged_stages,
+            paid_minor=order.paid_minor,
+            carrier=order.carrier,
+            tracking_number=order.tracking_number,
+            cancelled_by=order.cancelled_by,
+            cancel_reason=order.cancel_reason,
+            shortages=[s.__dict__ for s in order.shortages],
         )
 
 
@@ -111,6 +128,7 @@ async def place_order(
         lines=[OrderLine(**line.model_dump()) for line in body.lines],
         currency=body.currency,
         shipping_address=Address(**body.shipping_address.model_dump()),
+        payment_token=body.payment_token,
         idempotency_key=idempotency_key,
         fingerprint=hashlib.sha256(body.model_dump_json().encode()).hexdigest(),
         trace=Trace(
@@ -139,4 +157,38 @@ async def get_order(order_id: uuid.UUID, request: Request) -> OrderView:
         order = await asyncio.to_thread(_orders(request).get_order, order_id)
     except OrderNotFound as exc:
         raise not_found("order", order_id) from exc
+    return OrderView.of(order)
+
+
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: ReasonText = "cancelled by the customer"
+
+
+@router.post(
+    "/orders/{order_id}/cancel",
+    response_model=OrderView,
+    responses={409: {"description": "The order has shipped or ended and cannot be cancelled"}},
+)
+async def cancel_order(
+    order_id: uuid.UUID, request: Request, body: CancelRequest | None = None
+) -> OrderView:
+    """Cancel an order before it ships: stock is released and any payment refunded."""
+    body = body or CancelRequest()
+    trace = Trace(
+        correlation_id=str(order_id),
+        causation_id=f"http:cancel:{uuid.uuid4()}",
+    )
+    try:
+        order, changed = await asyncio.to_thread(
+            _orders(request).cancel_order, order_id, body.reason, trace
+        )
+    except OrderNotFound as exc:
+        raise not_found("order", order_id) from exc
+    except OrderConflict as exc:
+        raise conflict(str(exc)) from exc
+    if changed:
+        request.app.state.runtime.relay.wake()
+        log.info("order cancelled", order_id=str(order_id))
     return OrderView.of(order)

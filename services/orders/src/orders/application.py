@@ -1,16 +1,28 @@
-"""The orders application: commands and queries over the Order aggregate."""
+"""The orders application: commands, queries and reactions over the Order aggregate."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
+from functools import singledispatchmethod
+from typing import Any
 
+from eventsourcing.application import ProcessingEvent
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
-from fulfilment_kit.messaging.inbox import InboxApplication
+from fulfilment_kit.contracts import (
+    PaymentCaptured,
+    PaymentFailed,
+    ShipmentDelivered,
+    ShipmentShipped,
+    StockLocked,
+    StockRejected,
+)
+from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.tracing import Trace
-from orders.domain import Address, Order, OrderLine
+from orders.domain import Address, Order, OrderLine, Shortage
 
 # Namespace of order ids derived from an Idempotency-Key.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("0b7d3f2a-5c1e-4d8b-9f6a-2e4c8a1b3d5f")
@@ -30,6 +42,7 @@ class PlaceOrder:
     lines: list[OrderLine]
     currency: str
     shipping_address: Address
+    payment_token: str | None
     idempotency_key: str | None
     fingerprint: str
     trace: Trace
@@ -46,7 +59,9 @@ class OrdersApplication(InboxApplication):
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
-        register_dataclasses(transcoder, OrderLine, Address, Trace)
+        register_dataclasses(transcoder, OrderLine, Address, Shortage, Trace)
+
+    # --- commands ---
 
     def place_order(self, command: PlaceOrder) -> Placed:
         """Place an order once per Idempotency-Key: a replay returns the first order."""
@@ -63,6 +78,7 @@ class OrdersApplication(InboxApplication):
             lines=command.lines,
             currency=command.currency,
             shipping_address=command.shipping_address,
+            payment_token=command.payment_token,
             request_fingerprint=command.fingerprint,
             trace=command.trace,
         )
@@ -88,6 +104,28 @@ class OrdersApplication(InboxApplication):
             )
         return order
 
+    def cancel_order(self, order_id: uuid.UUID, reason: str, trace: Trace) -> tuple[Order, bool]:
+        """Cancel on the customer's request; (order, whether this call cancelled it)."""
+        order = self.get_order(order_id)
+        changed = order.cancel(reason, trace)
+        if changed:
+            self.save(order)
+        return order, changed
+
+    def flag_overdue(self, order_id: uuid.UUID, stage: str, deadline_at: datetime) -> bool:
+        """Flag an order stuck in `stage` past its deadline; False if it moved on meanwhile."""
+        order = self.get_order(order_id)
+        trace = Trace(correlation_id=str(order_id), causation_id=f"deadline:{stage}")
+        if not order.flag_overdue(stage, deadline_at, trace):
+            return False
+        try:
+            self.save(order)
+        except IntegrityError:
+            return False  # the order changed meanwhile; the watch looks again
+        return True
+
+    # --- queries ---
+
     def get_order(self, order_id: uuid.UUID) -> Order:
         try:
             order: Order = self.repository.get(order_id)
@@ -95,5 +133,57 @@ class OrdersApplication(InboxApplication):
             if type(exc).__name__ == "AggregateNotFoundError":
                 raise OrderNotFound(str(order_id)) from exc
             raise
-        assert isinstance(order, Order)
         return order
+
+    # --- reactions ---
+
+    def handle(self, message: InboundMessage, processing: ProcessingEvent[uuid.UUID]) -> None:
+        self._react(message.envelope.event, message, processing)
+
+    def _order(self, processing: ProcessingEvent[uuid.UUID], order_id: uuid.UUID) -> Order | None:
+        return self.get_for_update(processing, order_id, Order)
+
+    @singledispatchmethod
+    def _react(self, event: Any, message: InboundMessage, processing: Any) -> None:
+        """Events this service does not react to."""
+
+    @_react.register
+    def _(self, event: StockLocked, message: InboundMessage, processing: Any) -> None:
+        if order := self._order(processing, event.order_id):
+            order.stock_locked(_trace(message))
+            processing.collect_events(order)
+
+    @_react.register
+    def _(self, event: StockRejected, message: InboundMessage, processing: Any) -> None:
+        if order := self._order(processing, event.order_id):
+            shortages = [Shortage(s.sku, s.requested, s.available) for s in event.shortages]
+            order.stock_rejected(shortages, _trace(message))
+            processing.collect_events(order)
+
+    @_react.register
+    def _(self, event: PaymentCaptured, message: InboundMessage, processing: Any) -> None:
+        if order := self._order(processing, event.order_id):
+            order.payment_captured(event.amount_minor, _trace(message))
+            processing.collect_events(order)
+
+    @_react.register
+    def _(self, event: PaymentFailed, message: InboundMessage, processing: Any) -> None:
+        if order := self._order(processing, event.order_id):
+            order.payment_failed(event.reason_code, _trace(message))
+            processing.collect_events(order)
+
+    @_react.register
+    def _(self, event: ShipmentShipped, message: InboundMessage, processing: Any) -> None:
+        if order := self._order(processing, event.order_id):
+            order.shipment_shipped(event.carrier, event.tracking_number, _trace(message))
+            processing.collect_events(order)
+
+    @_react.register
+    def _(self, event: ShipmentDelivered, message: InboundMessage, processing: Any) -> None:
+        if order := self._order(processing, event.order_id):
+            order.shipment_delivered(_trace(message))
+            processing.collect_events(order)
+
+
+def _trace(message: InboundMessage) -> Trace:
+    return Trace.caused_by(message.envelope.id, message.envelope.correlation_id)

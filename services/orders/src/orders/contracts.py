@@ -6,8 +6,19 @@ from collections.abc import Sequence
 from functools import singledispatch
 from typing import Any
 
+from fulfilment_kit.contracts import (
+    OrderCancelled,
+    OrderDelivered,
+    OrderFlagged,
+    OrderPaid,
+    OrderPlaced,
+    OrderRejected,
+    OrderShipped,
+    OrderStockLocked,
+    ShippingAddress,
+)
 from fulfilment_kit.contracts import OrderLine as PublicLine
-from fulfilment_kit.contracts import OrderPlaced, ShippingAddress
+from fulfilment_kit.contracts.base import IntegrationEvent
 from fulfilment_kit.messaging.relay import Outbound
 from orders.domain import Order
 
@@ -18,19 +29,124 @@ def to_public(domain_event: Any) -> Sequence[Outbound]:
     return ()
 
 
+def _out(e: Any, public: IntegrationEvent) -> Sequence[Outbound]:
+    return (Outbound(public, e.trace.correlation_id, e.trace.causation_id),)
+
+
 @to_public.register(Order.Placed)
 def _placed(e: Any) -> Sequence[Outbound]:
     lines = [
         PublicLine(sku=x.sku, quantity=x.quantity, unit_price_minor=x.unit_price_minor)
         for x in e.lines
     ]
-    placed = OrderPlaced(
-        order_id=e.originator_id,
-        customer_id=e.customer_id,
-        lines=lines,
-        currency=e.currency,
-        total_minor=sum(x.quantity * x.unit_price_minor for x in e.lines),
-        shipping_address=ShippingAddress(**e.shipping_address.__dict__),
-        placed_at=e.timestamp,
+    return _out(
+        e,
+        OrderPlaced(
+            order_id=e.originator_id,
+            customer_id=e.customer_id,
+            lines=lines,
+            currency=e.currency,
+            total_minor=sum(x.quantity * x.unit_price_minor for x in e.lines),
+            shipping_address=ShippingAddress(**e.shipping_address.__dict__),
+            placed_at=e.timestamp,
+            payment_token=e.payment_token,
+        ),
     )
-    return (Outbound(placed, e.trace.correlation_id, e.trace.causation_id),)
+
+
+def _shortage_text(e: Any) -> str:
+    short = ", ".join(
+        f"{x.sku} (requested {x.requested}, available {x.available})" for x in e.shortages
+    )
+    return f"out of stock: {short}"[:500]
+
+
+@to_public.register(Order.StockLocked)
+def _locked(e: Any) -> Sequence[Outbound]:
+    return _out(
+        e,
+        OrderStockLocked(
+            order_id=e.originator_id, customer_id=e.customer_id, locked_at=e.timestamp
+        ),
+    )
+
+
+@to_public.register(Order.Rejected)
+def _rejected(e: Any) -> Sequence[Outbound]:
+    return _out(
+        e,
+        OrderRejected(
+            order_id=e.originator_id,
+            customer_id=e.customer_id,
+            reason_code="out_of_stock",
+            reason=_shortage_text(e),
+            rejected_at=e.timestamp,
+        ),
+    )
+
+
+@to_public.register(Order.Paid)
+def _paid(e: Any) -> Sequence[Outbound]:
+    return _out(
+        e,
+        OrderPaid(
+            order_id=e.originator_id,
+            customer_id=e.customer_id,
+            amount_minor=e.amount_minor,
+            currency=e.currency,
+            paid_at=e.timestamp,
+        ),
+    )
+
+
+@to_public.register(Order.Cancelled)
+def _cancelled(e: Any) -> Sequence[Outbound]:
+    return _out(
+        e,
+        OrderCancelled(
+            order_id=e.originator_id,
+            customer_id=e.customer_id,
+            cancelled_by=e.cancelled_by,
+            reason=e.reason,
+            cancelled_at=e.timestamp,
+        ),
+    )
+
+
+@to_public.register(Order.Shipped)
+def _shipped(e: Any) -> Sequence[Outbound]:
+    return _out(
+        e,
+        OrderShipped(
+            order_id=e.originator_id,
+            customer_id=e.customer_id,
+            carrier=e.carrier,
+            tracking_number=e.tracking_number,
+            shipped_at=e.timestamp,
+        ),
+    )
+
+
+@to_public.register(Order.Delivered)
+def _delivered(e: Any) -> Sequence[Outbound]:
+    return _out(
+        e,
+        OrderDelivered(
+            order_id=e.originator_id, customer_id=e.customer_id, delivered_at=e.timestamp
+        ),
+    )
+
+
+@to_public.register(Order.Flagged)
+def _flagged(e: Any) -> Sequence[Outbound]:
+    return _out(
+        e,
+        OrderFlagged(
+            order_id=e.originator_id,
+            customer_id=e.customer_id,
+            stage=e.stage,
+            stage_entered_at=e.stage_entered_at,
+            deadline_at=e.deadline_at,
+            flagged_at=e.timestamp,
+        ),
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
@@ -22,6 +23,17 @@ class OrderStatus(StrEnum):
     REJECTED = "rejected"
     CANCELLED = "cancelled"
     RETURNED = "returned"
+
+
+# Stages an order waits in; each has a deadline (the others are terminal or after-sales).
+WAITING_STAGES = (
+    OrderStatus.PLACED,
+    OrderStatus.STOCK_LOCKED,
+    OrderStatus.PAID,
+    OrderStatus.SHIPPED,
+)
+CANCELLABLE = (OrderStatus.PLACED, OrderStatus.STOCK_LOCKED, OrderStatus.PAID)
+TERMINAL = (OrderStatus.DELIVERED, OrderStatus.REJECTED, OrderStatus.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -45,19 +57,82 @@ class Address:
     country_code: str
 
 
+@dataclass(frozen=True)
+class Shortage:
+    sku: str
+    requested: int
+    available: int
+
+
 class InvalidOrder(ValueError):
     """An order that breaks a domain invariant."""
 
 
+class OrderConflict(Exception):
+    """A command the order's current status does not allow."""
+
+
 class Order(Aggregate):
-    """One customer order and its status machine."""
+    """One customer order and its status machine.
+
+    Reactions arrive from several topics, so their order across services is not
+    guaranteed: a later fact (paid) may arrive before an earlier one (stock locked).
+    Each reaction therefore records what it implies and ignores what is already past.
+    """
 
     class Placed(Aggregate.Created):
         customer_id: UUID
         lines: list[OrderLine]
         currency: str
         shipping_address: Address
+        payment_token: str | None
         request_fingerprint: str | None
+        trace: Trace
+
+    class StockLocked(Aggregate.Event):
+        customer_id: UUID
+        trace: Trace
+
+    class Rejected(Aggregate.Event):
+        customer_id: UUID
+        shortages: list[Shortage]
+        trace: Trace
+
+    class Paid(Aggregate.Event):
+        customer_id: UUID
+        amount_minor: int
+        currency: str
+        trace: Trace
+
+    class Cancelled(Aggregate.Event):
+        customer_id: UUID
+        cancelled_by: str
+        reason: str
+        trace: Trace
+
+    class Shipped(Aggregate.Event):
+        customer_id: UUID
+        carrier: str
+        tracking_number: str
+        trace: Trace
+
+    class ShippedAfterCancellation(Aggregate.Event):
+        """The carrier took the parcel although the order had been cancelled."""
+
+        customer_id: UUID
+        carrier: str
+        tracking_number: str
+        trace: Trace
+
+    class Delivered(Aggregate.Event):
+        customer_id: UUID
+        trace: Trace
+
+    class Flagged(Aggregate.Event):
+        customer_id: UUID
+        stage: str
+        stage_entered_at: datetime
+        deadline_at: datetime
         trace: Trace
 
     @classmethod
@@ -69,6 +144,7 @@ class Order(Aggregate):
         lines: list[OrderLine],
         currency: str,
         shipping_address: Address,
+        payment_token: str | None,
         request_fingerprint: str | None,
         trace: Trace,
     ) -> Order:
@@ -88,6 +164,7 @@ class Order(Aggregate):
             lines=lines,
             currency=currency,
             shipping_address=shipping_address,
+            payment_token=payment_token,
             request_fingerprint=request_fingerprint,
             trace=trace,
         )
@@ -100,6 +177,7 @@ class Order(Aggregate):
         lines: list[OrderLine],
         currency: str,
         shipping_address: Address,
+        payment_token: str | None,
         request_fingerprint: str | None,
         trace: Trace,
     ) -> None:
@@ -107,9 +185,150 @@ class Order(Aggregate):
         self.lines = list(lines)
         self.currency = currency
         self.shipping_address = shipping_address
+        self.payment_token = payment_token
         self.request_fingerprint = request_fingerprint
         self.status = OrderStatus.PLACED
+        self.stage_entered_at: datetime = self.created_on
+        self.flagged_stages: list[str] = []
+        self.shortages: list[Shortage] = []
+        self.paid_minor = 0
+        self.carrier: str | None = None
+        self.tracking_number: str | None = None
+        self.cancelled_by: str | None = None
+        self.cancel_reason: str | None = None
 
     @property
     def total_minor(self) -> int:
         return sum(line.total_minor for line in self.lines)
+
+    # --- reactions to other services (idempotent: a fact already past is ignored) ---
+
+    def stock_locked(self, trace: Trace) -> None:
+        if self.status is OrderStatus.PLACED:
+            self._lock(customer_id=self.customer_id, trace=trace)
+
+    def stock_rejected(self, shortages: list[Shortage], trace: Trace) -> None:
+        if self.status is OrderStatus.PLACED:
+            self._reject(customer_id=self.customer_id, shortages=shortages, trace=trace)
+
+    def payment_captured(self, amount_minor: int, trace: Trace) -> None:
+        if self.status is OrderStatus.PLACED:
+            self._lock(
+                customer_id=self.customer_id, trace=trace
+            )  # payment is only taken for locked stock
+        if self.status is OrderStatus.STOCK_LOCKED:
+            self._pay(
+                customer_id=self.customer_id,
+                amount_minor=amount_minor,
+                currency=self.currency,
+                trace=trace,
+            )
+
+    def payment_failed(self, reason: str, trace: Trace) -> None:
+        if self.status in (OrderStatus.PLACED, OrderStatus.STOCK_LOCKED):
+            self._cancel(
+                customer_id=self.customer_id,
+                cancelled_by="system",
+                reason=f"payment failed: {reason}",
+                trace=trace,
+            )
+
+    def shipment_shipped(self, carrier: str, tracking_number: str, trace: Trace) -> None:
+        if self.status is OrderStatus.PAID:
+            self._ship(
+                customer_id=self.customer_id,
+                carrier=carrier,
+                tracking_number=tracking_number,
+                trace=trace,
+            )
+        elif self.status is OrderStatus.CANCELLED and self.tracking_number is None:
+            self._shipped_after_cancellation(
+                customer_id=self.customer_id,
+                carrier=carrier,
+                tracking_number=tracking_number,
+                trace=trace,
+            )
+
+    def shipment_delivered(self, trace: Trace) -> None:
+        if self.status is OrderStatus.SHIPPED:
+            self._deliver(customer_id=self.customer_id, trace=trace)
+
+    # --- commands ---
+
+    def cancel(self, reason: str, trace: Trace) -> bool:
+        """Cancel on the customer's request; False if it already was cancelled."""
+        if self.status is OrderStatus.CANCELLED:
+            return False
+        if self.status not in CANCELLABLE:
+            raise OrderConflict(f"order {self.id} is {self.status} and can no longer be cancelled")
+        self._cancel(
+            customer_id=self.customer_id, cancelled_by="customer", reason=reason, trace=trace
+        )
+        return True
+
+    def flag_overdue(self, stage: str, deadline_at: datetime, trace: Trace) -> bool:
+        """Flag the order as stuck in `stage` (once per stage); False if it moved on."""
+        if self.status != stage or stage in self.flagged_stages:
+            return False
+        self._flag(
+            customer_id=self.customer_id,
+            stage=stage,
+            stage_entered_at=self.stage_entered_at,
+            deadline_at=deadline_at,
+            trace=trace,
+        )
+        return True
+
+    # --- state changes ---
+
+    def _enter(self, status: OrderStatus) -> None:
+        self.status = status
+        self.stage_entered_at = self.modified_on
+
+    @event(StockLocked)
+    def _lock(self, customer_id: UUID, trace: Trace) -> None:
+        self._enter(OrderStatus.STOCK_LOCKED)
+
+    @event(Rejected)
+    def _reject(self, customer_id: UUID, shortages: list[Shortage], trace: Trace) -> None:
+        self.shortages = list(shortages)
+        self._enter(OrderStatus.REJECTED)
+
+    @event(Paid)
+    def _pay(self, customer_id: UUID, amount_minor: int, currency: str, trace: Trace) -> None:
+        self.paid_minor = amount_minor
+        self._enter(OrderStatus.PAID)
+
+    @event(Cancelled)
+    def _cancel(self, customer_id: UUID, cancelled_by: str, reason: str, trace: Trace) -> None:
+        self.cancelled_by = cancelled_by
+        self.cancel_reason = reason
+        self._enter(OrderStatus.CANCELLED)
+
+    @event(Shipped)
+    def _ship(self, customer_id: UUID, carrier: str, tracking_number: str, trace: Trace) -> None:
+        self.carrier = carrier
+        self.tracking_number = tracking_number
+        self._enter(OrderStatus.SHIPPED)
+
+    @event(ShippedAfterCancellation)
+    def _shipped_after_cancellation(
+        self, customer_id: UUID, carrier: str, tracking_number: str, trace: Trace
+    ) -> None:
+        self.carrier = carrier
+        self.tracking_number = tracking_number
+
+    @event(Delivered)
+    def _deliver(self, customer_id: UUID, trace: Trace) -> None:
+        self._enter(OrderStatus.DELIVERED)
+
+    @event(Flagged)
+    def _flag(
+        self,
+        customer_id: UUID,
+        stage: str,
+        stage_entered_at: datetime,
+        deadline_at: datetime,
+        trace: Trace,
+    ) -> None:
+        self.flagged_stages = [*self.flagged_stages, stage]

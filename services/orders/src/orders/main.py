@@ -15,20 +15,26 @@ from fulfilment_kit.skeleton import run_service
 from orders.api import router
 from orders.application import OrdersApplication
 from orders.contracts import to_public
+from orders.deadlines import DeadlineWatch
 
 SERVICE = "orders"
 DEFAULT_PORT = 8001
+SOURCE_TOPICS = (topics.INVENTORY, topics.PAYMENTS, topics.SHIPPING, topics.CUSTOMER_SERVICE)
 
 
 def create_runtime(settings: ServiceSettings | None = None) -> ServiceRuntime:
     settings = settings or ServiceSettings()
-    return ServiceRuntime(
+    app = OrdersApplication(env=eventsourcing_env(SERVICE, settings))
+    runtime = ServiceRuntime(
         service=SERVICE,
-        app=OrdersApplication(env=eventsourcing_env(SERVICE, settings)),
+        app=app,
         mapper=to_public,
         output_topics=[topics.ORDERS],
+        source_topics=SOURCE_TOPICS,
         settings=settings,
     )
+    runtime.background.append(DeadlineWatch(app).run)
+    return runtime
 
 
 def create_app() -> FastAPI:
