@@ -74,6 +74,7 @@ class ServiceRuntime:
                 self.inbox,
                 self.source_topics,
                 max_records=self.settings.consumer_max_records,
+                resume_from=self.settings.consumer_resume_from,
             )
         self.health.readiness_checks["database"] = self._database_ready
         self.health.readiness_checks["kafka"] = self._kafka_ready

@@ -24,8 +24,9 @@ log = structlog.get_logger(__name__)
 class TrackedOffsetListener(ConsumerRebalanceListener):  # type: ignore[misc]
     """On assignment, seek each partition to the offset tracked in the database."""
 
-    def __init__(self, inbox: Inbox) -> None:
+    def __init__(self, inbox: Inbox, resume_from: str = "database") -> None:
         self.inbox = inbox
+        self.resume_from = resume_from
         self.subscriber: Any = None
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -36,6 +37,8 @@ class TrackedOffsetListener(ConsumerRebalanceListener):  # type: ignore[misc]
         consumer: AIOKafkaConsumer = self.subscriber.consumer
         for tp in sorted(assigned):
             position = await self.inbox.tracked_position(tp)
+            if self.resume_from == "kafka":
+                continue  # fault injection: trust Kafka's committed offset, as a plain consumer does
             if position is None:
                 await consumer.seek_to_beginning(tp)
             else:
@@ -56,9 +59,10 @@ def subscribe_inbox(
     source_topics: Sequence[str],
     *,
     max_records: int = 500,
+    resume_from: str = "database",
 ) -> Any:
     """Register the inbox as a batch subscriber of `source_topics` (logical names)."""
-    listener = TrackedOffsetListener(inbox)
+    listener = TrackedOffsetListener(inbox, resume_from)
     subscriber = broker.subscriber(
         *[topics.physical(t) for t in source_topics],
         group_id=inbox.group_id,

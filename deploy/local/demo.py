@@ -1,0 +1,196 @@
+"""Demo traffic for `make run`: realistic orders, declines, cancellations, carrier updates.
+
+Talks only to the public HTTP APIs. FULFIL_DEMO=0 turns it off; FULFIL_DEMO_RATE sets
+orders per second (default 2). Ctrl-C or SIGTERM ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+
+ORDERS = os.environ.get("FULFIL_DEMO_ORDERS_URL", "http://127.0.0.1:8001")
+INVENTORY = os.environ.get("FULFIL_DEMO_INVENTORY_URL", "http://127.0.0.1:8002")
+SHIPPING = os.environ.get("FULFIL_DEMO_SHIPPING_URL", "http://127.0.0.1:8004")
+
+# SKU, unit price (cents), stock received at start. Two are scarce, so some orders are rejected.
+CATALOGUE = [
+    ("MUG-BLUE", 1299, 400),
+    ("MUG-RED", 1299, 400),
+    ("TEE-S-BLACK", 2499, 300),
+    ("TEE-M-BLACK", 2499, 300),
+    ("TEE-L-WHITE", 2499, 300),
+    ("HOODIE-M-GREY", 5999, 150),
+    ("CAP-NAVY", 1999, 200),
+    ("SOCKS-3PK", 999, 500),
+    ("POSTER-A2", 1499, 250),
+    ("NOTEBOOK-A5", 899, 400),
+    ("LAMP-LIMITED", 8999, 3),
+    ("SNEAKER-42-RARE", 11999, 2),
+]
+# Payment tokens of the sandbox gateway and how often customers use them.
+TOKENS = [
+    ("tok_visa", 84),
+    ("tok_mastercard", 6),
+    ("tok_decline", 5),
+    ("tok_insufficient_funds", 3),
+    ("tok_flaky", 2),
+]
+CITIES = [
+    ("Berlin", "10115", "DE"),
+    ("Paris", "75001", "FR"),
+    ("Madrid", "28001", "ES"),
+    ("Amsterdam", "1011", "NL"),
+    ("Vienna", "1010", "AT"),
+]
+
+
+@dataclass
+class Tally:
+    placed: int = 0
+    cancelled: int = 0
+    delivered: int = 0
+    exceptions: int = 0
+    errors: int = 0
+    shipped: dict[str, str] = field(default_factory=dict)  # order id -> tracking number
+
+
+async def seed(client: httpx.AsyncClient) -> None:
+    for sku, _, quantity in CATALOGUE:
+        reply = await client.post(
+            f"{INVENTORY}/stock/{sku}/receipts",
+            json={"quantity": quantity},
+            headers={"Idempotency-Key": f"demo-seed-{sku}"},
+        )
+        reply.raise_for_status()
+
+
+def order_body(rng: random.Random, customers: list[str]) -> dict[str, object]:
+    city, postal_code, country = rng.choice(CITIES)
+    picks = rng.sample(CATALOGUE, k=rng.choice([1, 1, 2, 2, 3]))
+    return {
+        "customer_id": rng.choice(customers),
+        "lines": [
+            {"sku": s, "quantity": rng.choice([1, 1, 1, 2, 3]), "unit_price_minor": p}
+            for s, p, _ in picks
+        ],
+        "currency": "EUR",
+        "payment_token": rng.choices([t for t, _ in TOKENS], [w for _, w in TOKENS])[0],
+        "shipping_address": {
+            "recipient_name": "Demo Customer",
+            "line1": "1 Demo Street",
+            "city": city,
+            "postal_code": postal_code,
+            "country_code": country,
+        },
+    }
+
+
+async def place_one(
+    client: httpx.AsyncClient, rng: random.Random, tally: Tally, customers: list[str]
+) -> None:
+    reply = await client.post(
+        f"{ORDERS}/orders",
+        json=order_body(rng, customers),
+        headers={"Idempotency-Key": str(uuid.uuid4())},
+    )
+    if reply.status_code != 201:
+        tally.errors += 1
+        return
+    tally.placed += 1
+    order_id = reply.json()["order_id"]
+    if rng.random() < 0.05:  # a customer changes their mind shortly after
+        with contextlib.suppress(TimeoutError):  # demo pacing, not synchronisation
+            await asyncio.wait_for(asyncio.Event().wait(), timeout=rng.uniform(0.2, 1.5))
+        cancel = await client.post(
+            f"{ORDERS}/orders/{order_id}/cancel", json={"reason": "changed my mind"}
+        )
+        tally.cancelled += cancel.status_code == 200
+        return
+    tally.shipped[order_id] = ""
+
+
+async def carrier_updates(client: httpx.AsyncClient, rng: random.Random, tally: Tally) -> None:
+    """Play the carrier: parcels that shipped get delivered (or, rarely, an exception)."""
+    for order_id in list(tally.shipped)[:50]:
+        reply = await client.get(f"{SHIPPING}/shipments/{order_id}")
+        if reply.status_code != 200:
+            continue
+        shipment = reply.json()
+        if shipment["status"] in ("cancelled", "delivered", "exception"):
+            tally.shipped.pop(order_id, None)
+            continue
+        if shipment["status"] != "shipped":
+            continue
+        if rng.random() < 0.05:
+            hook = {
+                "tracking_number": shipment["tracking_number"],
+                "status": "exception",
+                "reason_code": "recipient_absent",
+                "reason": "nobody home, card left",
+            }
+            tally.exceptions += 1
+        else:
+            hook = {"tracking_number": shipment["tracking_number"], "status": "delivered"}
+            tally.delivered += 1
+        await client.post(f"{SHIPPING}/carrier/webhooks", json=hook)
+        tally.shipped.pop(order_id, None)
+
+
+async def restock(client: httpx.AsyncClient) -> None:
+    reply = await client.get(f"{INVENTORY}/stock", params={"below_threshold": "true"})
+    if reply.status_code != 200:
+        return
+    for item in reply.json():
+        if item["sku"] in ("LAMP-LIMITED", "SNEAKER-42-RARE"):
+            continue  # scarce on purpose
+        await client.post(f"{INVENTORY}/stock/{item['sku']}/receipts", json={"quantity": 100})
+
+
+async def main() -> None:
+    if os.environ.get("FULFIL_DEMO", "1") == "0":
+        print("demo traffic is off (FULFIL_DEMO=0)")
+        return
+    rate = float(os.environ.get("FULFIL_DEMO_RATE", "2"))
+    rng = random.Random()
+    customers = [str(uuid.uuid4()) for _ in range(40)]  # repeat customers, for repurchase KPIs
+    tally = Tally()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with httpx.AsyncClient(timeout=10) as client:
+        await seed(client)
+        print(f"demo traffic: seeded {len(CATALOGUE)} SKUs, placing ~{rate:g} orders/s")
+        tasks: set[asyncio.Task[None]] = set()
+        last_report = last_chores = time.monotonic()
+        while not stop.is_set():
+            task = asyncio.create_task(place_one(client, rng, tally, customers))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            if time.monotonic() - last_chores > 2:
+                await carrier_updates(client, rng, tally)
+                await restock(client)
+                last_chores = time.monotonic()
+            if time.monotonic() - last_report > 10:
+                print(
+                    f"demo traffic: placed {tally.placed}, cancelled {tally.cancelled}, "
+                    f"delivered {tally.delivered}, delivery exceptions {tally.exceptions}, "
+                    f"errors {tally.errors}",
+                    flush=True,
+                )
+                last_report = time.monotonic()
+            with contextlib.suppress(TimeoutError):  # paces arrivals like real customers
+                await asyncio.wait_for(stop.wait(), timeout=rng.expovariate(rate))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,32 @@
+"""The whole platform for end-to-end tests: five service processes, real Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from fulfilment_kit.contracts import topics
+from fulfilment_kit.messaging.admin import ensure_topics
+from fulfilment_kit.settings import KafkaSettings
+from tests.e2e.platform import Platform
+
+
+@pytest.fixture(scope="session")
+async def platform() -> AsyncIterator[Platform]:
+    names = topics.all_physical_topics()
+    await ensure_topics(names)
+    running = Platform.create()
+    try:
+        await running.start()
+        yield running
+    finally:
+        running.stop()
+        running.drop_databases()
+        admin = AIOKafkaAdminClient(bootstrap_servers=KafkaSettings().bootstrap_servers)
+        await admin.start()
+        try:
+            await admin.delete_topics(names)
+        finally:
+            await admin.close()

@@ -1,0 +1,158 @@
+"""Start, stop and talk to the five services the way `make run` runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from fulfilment_kit.contracts import topics
+from tests.support.polling import eventually
+from tests.support.processes import (
+    ServiceProcess,
+    free_port,
+    service_command,
+    service_env,
+    wait_ready,
+)
+from tests.support.stack import Record, create_database, drop_database, read_topic
+
+SERVICES = ("orders", "inventory", "payments", "shipping", "customer-service")
+
+# Short stage deadlines so a stuck order is flagged within the test's patience.
+E2E_SETTINGS = {
+    "FULFIL_ORDERS_DEADLINE_PLACED_S": "8",
+    "FULFIL_ORDERS_DEADLINE_STOCK_LOCKED_S": "8",
+    "FULFIL_CONSUMER_BACKOFF_S": "0.05",
+}
+
+
+@dataclass
+class Service:
+    name: str
+    database: str
+    port: int
+    process: ServiceProcess
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=30)
+
+
+@dataclass
+class Platform:
+    services: dict[str, Service] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls) -> Platform:
+        platform = cls()
+        for name in SERVICES:
+            database = create_database(f"fulfil_e2e_{name.replace('-', '_')}")
+            port = free_port()
+            env = service_env(POSTGRES_DBNAME=database, FULFIL_HTTP_PORT=str(port), **E2E_SETTINGS)
+            process = ServiceProcess(
+                service_command(f"fulfil-{name}"), env, f"e2e-{name}-{database}"
+            )
+            platform.services[name] = Service(name, database, port, process)
+        return platform
+
+    async def start(self, *names: str) -> None:
+        chosen = [self.services[n] for n in names or SERVICES]
+        for service in chosen:
+            service.process.start()
+        await asyncio.gather(*(wait_ready(s.url, s.process, timeout=90) for s in chosen))
+
+    def stop(self, *names: str) -> None:
+        for name in names or SERVICES:
+            self.services[name].process.stop()
+
+    def drop_databases(self) -> None:
+        for service in self.services.values():
+            drop_database(service.database)
+
+    def __getitem__(self, name: str) -> Service:
+        return self.services[name]
+
+    # --- conveniences over the public APIs ---
+
+    async def get(self, service: str, path: str) -> Any:
+        async with self[service].client() as client:
+            reply = await client.get(path)
+            return reply.json() if reply.status_code == 200 else None
+
+    async def receive_stock(self, sku: str, quantity: int) -> dict[str, Any]:
+        async with self["inventory"].client() as client:
+            reply = await client.post(f"/stock/{sku}/receipts", json={"quantity": quantity})
+            assert reply.status_code in (200, 201), reply.text
+            return dict(reply.json())
+
+    async def place_order(
+        self, lines: list[tuple[str, int, int]], token: str = "tok_visa"
+    ) -> dict[str, Any]:
+        body = {
+            "customer_id": str(uuid.uuid4()),
+            "lines": [{"sku": s, "quantity": q, "unit_price_minor": p} for s, q, p in lines],
+            "currency": "EUR",
+            "payment_token": token,
+            "shipping_address": {
+                "recipient_name": "Ada Example",
+                "line1": "1 Sample Street",
+                "city": "Berlin",
+                "postal_code": "10115",
+                "country_code": "DE",
+            },
+        }
+        async with self["orders"].client() as client:
+            reply = await client.post(
+                "/orders", json=body, headers={"Idempotency-Key": str(uuid.uuid4())}
+            )
+            assert reply.status_code == 201, reply.text
+            return dict(reply.json())
+
+    async def order_reaches(
+        self, order_id: str, status: str, timeout: float = 60
+    ) -> dict[str, Any]:
+        async def probe() -> Any:
+            return await self.get("orders", f"/orders/{order_id}")
+
+        order: dict[str, Any] = await eventually(
+            probe,
+            until=lambda o: o is not None and o["status"] == status,
+            timeout=timeout,
+            what=f"order {order_id} {status}",
+        )
+        return order
+
+    async def shipment_reaches(
+        self, order_id: str, status: str, timeout: float = 60
+    ) -> dict[str, Any]:
+        async def probe() -> Any:
+            return await self.get("shipping", f"/shipments/{order_id}")
+
+        shipment: dict[str, Any] = await eventually(
+            probe,
+            until=lambda s: s is not None and s["status"] == status,
+            timeout=timeout,
+            what=f"shipment {order_id} {status}",
+        )
+        return shipment
+
+
+def new_sku(prefix: str = "E2E") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8].upper()}"
+
+
+async def events_of(topic: str, order_id: str) -> list[Record]:
+    """The records of one order on a topic, in partition order (one partition per key)."""
+    records = await read_topic(topics.physical(topic))
+    return sorted((r for r in records if r.key == order_id.encode()), key=lambda r: r.offset)
+
+
+def types_of(records: list[Record]) -> list[str]:
+    return [r.headers["ce_type"] for r in records]
