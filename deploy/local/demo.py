@@ -63,6 +63,22 @@ class Tally:
     shipped: dict[str, str] = field(default_factory=dict)  # order id -> tracking number
 
 
+async def wait_until_ready(client: httpx.AsyncClient, timeout_s: float = 120) -> None:
+    """The services start alongside the demo: poll their /readyz until all answer 200."""
+    deadline = time.monotonic() + timeout_s
+    for base in (ORDERS, INVENTORY, SHIPPING):
+        while True:
+            try:
+                if (await client.get(f"{base}/readyz")).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"demo traffic: {base} is not ready after {timeout_s:.0f} s")
+            with contextlib.suppress(TimeoutError):  # poll interval within the deadline
+                await asyncio.wait_for(asyncio.Event().wait(), timeout=0.5)
+
+
 async def seed(client: httpx.AsyncClient) -> None:
     for sku, _, quantity in CATALOGUE:
         reply = await client.post(
@@ -168,6 +184,7 @@ async def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with httpx.AsyncClient(timeout=10) as client:
+        await wait_until_ready(client)
         await seed(client)
         print(f"demo traffic: seeded {len(CATALOGUE)} SKUs, placing ~{rate:g} orders/s")
         tasks: set[asyncio.Task[None]] = set()
