@@ -1,1 +1,1 @@
-"""The inventory service of the fulfilment platform (skeleton: health, metrics, settings)."""
+"""The inventory service: stock per SKU, all-or-nothing reservations per order."""

@@ -2,17 +2,44 @@
 
 from __future__ import annotations
 
+import sys
+
 from fastapi import FastAPI
 
-from fulfilment_kit.skeleton import create_skeleton_app, run_service
+from fulfilment_kit.contracts import topics
+from fulfilment_kit.persistence import eventsourcing_env
+from fulfilment_kit.relay_only import run_relay_only
+from fulfilment_kit.runtime import ServiceRuntime, create_http_app
+from fulfilment_kit.settings import ServiceSettings
+from fulfilment_kit.skeleton import run_service
+from inventory.api import router
+from inventory.application import InventoryApplication
+from inventory.contracts import to_public
 
 SERVICE = "inventory"
 DEFAULT_PORT = 8002
+SOURCE_TOPICS = (topics.ORDERS, topics.PAYMENTS, topics.SHIPPING, topics.CUSTOMER_SERVICE)
+
+
+def create_runtime(settings: ServiceSettings | None = None) -> ServiceRuntime:
+    settings = settings or ServiceSettings()
+    return ServiceRuntime(
+        service=SERVICE,
+        app=InventoryApplication(env=eventsourcing_env(SERVICE, settings)),
+        mapper=to_public,
+        output_topics=[topics.INVENTORY],
+        source_topics=SOURCE_TOPICS,
+        settings=settings,
+    )
 
 
 def create_app() -> FastAPI:
-    return create_skeleton_app(SERVICE)
+    return create_http_app(create_runtime(), routers=[router], title="Inventory service")
 
 
 def run() -> None:
-    run_service("inventory.main:create_app", DEFAULT_PORT)
+    """`fulfil-inventory` serves HTTP + relay + inbox; `fulfil-inventory relay` only the relay."""
+    if sys.argv[1:] == ["relay"]:
+        run_relay_only(create_runtime())
+    else:
+        run_service("inventory.main:create_app", DEFAULT_PORT)

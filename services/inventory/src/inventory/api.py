@@ -1,0 +1,258 @@
+"""HTTP entrypoint: translates requests to stock commands and aggregates to views."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import Callable
+from typing import Annotated
+
+import structlog
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from fulfilment_kit.contracts import StockLine as LineModel
+from fulfilment_kit.contracts import StockShortage as ShortageModel
+from fulfilment_kit.contracts.types import Quantity, ReasonText, Sku, StockCount
+from fulfilment_kit.http.errors import ProblemError, conflict, not_found
+from fulfilment_kit.tracing import Trace
+from inventory.application import (
+    ConcurrentUpdate,
+    CountStock,
+    Idempotency,
+    IdempotencyConflict,
+    InventoryApplication,
+    ReceiveStock,
+    ReservationNotFound,
+    SetThreshold,
+    SkuNotFound,
+    StockResult,
+)
+from inventory.domain import (
+    CountBelowReserved,
+    InvalidQuantity,
+    InventoryError,
+    Reservation,
+    StockItem,
+)
+
+log = structlog.get_logger(__name__)
+router = APIRouter(tags=["inventory"])
+
+SkuPath = Annotated[Sku, Path(description="Stock keeping unit, e.g. MUG-BLUE")]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+]
+
+
+class ReceiptRequest(BaseModel):
+    """Units of a SKU that came in (a purchase delivery)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    quantity: Quantity
+    reference: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class AdjustmentRequest(BaseModel):
+    """A cycle count: how many units are really on hand, and why it is recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    counted_on_hand: StockCount
+    reason: ReasonText
+
+
+class ThresholdRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: StockCount
+
+
+class StockView(BaseModel):
+    sku: str
+    on_hand: int
+    reserved: int
+    available: int
+    low_stock_threshold: int
+    below_threshold: bool
+    version: int
+
+    @classmethod
+    def of(cls, item: StockItem) -> StockView:
+        return cls(
+            sku=item.sku,
+            on_hand=item.on_hand,
+            reserved=item.reserved,
+            available=item.available,
+            low_stock_threshold=item.low_stock_threshold,
+            below_threshold=item.below_threshold,
+            version=item.version,
+        )
+
+
+class ReservationView(BaseModel):
+    order_id: uuid.UUID
+    status: str
+    lines: list[LineModel]
+    shortages: list[ShortageModel]
+
+    @classmethod
+    def of(cls, reservation: Reservation) -> ReservationView:
+        return cls(
+            order_id=reservation.order_id,
+            status=str(reservation.status),
+            lines=[LineModel(sku=x.sku, quantity=x.quantity) for x in reservation.lines],
+            shortages=[
+                ShortageModel(sku=x.sku, requested=x.requested, available=x.available)
+                for x in reservation.shortages
+            ],
+        )
+
+
+def _inventory(request: Request) -> InventoryApplication:
+    app = request.app.state.runtime.app
+    assert isinstance(app, InventoryApplication)
+    return app
+
+
+def _trace(request: Request, idempotency_key: str | None) -> Trace:
+    correlation_id = structlog.contextvars.get_contextvars().get("correlation_id", "")
+    return Trace(
+        correlation_id=request.headers.get("x-correlation-id") or correlation_id,
+        causation_id=f"http:{idempotency_key or uuid.uuid4()}",
+    )
+
+
+def _idempotency(key: str | None, operation: str, sku: str, body: BaseModel) -> Idempotency | None:
+    if key is None:
+        return None
+    request = f"{operation}:{sku}:{body.model_dump_json()}"
+    return Idempotency(key, hashlib.sha256(request.encode()).hexdigest())
+
+
+async def _run(request: Request, sku: str, call: Callable[[], StockResult]) -> StockResult:
+    """Run a stock command off the event loop and map its errors to problems."""
+    try:
+        result = await asyncio.to_thread(call)
+    except SkuNotFound as exc:
+        raise not_found("SKU", sku) from exc
+    except IdempotencyConflict as exc:
+        raise conflict(str(exc)) from exc
+    except (CountBelowReserved, ConcurrentUpdate) as exc:
+        raise conflict(str(exc)) from exc
+    except InvalidQuantity as exc:
+        raise ProblemError(422, "Invalid stock change", str(exc)) from exc
+    except InventoryError as exc:
+        raise conflict(str(exc)) from exc
+    if not result.replayed:
+        request.app.state.runtime.relay.wake()
+    return result
+
+
+def _respond(result: StockResult, response: Response) -> StockView:
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return StockView.of(result.item)
+
+
+@router.post(
+    "/stock/{sku}/receipts",
+    response_model=StockView,
+    responses={409: {"description": "Idempotency-Key reused with a different body"}},
+)
+async def receive_stock(
+    sku: SkuPath,
+    body: ReceiptRequest,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> StockView:
+    """Add received units; a new SKU is created. A repeated Idempotency-Key adds nothing."""
+    command = ReceiveStock(
+        sku=sku,
+        quantity=body.quantity,
+        reference=body.reference,
+        trace=_trace(request, idempotency_key),
+        idempotency=_idempotency(idempotency_key, "receipt", sku, body),
+    )
+    result = await _run(request, sku, lambda: _inventory(request).receive_stock(command))
+    log.info("stock received", sku=sku, quantity=body.quantity, replayed=result.replayed)
+    return _respond(result, response)
+
+
+@router.post(
+    "/stock/{sku}/adjustments",
+    response_model=StockView,
+    responses={
+        404: {"description": "Unknown SKU"},
+        409: {"description": "Count below the reserved units, or Idempotency-Key reused"},
+    },
+)
+async def adjust_stock(
+    sku: SkuPath,
+    body: AdjustmentRequest,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> StockView:
+    """Record a cycle count: on hand becomes the counted figure (never below reserved)."""
+    command = CountStock(
+        sku=sku,
+        counted_on_hand=body.counted_on_hand,
+        reason=body.reason,
+        trace=_trace(request, idempotency_key),
+        idempotency=_idempotency(idempotency_key, "adjustment", sku, body),
+    )
+    result = await _run(request, sku, lambda: _inventory(request).count_stock(command))
+    log.info("stock counted", sku=sku, replayed=result.replayed)
+    return _respond(result, response)
+
+
+@router.put(
+    "/stock/{sku}/threshold",
+    response_model=StockView,
+    responses={404: {"description": "Unknown SKU"}},
+)
+async def set_threshold(
+    sku: SkuPath, body: ThresholdRequest, request: Request, response: Response
+) -> StockView:
+    """Set the SKU's low-stock threshold."""
+    command = SetThreshold(sku=sku, threshold=body.threshold, trace=_trace(request, None))
+    result = await _run(request, sku, lambda: _inventory(request).set_threshold(command))
+    return _respond(result, response)
+
+
+@router.get("/stock/{sku}", response_model=StockView, responses={404: {"description": "Unknown"}})
+async def get_stock(sku: SkuPath, request: Request) -> StockView:
+    try:
+        item = await asyncio.to_thread(_inventory(request).get_stock, sku)
+    except SkuNotFound as exc:
+        raise not_found("SKU", sku) from exc
+    return StockView.of(item)
+
+
+@router.get("/stock", response_model=list[StockView])
+async def list_stock(
+    request: Request,
+    below_threshold: Annotated[
+        bool | None, Query(description="only SKUs below (true) or not below (false) threshold")
+    ] = None,
+) -> list[StockView]:
+    """Every known SKU, sorted by SKU."""
+    items = await asyncio.to_thread(_inventory(request).list_stock, below_threshold)
+    return [StockView.of(item) for item in items]
+
+
+@router.get(
+    "/reservations/{order_id}",
+    response_model=ReservationView,
+    responses={404: {"description": "No reservation for this order"}},
+)
+async def get_reservation(order_id: uuid.UUID, request: Request) -> ReservationView:
+    try:
+        reservation = await asyncio.to_thread(_inventory(request).get_reservation, order_id)
+    except ReservationNotFound as exc:
+        raise not_found("reservation of order", order_id) from exc
+    return ReservationView.of(reservation)

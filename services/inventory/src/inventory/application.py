@@ -1,0 +1,346 @@
+"""The inventory application: stock commands and queries, and the policy reacting to orders."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+from uuid import UUID
+
+import structlog
+from eventsourcing.application import ProcessingEvent
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, JSONTranscoder
+
+from fulfilment_kit.contracts import (
+    IntegrationEvent,
+    OrderCancelled,
+    OrderPlaced,
+    PaymentFailed,
+    ShipmentShipped,
+)
+from fulfilment_kit.messaging.cloudevents import Envelope
+from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
+from fulfilment_kit.persistence.transcodings import register_dataclasses
+from fulfilment_kit.tracing import Trace
+from inventory.domain import (
+    CATALOGUE_ID,
+    DEFAULT_LOW_STOCK_THRESHOLD,
+    MAX_STOCK,
+    Catalogue,
+    IdempotencyMarker,
+    ReleaseReason,
+    Reservation,
+    Shortage,
+    StockItem,
+    StockLine,
+    idempotency_marker_id,
+    reservation_id,
+    stock_item_id,
+)
+
+log = structlog.get_logger(__name__)
+
+THRESHOLD_SETTING = "FULFIL_INVENTORY_DEFAULT_THRESHOLD"
+COMMAND_ATTEMPTS = 5
+"""How often an HTTP command is retried after an optimistic-concurrency conflict."""
+
+T = TypeVar("T", bound=Aggregate)
+
+
+class SkuNotFound(LookupError):
+    pass
+
+
+class ReservationNotFound(LookupError):
+    pass
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different request."""
+
+
+class ConcurrentUpdate(Exception):
+    """The command kept conflicting with concurrent writes of the same aggregates."""
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """An Idempotency-Key and the fingerprint of the request that came with it."""
+
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class ReceiveStock:
+    sku: str
+    quantity: int
+    reference: str | None
+    trace: Trace
+    idempotency: Idempotency | None = None
+
+
+@dataclass(frozen=True)
+class CountStock:
+    sku: str
+    counted_on_hand: int
+    reason: str
+    trace: Trace
+    idempotency: Idempotency | None = None
+
+
+@dataclass(frozen=True)
+class SetThreshold:
+    sku: str
+    threshold: int
+    trace: Trace
+
+
+@dataclass(frozen=True)
+class StockResult:
+    item: StockItem
+    replayed: bool = False
+
+
+Change = Callable[[], tuple[StockItem, list[Aggregate]]]
+
+
+def default_threshold(env: Mapping[str, str]) -> int:
+    """The low-stock threshold of a new SKU, from FULFIL_INVENTORY_DEFAULT_THRESHOLD."""
+    raw = env.get(THRESHOLD_SETTING)
+    if raw is None or raw == "":
+        return DEFAULT_LOW_STOCK_THRESHOLD
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_STOCK:
+        raise ValueError(f"{THRESHOLD_SETTING} must be a whole number from 0 to {MAX_STOCK}")
+    return value
+
+
+class InventoryApplication(InboxApplication):
+    name = "inventory"
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(env)
+        self.default_threshold = default_threshold(self.env)
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        register_dataclasses(transcoder, StockLine, Shortage, Trace)
+
+    # Commands (HTTP)
+
+    def receive_stock(self, command: ReceiveStock) -> StockResult:
+        """Add received units; a SKU seen for the first time is created and catalogued."""
+
+        def change() -> tuple[StockItem, list[Aggregate]]:
+            item = self._find(stock_item_id(command.sku), StockItem)
+            others: list[Aggregate] = []
+            if item is None:
+                item = StockItem.create(command.sku, command.trace, self.default_threshold)
+                catalogue = self._find(CATALOGUE_ID, Catalogue) or Catalogue.start(command.trace)
+                catalogue.add(command.sku, command.trace)
+                others.append(catalogue)
+            item.receive(command.quantity, command.trace, command.reference)
+            return item, others
+
+        return self._execute(command.sku, command.idempotency, command.trace, change)
+
+    def count_stock(self, command: CountStock) -> StockResult:
+        """Apply a cycle count: on hand becomes the counted figure."""
+
+        def change() -> tuple[StockItem, list[Aggregate]]:
+            item = self.get_stock(command.sku)
+            item.count(command.counted_on_hand, command.reason, command.trace)
+            return item, []
+
+        return self._execute(command.sku, command.idempotency, command.trace, change)
+
+    def set_threshold(self, command: SetThreshold) -> StockResult:
+        def change() -> tuple[StockItem, list[Aggregate]]:
+            item = self.get_stock(command.sku)
+            item.set_threshold(command.threshold, command.trace)
+            return item, []
+
+        return self._execute(command.sku, None, command.trace, change)
+
+    def _execute(
+        self, sku: str, idempotency: Idempotency | None, trace: Trace, change: Change
+    ) -> StockResult:
+        """Run `change` and save it atomically with its idempotency marker; retry on conflict."""
+        for attempt in range(1, COMMAND_ATTEMPTS + 1):
+            marker = None
+            if idempotency is not None:
+                previous = self._replay(idempotency)
+                if previous is not None:
+                    return StockResult(previous, replayed=True)
+                marker = IdempotencyMarker.record(
+                    idempotency.key, idempotency.fingerprint, sku, trace
+                )
+            item, others = change()
+            try:
+                self.save(item, *others, marker)
+            except IntegrityError:
+                log.info("stock command conflicted, retrying", sku=sku, attempt=attempt)
+                continue
+            return StockResult(item)
+        raise ConcurrentUpdate(f"stock of {sku} kept changing concurrently; try again")
+
+    def _replay(self, idempotency: Idempotency) -> StockItem | None:
+        marker = self._find(idempotency_marker_id(idempotency.key), IdempotencyMarker)
+        if marker is None:
+            return None
+        if marker.fingerprint != idempotency.fingerprint:
+            raise IdempotencyConflict(
+                f"Idempotency-Key {idempotency.key!r} was already used for a different request"
+            )
+        return self.get_stock(marker.sku)
+
+    # Queries
+
+    def get_stock(self, sku: str) -> StockItem:
+        item = self._find(stock_item_id(sku), StockItem)
+        if item is None:
+            raise SkuNotFound(sku)
+        return item
+
+    def list_stock(self, below_threshold: bool | None = None) -> list[StockItem]:
+        """Every known SKU sorted by SKU, optionally only those below (or not below) threshold."""
+        catalogue = self._find(CATALOGUE_ID, Catalogue)
+        skus = sorted(catalogue.skus) if catalogue else []
+        items = [self.get_stock(sku) for sku in skus]
+        if below_threshold is None:
+            return items
+        return [item for item in items if item.below_threshold is below_threshold]
+
+    def get_reservation(self, order_id: UUID) -> Reservation:
+        reservation = self._find(reservation_id(order_id), Reservation)
+        if reservation is None:
+            raise ReservationNotFound(str(order_id))
+        return reservation
+
+    def _find(self, aggregate_id: UUID, cls: type[T]) -> T | None:
+        try:
+            aggregate: Aggregate = self.repository.get(aggregate_id)
+        except Exception as exc:
+            if type(exc).__name__ == "AggregateNotFoundError":
+                return None
+            raise
+        assert isinstance(aggregate, cls)
+        return aggregate
+
+    # Policy (Kafka): every change goes on `processing`, saved with the tracking record.
+
+    def handle(self, message: InboundMessage, processing: ProcessingEvent[UUID]) -> None:
+        self._react(message.envelope.event, message.envelope, processing)
+
+    @functools.singledispatchmethod
+    def _react(
+        self, event: IntegrationEvent, envelope: Envelope, processing: ProcessingEvent[UUID]
+    ) -> None:
+        """Events this service does not react to (yet): ignored."""
+
+    @_react.register(OrderPlaced)
+    def _order_placed(
+        self, event: OrderPlaced, envelope: Envelope, processing: ProcessingEvent[UUID]
+    ) -> None:
+        """Reserve every line or none: lock, or reject naming each short SKU."""
+        if self.get_for_update(processing, reservation_id(event.order_id), Reservation) is not None:
+            return  # decided already (a redelivery at a new offset)
+        trace = Trace.caused_by(envelope.id, envelope.correlation_id)
+        wanted: dict[str, int] = {}
+        for line in event.lines:
+            wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity
+        lines = [StockLine(sku, quantity) for sku, quantity in wanted.items()]
+        items = {
+            sku: self.get_for_update(processing, stock_item_id(sku), StockItem) for sku in wanted
+        }
+        shortages = [
+            Shortage(sku, quantity, available)
+            for sku, quantity in wanted.items()
+            if (available := _available(items[sku])) < quantity
+        ]
+        if shortages:
+            processing.collect_events(Reservation.reject(event.order_id, lines, shortages, trace))
+            log.info(
+                "stock rejected", order_id=str(event.order_id), short=[s.sku for s in shortages]
+            )
+            return
+        reservation = Reservation.lock(event.order_id, lines, trace)
+        for sku, quantity in wanted.items():
+            item = items[sku]
+            assert item is not None
+            item.reserve(event.order_id, quantity, trace)
+            processing.collect_events(item)
+        processing.collect_events(reservation)
+        log.info("stock locked", order_id=str(event.order_id), lines=len(lines))
+
+    @_react.register(OrderCancelled)
+    def _order_cancelled(
+        self, event: OrderCancelled, envelope: Envelope, processing: ProcessingEvent[UUID]
+    ) -> None:
+        self._release(event.order_id, "order_cancelled", envelope, processing)
+
+    @_react.register(PaymentFailed)
+    def _payment_failed(
+        self, event: PaymentFailed, envelope: Envelope, processing: ProcessingEvent[UUID]
+    ) -> None:
+        self._release(event.order_id, "payment_failed", envelope, processing)
+
+    @_react.register(ShipmentShipped)
+    def _shipment_shipped(
+        self, event: ShipmentShipped, envelope: Envelope, processing: ProcessingEvent[UUID]
+    ) -> None:
+        """The order's reserved units left the warehouse: commit them."""
+        reservation = self._locked(event.order_id, processing)
+        if reservation is None:
+            return
+        trace = Trace.caused_by(envelope.id, envelope.correlation_id)
+        for item in self._items_of(reservation, processing):
+            item.commit(reservation.order_id, trace)
+            processing.collect_events(item)
+        reservation.commit(trace)
+        processing.collect_events(reservation)
+        log.info("stock committed", order_id=str(event.order_id))
+
+    def _release(
+        self,
+        order_id: UUID,
+        reason: ReleaseReason,
+        envelope: Envelope,
+        processing: ProcessingEvent[UUID],
+    ) -> None:
+        reservation = self._locked(order_id, processing)
+        if reservation is None:
+            return
+        trace = Trace.caused_by(envelope.id, envelope.correlation_id)
+        for item in self._items_of(reservation, processing):
+            item.release(order_id, trace)
+            processing.collect_events(item)
+        reservation.release(reason, trace)
+        processing.collect_events(reservation)
+        log.info("stock released", order_id=str(order_id), reason=reason)
+
+    def _locked(self, order_id: UUID, processing: ProcessingEvent[UUID]) -> Reservation | None:
+        reservation = self.get_for_update(processing, reservation_id(order_id), Reservation)
+        return reservation if reservation is not None and reservation.is_locked else None
+
+    def _items_of(
+        self, reservation: Reservation, processing: ProcessingEvent[UUID]
+    ) -> list[StockItem]:
+        items = []
+        for line in reservation.lines:
+            item = self.get_for_update(processing, stock_item_id(line.sku), StockItem)
+            if item is None:  # a locked reservation's items exist: the store is inconsistent
+                raise LookupError(f"stock item {line.sku} of a locked reservation is missing")
+            items.append(item)
+        return items
+
+
+def _available(item: StockItem | None) -> int:
+    """Available units of a SKU; an unknown SKU has none."""
+    return 0 if item is None else item.available

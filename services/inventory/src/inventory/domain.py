@@ -1,0 +1,455 @@
+"""Stock items, reservations and the SKU catalogue. Pure domain: no I/O, no frameworks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from fulfilment_kit.tracing import Trace
+
+INVENTORY_NAMESPACE = uuid.UUID("3e5c2b7a-9d41-4f0e-8a6b-1c2d3e4f5a6b")
+CATALOGUE_ID = uuid.uuid5(INVENTORY_NAMESPACE, "catalogue")
+
+DEFAULT_LOW_STOCK_THRESHOLD = 5
+MAX_STOCK = 10**9
+"""Most units a count, on-hand figure or threshold may be (the public contract's bound)."""
+MAX_LINE_QUANTITY = 10_000
+"""Most units of one SKU in one receipt or one order line (the public contract's bound)."""
+MAX_RESERVATION_LINES = 100
+MAX_REASON_LENGTH = 500
+
+ReleaseReason = Literal["order_cancelled", "payment_failed", "expired"]
+RELEASE_REASONS: tuple[ReleaseReason, ...] = ("order_cancelled", "payment_failed", "expired")
+
+
+def stock_item_id(sku: str) -> UUID:
+    return uuid.uuid5(INVENTORY_NAMESPACE, f"stock-item:{sku}")
+
+
+def reservation_id(order_id: UUID) -> UUID:
+    return uuid.uuid5(INVENTORY_NAMESPACE, f"reservation:{order_id}")
+
+
+def idempotency_marker_id(key: str) -> UUID:
+    return uuid.uuid5(INVENTORY_NAMESPACE, f"idempotency:{key}")
+
+
+class InventoryError(Exception):
+    """A command that breaks an inventory invariant."""
+
+
+class InvalidQuantity(InventoryError, ValueError):
+    """A quantity, count, threshold or reason outside its allowed range."""
+
+
+class InsufficientStock(InventoryError):
+    """More units were asked for than are available."""
+
+
+class CountBelowReserved(InventoryError):
+    """A cycle count below the units already reserved for orders."""
+
+
+class ReservationConflict(InventoryError):
+    """An order already holds a different reservation of this SKU."""
+
+
+class InvalidTransition(InventoryError):
+    """A reservation cannot move from its current status to the one asked for."""
+
+
+@dataclass(frozen=True)
+class StockLine:
+    """Units of one SKU for one order."""
+
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Shortage:
+    """A SKU that could not be reserved: requested versus available units."""
+
+    sku: str
+    requested: int
+    available: int
+
+
+def _check_count(name: str, value: int, low: int = 0, high: int = MAX_STOCK) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidQuantity(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+
+
+class StockItem(Aggregate):
+    """Stock of one SKU: on hand, reserved per order, and the low-stock threshold."""
+
+    class Created(Aggregate.Created):
+        sku: str
+        low_stock_threshold: int
+        trace: Trace
+
+    class Received(Aggregate.Event):
+        sku: str
+        quantity: int
+        on_hand: int
+        reference: str | None
+        trace: Trace
+
+    class Counted(Aggregate.Event):
+        sku: str
+        counted_on_hand: int
+        delta: int
+        reason: str
+        trace: Trace
+
+    class ThresholdSet(Aggregate.Event):
+        threshold: int
+        trace: Trace
+
+    class Reserved(Aggregate.Event):
+        order_id: UUID
+        quantity: int
+        trace: Trace
+
+    class Released(Aggregate.Event):
+        order_id: UUID
+        quantity: int
+        trace: Trace
+
+    class Committed(Aggregate.Event):
+        order_id: UUID
+        quantity: int
+        trace: Trace
+
+    class LowStockDetected(Aggregate.Event):
+        sku: str
+        available: int
+        threshold: int
+        trace: Trace
+
+    @staticmethod
+    def create_id(sku: str) -> UUID:
+        return stock_item_id(sku)
+
+    @classmethod
+    def create(cls, sku: str, trace: Trace, low_stock_threshold: int) -> StockItem:
+        """A new SKU with nothing on hand."""
+        if not sku:
+            raise InvalidQuantity("sku must not be empty")
+        _check_count("low_stock_threshold", low_stock_threshold)
+        return cls(sku=sku, low_stock_threshold=low_stock_threshold, trace=trace)
+
+    @event(Created)
+    def __init__(self, sku: str, low_stock_threshold: int, trace: Trace) -> None:
+        self.sku = sku
+        self.on_hand = 0
+        self.low_stock_threshold = low_stock_threshold
+        self.reservations: dict[str, int] = {}
+        """Units reserved per order (keyed by the order id as text)."""
+
+    @property
+    def reserved(self) -> int:
+        return sum(self.reservations.values())
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
+
+    @property
+    def below_threshold(self) -> bool:
+        return self.available < self.low_stock_threshold
+
+    def reserved_for(self, order_id: UUID) -> int:
+        return self.reservations.get(str(order_id), 0)
+
+    # Commands: check first, then record.
+
+    def receive(self, quantity: int, trace: Trace, reference: str | None = None) -> None:
+        _check_count("quantity", quantity, 1, MAX_LINE_QUANTITY)
+        if self.on_hand + quantity > MAX_STOCK:
+            raise InvalidQuantity(f"on hand would exceed {MAX_STOCK} units")
+        self._received(self.sku, quantity, self.on_hand + quantity, reference, trace)
+
+    def count(self, counted_on_hand: int, reason: str, trace: Trace) -> None:
+        """A cycle count: on hand becomes what was counted."""
+        _check_count("counted_on_hand", counted_on_hand)
+        if not reason or len(reason) > MAX_REASON_LENGTH:
+            raise InvalidQuantity(f"reason must be 1 to {MAX_REASON_LENGTH} characters")
+        if counted_on_hand < self.reserved:
+            raise CountBelowReserved(
+                f"counted {counted_on_hand} units of {self.sku} but {self.reserved} are "
+                "reserved for orders"
+            )
+        with self._watching_low_stock(trace):
+            self._counted(self.sku, counted_on_hand, counted_on_hand - self.on_hand, reason, trace)
+
+    def set_threshold(self, threshold: int, trace: Trace) -> None:
+        _check_count("threshold", threshold)
+        if threshold == self.low_stock_threshold:
+            return
+        with self._watching_low_stock(trace):
+            self._threshold_set(threshold, trace)
+
+    def reserve(self, order_id: UUID, quantity: int, trace: Trace) -> None:
+        """Hold `quantity` units for the order; never more than available."""
+        _check_count("quantity", quantity, 1, MAX_STOCK)
+        held = self.reserved_for(order_id)
+        if held == quantity:
+            return
+        if held:
+            raise ReservationConflict(f"order {order_id} already holds {held} of {self.sku}")
+        if quantity > self.available:
+            raise InsufficientStock(
+                f"{quantity} units of {self.sku} requested, {self.available} available"
+            )
+        with self._watching_low_stock(trace):
+            self._reserved(order_id, quantity, trace)
+
+    def release(self, order_id: UUID, trace: Trace) -> None:
+        """Give the order's reserved units back; nothing to do when it holds none."""
+        held = self.reserved_for(order_id)
+        if held:
+            self._released(order_id, held, trace)
+
+    def commit(self, order_id: UUID, trace: Trace) -> None:
+        """The order's reserved units left the warehouse: on hand and reserved both drop."""
+        held = self.reserved_for(order_id)
+        if held:
+            self._committed(order_id, held, trace)
+
+    def _watching_low_stock(self, trace: Trace) -> _LowStockWatch:
+        return _LowStockWatch(self, trace)
+
+    # Mutators: apply recorded facts, no checks.
+
+    @event(Received)
+    def _received(
+        self, sku: str, quantity: int, on_hand: int, reference: str | None, trace: Trace
+    ) -> None:
+        self.on_hand = on_hand
+
+    @event(Counted)
+    def _counted(
+        self, sku: str, counted_on_hand: int, delta: int, reason: str, trace: Trace
+    ) -> None:
+        self.on_hand = counted_on_hand
+
+    @event(ThresholdSet)
+    def _threshold_set(self, threshold: int, trace: Trace) -> None:
+        self.low_stock_threshold = threshold
+
+    @event(Reserved)
+    def _reserved(self, order_id: UUID, quantity: int, trace: Trace) -> None:
+        self.reservations[str(order_id)] = quantity
+
+    @event(Released)
+    def _released(self, order_id: UUID, quantity: int, trace: Trace) -> None:
+        self.reservations.pop(str(order_id), None)
+
+    @event(Committed)
+    def _committed(self, order_id: UUID, quantity: int, trace: Trace) -> None:
+        self.reservations.pop(str(order_id), None)
+        self.on_hand -= quantity
+
+    @event(LowStockDetected)
+    def _low_stock_detected(self, sku: str, available: int, threshold: int, trace: Trace) -> None:
+        pass
+
+
+class _LowStockWatch:
+    """Records LowStockDetected when a change takes a SKU from at-or-above to below threshold."""
+
+    def __init__(self, item: StockItem, trace: Trace) -> None:
+        self.item = item
+        self.trace = trace
+        self.was_below = item.below_threshold
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        item = self.item
+        if exc_type is None and not self.was_below and item.below_threshold:
+            item._low_stock_detected(item.sku, item.available, item.low_stock_threshold, self.trace)
+
+
+class ReservationStatus(StrEnum):
+    LOCKED = "locked"
+    REJECTED = "rejected"
+    RELEASED = "released"
+    COMMITTED = "committed"
+
+
+def _check_lines(lines: Sequence[StockLine]) -> None:
+    if not 1 <= len(lines) <= MAX_RESERVATION_LINES:
+        raise InvalidQuantity(f"a reservation has 1 to {MAX_RESERVATION_LINES} lines")
+    skus = [line.sku for line in lines]
+    if len(set(skus)) != len(skus):
+        raise InvalidQuantity("each SKU may appear in one line of a reservation only")
+    for line in lines:
+        _check_count(f"quantity of {line.sku}", line.quantity, 1, MAX_LINE_QUANTITY)
+
+
+class Reservation(Aggregate):
+    """The stock decision for one order: all lines locked, or rejected with shortages."""
+
+    class Locked(Aggregate.Created):
+        order_id: UUID
+        lines: list[StockLine]
+        trace: Trace
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = ReservationStatus.LOCKED
+
+    class Rejected(Aggregate.Created):
+        order_id: UUID
+        lines: list[StockLine]
+        shortages: list[Shortage]
+        trace: Trace
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.status = ReservationStatus.REJECTED
+            aggregate.shortages = list(self.shortages)
+
+    class Released(Aggregate.Event):
+        order_id: UUID
+        lines: list[StockLine]
+        reason: str
+        trace: Trace
+
+    class Committed(Aggregate.Event):
+        order_id: UUID
+        lines: list[StockLine]
+        trace: Trace
+
+    @classmethod
+    def lock(cls, order_id: UUID, lines: Sequence[StockLine], trace: Trace) -> Reservation:
+        """Record that every line is reserved (the stock items hold the units)."""
+        _check_lines(lines)
+        return cls._create(
+            cls.Locked,
+            id=reservation_id(order_id),
+            order_id=order_id,
+            lines=list(lines),
+            trace=trace,
+        )
+
+    @classmethod
+    def reject(
+        cls,
+        order_id: UUID,
+        lines: Sequence[StockLine],
+        shortages: Sequence[Shortage],
+        trace: Trace,
+    ) -> Reservation:
+        """Record that the order cannot be served; nothing is reserved."""
+        _check_lines(lines)
+        if not shortages:
+            raise InvalidQuantity("a rejected reservation names at least one shortage")
+        return cls._create(
+            cls.Rejected,
+            id=reservation_id(order_id),
+            order_id=order_id,
+            lines=list(lines),
+            shortages=list(shortages),
+            trace=trace,
+        )
+
+    def __init__(self, order_id: UUID, lines: list[StockLine]) -> None:
+        self.order_id = order_id
+        self.lines = list(lines)
+        self.status = ReservationStatus.LOCKED
+        self.shortages: list[Shortage] = []
+
+    @property
+    def is_locked(self) -> bool:
+        return self.status is ReservationStatus.LOCKED
+
+    def release(self, reason: ReleaseReason, trace: Trace) -> None:
+        if reason not in RELEASE_REASONS:
+            raise InvalidQuantity(f"unknown release reason {reason!r}")
+        self._require_locked("release")
+        self._released(self.order_id, self.lines, reason, trace)
+
+    def commit(self, trace: Trace) -> None:
+        self._require_locked("commit")
+        self._committed(self.order_id, self.lines, trace)
+
+    def _require_locked(self, action: str) -> None:
+        if not self.is_locked:
+            raise InvalidTransition(f"cannot {action} a {self.status} reservation")
+
+    @event(Released)
+    def _released(self, order_id: UUID, lines: list[StockLine], reason: str, trace: Trace) -> None:
+        self.status = ReservationStatus.RELEASED
+
+    @event(Committed)
+    def _committed(self, order_id: UUID, lines: list[StockLine], trace: Trace) -> None:
+        self.status = ReservationStatus.COMMITTED
+
+
+class Catalogue(Aggregate):
+    """Every SKU the service knows, so queries can list them."""
+
+    class Started(Aggregate.Created):
+        trace: Trace
+
+    class SkuAdded(Aggregate.Event):
+        sku: str
+        trace: Trace
+
+    @staticmethod
+    def create_id() -> UUID:
+        return CATALOGUE_ID
+
+    @classmethod
+    def start(cls, trace: Trace) -> Catalogue:
+        return cls(trace=trace)
+
+    @event(Started)
+    def __init__(self, trace: Trace) -> None:
+        self.skus: list[str] = []
+        self._known: set[str] = set()
+
+    def __contains__(self, sku: object) -> bool:
+        return sku in self._known
+
+    def add(self, sku: str, trace: Trace) -> None:
+        """List a SKU; listing a known one changes nothing."""
+        if sku not in self._known:
+            self._sku_added(sku, trace)
+
+    @event(SkuAdded)
+    def _sku_added(self, sku: str, trace: Trace) -> None:
+        self.skus.append(sku)
+        self._known.add(sku)
+
+
+class IdempotencyMarker(Aggregate):
+    """Remembers that a request with this Idempotency-Key was applied, and what it was."""
+
+    class Recorded(Aggregate.Created):
+        key: str
+        fingerprint: str
+        sku: str
+        trace: Trace
+
+    @staticmethod
+    def create_id(key: str) -> UUID:
+        return idempotency_marker_id(key)
+
+    @classmethod
+    def record(cls, key: str, fingerprint: str, sku: str, trace: Trace) -> IdempotencyMarker:
+        return cls(key=key, fingerprint=fingerprint, sku=sku, trace=trace)
+
+    @event(Recorded)
+    def __init__(self, key: str, fingerprint: str, sku: str, trace: Trace) -> None:
+        self.key = key
+        self.fingerprint = fingerprint
+        self.sku = sku
