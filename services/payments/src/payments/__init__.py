@@ -1,1 +1,1 @@
-"""The payments service of the fulfilment platform (skeleton: health, metrics, settings)."""
+"""The payments service: captures the order total once stock is locked, and refunds it."""

@@ -2,17 +2,46 @@
 
 from __future__ import annotations
 
+import sys
+
 from fastapi import FastAPI
 
-from fulfilment_kit.skeleton import create_skeleton_app, run_service
+from fulfilment_kit.contracts import topics
+from fulfilment_kit.persistence import eventsourcing_env
+from fulfilment_kit.relay_only import run_relay_only
+from fulfilment_kit.runtime import ServiceRuntime, create_http_app
+from fulfilment_kit.settings import ServiceSettings
+from fulfilment_kit.skeleton import run_service
+from payments.api import router
+from payments.application import PaymentsApplication
+from payments.contracts import to_public
+from payments.gateway import PaymentGateway
 
 SERVICE = "payments"
 DEFAULT_PORT = 8003
 
 
+def create_runtime(
+    settings: ServiceSettings | None = None, gateway: PaymentGateway | None = None
+) -> ServiceRuntime:
+    settings = settings or ServiceSettings()
+    return ServiceRuntime(
+        service=SERVICE,
+        app=PaymentsApplication(env=eventsourcing_env(SERVICE, settings), gateway=gateway),
+        mapper=to_public,
+        output_topics=[topics.PAYMENTS],
+        source_topics=(topics.INVENTORY, topics.ORDERS, topics.CUSTOMER_SERVICE),
+        settings=settings,
+    )
+
+
 def create_app() -> FastAPI:
-    return create_skeleton_app(SERVICE)
+    return create_http_app(create_runtime(), routers=[router], title="Payments service")
 
 
 def run() -> None:
-    run_service("payments.main:create_app", DEFAULT_PORT)
+    """`fulfil-payments` serves HTTP, relay and inbox; `fulfil-payments relay` only the relay."""
+    if sys.argv[1:] == ["relay"]:
+        run_relay_only(create_runtime())
+    else:
+        run_service("payments.main:create_app", DEFAULT_PORT)

@@ -1,0 +1,180 @@
+"""HTTP entrypoint: the payment of an order, and goodwill refunds."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+import structlog
+from fastapi import APIRouter, Header, Request, Response, status
+from pydantic import BaseModel, ConfigDict
+
+from fulfilment_kit.contracts.types import PositiveMinorAmount
+from fulfilment_kit.http.errors import ProblemError, conflict, not_found
+from fulfilment_kit.tracing import Trace
+from payments.application import (
+    ConcurrentUpdate,
+    IdempotencyConflict,
+    PaymentNotFound,
+    PaymentsApplication,
+    RequestRefund,
+)
+from payments.domain import NotRefundable, Payment, Refund, RefundExceedsCapture
+from payments.gateway import GatewayError, TransientGatewayError
+
+log = structlog.get_logger(__name__)
+router = APIRouter(tags=["payments"])
+
+PaymentStatusName = Literal[
+    "awaiting_order",
+    "awaiting_stock",
+    "authorising",
+    "captured",
+    "failed",
+    "cancelled",
+    "voided",
+    "refunded",
+    "partially_refunded",
+]
+
+
+class RefundRequest(BaseModel):
+    """A goodwill refund of part (or all) of what was captured and not yet refunded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount_minor: PositiveMinorAmount
+    reason: Literal["goodwill"]
+
+
+class RefundView(BaseModel):
+    refund_id: uuid.UUID
+    amount_minor: int
+    reason: str
+    refunded_at: datetime
+
+    @classmethod
+    def of(cls, refund: Refund) -> RefundView:
+        return cls(
+            refund_id=refund.refund_id,
+            amount_minor=refund.amount_minor,
+            reason=refund.reason,
+            refunded_at=refund.refunded_at,
+        )
+
+
+class PaymentView(BaseModel):
+    """The payment of an order. Never includes the payment token."""
+
+    order_id: uuid.UUID
+    payment_id: uuid.UUID
+    status: PaymentStatusName
+    amount_minor: int | None
+    currency: str | None
+    captured_minor: int
+    refunded_minor: int
+    refunds: list[RefundView]
+    failure_reason: str | None
+
+    @classmethod
+    def of(cls, payment: Payment) -> PaymentView:
+        return cls(
+            order_id=payment.order_id,
+            payment_id=payment.id,
+            status=payment.status.value,
+            amount_minor=payment.amount_minor,
+            currency=payment.currency,
+            captured_minor=payment.captured_minor,
+            refunded_minor=payment.refunded_minor,
+            refunds=[RefundView.of(r) for r in payment.refunds],
+            failure_reason=payment.failure_reason,
+        )
+
+
+class RefundCreated(RefundView):
+    order_id: uuid.UUID
+    payment_id: uuid.UUID
+    refunded_minor: int
+    refundable_minor: int
+
+
+def _payments(request: Request) -> PaymentsApplication:
+    app = request.app.state.runtime.app
+    assert isinstance(app, PaymentsApplication)
+    return app
+
+
+@router.get("/payments/{order_id}", response_model=PaymentView)
+async def get_payment(order_id: uuid.UUID, request: Request) -> PaymentView:
+    try:
+        payment = await asyncio.to_thread(_payments(request).get_payment, order_id)
+    except PaymentNotFound as exc:
+        raise not_found("payment of order", order_id) from exc
+    return PaymentView.of(payment)
+
+
+@router.post(
+    "/payments/{order_id}/refunds",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RefundCreated,
+    responses={
+        404: {"description": "No payment for this order"},
+        409: {"description": "Not captured, more than refundable, or Idempotency-Key reused"},
+        503: {"description": "Payment provider unavailable: retry with the same key"},
+    },
+)
+async def refund(
+    order_id: uuid.UUID,
+    body: RefundRequest,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    ] = None,
+) -> RefundCreated:
+    """Refund money of a captured payment. The same Idempotency-Key returns the same refund."""
+    correlation_id = structlog.contextvars.get_contextvars().get("correlation_id", "")
+    command = RequestRefund(
+        order_id=order_id,
+        amount_minor=body.amount_minor,
+        reason=body.reason,
+        idempotency_key=idempotency_key,
+        trace=Trace(
+            correlation_id=request.headers.get("x-correlation-id") or correlation_id,
+            causation_id=f"http:{idempotency_key or uuid.uuid4()}",
+        ),
+    )
+    try:
+        issued = await asyncio.to_thread(_payments(request).refund, command)
+    except PaymentNotFound as exc:
+        raise not_found("payment of order", order_id) from exc
+    except IdempotencyConflict as exc:
+        raise conflict(str(exc)) from exc
+    except RefundExceedsCapture as exc:
+        raise conflict(str(exc), refundable_minor=exc.refundable_minor) from exc
+    except NotRefundable as exc:
+        raise conflict(str(exc)) from exc
+    except ConcurrentUpdate as exc:
+        raise conflict(str(exc)) from exc
+    except TransientGatewayError as exc:
+        raise ProblemError(
+            503, "Payment provider unavailable", "retry later with the same Idempotency-Key"
+        ) from exc
+    except GatewayError as exc:
+        raise ProblemError(502, "Payment provider refused the refund", str(exc)) from exc
+    if issued.created:
+        request.app.state.runtime.relay.wake()
+        log.info("refund issued", order_id=str(order_id), amount_minor=body.amount_minor)
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/payments/{order_id}"
+    payment = issued.payment
+    return RefundCreated(
+        **RefundView.of(issued.refund).model_dump(),
+        order_id=payment.order_id,
+        payment_id=payment.id,
+        refunded_minor=payment.refunded_minor,
+        refundable_minor=payment.refundable_minor,
+    )
