@@ -1,1 +1,1 @@
-"""The shipping service of the fulfilment platform (skeleton: health, metrics, settings)."""
+"""The shipping service: ships paid orders with a carrier and tracks each parcel to the door."""

@@ -2,17 +2,110 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import sys
+from typing import Literal
 
-from fulfilment_kit.skeleton import create_skeleton_app, run_service
+from fastapi import FastAPI
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fulfilment_kit.contracts import topics
+from fulfilment_kit.persistence import eventsourcing_env
+from fulfilment_kit.relay_only import run_relay_only
+from fulfilment_kit.runtime import ServiceRuntime, create_http_app
+from fulfilment_kit.settings import ServiceSettings
+from fulfilment_kit.skeleton import run_service
+from shipping.api import router
+from shipping.application import ShippingApplication
+from shipping.contracts import to_public
+from shipping.dispatcher import AutoDispatcher
+from shipping.gateway import CarrierGateway, HttpCarrierGateway, RetryingCarrier, SandboxCarrier
 
 SERVICE = "shipping"
 DEFAULT_PORT = 8004
 
 
+class ShippingSettings(BaseSettings):
+    """Settings of the shipping service itself (FULFIL_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="FULFIL_", extra="ignore")
+
+    shipping_auto_dispatch_s: float = Field(default=0.0, ge=0)
+    """Ship packing shipments after this many seconds; 0 disables auto-dispatch."""
+    carrier_gateway: Literal["sandbox", "http"] = "sandbox"
+    carrier_url: str | None = None
+    carrier_key: SecretStr | None = None
+    carrier_timeout_s: float = Field(default=5.0, gt=0)
+    carrier_attempts: int = Field(default=3, ge=1)
+    carrier_backoff_s: float = Field(default=0.05, ge=0)
+    carrier_webhook_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _http_needs_url_and_key(self) -> ShippingSettings:
+        if self.carrier_gateway == "http" and not (self.carrier_url and self.carrier_key):
+            raise ValueError(
+                "FULFIL_CARRIER_GATEWAY=http needs FULFIL_CARRIER_URL and FULFIL_CARRIER_KEY"
+            )
+        return self
+
+
+def create_carrier(settings: ShippingSettings) -> CarrierGateway:
+    inner: CarrierGateway
+    if settings.carrier_gateway == "http":
+        assert settings.carrier_url is not None
+        assert settings.carrier_key is not None
+        inner = HttpCarrierGateway(
+            base_url=settings.carrier_url,
+            api_key=settings.carrier_key.get_secret_value(),
+            timeout_s=settings.carrier_timeout_s,
+        )
+    else:
+        inner = SandboxCarrier()
+    return RetryingCarrier(
+        inner, attempts=settings.carrier_attempts, backoff_s=settings.carrier_backoff_s
+    )
+
+
+def create_runtime(
+    settings: ServiceSettings | None = None, shipping: ShippingSettings | None = None
+) -> ServiceRuntime:
+    settings = settings or ServiceSettings()
+    shipping = shipping or ShippingSettings()
+    app = ShippingApplication(
+        env=eventsourcing_env(SERVICE, settings), carrier=create_carrier(shipping)
+    )
+    runtime = ServiceRuntime(
+        service=SERVICE,
+        app=app,
+        mapper=to_public,
+        output_topics=[topics.SHIPPING],
+        source_topics=(topics.PAYMENTS, topics.ORDERS),
+        settings=settings,
+    )
+    if shipping.shipping_auto_dispatch_s > 0:
+        dispatcher = AutoDispatcher(
+            app,
+            after_s=shipping.shipping_auto_dispatch_s,
+            on_dispatched=runtime.relay.wake,
+            heartbeat=runtime.health.heartbeat("auto-dispatch"),
+        )
+        runtime.background.append(dispatcher.run)
+    return runtime
+
+
 def create_app() -> FastAPI:
-    return create_skeleton_app(SERVICE)
+    shipping = ShippingSettings()
+    api = create_http_app(
+        create_runtime(shipping=shipping), routers=[router], title="Shipping service"
+    )
+    token = shipping.carrier_webhook_token
+    api.state.carrier_webhook_token = token.get_secret_value() if token else None
+    return api
 
 
 def run() -> None:
-    run_service("shipping.main:create_app", DEFAULT_PORT)
+    """`fulfil-shipping` serves HTTP + relay; `fulfil-shipping relay` runs only the relay."""
+    if sys.argv[1:] == ["relay"]:
+        run_relay_only(create_runtime())
+    else:
+        run_service("shipping.main:create_app", DEFAULT_PORT)

@@ -1,0 +1,206 @@
+"""HTTP entrypoint: dispatch, carrier webhooks and the shipment view."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+import structlog
+from fastapi import APIRouter, Depends, Header, Request, Response
+from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
+
+from fulfilment_kit.contracts.shipping import ShipmentExceptionCode
+from fulfilment_kit.contracts.types import ReasonText, Sku, TrackingNumber
+from fulfilment_kit.http.errors import ProblemError, conflict, not_found
+from fulfilment_kit.tracing import Trace
+from shipping.application import (
+    CarrierRefused,
+    CarrierUnavailable,
+    CarrierUpdate,
+    ConcurrentChange,
+    ShipmentNotFound,
+    ShippingApplication,
+    UnknownTrackingNumber,
+)
+from shipping.domain import InvalidTransition, Shipment
+
+log = structlog.get_logger(__name__)
+router = APIRouter(tags=["shipping"])
+
+WEBHOOK_TOKEN_HEADER = "X-Carrier-Token"  # noqa: S105 - a header name, not a secret
+
+
+class LineView(BaseModel):
+    sku: Sku
+    quantity: int
+
+
+class ExceptionView(BaseModel):
+    reason_code: ShipmentExceptionCode
+    reason: str
+    occurred_at: datetime
+
+
+class ShipmentView(BaseModel):
+    """A shipment as the warehouse and customer service see it (no address: personal data)."""
+
+    order_id: uuid.UUID
+    shipment_id: uuid.UUID
+    status: str
+    carrier: str | None
+    tracking_number: str | None
+    lines: list[LineView]
+    shipped_at: datetime | None
+    delivered_at: datetime | None
+    exception: ExceptionView | None
+
+    @classmethod
+    def of(cls, shipment: Shipment) -> ShipmentView:
+        problem = shipment.problem
+        return cls(
+            order_id=shipment.order_id,
+            shipment_id=shipment.id,
+            status=str(shipment.status),
+            carrier=shipment.carrier,
+            tracking_number=shipment.tracking_number,
+            lines=[LineView(sku=x.sku, quantity=x.quantity) for x in shipment.lines],
+            shipped_at=shipment.shipped_at,
+            delivered_at=shipment.delivered_at,
+            exception=(
+                ExceptionView(
+                    reason_code=problem.reason_code,
+                    reason=problem.reason,
+                    occurred_at=problem.occurred_at,
+                )
+                if problem is not None
+                else None
+            ),
+        )
+
+
+class CarrierWebhook(BaseModel):
+    """A carrier's status report for one parcel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tracking_number: TrackingNumber
+    status: Literal["in_transit", "delivered", "exception"]
+    reason_code: ShipmentExceptionCode | None = None
+    reason: ReasonText | None = None
+    occurred_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _exception_has_a_code(self) -> CarrierWebhook:
+        if self.status == "exception" and self.reason_code is None:
+            raise ValueError("an exception needs a reason_code")
+        return self
+
+
+def _shipping(request: Request) -> ShippingApplication:
+    app = request.app.state.runtime.app
+    assert isinstance(app, ShippingApplication)
+    return app
+
+
+def _trace(request: Request, cause: str) -> Trace:
+    correlation_id = structlog.contextvars.get_contextvars().get("correlation_id", "")
+    return Trace(
+        correlation_id=request.headers.get("x-correlation-id") or correlation_id,
+        causation_id=cause,
+    )
+
+
+async def require_carrier_token(
+    request: Request,
+    token: Annotated[str | None, Header(alias=WEBHOOK_TOKEN_HEADER)] = None,
+) -> None:
+    """If a webhook token is configured, the carrier must present it."""
+    expected: str | None = getattr(request.app.state, "carrier_webhook_token", None)
+    if not expected:
+        return
+    if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise ProblemError(401, "Unauthorized", f"a valid {WEBHOOK_TOKEN_HEADER} is required")
+
+
+@router.get("/shipments/{order_id}", response_model=ShipmentView)
+async def get_shipment(order_id: uuid.UUID, request: Request) -> ShipmentView:
+    try:
+        shipment = await asyncio.to_thread(_shipping(request).get_shipment, order_id)
+    except ShipmentNotFound as exc:
+        raise not_found("shipment of order", order_id) from exc
+    return ShipmentView.of(shipment)
+
+
+@router.post(
+    "/shipments/{order_id}/dispatch",
+    response_model=ShipmentView,
+    responses={
+        404: {"description": "No shipment for this order"},
+        409: {"description": "Awaiting payment, cancelled or already shipped"},
+        502: {"description": "The carrier refused the booking"},
+        503: {"description": "The carrier is unavailable; the shipment stays packing"},
+    },
+)
+async def dispatch(
+    order_id: uuid.UUID,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    ] = None,
+) -> ShipmentView:
+    """Hand the parcel to the carrier. Repeating it with the same Idempotency-Key replays."""
+    trace = _trace(request, f"http:dispatch:{idempotency_key or uuid.uuid4()}")
+    try:
+        done = await asyncio.to_thread(
+            _shipping(request).dispatch, order_id, trace, idempotency_key
+        )
+    except ShipmentNotFound as exc:
+        raise not_found("shipment of order", order_id) from exc
+    except (InvalidTransition, ConcurrentChange) as exc:
+        raise conflict(f"cannot dispatch: {exc}") from exc
+    except CarrierUnavailable as exc:
+        raise ProblemError(
+            503, "Carrier unavailable", f"the carrier is unavailable, try again later: {exc}"
+        ) from exc
+    except CarrierRefused as exc:
+        raise ProblemError(502, "Carrier refused", str(exc)) from exc
+    if done.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        request.app.state.runtime.relay.wake()
+    return ShipmentView.of(done.shipment)
+
+
+@router.post(
+    "/carrier/webhooks",
+    response_model=ShipmentView,
+    dependencies=[Depends(require_carrier_token)],
+    responses={
+        401: {"description": f"Missing or wrong {WEBHOOK_TOKEN_HEADER}"},
+        404: {"description": "Unknown tracking number"},
+        409: {"description": "The update does not fit the shipment's status"},
+    },
+)
+async def carrier_webhook(body: CarrierWebhook, request: Request) -> ShipmentView:
+    """A carrier reports progress; a repeated report is answered without a second effect."""
+    update = CarrierUpdate(
+        tracking_number=body.tracking_number,
+        status=body.status,
+        reason_code=body.reason_code,
+        reason=body.reason,
+        occurred_at=body.occurred_at,
+        trace=_trace(request, f"carrier:{body.tracking_number}:{body.status}"),
+    )
+    try:
+        result = await asyncio.to_thread(_shipping(request).carrier_update, update)
+    except UnknownTrackingNumber as exc:
+        raise not_found("tracking number", body.tracking_number) from exc
+    except (InvalidTransition, ConcurrentChange) as exc:
+        raise conflict(str(exc)) from exc
+    if result.changed:
+        request.app.state.runtime.relay.wake()
+    return ShipmentView.of(result.shipment)

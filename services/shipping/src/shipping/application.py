@@ -1,0 +1,309 @@
+"""The shipping application: the policy over order events, dispatch and carrier updates."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+import structlog
+from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from prometheus_client import Counter
+
+from fulfilment_kit.contracts import OrderCancelled, OrderPaid, OrderPlaced, OrderRejected
+from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
+from fulfilment_kit.observability.metrics import REGISTRY
+from fulfilment_kit.persistence.transcodings import register_dataclasses
+from fulfilment_kit.tracing import Trace
+from shipping.domain import (
+    Address,
+    DeliveryProblem,
+    ExceptionCode,
+    InvalidTransition,
+    Shipment,
+    ShipmentLine,
+    TrackingIndex,
+    shipment_id_for,
+    tracking_index_id_for,
+)
+from shipping.gateway import (
+    CarrierError,
+    CarrierGateway,
+    SandboxCarrier,
+    TransientCarrierError,
+    booking_key,
+)
+
+log = structlog.get_logger(__name__)
+
+SHIPMENTS = Counter(
+    "fulfil_shipments_total",
+    "Shipments that reached an outcome: shipped, delivered or a delivery exception",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+# How often a command re-reads and retries after a concurrent change of the shipment.
+CONFLICT_RETRIES = 3
+
+TAggregate = TypeVar("TAggregate", bound=Aggregate)
+
+
+class ShipmentNotFound(LookupError):
+    pass
+
+
+class UnknownTrackingNumber(LookupError):
+    pass
+
+
+class CarrierUnavailable(Exception):
+    """The carrier kept failing transiently; the shipment stays packing (retry later)."""
+
+
+class CarrierRefused(Exception):
+    """The carrier refused the booking; the shipment stays packing (needs a human)."""
+
+
+class ConcurrentChange(Exception):
+    """The shipment kept changing under the command; the caller may retry."""
+
+
+@dataclass(frozen=True)
+class CarrierUpdate:
+    """A status report from the carrier about one parcel."""
+
+    tracking_number: str
+    status: Literal["in_transit", "delivered", "exception"]
+    reason_code: ExceptionCode | None
+    reason: str | None
+    occurred_at: datetime | None
+    trace: Trace
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    shipment: Shipment
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class Updated:
+    shipment: Shipment
+    changed: bool
+
+
+class ShippingApplication(InboxApplication):
+    name = "shipping"
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        carrier: CarrierGateway | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        super().__init__(env)
+        self.carrier: CarrierGateway = carrier or SandboxCarrier()
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        register_dataclasses(transcoder, ShipmentLine, Address, DeliveryProblem, Trace)
+
+    def close(self) -> None:
+        close = getattr(self.carrier, "close", None)
+        if close is not None:
+            close()
+        super().close()
+
+    # -- policy ---------------------------------------------------------------------------
+
+    def handle(self, message: InboundMessage, processing: ProcessingEvent[uuid.UUID]) -> None:
+        """React to order events; every branch is a no-op when its effect happened already."""
+        public = message.envelope.event
+        trace = Trace.caused_by(message.envelope.id, message.envelope.correlation_id)
+        if isinstance(public, OrderPlaced):
+            self._on_placed(public, trace, processing)
+        elif isinstance(public, OrderPaid):
+            self._on_paid(public, trace, processing)
+        elif isinstance(public, OrderCancelled | OrderRejected):
+            self._on_cancelled(public.order_id, trace, processing)
+        # Anything else on our source topics is not ours to act on.
+
+    def _on_placed(
+        self, placed: OrderPlaced, trace: Trace, processing: ProcessingEvent[uuid.UUID]
+    ) -> None:
+        sid = shipment_id_for(placed.order_id)
+        if self.get_for_update(processing, sid, Shipment) is not None:
+            return  # redelivered
+        shipment = Shipment.create(
+            order_id=placed.order_id,
+            lines=[ShipmentLine(sku=x.sku, quantity=x.quantity) for x in placed.lines],
+            address=Address(**placed.shipping_address.model_dump()),
+            trace=trace,
+        )
+        processing.collect_events(shipment)
+        log.info("shipment awaiting payment", order_id=str(placed.order_id))
+
+    def _on_paid(
+        self, paid: OrderPaid, trace: Trace, processing: ProcessingEvent[uuid.UUID]
+    ) -> None:
+        shipment = self.get_for_update(processing, shipment_id_for(paid.order_id), Shipment)
+        if shipment is None:
+            # OrderPlaced precedes OrderPaid on the same partition, so it was dead-lettered
+            # or never published: fail loudly (to the DLQ) rather than drop the payment.
+            raise ShipmentNotFound(f"order {paid.order_id} was paid but never seen placed")
+        if shipment.start_packing(trace):
+            processing.collect_events(shipment)
+            log.info("shipment packing", order_id=str(paid.order_id))
+
+    def _on_cancelled(
+        self, order_id: uuid.UUID, trace: Trace, processing: ProcessingEvent[uuid.UUID]
+    ) -> None:
+        shipment = self.get_for_update(processing, shipment_id_for(order_id), Shipment)
+        if shipment is None:
+            log.warning("cancelled order has no shipment", order_id=str(order_id))
+            return
+        if shipment.cancel(trace):
+            processing.collect_events(shipment)
+            log.info("shipment cancelled", order_id=str(order_id))
+        else:
+            log.info(
+                "order cancelled, shipment unchanged",
+                order_id=str(order_id),
+                status=str(shipment.status),
+            )
+
+    # -- commands -------------------------------------------------------------------------
+
+    def dispatch(
+        self, order_id: uuid.UUID, trace: Trace, dispatch_key: str | None = None
+    ) -> Dispatched:
+        """Book the parcel with the carrier and ship it."""
+        return self.dispatch_shipment(shipment_id_for(order_id), trace, dispatch_key)
+
+    def dispatch_shipment(
+        self, shipment_id: uuid.UUID, trace: Trace, dispatch_key: str | None = None
+    ) -> Dispatched:
+        for _ in range(CONFLICT_RETRIES):
+            shipment = self._shipment(shipment_id)
+            if dispatch_key is not None and shipment.dispatch_key == dispatch_key:
+                return Dispatched(shipment, replayed=True)
+            shipment.check_dispatchable()
+            try:
+                booking = self.carrier.book(
+                    idempotency_key=booking_key(shipment.id),
+                    shipment_id=shipment.id,
+                    address=shipment.address,
+                    lines=shipment.lines,
+                )
+            except TransientCarrierError as exc:
+                raise CarrierUnavailable(str(exc)) from exc
+            except CarrierError as exc:
+                raise CarrierRefused(str(exc)) from exc
+            taken = self._get(tracking_index_id_for(booking.tracking_number), TrackingIndex)
+            if taken is not None and taken.shipment_id != shipment.id:
+                raise CarrierRefused(
+                    f"the carrier returned tracking number {booking.tracking_number}, "
+                    f"already used by the shipment of order {taken.order_id}"
+                )
+            shipment.dispatch(
+                carrier=booking.carrier,
+                tracking_number=booking.tracking_number,
+                shipped_at=self.clock(),
+                dispatch_key=dispatch_key,
+                trace=trace,
+            )
+            try:
+                self.save(shipment, TrackingIndex.create(shipment, trace))
+            except IntegrityError:
+                # Changed meanwhile (e.g. cancelled while booking): look again. The carrier
+                # booking is idempotent by shipment, so a retry books the same parcel.
+                log.warning("shipment changed during dispatch", order_id=str(shipment.order_id))
+                continue
+            SHIPMENTS.labels("shipped").inc()
+            log.info(
+                "shipment shipped",
+                order_id=str(shipment.order_id),
+                carrier=booking.carrier,
+                tracking_number=booking.tracking_number,
+            )
+            return Dispatched(shipment, replayed=False)
+        raise ConcurrentChange(f"shipment {shipment_id} kept changing; try again")
+
+    def carrier_update(self, update: CarrierUpdate) -> Updated:
+        """Apply a carrier's status report; a repeat changes nothing."""
+        index_id = tracking_index_id_for(update.tracking_number)
+        for _ in range(CONFLICT_RETRIES):
+            index = self._get(index_id, TrackingIndex)
+            if index is None:
+                raise UnknownTrackingNumber(update.tracking_number)
+            shipment = self._shipment(index.shipment_id)
+            at = update.occurred_at or self.clock()
+            if update.status == "in_transit":
+                changed = shipment.report_in_transit(occurred_at=at, trace=update.trace)
+            elif update.status == "delivered":
+                changed = shipment.deliver(delivered_at=at, trace=update.trace)
+            else:
+                if update.reason_code is None:
+                    raise ValueError("a delivery exception needs a reason_code")
+                changed = shipment.report_exception(
+                    reason_code=update.reason_code,
+                    reason=update.reason or f"carrier reported {update.reason_code}",
+                    occurred_at=at,
+                    trace=update.trace,
+                )
+            if not changed:
+                return Updated(shipment, changed=False)
+            try:
+                self.save(shipment)
+            except IntegrityError:
+                continue
+            if update.status != "in_transit":
+                SHIPMENTS.labels("delivered" if update.status == "delivered" else "exception").inc()
+            log.info(
+                "carrier update applied",
+                order_id=str(shipment.order_id),
+                status=str(shipment.status),
+            )
+            return Updated(shipment, changed=True)
+        raise ConcurrentChange(f"shipment of {update.tracking_number} kept changing; try again")
+
+    # -- queries --------------------------------------------------------------------------
+
+    def get_shipment(self, order_id: uuid.UUID) -> Shipment:
+        return self._shipment(shipment_id_for(order_id))
+
+    def _shipment(self, shipment_id: uuid.UUID) -> Shipment:
+        shipment = self._get(shipment_id, Shipment)
+        if shipment is None:
+            raise ShipmentNotFound(str(shipment_id))
+        return shipment
+
+    def _get(self, aggregate_id: uuid.UUID, cls: type[TAggregate]) -> TAggregate | None:
+        try:
+            aggregate: Any = self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(aggregate, cls)
+        return aggregate
+
+
+__all__ = [
+    "SHIPMENTS",
+    "CarrierRefused",
+    "CarrierUnavailable",
+    "CarrierUpdate",
+    "ConcurrentChange",
+    "Dispatched",
+    "InvalidTransition",
+    "ShipmentNotFound",
+    "ShippingApplication",
+    "UnknownTrackingNumber",
+    "Updated",
+]

@@ -1,0 +1,49 @@
+"""Maps the Shipment's private domain events to public integration events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import singledispatch
+from typing import Any
+
+from fulfilment_kit.contracts import ShipmentDelivered, ShipmentException, ShipmentShipped
+from fulfilment_kit.messaging.relay import Outbound
+from shipping.domain import Shipment
+
+
+@singledispatch
+def to_public(domain_event: Any) -> Sequence[Outbound]:
+    """Domain events not listed below (created, packing, in transit, ...) stay private."""
+    return ()
+
+
+@to_public.register(Shipment.Shipped)
+def _shipped(e: Any) -> Sequence[Outbound]:
+    shipped = ShipmentShipped(
+        order_id=e.order_id,
+        shipment_id=e.originator_id,
+        carrier=e.carrier,
+        tracking_number=e.tracking_number,
+        shipped_at=e.shipped_at,
+    )
+    return (Outbound(shipped, e.trace.correlation_id, e.trace.causation_id),)
+
+
+@to_public.register(Shipment.Delivered)
+def _delivered(e: Any) -> Sequence[Outbound]:
+    delivered = ShipmentDelivered(
+        order_id=e.order_id, shipment_id=e.originator_id, delivered_at=e.delivered_at
+    )
+    return (Outbound(delivered, e.trace.correlation_id, e.trace.causation_id),)
+
+
+@to_public.register(Shipment.ExceptionReported)
+def _exception(e: Any) -> Sequence[Outbound]:
+    problem = ShipmentException(
+        order_id=e.order_id,
+        shipment_id=e.originator_id,
+        reason_code=e.reason_code,
+        reason=e.reason,
+        occurred_at=e.occurred_at,
+    )
+    return (Outbound(problem, e.trace.correlation_id, e.trace.causation_id),)

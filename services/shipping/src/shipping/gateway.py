@@ -1,0 +1,209 @@
+"""The parcel carrier behind a small protocol: a deterministic sandbox (default) and HTTP.
+
+Booking is idempotent at the carrier: the idempotency key is derived from the shipment id,
+so a retry after a crash (booked at the carrier, not yet saved here) gets the same parcel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+import structlog
+
+from shipping.domain import Address, ShipmentLine
+
+log = structlog.get_logger(__name__)
+
+SANDBOX_CARRIER = "sandbox-post"
+_TRACKING_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class Booking:
+    carrier: str
+    tracking_number: str
+
+
+class CarrierError(Exception):
+    """The carrier refused the booking for good (e.g. a 4xx): retrying will not help."""
+
+
+class TransientCarrierError(Exception):
+    """The carrier is unreachable, slow or overloaded: worth retrying later."""
+
+
+class CarrierGateway(Protocol):
+    def book(
+        self,
+        *,
+        idempotency_key: str,
+        shipment_id: uuid.UUID,
+        address: Address,
+        lines: Sequence[ShipmentLine],
+    ) -> Booking:
+        """Hand the parcel to the carrier; the same key always returns the same booking."""
+        ...
+
+
+def booking_key(shipment_id: uuid.UUID) -> str:
+    return f"shipment-{shipment_id}"
+
+
+class SandboxCarrier:
+    """A carrier without a network: deterministic tracking numbers, never fails by itself.
+
+    `fail_next` makes the next n bookings raise TransientCarrierError (for tests and demos).
+    """
+
+    def __init__(self, *, fail_next: int = 0) -> None:
+        self.fail_next = fail_next
+        self.calls = 0
+        self._bookings: dict[str, Booking] = {}
+        self._lock = threading.Lock()
+
+    def book(
+        self,
+        *,
+        idempotency_key: str,
+        shipment_id: uuid.UUID,
+        address: Address,
+        lines: Sequence[ShipmentLine],
+    ) -> Booking:
+        with self._lock:
+            self.calls += 1
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                raise TransientCarrierError("sandbox carrier: simulated outage")
+            booking = self._bookings.get(idempotency_key)
+            if booking is None:
+                booking = Booking(SANDBOX_CARRIER, sandbox_tracking_number(shipment_id))
+                self._bookings[idempotency_key] = booking
+            return booking
+
+    def close(self) -> None:
+        pass
+
+
+def sandbox_tracking_number(shipment_id: uuid.UUID) -> str:
+    return "SBX" + hashlib.sha256(shipment_id.bytes).hexdigest()[:12].upper()
+
+
+class HttpCarrierGateway:
+    """A carrier's booking API over HTTP (sync httpx; called from a worker thread).
+
+    POST {base_url}/v1/shipments with `Authorization: Bearer <key>` and `Idempotency-Key`;
+    a 200/201 answer carries {"carrier": ..., "tracking_number": ...}. 408, 429, 5xx,
+    timeouts and connection errors are transient; any other status is a refusal.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        timeout_s: float = 5.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._client = httpx.Client(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout_s,
+            transport=transport,
+        )
+
+    def book(
+        self,
+        *,
+        idempotency_key: str,
+        shipment_id: uuid.UUID,
+        address: Address,
+        lines: Sequence[ShipmentLine],
+    ) -> Booking:
+        body = {
+            "reference": str(shipment_id),
+            "address": address.__dict__,
+            "parcels": [{"sku": line.sku, "quantity": line.quantity} for line in lines],
+        }
+        try:
+            reply = self._client.post(
+                "/v1/shipments", json=body, headers={"Idempotency-Key": idempotency_key}
+            )
+        except httpx.TransportError as exc:  # connect/read timeouts, refused connections
+            raise TransientCarrierError(f"carrier unreachable: {type(exc).__name__}") from exc
+        if reply.status_code in (408, 425, 429) or reply.status_code >= 500:
+            raise TransientCarrierError(f"carrier answered {reply.status_code}")
+        if reply.status_code not in (200, 201):
+            raise CarrierError(f"carrier refused the booking: {reply.status_code}")
+        return _booking_from(reply)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _booking_from(reply: httpx.Response) -> Booking:
+    try:
+        data: Any = reply.json()
+        carrier, tracking = data["carrier"], data["tracking_number"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CarrierError("carrier answered without carrier and tracking_number") from exc
+    if not isinstance(carrier, str) or not 1 <= len(carrier) <= 50:
+        raise CarrierError("carrier answered with an invalid carrier name")
+    if not isinstance(tracking, str) or not _TRACKING_RE.fullmatch(tracking):
+        raise CarrierError("carrier answered with an invalid tracking number")
+    return Booking(carrier, tracking)
+
+
+class RetryingCarrier:
+    """Retries transient failures with exponential backoff, then gives up (re-raises)."""
+
+    def __init__(
+        self,
+        inner: CarrierGateway,
+        *,
+        attempts: int = 3,
+        backoff_s: float = 0.05,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self.inner = inner
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.sleep = sleep
+
+    def book(
+        self,
+        *,
+        idempotency_key: str,
+        shipment_id: uuid.UUID,
+        address: Address,
+        lines: Sequence[ShipmentLine],
+    ) -> Booking:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return self.inner.book(
+                    idempotency_key=idempotency_key,
+                    shipment_id=shipment_id,
+                    address=address,
+                    lines=lines,
+                )
+            except TransientCarrierError as exc:
+                if attempt == self.attempts:
+                    raise
+                delay = self.backoff_s * 2 ** (attempt - 1)
+                log.warning("carrier booking failed, retrying", attempt=attempt, error=str(exc))
+                self.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()

@@ -1,0 +1,242 @@
+"""The shipping HTTP API on the in-memory event store (no Kafka: the lifespan is not started)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from fulfilment_kit.runtime import ServiceRuntime, create_http_app
+from shipping.api import router
+from shipping.application import SHIPMENTS, ShippingApplication
+from shipping.contracts import to_public
+from shipping.gateway import RetryingCarrier, SandboxCarrier
+from tests.unit.test_shipping_policy import Feed, cancelled, paid, placed
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture
+def sandbox() -> SandboxCarrier:
+    return SandboxCarrier()
+
+
+@pytest.fixture
+def app(sandbox: SandboxCarrier) -> ShippingApplication:
+    return ShippingApplication(
+        env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
+        carrier=RetryingCarrier(sandbox, sleep=lambda _: None),
+    )
+
+
+def client_for(app: ShippingApplication, token: str | None = None) -> TestClient:
+    runtime = ServiceRuntime(service="shipping", app=app, mapper=to_public, output_topics=[])
+    api = create_http_app(runtime, routers=[router], title="shipping")
+    api.state.carrier_webhook_token = token
+    return TestClient(api)
+
+
+@pytest.fixture
+def client(app: ShippingApplication) -> TestClient:
+    return client_for(app)
+
+
+@pytest.fixture
+def feed(app: ShippingApplication) -> Feed:
+    return Feed(app)
+
+
+def packing_order(feed: Feed) -> uuid.UUID:
+    order_id = uuid.uuid4()
+    feed.send(feed.message(placed(order_id)), feed.message(paid(order_id)))
+    return order_id
+
+
+def dispatched(client: TestClient, feed: Feed) -> dict[str, Any]:
+    reply = client.post(f"/shipments/{packing_order(feed)}/dispatch")
+    assert reply.status_code == 200, reply.text
+    return dict(reply.json())
+
+
+def newest(app: ShippingApplication) -> int:
+    return app.recorder.max_notification_id() or 0
+
+
+def counted(outcome: str) -> float:
+    value = SHIPMENTS.labels(outcome)._value.get()
+    return float(value)
+
+
+def test_get_shows_the_shipment_without_the_address(client: TestClient, feed: Feed) -> None:
+    order_id = packing_order(feed)
+    reply = client.get(f"/shipments/{order_id}")
+    assert reply.status_code == 200
+    view = reply.json()
+    assert view["status"] == "packing"
+    assert view["order_id"] == str(order_id)
+    assert view["lines"] == [{"sku": "MUG-BLUE", "quantity": 2}, {"sku": "TEE-M", "quantity": 1}]
+    assert view["carrier"] is view["tracking_number"] is view["shipped_at"] is None
+    assert view["exception"] is None
+    assert "Berlin" not in reply.text
+
+
+def test_unknown_order_is_404_and_malformed_id_is_422(client: TestClient) -> None:
+    for reply in (
+        client.get(f"/shipments/{uuid.uuid4()}"),
+        client.post(f"/shipments/{uuid.uuid4()}/dispatch"),
+    ):
+        assert reply.status_code == 404
+        assert reply.headers["content-type"] == "application/problem+json"
+        assert "does not exist" in reply.json()["detail"]
+    assert client.get("/shipments/nope").status_code == 422
+
+
+def test_dispatch_ships_and_counts(client: TestClient, feed: Feed) -> None:
+    before = counted("shipped")
+    view = dispatched(client, feed)
+    assert view["status"] == "shipped"
+    assert view["carrier"] == "sandbox-post"
+    assert view["tracking_number"].startswith("SBX")
+    assert view["shipped_at"]
+    assert counted("shipped") == before + 1
+    assert client.get(f"/shipments/{view['order_id']}").json() == view
+
+
+@pytest.mark.parametrize("case", ["awaiting payment", "cancelled", "already shipped"])
+def test_dispatch_conflicts_say_why(
+    client: TestClient, feed: Feed, app: ShippingApplication, case: str
+) -> None:
+    order_id = uuid.uuid4()
+    feed.send(feed.message(placed(order_id)))
+    if case == "cancelled":
+        feed.send(feed.message(cancelled(order_id)))
+    if case == "already shipped":
+        feed.send(feed.message(paid(order_id)))
+        assert client.post(f"/shipments/{order_id}/dispatch").status_code == 200
+    before = newest(app)
+    reply = client.post(f"/shipments/{order_id}/dispatch")
+    assert reply.status_code == 409, reply.text
+    assert case in reply.json()["detail"]
+    assert newest(app) == before
+
+
+def test_dispatch_with_the_same_idempotency_key_replays(client: TestClient, feed: Feed) -> None:
+    order_id = packing_order(feed)
+    key = {"Idempotency-Key": "dispatch-1"}
+    first = client.post(f"/shipments/{order_id}/dispatch", headers=key)
+    again = client.post(f"/shipments/{order_id}/dispatch", headers=key)
+    assert first.status_code == again.status_code == 200
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    other = client.post(f"/shipments/{order_id}/dispatch", headers={"Idempotency-Key": "x"})
+    assert other.status_code == 409
+
+
+def test_carrier_down_is_503_and_the_shipment_stays_packing(
+    client: TestClient, feed: Feed, sandbox: SandboxCarrier
+) -> None:
+    order_id = packing_order(feed)
+    sandbox.fail_next = 3
+    reply = client.post(f"/shipments/{order_id}/dispatch")
+    assert reply.status_code == 503, reply.text
+    assert sandbox.calls == 3
+    assert client.get(f"/shipments/{order_id}").json()["status"] == "packing"
+    assert client.post(f"/shipments/{order_id}/dispatch").status_code == 200
+
+
+def test_webhook_delivered_once(client: TestClient, feed: Feed, app: ShippingApplication) -> None:
+    tracking = dispatched(client, feed)["tracking_number"]
+    before = counted("delivered")
+    body = {"tracking_number": tracking, "status": "delivered"}
+    assert (
+        client.post("/carrier/webhooks", json=body | {"status": "in_transit"}).json()["status"]
+        == "in_transit"
+    )
+    reply = client.post(
+        "/carrier/webhooks", json=body | {"occurred_at": "2025-01-02T10:00:00+01:00"}
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["status"] == "delivered"
+    assert reply.json()["delivered_at"].startswith("2025-01-02T10:00:00")
+    events = newest(app)
+    again = client.post("/carrier/webhooks", json=body)
+    assert again.status_code == 200
+    assert again.json()["status"] == "delivered"
+    assert newest(app) == events
+    assert counted("delivered") == before + 1
+
+
+def test_webhook_exception_then_invalid_transitions(client: TestClient, feed: Feed) -> None:
+    tracking = dispatched(client, feed)["tracking_number"]
+    problem = {
+        "tracking_number": tracking,
+        "status": "exception",
+        "reason_code": "address_not_found",
+        "reason": "no such street",
+    }
+    reply = client.post("/carrier/webhooks", json=problem)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["status"] == "exception"
+    assert reply.json()["exception"]["reason_code"] == "address_not_found"
+    delivered = {"tracking_number": tracking, "status": "delivered"}
+    assert client.post("/carrier/webhooks", json=delivered).status_code == 200
+    late = client.post("/carrier/webhooks", json=problem)
+    assert late.status_code == 409
+    assert "delivered" in late.json()["detail"]
+    assert (
+        client.post("/carrier/webhooks", json=delivered | {"status": "in_transit"}).status_code
+        == 409
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"status": "exception"}, "body"),
+        ({"status": "exception", "reason_code": "eaten_by_dog"}, "reason_code"),
+        ({"status": "lost_in_space"}, "status"),
+        ({"status": "delivered", "occurred_at": "2025-01-02T10:00:00"}, "occurred_at"),
+        ({"status": "delivered", "extra": 1}, "extra"),
+        ({"status": "delivered", "tracking_number": "bad number!"}, "tracking_number"),
+    ],
+)
+def test_bad_webhooks_are_422(
+    client: TestClient, feed: Feed, body: dict[str, Any], field: str
+) -> None:
+    tracking = dispatched(client, feed)["tracking_number"]
+    reply = client.post("/carrier/webhooks", json={"tracking_number": tracking} | body)
+    assert reply.status_code == 422, reply.text
+    assert field in [e["field"] for e in reply.json()["errors"]]
+
+
+def test_exception_without_a_reason_code_says_so(client: TestClient, feed: Feed) -> None:
+    tracking = dispatched(client, feed)["tracking_number"]
+    reply = client.post(
+        "/carrier/webhooks", json={"tracking_number": tracking, "status": "exception"}
+    )
+    assert reply.status_code == 422
+    assert "reason_code" in reply.text
+
+
+def test_webhook_for_an_unknown_tracking_number_is_404(client: TestClient) -> None:
+    reply = client.post(
+        "/carrier/webhooks", json={"tracking_number": "SBX000000000000", "status": "delivered"}
+    )
+    assert reply.status_code == 404
+    assert "SBX000000000000" in reply.json()["detail"]
+
+
+def test_webhook_token_is_required_when_configured(app: ShippingApplication, feed: Feed) -> None:
+    client = client_for(app, token=TOKEN)
+    tracking = dispatched(client, feed)["tracking_number"]
+    body = {"tracking_number": tracking, "status": "in_transit"}
+    assert client.post("/carrier/webhooks", json=body).status_code == 401
+    wrong = client.post("/carrier/webhooks", json=body, headers={"X-Carrier-Token": "nope"})
+    assert wrong.status_code == 401
+    assert wrong.headers["content-type"] == "application/problem+json"
+    # Unauthenticated callers learn nothing about the body either.
+    assert client.post("/carrier/webhooks", json={"x": 1}).status_code == 401
+    ok = client.post("/carrier/webhooks", json=body, headers={"X-Carrier-Token": TOKEN})
+    assert ok.status_code == 200
