@@ -10,6 +10,10 @@ from typing import Any
 import httpx
 
 from fulfilment_kit.contracts import topics
+from fulfilment_kit.persistence import eventsourcing_env
+from fulfilment_kit.settings import PostgresSettings, ServiceSettings
+from inventory.application import InventoryApplication
+from inventory.domain import stock_item_id
 from tests.support.polling import eventually
 from tests.support.processes import (
     ServiceProcess,
@@ -128,6 +132,26 @@ class Platform:
             what=f"order {order_id} {status}",
         )
         return order
+
+    async def stock_history(self, sku: str) -> list[int]:
+        """Available units of `sku` after each event in the inventory's event store."""
+
+        def replay() -> list[int]:
+            env = eventsourcing_env(
+                "inventory", ServiceSettings(), PostgresSettings(dbname=self["inventory"].database)
+            )
+            app = InventoryApplication(env=env)
+            try:
+                item: Any = None
+                history = []
+                for domain_event in app.events.get(stock_item_id(sku)):
+                    item = domain_event.mutate(item)
+                    history.append(item.available)
+                return history
+            finally:
+                app.close()
+
+        return await asyncio.to_thread(replay)
 
     async def shipment_reaches(
         self, order_id: str, status: str, timeout: float = 60

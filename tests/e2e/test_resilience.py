@@ -16,6 +16,7 @@ from fulfilment_kit.settings import KafkaSettings
 from tests.e2e.platform import Platform, events_of, new_sku
 from tests.e2e.test_lifecycle import dispatch
 from tests.support.polling import eventually
+from tests.support.stack import assigned_reader
 
 DUPLICATE_HEADER = "test_duplicate"
 CONSUMING = ("orders", "inventory", "payments", "shipping")
@@ -24,16 +25,10 @@ CONSUMING = ("orders", "inventory", "payments", "shipping")
 @contextlib.asynccontextmanager
 async def duplicating_every_record() -> AsyncIterator[list[int]]:
     """Re-publish every new record of every platform topic once, at a new offset."""
-    names = [topics.physical(t) for t in topics.ALL]
-    consumer = kafka.reader(KafkaSettings())
+    consumer, tps = await assigned_reader([topics.physical(t) for t in topics.ALL])
     producer = kafka.producer(KafkaSettings())
-    await consumer.start()
     await producer.start()
     copied = [0]
-    tps = [
-        TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or [])
-    ]
-    consumer.assign(tps)
     await consumer.seek_to_end(*tps)
 
     async def copy() -> None:
@@ -139,18 +134,15 @@ async def duplicates_rejected(platform: Platform, service: str) -> float:
 
 
 async def rewind_group(group: str, source_topics: list[str]) -> None:
+    """Commit offset 0 on every partition the group consumes: Kafka would redeliver it all."""
+    partitions = KafkaSettings().topic_partitions  # every platform topic is created so
+    tps = [TopicPartition(topics.physical(t), p) for t in source_topics for p in range(partitions)]
+    settings = KafkaSettings()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=KafkaSettings().bootstrap_servers,
-        group_id=group,
-        enable_auto_commit=False,
+        bootstrap_servers=settings.bootstrap_servers, group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:
-        tps = [
-            TopicPartition(topics.physical(t), p)
-            for t in source_topics
-            for p in sorted(consumer.partitions_for_topic(topics.physical(t)) or [])
-        ]
         consumer.assign(tps)
         await consumer.commit(dict.fromkeys(tps, 0))
     finally:

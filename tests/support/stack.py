@@ -41,7 +41,7 @@ class Record:
     headers: dict[str, str]
 
 
-async def _assigned_reader(topic_names: Sequence[str]) -> tuple[Any, list[TopicPartition]]:
+async def assigned_reader(topic_names: Sequence[str]) -> tuple[Any, list[TopicPartition]]:
     consumer = kafka.reader(KafkaSettings())
     await consumer.start()
     tps: list[TopicPartition] = []
@@ -57,7 +57,7 @@ async def _assigned_reader(topic_names: Sequence[str]) -> tuple[Any, list[TopicP
 
 async def read_topic(topic: str) -> list[Record]:
     """Every committed record on `topic` at this moment (read_committed, no group)."""
-    consumer, tps = await _assigned_reader([topic])
+    consumer, tps = await assigned_reader([topic])
     try:
         if not tps:
             return []
@@ -79,7 +79,7 @@ def _record(r: Any) -> Record:
 
 
 async def end_offsets(topic_names: Sequence[str]) -> dict[tuple[str, int], int]:
-    consumer, tps = await _assigned_reader(topic_names)
+    consumer, tps = await assigned_reader(topic_names)
     try:
         ends = await consumer.end_offsets(tps) if tps else {}
         return {(tp.topic, tp.partition): o for tp, o in ends.items()}

@@ -38,7 +38,7 @@ class TrackedOffsetListener(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in sorted(assigned):
             position = await self.inbox.tracked_position(tp)
             if self.resume_from == "kafka":
-                continue  # fault injection: trust Kafka's committed offset, as a plain consumer does
+                continue  # fault injection: trust Kafka's committed offset like a plain consumer
             if position is None:
                 await consumer.seek_to_beginning(tp)
             else:
