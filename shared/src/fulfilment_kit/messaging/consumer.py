@@ -39,10 +39,10 @@ class TrackedOffsetListener(ConsumerRebalanceListener):  # type: ignore[misc]
             position = await self.inbox.tracked_position(tp)
             if self.resume_from == "kafka":
                 continue  # fault injection: trust Kafka's committed offset like a plain consumer
-            if position is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, position)
+            # Offset 0 when nothing is tracked: a log truncated by retention makes it
+            # out of range, and auto_offset_reset="earliest" moves to the first record.
+            # (seek_to_beginning would wait ~0.5 s per partition for an offset lookup.)
+            consumer.seek(tp, position or 0)
         log.info(
             "partitions assigned", partitions=[f"{tp.topic}/{tp.partition}" for tp in assigned]
         )
@@ -72,6 +72,10 @@ def subscribe_inbox(
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
+        # Notice a dead member within seconds (the broker's minimum session is 6 s):
+        # a rebalance waits for it, and so does a clean shutdown during that rebalance.
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1500,
         listener=listener,
         decoder=_no_decode,
         title=f"{inbox.group_id}-inbox",
