@@ -167,7 +167,7 @@ def test_a_new_process_rebuilds_its_set_from_the_start_of_the_log(
     restarted = AutoDispatcher(app, after_s=DELAY_S, clock=clock, batch_size=2)
     restarted.catch_up()
     assert list(restarted.packing) == [shipment_id_for(later)]
-    assert restarted.position == app.recorder.max_notification_id()
+    assert restarted.log.position == app.recorder.max_notification_id()
 
 
 def test_longest_waiting_first_and_only_those_due(app: ShippingApplication, feed: Feed) -> None:

@@ -138,11 +138,11 @@ class InventoryApplication(InboxApplication):
         """Add received units; a SKU seen for the first time is created and catalogued."""
 
         def change() -> tuple[StockItem, list[Aggregate]]:
-            item = self._find(stock_item_id(command.sku), StockItem)
+            item = self.find(stock_item_id(command.sku), StockItem)
             others: list[Aggregate] = []
             if item is None:
                 item = StockItem.create(command.sku, command.trace, self.default_threshold)
-                catalogue = self._find(CATALOGUE_ID, Catalogue) or Catalogue.start(command.trace)
+                catalogue = self.find(CATALOGUE_ID, Catalogue) or Catalogue.start(command.trace)
                 catalogue.add(command.sku, command.trace)
                 others.append(catalogue)
             item.receive(command.quantity, command.trace, command.reference)
@@ -191,7 +191,7 @@ class InventoryApplication(InboxApplication):
         raise ConcurrentUpdate(f"stock of {sku} kept changing concurrently; try again")
 
     def _replay(self, idempotency: Idempotency) -> StockItem | None:
-        marker = self._find(idempotency_marker_id(idempotency.key), IdempotencyMarker)
+        marker = self.find(idempotency_marker_id(idempotency.key), IdempotencyMarker)
         if marker is None:
             return None
         if marker.fingerprint != idempotency.fingerprint:
@@ -203,14 +203,14 @@ class InventoryApplication(InboxApplication):
     # Queries
 
     def get_stock(self, sku: str) -> StockItem:
-        item = self._find(stock_item_id(sku), StockItem)
+        item = self.find(stock_item_id(sku), StockItem)
         if item is None:
             raise SkuNotFound(sku)
         return item
 
     def list_stock(self, below_threshold: bool | None = None) -> list[StockItem]:
         """Every known SKU sorted by SKU, optionally only those below (or not below) threshold."""
-        catalogue = self._find(CATALOGUE_ID, Catalogue)
+        catalogue = self.find(CATALOGUE_ID, Catalogue)
         skus = sorted(catalogue.skus) if catalogue else []
         items = [self.get_stock(sku) for sku in skus]
         if below_threshold is None:
@@ -218,20 +218,10 @@ class InventoryApplication(InboxApplication):
         return [item for item in items if item.below_threshold is below_threshold]
 
     def get_reservation(self, order_id: UUID) -> Reservation:
-        reservation = self._find(reservation_id(order_id), Reservation)
+        reservation = self.find(reservation_id(order_id), Reservation)
         if reservation is None:
             raise ReservationNotFound(str(order_id))
         return reservation
-
-    def _find(self, aggregate_id: UUID, cls: type[T]) -> T | None:
-        try:
-            aggregate: Aggregate = self.repository.get(aggregate_id)
-        except Exception as exc:
-            if type(exc).__name__ == "AggregateNotFoundError":
-                return None
-            raise
-        assert isinstance(aggregate, cls)
-        return aggregate
 
     # Policy (Kafka): every change goes on `processing`, saved with the tracking record.
 

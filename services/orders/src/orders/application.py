@@ -127,12 +127,9 @@ class OrdersApplication(InboxApplication):
     # --- queries ---
 
     def get_order(self, order_id: uuid.UUID) -> Order:
-        try:
-            order: Order = self.repository.get(order_id)
-        except Exception as exc:
-            if type(exc).__name__ == "AggregateNotFoundError":
-                raise OrderNotFound(str(order_id)) from exc
-            raise
+        order = self.find(order_id, Order)
+        if order is None:
+            raise OrderNotFound(str(order_id))
         return order
 
     # --- reactions ---

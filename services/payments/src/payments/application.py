@@ -20,7 +20,7 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.application import ProcessingEvent
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording
 
 from fulfilment_kit.contracts import OrderCancelled, OrderPlaced, StockLocked, StockRejected
@@ -238,11 +238,9 @@ class PaymentsApplication(InboxApplication):
         raise ConcurrentUpdate(f"payment of order {command.order_id} kept changing; retry")
 
     def get_payment(self, order_id: UUID) -> Payment:
-        try:
-            payment: Payment = self.repository.get(payment_id_for(order_id))
-        except AggregateNotFoundError as exc:
-            raise PaymentNotFound(str(order_id)) from exc
-        assert isinstance(payment, Payment)
+        payment = self.find(payment_id_for(order_id), Payment)
+        if payment is None:
+            raise PaymentNotFound(str(order_id))
         return payment
 
     # -- metrics, after each commit ---------------------------------------------------------

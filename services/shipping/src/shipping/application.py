@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import structlog
-from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
+from eventsourcing.application import ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 from prometheus_client import Counter
@@ -206,7 +206,7 @@ class ShippingApplication(InboxApplication):
                 raise CarrierUnavailable(str(exc)) from exc
             except CarrierError as exc:
                 raise CarrierRefused(str(exc)) from exc
-            taken = self._get(tracking_index_id_for(booking.tracking_number), TrackingIndex)
+            taken = self.find(tracking_index_id_for(booking.tracking_number), TrackingIndex)
             if taken is not None and taken.shipment_id != shipment.id:
                 raise CarrierRefused(
                     f"the carrier returned tracking number {booking.tracking_number}, "
@@ -240,7 +240,7 @@ class ShippingApplication(InboxApplication):
         """Apply a carrier's status report; a repeat changes nothing."""
         index_id = tracking_index_id_for(update.tracking_number)
         for _ in range(CONFLICT_RETRIES):
-            index = self._get(index_id, TrackingIndex)
+            index = self.find(index_id, TrackingIndex)
             if index is None:
                 raise UnknownTrackingNumber(update.tracking_number)
             shipment = self._shipment(index.shipment_id)
@@ -280,18 +280,10 @@ class ShippingApplication(InboxApplication):
         return self._shipment(shipment_id_for(order_id))
 
     def _shipment(self, shipment_id: uuid.UUID) -> Shipment:
-        shipment = self._get(shipment_id, Shipment)
+        shipment = self.find(shipment_id, Shipment)
         if shipment is None:
             raise ShipmentNotFound(str(shipment_id))
         return shipment
-
-    def _get(self, aggregate_id: uuid.UUID, cls: type[TAggregate]) -> TAggregate | None:
-        try:
-            aggregate: Any = self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return None
-        assert isinstance(aggregate, cls)
-        return aggregate
 
 
 __all__ = [

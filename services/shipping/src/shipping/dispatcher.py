@@ -21,6 +21,7 @@ import structlog
 from eventsourcing.utils import get_topic
 
 from fulfilment_kit.observability.health import Heartbeat
+from fulfilment_kit.persistence.follower import LogFollower
 from fulfilment_kit.tracing import Trace
 from shipping.application import (
     CarrierRefused,
@@ -67,28 +68,15 @@ class AutoDispatcher:
         self.poll_interval_s = poll_interval_s or min(max(after_s / 4, 0.05), 1.0)
         self.on_dispatched = on_dispatched
         self.heartbeat = heartbeat
-        self.position = 0
-        """The notification id up to which the log has been read."""
+        self.log = LogFollower(app, topics=WATCHED_TOPICS, batch=batch_size)
         self.packing: dict[uuid.UUID, Packing] = {}
 
     # -- the log --------------------------------------------------------------------------
 
     def catch_up(self) -> None:
         """Read the notification log from where we left off to its current end."""
-        recorder = self.app.recorder
-        while True:
-            newest = recorder.max_notification_id() or 0
-            if newest <= self.position:
-                return
-            batch = recorder.select_notifications(
-                self.position + 1, self.batch_size, stop=newest, topics=WATCHED_TOPICS
-            )
-            for notification in batch:
-                self.observe(self.app.mapper.to_domain_event(notification))
-            if len(batch) < self.batch_size:
-                self.position = newest  # nothing else we watch up to `newest`
-                return
-            self.position = batch[-1].id
+        for domain_event in self.log.read_sync():
+            self.observe(domain_event)
 
     def observe(self, domain_event: Any) -> None:
         if isinstance(domain_event, Shipment.PackingStarted):

@@ -22,7 +22,7 @@ from uuid import UUID
 
 import structlog
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
-from eventsourcing.application import Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import (
     IntegrityError,
@@ -80,13 +80,15 @@ class InboxApplication(Application[UUID]):
         if pending is not None:
             assert isinstance(pending, cls)
             return pending
+        return self.find(aggregate_id, cls)
+
+    def find(self, aggregate_id: UUID, cls: type[TAggregate]) -> TAggregate | None:
+        """The stored aggregate, or None when it does not exist."""
         try:
             aggregate: Aggregate = self.repository.get(aggregate_id)
-        except Exception as exc:
-            if type(exc).__name__ == "AggregateNotFoundError":
-                return None
-            raise
-        assert isinstance(aggregate, cls)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(aggregate, cls), f"{aggregate_id} is a {type(aggregate).__name__}"
         return aggregate
 
     def next_offset(self, tracking_name: str) -> int | None:

@@ -17,21 +17,25 @@ class LogFollower:
         self.topics = tuple(topics)
         self.batch = batch
         self.position = 0
+        """The notification id up to which the log has been read."""
 
     async def read(self) -> list[Any]:
         """The domain events recorded since the last read (possibly none)."""
+        return await asyncio.to_thread(self.read_sync)
+
+    def read_sync(self) -> list[Any]:
+        """`read()` for callers already off the event loop."""
+        recorder = self.app.recorder
         events: list[Any] = []
         while True:
-            notifications = await asyncio.to_thread(
-                self.app.recorder.select_notifications,
-                self.position + 1,
-                self.batch,
-                None,
-                self.topics,
-            )
-            if not notifications:
+            newest = recorder.max_notification_id() or 0
+            if newest <= self.position:
                 return events
-            self.position = notifications[-1].id
+            notifications = recorder.select_notifications(
+                self.position + 1, self.batch, stop=newest, topics=self.topics
+            )
             events.extend(self.app.mapper.to_domain_event(n) for n in notifications)
             if len(notifications) < self.batch:
+                self.position = newest  # nothing else of our topics up to `newest`
                 return events
+            self.position = notifications[-1].id
