@@ -103,7 +103,10 @@ class ServiceRuntime:
         if self.inbox is not None:
             watch = ConsumerWatch(self.inbox, self._subscriber, self.health.heartbeat("consumer"))
             tasks.append(asyncio.create_task(watch.run(), name="consumer-watch"))
-        tasks.extend(asyncio.create_task(job()) for job in self.background)
+        tasks.extend(
+            asyncio.create_task(_supervised(job), name=getattr(job, "__qualname__", "job"))
+            for job in self.background
+        )
         log.info("service started", topics_in=list(self.source_topics))
         try:
             yield
@@ -116,6 +119,21 @@ class ServiceRuntime:
             if self.inbox is not None:
                 await self.inbox.stop()
             self.app.close()
+
+
+async def _supervised(job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a background loop; if it crashes, log it and start it again with backoff."""
+    delay = 0.5
+    while True:
+        try:
+            await job()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background task crashed, restarting", task=job.__qualname__, delay=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 def create_http_app(
