@@ -174,7 +174,7 @@ async def test_every_record_delivered_twice_gives_the_same_final_state(platform:
     # instead of its database, so Kafka redelivers everything it ever consumed.
     for service in CONSUMING:
         platform.stop(service)
-        await rewind_group(service, list(topics.CONSUMERS[service]))
+        await rewind_group(topics.physical(service), list(topics.CONSUMERS[service]))
         process = platform[service].process
         process.env = {**process.env, "FULFIL_CONSUMER_RESUME_FROM": "kafka"}
         await platform.start(service)

@@ -65,7 +65,9 @@ def subscribe_inbox(
     listener = TrackedOffsetListener(inbox, resume_from)
     subscriber = broker.subscriber(
         *[topics.physical(t) for t in source_topics],
-        group_id=inbox.group_id,
+        # The deployment's prefix keeps two deployments on one cluster out of each
+        # other's consumer groups; DLQ and tracking names stay the logical name.
+        group_id=topics.physical(inbox.group_id),
         batch=True,
         max_records=max_records,
         batch_timeout_ms=50,
