@@ -5,7 +5,10 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 STACK := bash deploy/local/stack.sh
-PY := $(UV) run --locked --no-sync python
+# The local broker's port also tells the clients where it is (an external
+# KAFKA_BOOTSTRAP_SERVERS wins, and then stack.sh starts no broker).
+WITH_KAFKA := KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${KAFKA_PORT:-19092}}
+PY := $(WITH_KAFKA) $(UV) run --locked --no-sync python
 
 .PHONY: help install stack topics run stop test test-unit test-integration lint fmt typecheck schemas bench clean
 
@@ -27,7 +30,7 @@ topics: install ## create any missing topic (and DLQ topic)
 	@$(PY) -m fulfilment_kit.messaging.admin ensure-topics
 
 run: stack ## start the whole system in the foreground (Ctrl-C or `make stop` to end)
-	@bash deploy/local/run.sh
+	@$(WITH_KAFKA) bash deploy/local/run.sh
 
 stop: ## stop the services and the local Kafka + PostgreSQL
 	@bash deploy/local/run.sh stop
@@ -51,10 +54,10 @@ test-unit: install ## unit + contract tests (no servers needed)
 	@$(UV) run --no-sync pytest -q tests/unit tests/contract
 
 test-integration: stack ## integration tests against the real Kafka + PostgreSQL
-	@$(UV) run --no-sync pytest -q tests/integration
+	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q tests/integration
 
 test: lint typecheck stack ## everything: lint, types, unit, contract, integration, e2e
-	@$(UV) run --no-sync pytest -q -p no:cacheprovider tests
+	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider tests
 
 bench: stack ## benchmarks (prints figures; record them in BENCHMARKS.md)
 	@$(PY) -m bench
