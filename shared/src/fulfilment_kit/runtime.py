@@ -17,8 +17,9 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fulfilment_kit.http.errors import install_error_handlers
+from fulfilment_kit.http.events import events_router
 from fulfilment_kit.messaging.consumer import ConsumerWatch, subscribe_inbox
-from fulfilment_kit.messaging.inbox import Inbox, InboxApplication
+from fulfilment_kit.messaging.inbox import Applier, Inbox, InboxApplication
 from fulfilment_kit.messaging.relay import EventMapper, OutboxRelay
 from fulfilment_kit.observability.health import Health
 from fulfilment_kit.observability.logging import configure_logging
@@ -26,6 +27,20 @@ from fulfilment_kit.observability.metrics import REGISTRY
 from fulfilment_kit.settings import KafkaSettings, ServiceSettings
 
 log = structlog.get_logger(__name__)
+
+
+ExtraConsumer = tuple[str, Applier, Sequence[str]]
+"""(consumer group, applier, logical source topics) of a consumer besides the service's own."""
+
+
+@dataclass
+class _Consumer:
+    """One consumer group this process runs: its inbox, subscriber and heartbeat name."""
+
+    inbox: Inbox
+    subscriber: Any
+    heartbeat: str
+    applier: Applier
 
 
 @dataclass
@@ -41,6 +56,8 @@ class ServiceRuntime:
     kafka_settings: KafkaSettings = field(default_factory=KafkaSettings)
     health: Health = field(default_factory=Health)
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    extra_consumers: list[ExtraConsumer] = field(default_factory=list)
+    """More consumer groups in this process (e.g. projections), each with its own inbox."""
 
     def __post_init__(self) -> None:
         self.broker = KafkaBroker(
@@ -60,24 +77,48 @@ class ServiceRuntime:
         )
         self.inbox: Inbox | None = None
         self._subscriber: Any = None
+        self.consumers: list[_Consumer] = []
         if self.source_topics and self.settings.consumers_enabled:
             assert isinstance(self.app, InboxApplication), "a consuming service needs an inbox"
-            self.inbox = Inbox(
-                app=self.app,
-                group_id=self.service,
-                kafka_settings=self.kafka_settings,
-                max_attempts=self.settings.consumer_max_attempts,
-                backoff_s=self.settings.consumer_backoff_s,
-            )
-            self._subscriber = subscribe_inbox(
+            main = self.add_consumer(self.service, self.app, self.source_topics, "consumer")
+            self.inbox, self._subscriber = main.inbox, main.subscriber
+        for group_id, applier, group_topics in self.extra_consumers:
+            self.add_consumer(group_id, applier, group_topics)
+        self.health.readiness_checks["database"] = self._database_ready
+        self.health.readiness_checks["kafka"] = self._kafka_ready
+
+    def add_consumer(
+        self,
+        group_id: str,
+        applier: Applier,
+        source_topics: Sequence[str],
+        heartbeat: str | None = None,
+    ) -> _Consumer:
+        """Run one more consumer group in this process (call before `running()`).
+
+        Its records are applied by `applier` with tracking names `<group_id>:<topic>:<p>`;
+        poison goes to `<topic>.dlq.<group_id>`. An applier with a `close()` is closed on
+        shutdown. With FULFIL_CONSUMERS_ENABLED=false it is registered but not subscribed.
+        """
+        inbox = Inbox(
+            app=applier,
+            group_id=group_id,
+            kafka_settings=self.kafka_settings,
+            max_attempts=self.settings.consumer_max_attempts,
+            backoff_s=self.settings.consumer_backoff_s,
+        )
+        subscriber = None
+        if self.settings.consumers_enabled:
+            subscriber = subscribe_inbox(
                 self.broker,
-                self.inbox,
-                self.source_topics,
+                inbox,
+                source_topics,
                 max_records=self.settings.consumer_max_records,
                 resume_from=self.settings.consumer_resume_from,
             )
-        self.health.readiness_checks["database"] = self._database_ready
-        self.health.readiness_checks["kafka"] = self._kafka_ready
+        consumer = _Consumer(inbox, subscriber, heartbeat or f"consumer:{group_id}", applier)
+        self.consumers.append(consumer)
+        return consumer
 
     async def _database_ready(self) -> str | None:
         await asyncio.wait_for(asyncio.to_thread(self.app.recorder.max_notification_id), 5)
@@ -86,23 +127,28 @@ class ServiceRuntime:
     async def _kafka_ready(self) -> str | None:
         if not await self.broker.ping(timeout=3):
             return "broker unreachable"
-        consumer = self._subscriber.consumer if self._subscriber else None
-        if consumer is not None and not consumer.assignment():
-            return "no partitions assigned yet"
+        for running in self.consumers:
+            consumer = running.subscriber.consumer if running.subscriber else None
+            if consumer is not None and not consumer.assignment():
+                return f"no partitions assigned yet to {running.inbox.group_id}"
         return None
+
+    def _active(self) -> list[_Consumer]:
+        return [c for c in self.consumers if c.subscriber is not None]
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Start the broker, relay and background loops; stop them in reverse."""
         tasks: list[asyncio.Task[None]] = []
-        if self.inbox is not None:
-            await self.inbox.start()
+        for consumer in self._active():
+            await consumer.inbox.start()
         await self.broker.start()
         if self.settings.relay_enabled:
             tasks.append(asyncio.create_task(self.relay.run(), name="relay"))
-        if self.inbox is not None:
-            watch = ConsumerWatch(self.inbox, self._subscriber, self.health.heartbeat("consumer"))
-            tasks.append(asyncio.create_task(watch.run(), name="consumer-watch"))
+        for consumer in self._active():
+            beat = self.health.heartbeat(consumer.heartbeat)
+            watch = ConsumerWatch(consumer.inbox, consumer.subscriber, beat)
+            tasks.append(asyncio.create_task(watch.run(), name=f"{consumer.heartbeat}-watch"))
         tasks.extend(
             asyncio.create_task(_supervised(job), name=getattr(job, "__qualname__", "job"))
             for job in self.background
@@ -116,8 +162,12 @@ class ServiceRuntime:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.broker.stop()
-            if self.inbox is not None:
-                await self.inbox.stop()
+            for consumer in self._active():
+                await consumer.inbox.stop()
+            for consumer in self.consumers:
+                close = getattr(consumer.applier, "close", None)
+                if callable(close) and not isinstance(consumer.applier, Application):
+                    close()  # the service's own application is closed below
             self.app.close()
 
 
@@ -177,6 +227,7 @@ def create_http_app(
     async def metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
+    api.include_router(events_router(runtime.app, runtime.mapper, runtime.relay.source))
     for router in routers:
         api.include_router(router)
     return api

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 import structlog
@@ -50,6 +50,21 @@ class InboundMessage:
     topic: str
     partition: int
     offset: int
+
+
+class Applier(Protocol):
+    """What an Inbox applies records with: an InboxApplication, or a projection.
+
+    `process_messages` must record `tracking` in the same transaction as the effects of
+    `messages` and raise eventsourcing's IntegrityError when the tracking position is not
+    ahead of the recorded one (so an offset is never applied twice).
+    """
+
+    def process_messages(self, messages: Sequence[InboundMessage], tracking: Tracking) -> None:
+        """Apply `messages` and record `tracking`, atomically."""
+
+    def next_offset(self, tracking_name: str) -> int | None:
+        """The next offset to read for `tracking_name` (None: nothing tracked yet)."""
 
 
 class InboxApplication(Application[UUID]):
@@ -104,7 +119,7 @@ class Inbox:
     def __init__(
         self,
         *,
-        app: InboxApplication,
+        app: Applier,
         group_id: str,
         kafka_settings: KafkaSettings,
         max_attempts: int = 5,

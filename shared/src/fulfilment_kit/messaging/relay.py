@@ -48,6 +48,45 @@ EventMapper = Callable[[Any], Sequence[Outbound]]
 """Maps one domain event to the public events it publishes (often none)."""
 
 
+@dataclass(frozen=True)
+class PublicRecord:
+    """One public event of a notification, encoded as its Kafka record."""
+
+    topic: str
+    """The logical topic (without the deployment prefix)."""
+    key: bytes
+    value: bytes
+    headers: cloudevents.Headers
+
+
+def source_of(service: str) -> str:
+    """The CloudEvents `source` of a service's events."""
+    return f"/fulfilment/{service}"
+
+
+def public_records(
+    app: Application[Any], mapper: EventMapper, source: str, notification: Notification
+) -> list[PublicRecord]:
+    """The records a notification publishes: what the relay sends and `GET /events` serves."""
+    domain_event: Any = app.mapper.to_domain_event(notification)
+    records = []
+    for index, outbound in enumerate(mapper(domain_event)):
+        ce_id = cloudevents.event_id(
+            domain_event.originator_id, domain_event.originator_version, index
+        )
+        key, value, headers = cloudevents.encode(
+            outbound.event,
+            ce_id=ce_id,
+            source=source,
+            time=domain_event.timestamp,
+            correlation_id=outbound.correlation_id,
+            causation_id=outbound.causation_id,
+            sequence=notification.id,
+        )
+        records.append(PublicRecord(outbound.event.topic, key, value, headers))
+    return records
+
+
 class OutboxRelay:
     """Publishes an application's committed events exactly once to its topics."""
 
@@ -71,7 +110,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
         self.heartbeat = heartbeat
-        self.source = f"/fulfilment/{service}"
+        self.source = source_of(service)
         self.position: int | None = None
         self._wakeup = asyncio.Event()
         self._stopping = False
@@ -162,23 +201,10 @@ class OutboxRelay:
     def _records_for(
         self, notification: Notification
     ) -> list[tuple[str, bytes, bytes, cloudevents.Headers]]:
-        domain_event: Any = self.app.mapper.to_domain_event(notification)
-        records = []
-        for index, outbound in enumerate(self.mapper(domain_event)):
-            ce_id = cloudevents.event_id(
-                domain_event.originator_id, domain_event.originator_version, index
-            )
-            key, value, headers = cloudevents.encode(
-                outbound.event,
-                ce_id=ce_id,
-                source=self.source,
-                time=domain_event.timestamp,
-                correlation_id=outbound.correlation_id,
-                causation_id=outbound.causation_id,
-                sequence=notification.id,
-            )
-            records.append((topics.physical(outbound.event.topic), key, value, headers))
-        return records
+        return [
+            (topics.physical(r.topic), r.key, r.value, r.headers)
+            for r in public_records(self.app, self.mapper, self.source, notification)
+        ]
 
     async def _update_lag(self, batch: Sequence[Notification]) -> None:
         if len(batch) == self.batch_size or self.position is None:

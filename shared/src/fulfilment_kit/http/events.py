@@ -1,0 +1,74 @@
+"""`GET /events`: a service's public events read from its notification log (the outbox).
+
+The records are built by the relay's own code (`relay.public_records`), so a reader of
+this endpoint sees exactly what the relay publishes: the same ce_id, headers, key and
+payload. Read models rebuild from it without Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.application import Application
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from fulfilment_kit.messaging.relay import EventMapper, public_records
+
+
+class PublicEventOut(BaseModel):
+    """One public event as the relay publishes it."""
+
+    sequence: int
+    """The notification id of the domain event (the record's `ce_sequence`)."""
+    topic: str
+    key: str
+    headers: dict[str, str]
+    payload: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    """A page of the log; read on with `after=next_after` until `next_after` stays put."""
+
+    events: list[PublicEventOut]
+    next_after: int
+    head: int
+    """The newest notification id of the log when the page was read (for progress)."""
+
+
+def read_page(
+    app: Application[Any], mapper: EventMapper, source: str, after: int, limit: int
+) -> EventPage:
+    """Public events of the notifications after `after` (at most `limit` notifications)."""
+    head = app.recorder.max_notification_id() or 0
+    notifications: Sequence[Any] = app.recorder.select_notifications(after + 1, limit)
+    events = [
+        PublicEventOut(
+            sequence=notification.id,
+            topic=record.topic,
+            key=record.key.decode(),
+            headers={k: v.decode() for k, v in record.headers},
+            payload=json.loads(record.value),
+        )
+        for notification in notifications
+        for record in public_records(app, mapper, source, notification)
+    ]
+    next_after = notifications[-1].id if notifications else after
+    return EventPage(events=events, next_after=next_after, head=max(head, next_after))
+
+
+def events_router(app: Application[Any], mapper: EventMapper, source: str) -> APIRouter:
+    router = APIRouter(tags=["events"])
+
+    @router.get("/events", response_model=EventPage)
+    async def list_events(
+        after: int = Query(0, ge=0, description="notification id to read after"),
+        limit: int = Query(500, ge=1, le=5000, description="notifications to read at most"),
+    ) -> EventPage:
+        """This service's public events from its notification log, in log order."""
+        return await asyncio.to_thread(read_page, app, mapper, source, after, limit)
+
+    return router
