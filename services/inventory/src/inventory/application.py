@@ -18,6 +18,7 @@ from fulfilment_kit.contracts import (
     OrderCancelled,
     OrderPlaced,
     PaymentFailed,
+    ReturnReceived,
     ShipmentShipped,
 )
 from fulfilment_kit.messaging.cloudevents import Envelope
@@ -32,11 +33,13 @@ from inventory.domain import (
     IdempotencyMarker,
     ReleaseReason,
     Reservation,
+    Restock,
     Shortage,
     StockItem,
     StockLine,
     idempotency_marker_id,
     reservation_id,
+    restock_id,
     stock_item_id,
 )
 
@@ -296,6 +299,37 @@ class InventoryApplication(InboxApplication):
         reservation.commit(trace)
         processing.collect_events(reservation)
         log.info("stock committed", order_id=str(event.order_id))
+
+    @_react.register(ReturnReceived)
+    def _return_received(
+        self, event: ReturnReceived, envelope: Envelope, processing: ProcessingEvent[UUID]
+    ) -> None:
+        """Put the restockable units of a return back on hand; damaged units stay out."""
+        if self.get_for_update(processing, restock_id(event.return_id), Restock) is not None:
+            return  # restocked already (a redelivery at a new offset)
+        trace = Trace.caused_by(envelope.id, envelope.correlation_id)
+        wanted: dict[str, int] = {}
+        for line in event.lines:
+            if line.result == "restockable":
+                wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity
+        for sku, quantity in wanted.items():
+            item = self.get_for_update(processing, stock_item_id(sku), StockItem)
+            if item is None:  # a SKU sold once but unknown here: list it, like a receipt
+                item = StockItem.create(sku, trace, self.default_threshold)
+                catalogue = self.get_for_update(processing, CATALOGUE_ID, Catalogue)
+                catalogue = catalogue or Catalogue.start(trace)
+                catalogue.add(sku, trace)
+                processing.collect_events(catalogue)
+            item.restock(quantity, event.order_id, event.return_id, trace)
+            processing.collect_events(item)
+        lines = [StockLine(sku, quantity) for sku, quantity in wanted.items()]
+        processing.collect_events(Restock.record(event.return_id, event.order_id, lines, trace))
+        log.info(
+            "return restocked",
+            order_id=str(event.order_id),
+            units=sum(wanted.values()),
+            damaged=sum(x.quantity for x in event.lines if x.result == "damaged"),
+        )
 
     def _release(
         self,

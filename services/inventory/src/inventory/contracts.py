@@ -76,6 +76,19 @@ def _received(e: Any) -> Sequence[Outbound]:
     return _out(event, e)
 
 
+@to_public.register(StockItem.Restocked)
+def _restocked(e: Any) -> Sequence[Outbound]:
+    event = StockReceived(
+        sku=e.sku,
+        quantity=e.quantity,
+        on_hand=e.on_hand,
+        source="return",
+        order_id=e.order_id,
+        received_at=e.timestamp,
+    )
+    return _out(event, e)
+
+
 @to_public.register(StockItem.Counted)
 def _counted(e: Any) -> Sequence[Outbound]:
     event = StockAdjusted(

@@ -40,6 +40,10 @@ def idempotency_marker_id(key: str) -> UUID:
     return uuid.uuid5(INVENTORY_NAMESPACE, f"idempotency:{key}")
 
 
+def restock_id(return_id: UUID) -> UUID:
+    return uuid.uuid5(INVENTORY_NAMESPACE, f"restock:{return_id}")
+
+
 class InventoryError(Exception):
     """A command that breaks an inventory invariant."""
 
@@ -133,6 +137,16 @@ class StockItem(Aggregate):
         threshold: int
         trace: Trace
 
+    class Restocked(Aggregate.Event):
+        """Units of a customer return went back on the shelf."""
+
+        sku: str
+        quantity: int
+        on_hand: int
+        order_id: UUID
+        return_id: UUID
+        trace: Trace
+
     @staticmethod
     def create_id(sku: str) -> UUID:
         return stock_item_id(sku)
@@ -175,6 +189,13 @@ class StockItem(Aggregate):
         if self.on_hand + quantity > MAX_STOCK:
             raise InvalidQuantity(f"on hand would exceed {MAX_STOCK} units")
         self._received(self.sku, quantity, self.on_hand + quantity, reference, trace)
+
+    def restock(self, quantity: int, order_id: UUID, return_id: UUID, trace: Trace) -> None:
+        """Returned units of `order_id` that can be sold again."""
+        _check_count("quantity", quantity, 1, MAX_LINE_QUANTITY)
+        if self.on_hand + quantity > MAX_STOCK:
+            raise InvalidQuantity(f"on hand would exceed {MAX_STOCK} units")
+        self._restocked(self.sku, quantity, self.on_hand + quantity, order_id, return_id, trace)
 
     def count(self, counted_on_hand: int, reason: str, trace: Trace) -> None:
         """A cycle count: on hand becomes what was counted."""
@@ -231,6 +252,18 @@ class StockItem(Aggregate):
     @event(Received)
     def _received(
         self, sku: str, quantity: int, on_hand: int, reference: str | None, trace: Trace
+    ) -> None:
+        self.on_hand = on_hand
+
+    @event(Restocked)
+    def _restocked(
+        self,
+        sku: str,
+        quantity: int,
+        on_hand: int,
+        order_id: UUID,
+        return_id: UUID,
+        trace: Trace,
     ) -> None:
         self.on_hand = on_hand
 
@@ -392,6 +425,37 @@ class Reservation(Aggregate):
     @event(Committed)
     def _committed(self, order_id: UUID, lines: list[StockLine], trace: Trace) -> None:
         self.status = ReservationStatus.COMMITTED
+
+
+class Restock(Aggregate):
+    """Marks a customer return as put back on the shelf: a second one is a version conflict."""
+
+    class Recorded(Aggregate.Created):
+        return_id: UUID
+        order_id: UUID
+        lines: list[StockLine]
+        trace: Trace
+
+    @staticmethod
+    def create_id(return_id: UUID) -> UUID:
+        return restock_id(return_id)
+
+    @classmethod
+    def record(
+        cls, return_id: UUID, order_id: UUID, lines: Sequence[StockLine], trace: Trace
+    ) -> Restock:
+        """The restockable units of one return (may be none: everything came back damaged)."""
+        for line in lines:
+            _check_count(f"quantity of {line.sku}", line.quantity, 1, MAX_LINE_QUANTITY)
+        return cls(return_id=return_id, order_id=order_id, lines=list(lines), trace=trace)
+
+    @event(Recorded)
+    def __init__(
+        self, return_id: UUID, order_id: UUID, lines: list[StockLine], trace: Trace
+    ) -> None:
+        self.return_id = return_id
+        self.order_id = order_id
+        self.lines = list(lines)
 
 
 class Catalogue(Aggregate):

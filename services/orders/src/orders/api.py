@@ -76,6 +76,9 @@ class OrderView(BaseModel):
     cancelled_by: str | None
     cancel_reason: str | None
     shortages: list[dict[str, object]]
+    returned: dict[str, int] = {}
+    """Units received back per SKU, over all returns."""
+    returned_refund_minor: int = 0
 
     @classmethod
     def of(cls, order: Order) -> OrderView:
@@ -98,6 +101,8 @@ class OrderView(BaseModel):
             cancelled_by=order.cancelled_by,
             cancel_reason=order.cancel_reason,
             shortages=[s.__dict__ for s in order.shortages],
+            returned=dict(order.returned),
+            returned_refund_minor=order.returned_refund_minor,
         )
 
 

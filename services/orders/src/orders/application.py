@@ -14,6 +14,7 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder
 from fulfilment_kit.contracts import (
     PaymentCaptured,
     PaymentFailed,
+    ReturnReceived,
     ShipmentDelivered,
     ShipmentShipped,
     StockLocked,
@@ -22,7 +23,7 @@ from fulfilment_kit.contracts import (
 from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.tracing import Trace
-from orders.domain import Address, Order, OrderLine, Shortage
+from orders.domain import Address, Order, OrderLine, ReturnedLine, Shortage
 
 # Namespace of order ids derived from an Idempotency-Key.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("0b7d3f2a-5c1e-4d8b-9f6a-2e4c8a1b3d5f")
@@ -59,7 +60,7 @@ class OrdersApplication(InboxApplication):
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
-        register_dataclasses(transcoder, OrderLine, Address, Shortage, Trace)
+        register_dataclasses(transcoder, OrderLine, Address, Shortage, ReturnedLine, Trace)
 
     # --- commands ---
 
@@ -180,6 +181,16 @@ class OrdersApplication(InboxApplication):
         if order := self._order(processing, event.order_id):
             order.shipment_delivered(_trace(message))
             processing.collect_events(order)
+
+    @_react.register
+    def _(self, event: ReturnReceived, message: InboundMessage, processing: Any) -> None:
+        if order := self._order(processing, event.order_id):
+            back: dict[str, int] = {}
+            for line in event.lines:  # restockable and damaged units alike came back
+                back[line.sku] = back.get(line.sku, 0) + line.quantity
+            lines = [ReturnedLine(sku, quantity) for sku, quantity in back.items()]
+            if order.return_received(event.return_id, lines, event.refund_minor, _trace(message)):
+                processing.collect_events(order)
 
 
 def _trace(message: InboundMessage) -> Trace:

@@ -11,10 +11,13 @@ from fulfilment_kit.contracts import (
     OrderDelivered,
     OrderFlagged,
     OrderPaid,
+    OrderPartiallyReturned,
     OrderPlaced,
     OrderRejected,
+    OrderReturned,
     OrderShipped,
     OrderStockLocked,
+    ReturnedLine,
     ShippingAddress,
 )
 from fulfilment_kit.contracts import OrderLine as PublicLine
@@ -148,5 +151,39 @@ def _flagged(e: Any) -> Sequence[Outbound]:
             stage_entered_at=e.stage_entered_at,
             deadline_at=e.deadline_at,
             flagged_at=e.timestamp,
+        ),
+    )
+
+
+def _returned_lines(e: Any) -> list[ReturnedLine]:
+    return [ReturnedLine(sku=x.sku, quantity=x.quantity) for x in e.lines]
+
+
+@to_public.register(Order.PartiallyReturned)
+def _partially_returned(e: Any) -> Sequence[Outbound]:
+    return _out(
+        e,
+        OrderPartiallyReturned(
+            order_id=e.originator_id,
+            customer_id=e.customer_id,
+            lines=_returned_lines(e),
+            refund_minor=e.refund_minor,
+            currency=e.currency,
+            returned_at=e.timestamp,
+        ),
+    )
+
+
+@to_public.register(Order.Returned)
+def _returned(e: Any) -> Sequence[Outbound]:
+    return _out(
+        e,
+        OrderReturned(
+            order_id=e.originator_id,
+            customer_id=e.customer_id,
+            lines=_returned_lines(e),
+            refund_minor=e.refund_minor,
+            currency=e.currency,
+            returned_at=e.timestamp,
         ),
     )

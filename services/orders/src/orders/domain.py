@@ -22,6 +22,7 @@ class OrderStatus(StrEnum):
     DELIVERED = "delivered"
     REJECTED = "rejected"
     CANCELLED = "cancelled"
+    PARTIALLY_RETURNED = "partially_returned"
     RETURNED = "returned"
 
 
@@ -33,7 +34,14 @@ WAITING_STAGES = (
     OrderStatus.SHIPPED,
 )
 CANCELLABLE = (OrderStatus.PLACED, OrderStatus.STOCK_LOCKED, OrderStatus.PAID)
-TERMINAL = (OrderStatus.DELIVERED, OrderStatus.REJECTED, OrderStatus.CANCELLED)
+TERMINAL = (
+    OrderStatus.DELIVERED,
+    OrderStatus.REJECTED,
+    OrderStatus.CANCELLED,
+    OrderStatus.RETURNED,
+)
+# Statuses in which units of the order can come back (after-sales, no deadline).
+RETURNABLE = (OrderStatus.DELIVERED, OrderStatus.PARTIALLY_RETURNED)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,14 @@ class OrderLine:
     @property
     def total_minor(self) -> int:
         return self.quantity * self.unit_price_minor
+
+
+@dataclass(frozen=True)
+class ReturnedLine:
+    """Units of one SKU that came back in a return."""
+
+    sku: str
+    quantity: int
 
 
 @dataclass(frozen=True)
@@ -128,6 +144,24 @@ class Order(Aggregate):
         customer_id: UUID
         trace: Trace
 
+    class PartiallyReturned(Aggregate.Event):
+        customer_id: UUID
+        return_id: UUID
+        lines: list[ReturnedLine]
+        refund_minor: int
+        currency: str
+        trace: Trace
+
+    class Returned(Aggregate.Event):
+        """Every delivered unit is back (the last return completed it)."""
+
+        customer_id: UUID
+        return_id: UUID
+        lines: list[ReturnedLine]
+        refund_minor: int
+        currency: str
+        trace: Trace
+
     class Flagged(Aggregate.Event):
         customer_id: UUID
         stage: str
@@ -196,10 +230,20 @@ class Order(Aggregate):
         self.tracking_number: str | None = None
         self.cancelled_by: str | None = None
         self.cancel_reason: str | None = None
+        self.returned: dict[str, int] = {}
+        """Units received back per SKU, over all returns."""
+        self.return_ids: list[UUID] = []
+        self.returned_refund_minor = 0
 
     @property
     def total_minor(self) -> int:
         return sum(line.total_minor for line in self.lines)
+
+    def _all_back_after(self, lines: list[ReturnedLine]) -> bool:
+        back = dict(self.returned)
+        for line in lines:
+            back[line.sku] = back.get(line.sku, 0) + line.quantity
+        return all(back.get(line.sku, 0) >= line.quantity for line in self.lines)
 
     # --- reactions to other services (idempotent: a fact already past is ignored) ---
 
@@ -252,6 +296,33 @@ class Order(Aggregate):
     def shipment_delivered(self, trace: Trace) -> None:
         if self.status is OrderStatus.SHIPPED:
             self._deliver(customer_id=self.customer_id, trace=trace)
+
+    def return_received(
+        self, return_id: UUID, lines: list[ReturnedLine], refund_minor: int, trace: Trace
+    ) -> bool:
+        """Units came back: partially returned, or returned once every delivered unit is back.
+
+        Ignored unless the order was delivered, and for a return already counted."""
+        if self.status not in RETURNABLE or return_id in self.return_ids:
+            return False
+        ordered = {line.sku: line.quantity for line in self.lines}
+        if not lines or any(
+            line.sku not in ordered
+            or line.quantity <= 0
+            or self.returned.get(line.sku, 0) + line.quantity > ordered[line.sku]
+            for line in lines
+        ):
+            raise InvalidOrder(f"return {return_id} does not fit the delivered units")
+        mutator = self._returned if self._all_back_after(lines) else self._partially_returned
+        mutator(
+            customer_id=self.customer_id,
+            return_id=return_id,
+            lines=lines,
+            refund_minor=refund_minor,
+            currency=self.currency,
+            trace=trace,
+        )
+        return True
 
     # --- commands ---
 
@@ -321,6 +392,39 @@ class Order(Aggregate):
     @event(Delivered)
     def _deliver(self, customer_id: UUID, trace: Trace) -> None:
         self._enter(OrderStatus.DELIVERED)
+
+    def _count_return(self, return_id: UUID, lines: list[ReturnedLine], refund_minor: int) -> None:
+        for line in lines:
+            self.returned[line.sku] = self.returned.get(line.sku, 0) + line.quantity
+        self.return_ids = [*self.return_ids, return_id]
+        self.returned_refund_minor += refund_minor
+
+    @event(PartiallyReturned)
+    def _partially_returned(
+        self,
+        customer_id: UUID,
+        return_id: UUID,
+        lines: list[ReturnedLine],
+        refund_minor: int,
+        currency: str,
+        trace: Trace,
+    ) -> None:
+        self._count_return(return_id, lines, refund_minor)
+        if self.status is not OrderStatus.PARTIALLY_RETURNED:
+            self._enter(OrderStatus.PARTIALLY_RETURNED)
+
+    @event(Returned)
+    def _returned(
+        self,
+        customer_id: UUID,
+        return_id: UUID,
+        lines: list[ReturnedLine],
+        refund_minor: int,
+        currency: str,
+        trace: Trace,
+    ) -> None:
+        self._count_return(return_id, lines, refund_minor)
+        self._enter(OrderStatus.RETURNED)
 
     @event(Flagged)
     def _flag(

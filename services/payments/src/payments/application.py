@@ -6,6 +6,8 @@ Policy (runs in the inbox's worker thread, one transaction per batch with its tr
 - OrderCancelled: captured -> refund what is left (key = uuid5 of the message's ce_id);
   not captured yet -> cancelled, never captured afterwards.
 - StockRejected: voided, never captured.
+- ReturnReceived with a refund: refund it (reason "return_received", refund id = uuid5 of the
+  return id), capped at what is left of the capture (the cap is logged).
 Anything else is ignored. Every step first checks the aggregate's state, so a message
 redelivered at another offset has no second effect; the gateway's idempotency keys cover a
 transaction that failed after the gateway call and is applied again.
@@ -23,7 +25,13 @@ import structlog
 from eventsourcing.application import ProcessingEvent
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording
 
-from fulfilment_kit.contracts import OrderCancelled, OrderPlaced, StockLocked, StockRejected
+from fulfilment_kit.contracts import (
+    OrderCancelled,
+    OrderPlaced,
+    ReturnReceived,
+    StockLocked,
+    StockRejected,
+)
 from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.tracing import Trace
@@ -120,8 +128,13 @@ class PaymentsApplication(InboxApplication):
                 self._refund_rest(payment, message.envelope.id, trace)
             elif not payment.is_settled:
                 payment.cancel(trace=trace)
+        elif isinstance(event, ReturnReceived):
+            found = self.get_for_update(processing, payment_id_for(event.order_id), Payment)
+            if found is None or not self._refund_return(found, event, trace):
+                return
+            payment = found
         else:
-            return  # not ours (return events etc. come later)
+            return  # not ours
         processing.collect_events(payment)
 
     def _payment(self, processing: ProcessingEvent[UUID], order_id: UUID, trace: Trace) -> Payment:
@@ -174,6 +187,29 @@ class PaymentsApplication(InboxApplication):
         # finally dead-letters it (replayable); a refund is never dropped.
         self._refund_through_gateway(payment, refund_id, remaining, "order_cancelled", trace)
         log.info("payment refunded: order cancelled", order_id=str(payment.order_id))
+
+    def _refund_return(self, payment: Payment, event: ReturnReceived, trace: Trace) -> bool:
+        """Refund what the return policy granted, never more than is left; True if refunded."""
+        refund_id = refund_id_for(f"return:{event.return_id}")
+        order_id = str(event.order_id)
+        if event.refund_minor <= 0 or payment.refund_by_id(refund_id) is not None:
+            return False
+        if not payment.is_captured:
+            log.warning("return received for a payment never captured", order_id=order_id)
+            return False
+        amount = min(event.refund_minor, payment.refundable_minor)
+        if amount < event.refund_minor:
+            log.warning(
+                "return refund capped at what is left of the capture",
+                order_id=order_id,
+                requested_minor=event.refund_minor,
+                refunded_minor=amount,
+            )
+        if amount == 0:
+            return False
+        self._refund_through_gateway(payment, refund_id, amount, "return_received", trace)
+        log.info("payment refunded: return received", order_id=order_id, amount_minor=amount)
+        return True
 
     def _refund_through_gateway(
         self, payment: Payment, refund_id: UUID, amount_minor: int, reason: str, trace: Trace

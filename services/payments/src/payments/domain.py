@@ -31,7 +31,8 @@ def payment_id_for(order_id: UUID) -> UUID:
 
 
 def refund_id_for(cause: str) -> UUID:
-    """A refund's id from what caused it (a message ce_id, an HTTP Idempotency-Key, ...)."""
+    """A refund's id from what caused it (a message ce_id, an HTTP Idempotency-Key, a return
+    id as `return:<id>`, ...)."""
     return uuid.uuid5(PAYMENTS_NAMESPACE, f"refund:{cause}")
 
 

@@ -32,13 +32,18 @@ __all__ = [
     "InspectedLine",
     "ReturnAuthorised",
     "ReturnLine",
+    "ReturnReasonCode",
     "ReturnReceived",
     "ReturnRejected",
     "ReturnRequested",
 ]
 
-CaseKind = Literal["inquiry", "complaint", "after_sales", "delivery_exception", "payment_problem"]
+CaseKind = Literal[
+    "inquiry", "complaint", "after_sales", "delivery_exception", "payment_problem", "stuck_order"
+]
 CasePriority = Literal["low", "normal", "high", "urgent"]
+ReturnReasonCode = Literal["damaged", "wrong_item", "not_as_described", "changed_mind", "other"]
+"""Why the customer sends units back; the first three are the shop's fault."""
 
 
 class ReturnLine(BaseModel):
@@ -73,6 +78,8 @@ class ReturnRequested(IntegrationEvent):
     lines: list[ReturnLine] = Field(min_length=1, max_length=100)
     reason: ReasonText
     requested_at: AwareDatetime
+    reason_code: ReturnReasonCode | None = None
+    """The classified reason (absent in events recorded before it existed)."""
 
 
 class ReturnAuthorised(IntegrationEvent):

@@ -19,6 +19,8 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
     "shipping": (PAYMENTS, ORDERS),
     "orders": (INVENTORY, PAYMENTS, SHIPPING, CUSTOMER_SERVICE),
     "customer-service": ALL,
+    # customer-service's read models (projections), a consumer group of their own
+    "customer-service-projections": ALL,
 }
 
 
