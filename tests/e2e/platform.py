@@ -31,6 +31,9 @@ E2E_SETTINGS = {
     "FULFIL_ORDERS_DEADLINE_PLACED_S": "8",
     "FULFIL_ORDERS_DEADLINE_STOCK_LOCKED_S": "8",
     "FULFIL_CONSUMER_BACKOFF_S": "0.05",
+    # customer-service: a clock the tests move (POST /_test/clock) and a brisk SLA watch
+    "FULFIL_TEST_CLOCK": "1",
+    "FULFIL_CASE_SLA_POLL_S": "0.2",
 }
 
 

@@ -122,7 +122,11 @@ async def test_cancel_after_payment_refunds_and_releases_and_after_shipment_is_4
 
     await dispatch(platform, to_ship["order_id"])
     await platform.order_reaches(to_ship["order_id"], "shipped")
-    before = await events_of(topics.ORDERS, to_ship["order_id"])
+    before = await eventually(  # the store says shipped; wait until the relay published it too
+        lambda: events_of(topics.ORDERS, to_ship["order_id"]),
+        until=lambda r: types_of(r)[-1:] == ["fulfilment.order.shipped.v1"],
+        what="shipped on the orders topic",
+    )
     async with platform["orders"].client() as client:
         late = await client.post(f"/orders/{to_ship['order_id']}/cancel")
     assert late.status_code == 409

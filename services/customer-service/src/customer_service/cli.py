@@ -1,0 +1,127 @@
+"""`fulfil`: operator commands of customer-service.
+
+fulfil projections rebuild NAME|all [--source topics|logs] [--dry-run]
+fulfil projections compare NAME|all [--source topics|logs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from customer_service.projections.rebuild import Mode, Rebuild, RebuildError, RebuildReport
+from customer_service.projections.sources import LogSource, Source, TopicSource
+from customer_service.projections.store import datastore
+from customer_service.projections.tables import PROJECTIONS, projection_names
+
+console = Console(stderr=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fulfil", description=__doc__.splitlines()[0])
+    groups = parser.add_subparsers(dest="group", required=True)
+    projections = groups.add_parser("projections", help="customer-service read models")
+    commands = projections.add_subparsers(dest="command", required=True)
+    names = [*PROJECTIONS, "all"]
+    rebuild = commands.add_parser(
+        "rebuild", help="rebuild into fresh shadow tables from the beginning, then swap them in"
+    )
+    compare = commands.add_parser(
+        "compare", help="print the differences between the live tables and a fresh rebuild"
+    )
+    for command in (rebuild, compare):
+        command.add_argument("name", choices=names, metavar="NAME|all", help=", ".join(names))
+        command.add_argument(
+            "--source",
+            choices=["topics", "logs"],
+            default="topics",
+            help="the Kafka topics (default) or each service's GET /events (FULFIL_<SERVICE>_URL)",
+        )
+    rebuild.add_argument(
+        "--dry-run", action="store_true", help="rebuild into the shadow tables, do not swap"
+    )
+    return parser
+
+
+def make_source(name: str) -> Source:
+    return TopicSource() if name == "topics" else LogSource()
+
+
+async def run_rebuild(projections: Sequence[str], source: str, mode: Mode) -> RebuildReport:
+    store = datastore()
+    try:
+        with Progress(
+            TextColumn(f"[bold]{mode} {', '.join(projections)} from {source}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as bar:
+            task = bar.add_task("events", total=None)
+
+            def progress(done: int, total: int | None) -> None:
+                bar.update(task, completed=done, total=total)
+
+            rebuild = Rebuild(store, projections, make_source(source), mode=mode, progress=progress)
+            return await rebuild.run()
+    finally:
+        store.close()
+
+
+def _print_report(report: RebuildReport) -> None:
+    rate = (
+        f"{report.events:,} events in {report.seconds:.2f} s ({report.events_per_s:,.0f} events/s)"
+    )
+    outcome = {"swap": "swapped in", "dry-run": "dry run, not swapped", "compare": "compared"}
+    print(f"{', '.join(report.projections)} from {report.source}: {rate}; {outcome[report.mode]}")
+    if report.duplicates or report.undecodable:
+        print(
+            f"  skipped {report.duplicates} duplicate and {report.undecodable} undecodable records"
+        )
+    for table, rows in report.rows.items():
+        print(f"  {table}: {rows:,} rows")
+
+
+def _print_differences(report: RebuildReport) -> None:
+    for table, diff in report.differences.items():
+        if diff.equal:
+            print(f"  {table}: equal")
+            continue
+        print(
+            f"  {table}: {diff.only_live} rows only live, {diff.only_rebuilt} only in the rebuild"
+        )
+        for label, rows in (("live", diff.samples_live), ("rebuild", diff.samples_rebuilt)):
+            for row in rows:
+                print(f"    {label}: {json.dumps(row, default=str, sort_keys=True)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    projections = projection_names(args.name)
+    mode: Mode = "compare" if args.command == "compare" else "dry-run" if args.dry_run else "swap"
+    try:
+        report = asyncio.run(run_rebuild(projections, args.source, mode))
+    except (RebuildError, RuntimeError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 1
+    _print_report(report)
+    if mode == "compare":
+        _print_differences(report)
+        return 0 if report.equal else 2
+    return 0
+
+
+def entrypoint() -> Any:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,100 @@
+"""The carrier's return-label service behind a small protocol: a deterministic sandbox (default).
+
+Creating a label is idempotent at the carrier: the idempotency key is derived from the return
+id, so a retry after a crash (label created at the carrier, not yet saved here) gets the same
+label.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from customer_service.domain import Label, rma_number_for
+
+log = structlog.get_logger(__name__)
+
+
+class LabelError(Exception):
+    """The carrier refused to create the label for good: retrying will not help."""
+
+
+class TransientLabelError(Exception):
+    """The carrier is unreachable, slow or overloaded: worth retrying later."""
+
+
+class LabelGateway(Protocol):
+    def create_label(self, *, idempotency_key: str, return_id: uuid.UUID, rma_number: str) -> Label:
+        """A prepaid return label; the same key always returns the same label."""
+        ...
+
+
+def label_key(return_id: uuid.UUID) -> str:
+    return f"return-label-{return_id}"
+
+
+class SandboxLabels:
+    """Labels without a network: `sandbox://labels/<RMA>`, never fails by itself.
+
+    `fail_next` makes the next n calls raise TransientLabelError (for tests and demos).
+    """
+
+    def __init__(self, *, fail_next: int = 0) -> None:
+        self.fail_next = fail_next
+        self.calls = 0
+        self._labels: dict[str, Label] = {}
+        self._lock = threading.Lock()
+
+    def create_label(self, *, idempotency_key: str, return_id: uuid.UUID, rma_number: str) -> Label:
+        with self._lock:
+            self.calls += 1
+            if self.fail_next > 0:
+                self.fail_next -= 1
+                raise TransientLabelError("sandbox labels: simulated outage")
+            label = self._labels.get(idempotency_key)
+            if label is None:
+                label = sandbox_label(return_id)
+                self._labels[idempotency_key] = label
+            return label
+
+
+def sandbox_label(return_id: uuid.UUID) -> Label:
+    rma = rma_number_for(return_id)
+    return Label(label_id=f"LBL-{rma.removeprefix('RMA-')}", url=f"sandbox://labels/{rma}")
+
+
+class RetryingLabels:
+    """Retries transient failures with exponential backoff, then gives up (re-raises)."""
+
+    def __init__(
+        self,
+        inner: LabelGateway,
+        *,
+        attempts: int = 3,
+        backoff_s: float = 0.05,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self.inner = inner
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.sleep = sleep
+
+    def create_label(self, *, idempotency_key: str, return_id: uuid.UUID, rma_number: str) -> Label:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return self.inner.create_label(
+                    idempotency_key=idempotency_key, return_id=return_id, rma_number=rma_number
+                )
+            except TransientLabelError as exc:
+                if attempt == self.attempts:
+                    raise
+                log.warning("return label failed, retrying", attempt=attempt, error=str(exc))
+                self.sleep(self.backoff_s * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")

@@ -1,0 +1,177 @@
+"""Where a rebuild reads every public event from: the topics, or each service's log over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import httpx
+from aiokafka import TopicPartition
+
+from fulfilment_kit.contracts import topics
+from fulfilment_kit.messaging import cloudevents, kafka
+from fulfilment_kit.settings import KafkaSettings
+
+Envelope = cloudevents.Envelope
+
+SERVICE_PORTS = {
+    "orders": 8001,
+    "inventory": 8002,
+    "payments": 8003,
+    "shipping": 8004,
+    "customer-service": 8005,
+}
+
+
+def service_urls() -> dict[str, str]:
+    """FULFIL_<SERVICE>_URL of each service, else its local default (127.0.0.1:800x)."""
+    return {
+        name: os.environ.get(
+            f"FULFIL_{name.upper().replace('-', '_')}_URL", f"http://127.0.0.1:{port}"
+        ).rstrip("/")
+        for name, port in SERVICE_PORTS.items()
+    }
+
+
+class Source(Protocol):
+    name: str
+    undecodable: int
+    """Records skipped because they are not valid public events (the live inbox DLQs them)."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def total(self) -> int | None:
+        """How many records there are to read now (an estimate, for progress)."""
+
+    def batches(self) -> AsyncIterator[list[Envelope]]:
+        """Events up to the end as of the last `total()`, batch by batch; call again later to
+        read what has been appended since."""
+
+
+class TopicSource:
+    """All partitions of the five topics, group-less and read_committed, up to end offsets."""
+
+    name = "topics"
+
+    def __init__(self, kafka_settings: KafkaSettings | None = None, batch: int = 2000) -> None:
+        self.kafka_settings = kafka_settings or KafkaSettings()
+        self.batch = batch
+        self.undecodable = 0
+        self._consumer: Any = None
+        self._partitions: list[TopicPartition] = []
+        self._ends: dict[TopicPartition, int] = {}
+        self._positions: dict[TopicPartition, int] = {}
+
+    async def open(self) -> None:
+        self._consumer = kafka.reader(self.kafka_settings, max_partition_fetch_bytes=4 << 20)
+        await self._consumer.start()
+        for topic in (topics.physical(t) for t in topics.ALL):
+            parts = self._consumer.partitions_for_topic(topic)
+            deadline = time.monotonic() + 30
+            while not parts:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"topic {topic} does not exist (create it: make topics)")
+                await self._consumer._client.force_metadata_update()
+                parts = self._consumer.partitions_for_topic(topic)
+            self._partitions.extend(TopicPartition(topic, p) for p in sorted(parts))
+        self._consumer.assign(self._partitions)
+        beginnings = await self._consumer.beginning_offsets(self._partitions)
+        for tp, offset in beginnings.items():
+            self._consumer.seek(tp, offset)
+            self._positions[tp] = offset
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def total(self) -> int | None:
+        self._ends = await self._consumer.end_offsets(self._partitions)
+        return sum(max(0, self._ends[tp] - self._positions[tp]) for tp in self._partitions)
+
+    async def batches(self) -> AsyncIterator[list[Envelope]]:
+        consumer = self._consumer
+        pending = {tp for tp in self._partitions if self._positions[tp] < self._ends[tp]}
+        while pending:
+            fetched = await consumer.getmany(*pending, timeout_ms=500, max_records=self.batch)
+            envelopes: list[Envelope] = []
+            for records in fetched.values():
+                for record in records:  # past the end snapshot too: never skip a record
+                    try:
+                        envelopes.append(cloudevents.decode(record.value, record.headers))
+                    except cloudevents.DecodeError:
+                        self.undecodable += 1
+            for tp in list(pending):
+                self._positions[tp] = await consumer.position(tp)
+                if self._positions[tp] >= self._ends[tp]:
+                    pending.discard(tp)
+            if envelopes:
+                yield envelopes
+
+
+class LogSource:
+    """`GET /events` of each service, page by page, until each log's end."""
+
+    name = "logs"
+
+    def __init__(
+        self, urls: dict[str, str] | None = None, page: int = 2000, timeout_s: float = 30
+    ) -> None:
+        self.urls = urls or service_urls()
+        self.page = page
+        self.timeout_s = timeout_s
+        self.undecodable = 0
+        self._after = dict.fromkeys(self.urls, 0)
+        self._client: httpx.AsyncClient | None = None
+
+    async def open(self) -> None:
+        self._client = httpx.AsyncClient(timeout=self.timeout_s)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _get(self, service: str, after: int, limit: int) -> dict[str, Any]:
+        assert self._client is not None, "open() first"
+        url = f"{self.urls[service]}/events"
+        try:
+            reply = await self._client.get(url, params={"after": after, "limit": limit})
+        except httpx.TransportError as exc:
+            raise RuntimeError(f"{service} is unreachable at {url}: {exc}") from exc
+        if reply.status_code != 200:
+            raise RuntimeError(f"{url} answered {reply.status_code}: {reply.text[:200]}")
+        page: dict[str, Any] = reply.json()
+        return page
+
+    async def total(self) -> int | None:
+        remaining = 0
+        for service, after in self._after.items():
+            head = int((await self._get(service, after, 1))["head"])
+            remaining += max(0, head - after)
+        return remaining
+
+    async def batches(self) -> AsyncIterator[list[Envelope]]:
+        for service in self.urls:
+            while True:
+                after = self._after[service]
+                page = await self._get(service, after, self.page)
+                envelopes = [self._decode(event) for event in page["events"]]
+                self._after[service] = page["next_after"]
+                if envelopes:
+                    yield [e for e in envelopes if e is not None]
+                if page["next_after"] == after:
+                    break
+
+    def _decode(self, event: dict[str, Any]) -> Envelope | None:
+        headers = [(k, v.encode()) for k, v in event["headers"].items()]
+        try:
+            return cloudevents.decode(json.dumps(event["payload"]).encode(), headers)
+        except cloudevents.DecodeError:
+            self.undecodable += 1
+            return None

@@ -1,0 +1,180 @@
+"""PostgreSQL side of the projections: apply a batch of events, with tracking, atomically."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from psycopg import Cursor, sql
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from customer_service.projections import SCHEMA
+from customer_service.projections.changes import Change, changes_for
+from customer_service.projections.metrics import DUPLICATE_EVENTS
+from customer_service.projections.tables import (
+    APPLIED,
+    PROJECTIONS,
+    create_statements,
+    upsert_statement,
+)
+from fulfilment_kit.messaging.cloudevents import Envelope
+from fulfilment_kit.messaging.inbox import InboundMessage
+from fulfilment_kit.persistence import database_name
+from fulfilment_kit.settings import PostgresSettings
+
+ALL = tuple(PROJECTIONS)
+
+
+def datastore(postgres: PostgresSettings | None = None, schema: str = SCHEMA) -> PostgresDatastore:
+    """A connection pool to customer-service's database whose tracking table is in `schema`."""
+    pg = postgres or PostgresSettings()
+    return PostgresDatastore(
+        dbname=pg.dbname or database_name("customer-service"),
+        host=pg.host,
+        port=pg.port,
+        user=pg.user,
+        password=pg.password,
+        pool_size=pg.pool_size,
+        max_overflow=pg.max_overflow,
+        connect_timeout=5,
+        pre_ping=True,
+        schema=schema,
+    )
+
+
+def tables_of(projections: Iterable[str]) -> tuple[Any, ...]:
+    return tuple(t for name in projections for t in PROJECTIONS[name])
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    fresh: int
+    """Events applied for the first time (not seen before by ce_id)."""
+    duplicates: int
+
+
+def apply_batch(
+    curs: Cursor[DictRow], schema: str, envelopes: Sequence[Envelope], projections: Sequence[str]
+) -> BatchResult:
+    """Apply events to `projections` in `schema`, skipping ce_ids applied before (in the caller's
+    transaction). Every change merges commutatively, so the order of events does not matter."""
+    unique = list({e.id: e for e in envelopes}.values())
+    if not unique:
+        return BatchResult(0, 0)
+    curs.execute(
+        sql.SQL(
+            "INSERT INTO {}.{} (ce_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING "
+            "RETURNING ce_id"
+        ).format(sql.Identifier(schema), sql.Identifier(APPLIED.name)),
+        ([e.id for e in unique],),
+    )
+    fresh_ids = {row["ce_id"] for row in curs.fetchall()}
+    fresh = [e for e in unique if e.id in fresh_ids]
+    changes = changes_for(fresh, projections)
+    _upsert(curs, schema, changes)
+    if "customers" in projections:
+        refresh_customers(curs, schema, changes)
+    return BatchResult(len(fresh), len(envelopes) - len(fresh))
+
+
+def _upsert(curs: Cursor[DictRow], schema: str, changes: Sequence[Change]) -> None:
+    grouped: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
+    for change in changes:
+        row = {k: Jsonb(v) if isinstance(v, dict) else v for k, v in change.row.items()}
+        grouped[(change.table, change.columns)].append(row)
+    for (table, columns), rows in grouped.items():
+        curs.executemany(upsert_statement(schema, table, columns), rows)
+
+
+_REFRESH = """
+INSERT INTO {s}.customers AS c
+SELECT k.customer_id,
+  (SELECT count(*) FROM {s}.customer_orders o
+     WHERE o.customer_id = k.customer_id AND o.placed_at IS NOT NULL),
+  (SELECT coalesce(jsonb_object_agg(currency, amount), '{{}}') FROM (
+     SELECT currency, sum(coalesce(captured_minor, 0) - coalesce(refunded_minor, 0)) AS amount
+     FROM {s}.customer_orders o
+     WHERE o.customer_id = k.customer_id AND currency IS NOT NULL
+       AND (captured_minor IS NOT NULL OR refunded_minor IS NOT NULL)
+     GROUP BY currency) spend),
+  (SELECT coalesce(jsonb_object_agg(currency, amount), '{{}}') FROM (
+     SELECT currency, sum(refunded_minor) AS amount FROM {s}.customer_orders o
+     WHERE o.customer_id = k.customer_id AND currency IS NOT NULL AND refunded_minor > 0
+     GROUP BY currency) refunds),
+  (SELECT count(*) FROM {s}.customer_returns r WHERE r.customer_id = k.customer_id),
+  (SELECT count(*) FROM {s}.customer_cases x WHERE x.customer_id = k.customer_id
+     AND x.opened_at IS NOT NULL AND x.resolved_at IS NULL),
+  (SELECT min(placed_at) FROM {s}.customer_orders o WHERE o.customer_id = k.customer_id),
+  (SELECT max(placed_at) FROM {s}.customer_orders o WHERE o.customer_id = k.customer_id)
+FROM (SELECT DISTINCT unnest(%(customers)s::uuid[]) AS customer_id
+      UNION SELECT customer_id FROM {s}.customer_orders
+      WHERE order_id = ANY(%(orders)s::uuid[]) AND customer_id IS NOT NULL) k
+ORDER BY k.customer_id
+ON CONFLICT (customer_id) DO UPDATE SET
+  orders_count = EXCLUDED.orders_count, lifetime_spend = EXCLUDED.lifetime_spend,
+  refunds_total = EXCLUDED.refunds_total, returns_count = EXCLUDED.returns_count,
+  open_cases = EXCLUDED.open_cases, first_order_at = EXCLUDED.first_order_at,
+  last_order_at = EXCLUDED.last_order_at
+"""
+
+
+def refresh_customers(curs: Cursor[DictRow], schema: str, changes: Sequence[Change]) -> None:
+    """Recompute the `customers` rows of every customer the changes touch (a pure function of
+    the customer_* tables, so the result does not depend on the order events came in)."""
+    customers: set[UUID] = set()
+    orders: set[UUID] = set()
+    for change in changes:
+        if change.table.startswith("customer_"):
+            if change.row.get("customer_id") is not None:
+                customers.add(change.row["customer_id"])
+            if change.row.get("order_id") is not None:
+                orders.add(change.row["order_id"])
+    if customers or orders:
+        statement = sql.SQL(_REFRESH).format(s=sql.Identifier(schema))
+        curs.execute(statement, {"customers": sorted(customers), "orders": sorted(orders)})
+
+
+class ReadModelRecorder(PostgresTrackingRecorder):
+    """eventsourcing's tracking recorder plus the read-model tables of `schema`.
+
+    `insert_events` writes the projections' rows and the tracking record in one transaction;
+    a tracking position not ahead of the recorded one raises IntegrityError (nothing applied).
+    """
+
+    def __init__(self, datastore: PostgresDatastore, projections: Sequence[str] = ALL) -> None:
+        super().__init__(datastore, tracking_table_name="tracking")
+        self.projections = tuple(projections)
+        self.schema = datastore.schema
+        ddl = create_statements(self.schema, (APPLIED, *tables_of(self.projections)))
+        self.sql_create_statements = [ddl[0], *self.sql_create_statements, *ddl[1:]]
+
+    def insert_events(self, envelopes: Sequence[Envelope], tracking: Tracking) -> BatchResult:
+        with self.datastore.transaction(commit=True) as curs:
+            result = apply_batch(curs, self.schema, envelopes, self.projections)
+            self._insert_tracking(curs, tracking)
+        return result
+
+
+class ProjectionsApplier:
+    """The `Applier` an Inbox uses to run the live projections."""
+
+    def __init__(self, recorder: ReadModelRecorder) -> None:
+        self.recorder = recorder
+
+    def process_messages(self, messages: Sequence[InboundMessage], tracking: Tracking) -> None:
+        result = self.recorder.insert_events([m.envelope for m in messages], tracking)
+        if result.duplicates:
+            DUPLICATE_EVENTS.inc(result.duplicates)
+
+    def next_offset(self, tracking_name: str) -> int | None:
+        position: int | None = self.recorder.max_tracking_id(tracking_name)
+        return position
+
+    def close(self) -> None:
+        self.recorder.datastore.close()

@@ -1,0 +1,74 @@
+"""SLA watch: no case waits silently past its deadline. Follows the case log, reports breaches.
+
+Like `orders.deadlines.DeadlineWatch`: the case directory is rebuilt from the notification
+log at process start and caught up each round; every first-response or resolution deadline
+that passed on the service clock without being met is recorded once as `Case.SlaBreached`
+(published as CaseSlaBreached). Several replicas are safe: a second report of the same
+breach is a version conflict or a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from uuid import UUID
+
+import structlog
+from prometheus_client import Counter
+
+from customer_service.application import CaseNotFound, CustomerServiceApplication
+from fulfilment_kit.observability.health import Heartbeat
+from fulfilment_kit.observability.metrics import REGISTRY
+
+log = structlog.get_logger(__name__)
+
+CASE_SLA_BREACHES = Counter(
+    "fulfil_case_sla_breaches_total",
+    "Case deadlines (first response, resolution) that passed unmet",
+    ["sla", "priority"],
+    registry=REGISTRY,
+)
+
+
+@dataclass
+class SlaWatch:
+    app: CustomerServiceApplication
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    interval_s: float = 1.0
+    on_breached: Callable[[], None] | None = None
+    heartbeat: Heartbeat | None = None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                breached = await self.tick()
+            except Exception as exc:  # a bad round (database down) must not end the watch
+                log.warning("sla watch round failed", error=f"{type(exc).__name__}: {exc}")
+            else:
+                if breached and self.on_breached is not None:
+                    self.on_breached()
+            if self.heartbeat is not None:
+                self.heartbeat.beat()
+            await asyncio.sleep(self.interval_s)
+
+    async def tick(self) -> list[tuple[UUID, str]]:
+        """Catch up with the log and report every deadline passed; returns those reported."""
+        return await asyncio.to_thread(self.step)
+
+    def step(self) -> list[tuple[UUID, str]]:
+        now = self.clock()
+        reported: list[tuple[UUID, str]] = []
+        for case_id, sla in self.app.cases.overdue(now):
+            try:
+                done = self.app.breach_sla(case_id, sla, now)
+            except CaseNotFound:
+                done = False
+            if done:
+                case = self.app.cases.cases.get(case_id)
+                priority = case.priority if case is not None else "unknown"
+                CASE_SLA_BREACHES.labels(sla, priority).inc()
+                log.warning("case sla breached", case_id=str(case_id), sla=sla, priority=priority)
+                reported.append((case_id, sla))
+        return reported
