@@ -13,11 +13,8 @@ import uuid
 from collections.abc import Callable
 from typing import Protocol
 
-import structlog
-
 from customer_service.domain import Label, rma_number_for
-
-log = structlog.get_logger(__name__)
+from fulfilment_kit.retry import check_attempts, retry_transient
 
 
 class LabelError(Exception):
@@ -79,22 +76,19 @@ class RetryingLabels:
         backoff_s: float = 0.05,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
         self.inner = inner
-        self.attempts = attempts
+        self.attempts = check_attempts(attempts)
         self.backoff_s = backoff_s
         self.sleep = sleep
 
     def create_label(self, *, idempotency_key: str, return_id: uuid.UUID, rma_number: str) -> Label:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return self.inner.create_label(
-                    idempotency_key=idempotency_key, return_id=return_id, rma_number=rma_number
-                )
-            except TransientLabelError as exc:
-                if attempt == self.attempts:
-                    raise
-                log.warning("return label failed, retrying", attempt=attempt, error=str(exc))
-                self.sleep(self.backoff_s * 2 ** (attempt - 1))
-        raise AssertionError("unreachable")
+        return retry_transient(
+            lambda: self.inner.create_label(
+                idempotency_key=idempotency_key, return_id=return_id, rma_number=rma_number
+            ),
+            attempts=self.attempts,
+            backoff_s=self.backoff_s,
+            transient=(TransientLabelError,),
+            sleep=self.sleep,
+            event="return label failed, retrying",
+        )

@@ -17,13 +17,11 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar, get_args
 
 import httpx
-import structlog
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fulfilment_kit.contracts.payments import PaymentFailureCode
-
-log = structlog.get_logger(__name__)
+from fulfilment_kit.retry import retry_transient
 
 T = TypeVar("T")
 
@@ -281,19 +279,12 @@ class RetryPolicy:
 
     def call(self, what: str, fn: Callable[[], T]) -> T:
         """Call `fn`, retrying TransientGatewayError with exponential backoff; re-raise the last."""
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return fn()
-            except TransientGatewayError as exc:
-                if attempt == self.attempts:
-                    raise
-                delay = self.backoff_s * 2 ** (attempt - 1)
-                log.warning(
-                    "payment gateway unavailable, retrying",
-                    call=what,
-                    attempt=attempt,
-                    delay=delay,
-                    error=str(exc),
-                )
-                self.sleep(delay)
-        raise AssertionError("unreachable")
+        return retry_transient(
+            fn,
+            attempts=self.attempts,
+            backoff_s=self.backoff_s,
+            transient=(TransientGatewayError,),
+            sleep=self.sleep,
+            event="payment gateway unavailable, retrying",
+            call=what,
+        )

@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
-import structlog
 
+from fulfilment_kit.retry import check_attempts, retry_transient
 from shipping.domain import Address, ShipmentLine
-
-log = structlog.get_logger(__name__)
 
 SANDBOX_CARRIER = "sandbox-post"
 _TRACKING_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -172,10 +170,8 @@ class RetryingCarrier:
         backoff_s: float = 0.05,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if attempts < 1:
-            raise ValueError("attempts must be at least 1")
         self.inner = inner
-        self.attempts = attempts
+        self.attempts = check_attempts(attempts)
         self.backoff_s = backoff_s
         self.sleep = sleep
 
@@ -187,21 +183,19 @@ class RetryingCarrier:
         address: Address,
         lines: Sequence[ShipmentLine],
     ) -> Booking:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return self.inner.book(
-                    idempotency_key=idempotency_key,
-                    shipment_id=shipment_id,
-                    address=address,
-                    lines=lines,
-                )
-            except TransientCarrierError as exc:
-                if attempt == self.attempts:
-                    raise
-                delay = self.backoff_s * 2 ** (attempt - 1)
-                log.warning("carrier booking failed, retrying", attempt=attempt, error=str(exc))
-                self.sleep(delay)
-        raise AssertionError("unreachable")
+        return retry_transient(
+            lambda: self.inner.book(
+                idempotency_key=idempotency_key,
+                shipment_id=shipment_id,
+                address=address,
+                lines=lines,
+            ),
+            attempts=self.attempts,
+            backoff_s=self.backoff_s,
+            transient=(TransientCarrierError,),
+            sleep=self.sleep,
+            event="carrier booking failed, retrying",
+        )
 
     def close(self) -> None:
         close = getattr(self.inner, "close", None)
