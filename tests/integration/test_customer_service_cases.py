@@ -13,24 +13,23 @@ import pytest
 
 from fulfilment_kit.contracts import PaymentFailed, ShipmentException
 from tests.integration.test_customer_service_returns import (
+    CUSTOMER_SERVICE_ENV,
     cs_records,
     of_types,
     order_events,
     produce,
-    start_customer_service,
     validate,
 )
 from tests.support.polling import eventually
+from tests.support.processes import running_service
 
 
 @pytest.fixture
 async def service(database: str) -> AsyncIterator[httpx.AsyncClient]:
-    proc, client = await start_customer_service(database)
-    try:
+    async with running_service(
+        "customer-service", database, ready_timeout=90, **CUSTOMER_SERVICE_ENV
+    ) as client:
         yield client
-    finally:
-        await client.aclose()
-        proc.stop()
 
 
 def exception_of(order_id: uuid.UUID) -> ShipmentException:

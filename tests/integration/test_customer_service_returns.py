@@ -25,13 +25,7 @@ from fulfilment_kit.contracts import (
 from fulfilment_kit.messaging import cloudevents, kafka
 from fulfilment_kit.settings import KafkaSettings
 from tests.support.polling import eventually
-from tests.support.processes import (
-    ServiceProcess,
-    free_port,
-    service_command,
-    service_env,
-    wait_ready,
-)
+from tests.support.processes import running_service
 from tests.support.stack import Record, read_topic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,37 +33,16 @@ SCHEMAS = REPO / "shared/src/fulfilment_kit/contracts/schemas"
 CORRELATION = "corr-cs-it"
 
 
-async def start_customer_service(
-    database: str, **env: str
-) -> tuple[ServiceProcess, httpx.AsyncClient]:
-    port = free_port()
-    proc = ServiceProcess(
-        service_command("fulfil-customer-service"),
-        service_env(
-            POSTGRES_DBNAME=database,
-            FULFIL_HTTP_PORT=str(port),
-            FULFIL_TEST_CLOCK="1",
-            FULFIL_CASE_SLA_POLL_S="0.2",
-            **env,
-        ),
-        name=f"customer-service-{database}",
-    ).start()
-    try:
-        await wait_ready(f"http://127.0.0.1:{port}", proc, timeout=90)
-    except BaseException:
-        proc.stop()
-        raise
-    return proc, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
+# a clock the tests move (POST /_test/clock) and a brisk SLA watch
+CUSTOMER_SERVICE_ENV = {"FULFIL_TEST_CLOCK": "1", "FULFIL_CASE_SLA_POLL_S": "0.2"}
 
 
 @pytest.fixture
 async def service(database: str) -> AsyncIterator[httpx.AsyncClient]:
-    proc, client = await start_customer_service(database)
-    try:
+    async with running_service(
+        "customer-service", database, ready_timeout=90, **CUSTOMER_SERVICE_ENV
+    ) as client:
         yield client
-    finally:
-        await client.aclose()
-        proc.stop()
 
 
 async def produce(*events: IntegrationEvent, ce_id: str | None = None) -> None:

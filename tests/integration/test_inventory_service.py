@@ -15,30 +15,14 @@ from fulfilment_kit.contracts import OrderLine, OrderPlaced, ShippingAddress, to
 from fulfilment_kit.messaging import cloudevents, kafka
 from fulfilment_kit.settings import KafkaSettings
 from tests.support.polling import eventually
-from tests.support.processes import (
-    ServiceProcess,
-    free_port,
-    service_command,
-    service_env,
-    wait_ready,
-)
+from tests.support.processes import running_service
 from tests.support.stack import Record, read_topic
 
 
 @pytest.fixture
 async def inventory(database: str) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
-    proc = ServiceProcess(
-        service_command("fulfil-inventory"),
-        service_env(POSTGRES_DBNAME=database, FULFIL_HTTP_PORT=str(port)),
-        name=f"inventory-{database}",
-    ).start()
-    try:
-        await wait_ready(f"http://127.0.0.1:{port}", proc)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield client
-    finally:
-        proc.stop()
+    async with running_service("inventory", database) as client:
+        yield client
 
 
 def order(*lines: tuple[str, int]) -> OrderPlaced:

@@ -17,13 +17,7 @@ import pytest
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging import cloudevents
 from tests.support.polling import eventually
-from tests.support.processes import (
-    ServiceProcess,
-    free_port,
-    service_command,
-    service_env,
-    wait_ready,
-)
+from tests.support.processes import running_service
 from tests.support.stack import Record, end_offsets, read_topic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,18 +43,8 @@ CE_HEADERS = (
 
 @pytest.fixture
 async def orders(database: str) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
-    proc = ServiceProcess(
-        service_command("fulfil-orders"),
-        service_env(POSTGRES_DBNAME=database, FULFIL_HTTP_PORT=str(port)),
-        name=f"orders-{database}",
-    ).start()
-    try:
-        await wait_ready(f"http://127.0.0.1:{port}", proc)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield client
-    finally:
-        proc.stop()
+    async with running_service("orders", database) as client:
+        yield client
 
 
 async def records_for(order_id: str) -> list[Record]:

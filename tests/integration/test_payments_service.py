@@ -25,13 +25,7 @@ from fulfilment_kit.contracts.base import IntegrationEvent
 from fulfilment_kit.messaging import cloudevents, kafka
 from fulfilment_kit.settings import KafkaSettings
 from tests.support.polling import eventually
-from tests.support.processes import (
-    ServiceProcess,
-    free_port,
-    service_command,
-    service_env,
-    wait_ready,
-)
+from tests.support.processes import started_service
 from tests.support.stack import Record, read_topic
 
 TOTAL = 3 * 1500
@@ -39,24 +33,14 @@ TOTAL = 3 * 1500
 
 @pytest.fixture
 async def payments(database: str) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
-    proc = ServiceProcess(
-        service_command("fulfil-payments"),
-        service_env(
-            POSTGRES_DBNAME=database,
-            FULFIL_HTTP_PORT=str(port),
-            FULFIL_PAYMENTS_GATEWAY="sandbox",
-            FULFIL_PAYMENTS_GATEWAY_BACKOFF_S="0.01",
-        ),
-        name=f"payments-{database}",
-    ).start()
-    try:
-        await wait_ready(f"http://127.0.0.1:{port}", proc)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            yield client
+    async with started_service(
+        "payments",
+        database,
+        FULFIL_PAYMENTS_GATEWAY="sandbox",
+        FULFIL_PAYMENTS_GATEWAY_BACKOFF_S="0.01",
+    ) as (proc, client):
+        yield client
         assert "tok_" not in proc.log_text(), "a payment token reached the log"
-    finally:
-        proc.stop()
 
 
 async def produce(*events: IntegrationEvent, ce_id: str | None = None) -> None:

@@ -26,13 +26,7 @@ from fulfilment_kit.contracts import (
 from fulfilment_kit.messaging import cloudevents, kafka
 from fulfilment_kit.settings import KafkaSettings
 from tests.support.polling import eventually
-from tests.support.processes import (
-    ServiceProcess,
-    free_port,
-    service_command,
-    service_env,
-    wait_ready,
-)
+from tests.support.processes import running_service
 from tests.support.stack import Record, read_topic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,39 +34,20 @@ SCHEMAS = REPO / "shared/src/fulfilment_kit/contracts/schemas"
 CORRELATION = "corr-order-it"
 
 
-async def start_shipping(database: str, **env: str) -> tuple[ServiceProcess, httpx.AsyncClient]:
-    port = free_port()
-    proc = ServiceProcess(
-        service_command("fulfil-shipping"),
-        service_env(POSTGRES_DBNAME=database, FULFIL_HTTP_PORT=str(port), **env),
-        name=f"shipping-{database}",
-    ).start()
-    try:
-        await wait_ready(f"http://127.0.0.1:{port}", proc)
-    except BaseException:
-        proc.stop()
-        raise
-    return proc, httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
-
-
 @pytest.fixture
 async def shipping(database: str) -> AsyncIterator[httpx.AsyncClient]:
-    proc, client = await start_shipping(database, FULFIL_CARRIER_WEBHOOK_TOKEN="hook-token")
-    try:
+    async with running_service(
+        "shipping", database, FULFIL_CARRIER_WEBHOOK_TOKEN="hook-token"
+    ) as client:
         yield client
-    finally:
-        await client.aclose()
-        proc.stop()
 
 
 @pytest.fixture
 async def auto_shipping(database: str) -> AsyncIterator[httpx.AsyncClient]:
-    proc, client = await start_shipping(database, FULFIL_SHIPPING_AUTO_DISPATCH_S="0.2")
-    try:
+    async with running_service(
+        "shipping", database, FULFIL_SHIPPING_AUTO_DISPATCH_S="0.2"
+    ) as client:
         yield client
-    finally:
-        await client.aclose()
-        proc.stop()
 
 
 async def produce(*events: IntegrationEvent) -> None:

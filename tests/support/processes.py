@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -90,3 +92,59 @@ def service_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+def service_process(
+    name: str, database: str, port: int, *, log_name: str | None = None, **env: str
+) -> ServiceProcess:
+    """The `fulfil-<name>` process (not started yet) on `database`, listening on `port`."""
+    return ServiceProcess(
+        service_command(f"fulfil-{name}"),
+        service_env(POSTGRES_DBNAME=database, FULFIL_HTTP_PORT=str(port), **env),
+        name=log_name or f"{name}-{database}",
+    )
+
+
+@contextlib.asynccontextmanager
+async def started_service(
+    name: str,
+    database: str,
+    *,
+    ready_timeout: float = 60,
+    client_timeout: float = 10,
+    log_name: str | None = None,
+    **env: str,
+) -> AsyncIterator[tuple[ServiceProcess, httpx.AsyncClient]]:
+    """The `fulfil-<name>` process on `database` with `env`, once ready, and a client to its
+    HTTP API; stopped (and the client closed) afterwards."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    process = service_process(name, database, port, log_name=log_name, **env).start()
+    try:
+        await wait_ready(base_url, process, timeout=ready_timeout)
+        async with httpx.AsyncClient(base_url=base_url, timeout=client_timeout) as client:
+            yield process, client
+    finally:
+        process.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    name: str,
+    database: str,
+    *,
+    ready_timeout: float = 60,
+    client_timeout: float = 10,
+    log_name: str | None = None,
+    **env: str,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """`started_service` for a test that only talks to the service over HTTP."""
+    async with started_service(
+        name,
+        database,
+        ready_timeout=ready_timeout,
+        client_timeout=client_timeout,
+        log_name=log_name,
+        **env,
+    ) as (_, client):
+        yield client
