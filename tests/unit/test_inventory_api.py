@@ -10,13 +10,12 @@ import pytest
 from eventsourcing.persistence import Tracking
 from fastapi.testclient import TestClient
 
-from fulfilment_kit.contracts import OrderLine, OrderPlaced, ShippingAddress, topics
-from fulfilment_kit.messaging import cloudevents
-from fulfilment_kit.messaging.inbox import InboundMessage
+from fulfilment_kit.contracts import OrderLine, OrderPlaced, ShippingAddress
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
 from inventory.api import router
 from inventory.application import InventoryApplication
 from inventory.contracts import to_public
+from tests.support.messages import inbound
 
 
 @pytest.fixture
@@ -53,18 +52,9 @@ def reserve(client: TestClient, sku: str, quantity: int) -> uuid.UUID:
         ),
         placed_at=datetime.now(UTC),
     )
-    _, value, headers = cloudevents.encode(
-        order,
-        ce_id=str(uuid.uuid4()),
-        source="/test",
-        time=datetime.now(UTC),
-        correlation_id="c",
-        causation_id="c",
-    )
     app = app_of(client)
     offset = app.recorder.max_tracking_id("t") or 0
-    message = InboundMessage(cloudevents.decode(value, headers), topics.ORDERS, 0, offset)
-    app.process_messages([message], Tracking("t", offset + 1))
+    app.process_messages([inbound(order, offset=offset)], Tracking("t", offset + 1))
     return order.order_id
 
 

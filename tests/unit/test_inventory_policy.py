@@ -25,15 +25,15 @@ from fulfilment_kit.contracts import (
     StockReleased,
     topics,
 )
-from fulfilment_kit.messaging import cloudevents
-from fulfilment_kit.messaging.inbox import InboundMessage
 from fulfilment_kit.tracing import Trace
 from inventory.application import InventoryApplication, ReceiveStock
 from inventory.contracts import to_public
 from inventory.domain import ReservationStatus
+from tests.support.messages import inbound
 
 TOPIC = topics.ORDERS
 TRACKING = f"inventory:{TOPIC}:0"
+CORRELATION = "corr-order"
 
 
 class Feed:
@@ -47,25 +47,11 @@ class Feed:
         """Apply the events as one batch; returns their ce_ids."""
         messages = []
         for event in events:
-            message = envelope_message(event, self.offset, ce_id=ce_id)
+            message = inbound(event, offset=self.offset, ce_id=ce_id, correlation_id=CORRELATION)
             messages.append(message)
             self.offset += 1
         self.app.process_messages(messages, Tracking(TRACKING, self.offset))
         return [m.envelope.id for m in messages]
-
-
-def envelope_message(
-    event: IntegrationEvent, offset: int, ce_id: str | None = None
-) -> InboundMessage:
-    _, value, headers = cloudevents.encode(
-        event,
-        ce_id=ce_id or str(uuid.uuid4()),
-        source="/test",
-        time=datetime.now(UTC),
-        correlation_id="corr-order",
-        causation_id="cause-order",
-    )
-    return InboundMessage(cloudevents.decode(value, headers), TOPIC, 0, offset)
 
 
 @pytest.fixture
@@ -163,7 +149,7 @@ def test_order_with_every_line_available_is_locked(app: InventoryApplication, fe
     assert isinstance(locked, StockLocked)
     assert locked.order_id == order.order_id
     assert [(x.sku, x.quantity) for x in locked.lines] == [("MUG", 2), ("TEE", 2)]
-    assert (correlation_id, causation_id) == ("corr-order", ce_id)
+    assert (correlation_id, causation_id) == (CORRELATION, ce_id)
     assert app.recorder.max_tracking_id(TRACKING) == 1
 
 
@@ -202,7 +188,7 @@ def test_the_same_order_placed_twice_at_different_offsets_reserves_once(
 
 def test_the_same_offset_twice_is_a_duplicate(app: InventoryApplication) -> None:
     stock(app, "MUG", 5)
-    message = envelope_message(placed(("MUG", 1)), offset=0)
+    message = inbound(placed(("MUG", 1)), offset=0, correlation_id=CORRELATION)
     app.process_messages([message], Tracking(TRACKING, 1))
     with pytest.raises(IntegrityError):
         app.process_messages([message], Tracking(TRACKING, 1))

@@ -38,6 +38,7 @@ from payments.contracts import to_public
 from payments.domain import PaymentStatus, payment_id_for
 from payments.gateway import ChargeResult, RefundResult, RetryPolicy, SandboxGateway
 from payments.metrics import PAYMENTS_TOTAL
+from tests.support.messages import envelope
 
 NOW = datetime(2025, 3, 1, 12, tzinfo=UTC)
 TOTAL = 2 * 1299 + 2499
@@ -101,18 +102,6 @@ def cancelled(order_id: uuid.UUID) -> OrderCancelled:
         reason="changed my mind",
         cancelled_at=NOW,
     )
-
-
-def envelope(event: IntegrationEvent, ce_id: str | None = None) -> cloudevents.Envelope:
-    _, value, headers = cloudevents.encode(
-        event,
-        ce_id=ce_id or str(uuid.uuid4()),
-        source="/test",
-        time=NOW,
-        correlation_id="corr-1",
-        causation_id="cause-1",
-    )
-    return cloudevents.decode(value, headers)
 
 
 class Feed:

@@ -20,7 +20,6 @@ from fulfilment_kit.contracts import (
     ShippingAddress,
     topics,
 )
-from fulfilment_kit.messaging import cloudevents
 from fulfilment_kit.messaging.inbox import InboundMessage
 from fulfilment_kit.tracing import Trace
 from shipping.application import (
@@ -32,6 +31,7 @@ from shipping.application import (
 from shipping.contracts import to_public
 from shipping.domain import InvalidTransition, ShipmentStatus, shipment_id_for
 from shipping.gateway import Booking
+from tests.support.messages import inbound
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -50,15 +50,7 @@ class Feed:
         if offset is None:
             offset = self.offsets.get(topic, -1) + 1
         self.offsets[topic] = offset
-        _, value, headers = cloudevents.encode(
-            event,
-            ce_id=ce_id or str(uuid.uuid4()),
-            source="/fulfilment/orders",
-            time=NOW,
-            correlation_id="corr-1",
-            causation_id="cause-1",
-        )
-        return InboundMessage(cloudevents.decode(value, headers), topic, 0, offset)
+        return inbound(event, offset=offset, ce_id=ce_id, correlation_id="corr-1")
 
     def send(self, *messages: InboundMessage) -> None:
         last = messages[-1]
