@@ -18,8 +18,7 @@ from tests.support.polling import eventually
 from tests.support.processes import (
     ServiceProcess,
     free_port,
-    service_command,
-    service_env,
+    service_process,
     wait_ready,
 )
 from tests.support.stack import Record, create_database, drop_database, read_topic
@@ -62,9 +61,8 @@ class Platform:
         for name in SERVICES:
             database = create_database(f"fulfil_e2e_{name.replace('-', '_')}")
             port = free_port()
-            env = service_env(POSTGRES_DBNAME=database, FULFIL_HTTP_PORT=str(port), **E2E_SETTINGS)
-            process = ServiceProcess(
-                service_command(f"fulfil-{name}"), env, f"e2e-{name}-{database}"
+            process = service_process(
+                name, database, port, log_name=f"e2e-{name}-{database}", **E2E_SETTINGS
             )
             platform.services[name] = Service(name, database, port, process)
         return platform
