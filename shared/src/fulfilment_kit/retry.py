@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 import structlog
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+G = TypeVar("G")
 
 
 def check_attempts(attempts: int) -> int:
@@ -50,3 +51,36 @@ def retry_transient(
             log.warning(event, attempt=attempt, delay=delay, error=str(exc), **context)
             sleep(delay)
     return call()
+
+
+class RetryingGateway(Generic[G]):
+    """Base of a gateway wrapper retrying its `inner` gateway's `transient` failures.
+
+    A subclass names its `transient` exceptions and implements the gateway's methods as
+    `self.retry(lambda: self.inner.method(...), "what failed, retrying")`.
+    """
+
+    transient: ClassVar[tuple[type[BaseException], ...]]
+
+    def __init__(
+        self,
+        inner: G,
+        *,
+        attempts: int = 3,
+        backoff_s: float = 0.05,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.inner = inner
+        self.attempts = check_attempts(attempts)
+        self.backoff_s = backoff_s
+        self.sleep = sleep
+
+    def retry(self, call: Callable[[], T], event: str) -> T:
+        return retry_transient(
+            call,
+            attempts=self.attempts,
+            backoff_s=self.backoff_s,
+            transient=self.transient,
+            sleep=self.sleep,
+            event=event,
+        )

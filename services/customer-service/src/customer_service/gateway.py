@@ -8,13 +8,11 @@ label.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from typing import Protocol
 
 from customer_service.domain import Label, rma_number_for
-from fulfilment_kit.retry import check_attempts, retry_transient
+from fulfilment_kit.retry import RetryingGateway
 
 
 class LabelError(Exception):
@@ -65,30 +63,15 @@ def sandbox_label(return_id: uuid.UUID) -> Label:
     return Label(label_id=f"LBL-{rma.removeprefix('RMA-')}", url=f"sandbox://labels/{rma}")
 
 
-class RetryingLabels:
+class RetryingLabels(RetryingGateway[LabelGateway]):
     """Retries transient failures with exponential backoff, then gives up (re-raises)."""
 
-    def __init__(
-        self,
-        inner: LabelGateway,
-        *,
-        attempts: int = 3,
-        backoff_s: float = 0.05,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.inner = inner
-        self.attempts = check_attempts(attempts)
-        self.backoff_s = backoff_s
-        self.sleep = sleep
+    transient = (TransientLabelError,)
 
     def create_label(self, *, idempotency_key: str, return_id: uuid.UUID, rma_number: str) -> Label:
-        return retry_transient(
+        return self.retry(
             lambda: self.inner.create_label(
                 idempotency_key=idempotency_key, return_id=return_id, rma_number=rma_number
             ),
-            attempts=self.attempts,
-            backoff_s=self.backoff_s,
-            transient=(TransientLabelError,),
-            sleep=self.sleep,
-            event="return label failed, retrying",
+            "return label failed, retrying",
         )

@@ -9,15 +9,14 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 
-from fulfilment_kit.retry import check_attempts, retry_transient
+from fulfilment_kit.retry import RetryingGateway
 from shipping.domain import Address, ShipmentLine
 
 SANDBOX_CARRIER = "sandbox-post"
@@ -159,21 +158,10 @@ def _booking_from(reply: httpx.Response) -> Booking:
     return Booking(carrier, tracking)
 
 
-class RetryingCarrier:
+class RetryingCarrier(RetryingGateway[CarrierGateway]):
     """Retries transient failures with exponential backoff, then gives up (re-raises)."""
 
-    def __init__(
-        self,
-        inner: CarrierGateway,
-        *,
-        attempts: int = 3,
-        backoff_s: float = 0.05,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.inner = inner
-        self.attempts = check_attempts(attempts)
-        self.backoff_s = backoff_s
-        self.sleep = sleep
+    transient = (TransientCarrierError,)
 
     def book(
         self,
@@ -183,18 +171,14 @@ class RetryingCarrier:
         address: Address,
         lines: Sequence[ShipmentLine],
     ) -> Booking:
-        return retry_transient(
+        return self.retry(
             lambda: self.inner.book(
                 idempotency_key=idempotency_key,
                 shipment_id=shipment_id,
                 address=address,
                 lines=lines,
             ),
-            attempts=self.attempts,
-            backoff_s=self.backoff_s,
-            transient=(TransientCarrierError,),
-            sleep=self.sleep,
-            event="carrier booking failed, retrying",
+            "carrier booking failed, retrying",
         )
 
     def close(self) -> None:
