@@ -1,4 +1,5 @@
-"""Kit: one retry loop for transient gateway failures (exponential backoff, then re-raise)."""
+"""Kit: one retry loop for transient gateway failures (exponential backoff, then re-raise), the
+retrying gateway base and the idempotent sandbox the carrier and label fakes share."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from fulfilment_kit.retry import retry_transient
+from fulfilment_kit.retry import RetryingGateway, retry_transient
+from fulfilment_kit.sandbox import IdempotentSandbox
 
 
 class Transient(Exception):
@@ -85,3 +87,41 @@ def test_one_attempt_is_one_call_and_fewer_is_refused() -> None:
     assert len(calls) == 1
     with pytest.raises(ValueError, match="at least 1"):
         retry_transient(lambda: None, attempts=0, backoff_s=0, transient=(Transient,))
+
+
+class Flaky(IdempotentSandbox[str]):
+    def __init__(self, *, fail_next: int = 0) -> None:
+        super().__init__(lambda: Transient("sandbox down"), fail_next=fail_next)
+
+    def fetch(self, key: str) -> str:
+        return self.once(key, lambda: f"result-{key}-{self.calls}")
+
+
+class RetryingFlaky(RetryingGateway[Flaky]):
+    transient = (Transient,)
+
+    def fetch(self, key: str) -> str:
+        return self.retry(lambda: self.inner.fetch(key), "flaky failed, retrying")
+
+
+def test_a_sandbox_keeps_the_first_result_of_a_key_and_fails_on_demand() -> None:
+    sandbox = Flaky(fail_next=1)
+    with pytest.raises(Transient):
+        sandbox.fetch("a")
+    assert sandbox.fetch("a") == "result-a-2"
+    assert sandbox.fetch("a") == "result-a-2"
+    assert sandbox.fetch("b") == "result-b-4"
+    assert sandbox.calls == 4
+
+
+def test_a_retrying_gateway_retries_its_inner_gateway_with_backoff() -> None:
+    sleeps: list[float] = []
+    inner = Flaky(fail_next=2)
+    assert RetryingFlaky(inner, backoff_s=0.05, sleep=sleeps.append).fetch("a") == "result-a-3"
+    assert sleeps == [0.05, 0.1]
+    inner.fail_next = 3
+    with pytest.raises(Transient):
+        RetryingFlaky(inner, sleep=lambda _: None).fetch("b")
+    assert inner.calls == 6
+    with pytest.raises(ValueError, match="at least 1"):
+        RetryingFlaky(inner, attempts=0)

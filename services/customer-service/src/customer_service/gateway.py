@@ -7,12 +7,12 @@ label.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from typing import Protocol
 
 from customer_service.domain import Label, rma_number_for
 from fulfilment_kit.retry import RetryingGateway
+from fulfilment_kit.sandbox import IdempotentSandbox
 
 
 class LabelError(Exception):
@@ -33,29 +33,19 @@ def label_key(return_id: uuid.UUID) -> str:
     return f"return-label-{return_id}"
 
 
-class SandboxLabels:
+class SandboxLabels(IdempotentSandbox[Label]):
     """Labels without a network: `sandbox://labels/<RMA>`, never fails by itself.
 
     `fail_next` makes the next n calls raise TransientLabelError (for tests and demos).
     """
 
     def __init__(self, *, fail_next: int = 0) -> None:
-        self.fail_next = fail_next
-        self.calls = 0
-        self._labels: dict[str, Label] = {}
-        self._lock = threading.Lock()
+        super().__init__(
+            lambda: TransientLabelError("sandbox labels: simulated outage"), fail_next=fail_next
+        )
 
     def create_label(self, *, idempotency_key: str, return_id: uuid.UUID, rma_number: str) -> Label:
-        with self._lock:
-            self.calls += 1
-            if self.fail_next > 0:
-                self.fail_next -= 1
-                raise TransientLabelError("sandbox labels: simulated outage")
-            label = self._labels.get(idempotency_key)
-            if label is None:
-                label = sandbox_label(return_id)
-                self._labels[idempotency_key] = label
-            return label
+        return self.once(idempotency_key, lambda: sandbox_label(return_id))
 
 
 def sandbox_label(return_id: uuid.UUID) -> Label:

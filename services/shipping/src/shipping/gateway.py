@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 import httpx
 
 from fulfilment_kit.retry import RetryingGateway
+from fulfilment_kit.sandbox import IdempotentSandbox
 from shipping.domain import Address, ShipmentLine
 
 SANDBOX_CARRIER = "sandbox-post"
@@ -54,17 +54,16 @@ def booking_key(shipment_id: uuid.UUID) -> str:
     return f"shipment-{shipment_id}"
 
 
-class SandboxCarrier:
+class SandboxCarrier(IdempotentSandbox[Booking]):
     """A carrier without a network: deterministic tracking numbers, never fails by itself.
 
     `fail_next` makes the next n bookings raise TransientCarrierError (for tests and demos).
     """
 
     def __init__(self, *, fail_next: int = 0) -> None:
-        self.fail_next = fail_next
-        self.calls = 0
-        self._bookings: dict[str, Booking] = {}
-        self._lock = threading.Lock()
+        super().__init__(
+            lambda: TransientCarrierError("sandbox carrier: simulated outage"), fail_next=fail_next
+        )
 
     def book(
         self,
@@ -74,16 +73,9 @@ class SandboxCarrier:
         address: Address,
         lines: Sequence[ShipmentLine],
     ) -> Booking:
-        with self._lock:
-            self.calls += 1
-            if self.fail_next > 0:
-                self.fail_next -= 1
-                raise TransientCarrierError("sandbox carrier: simulated outage")
-            booking = self._bookings.get(idempotency_key)
-            if booking is None:
-                booking = Booking(SANDBOX_CARRIER, sandbox_tracking_number(shipment_id))
-                self._bookings[idempotency_key] = booking
-            return booking
+        return self.once(
+            idempotency_key, lambda: Booking(SANDBOX_CARRIER, sandbox_tracking_number(shipment_id))
+        )
 
     def close(self) -> None:
         pass
