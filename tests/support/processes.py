@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -130,21 +131,8 @@ async def started_service(
 
 @contextlib.asynccontextmanager
 async def running_service(
-    name: str,
-    database: str,
-    *,
-    ready_timeout: float = 60,
-    client_timeout: float = 10,
-    log_name: str | None = None,
-    **env: str,
+    name: str, database: str, **options: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """`started_service` for a test that only talks to the service over HTTP."""
-    async with started_service(
-        name,
-        database,
-        ready_timeout=ready_timeout,
-        client_timeout=client_timeout,
-        log_name=log_name,
-        **env,
-    ) as (_, client):
+    """`started_service` (the same arguments) for a test that only talks to it over HTTP."""
+    async with started_service(name, database, **options) as (_, client):
         yield client
