@@ -22,11 +22,9 @@ from fulfilment_kit.contracts import (
     ShippingAddress,
     topics,
 )
-from fulfilment_kit.messaging import cloudevents, kafka
-from fulfilment_kit.settings import KafkaSettings
 from tests.support.polling import eventually
 from tests.support.processes import running_service
-from tests.support.stack import Record, read_topic
+from tests.support.stack import Record, publish, read_topic
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "shared/src/fulfilment_kit/contracts/schemas"
@@ -47,23 +45,7 @@ async def service(database: str) -> AsyncIterator[httpx.AsyncClient]:
 
 async def produce(*events: IntegrationEvent, ce_id: str | None = None) -> None:
     """Publish upstream events as their relays do: CloudEvents records keyed by order id."""
-    producer = kafka.producer(KafkaSettings())
-    await producer.start()
-    try:
-        for event in events:
-            key, value, headers = cloudevents.encode(
-                event,
-                ce_id=ce_id or str(uuid.uuid4()),
-                source="/fulfilment/test",
-                time=datetime.now(UTC),
-                correlation_id=CORRELATION,
-                causation_id="test",
-            )
-            await producer.send_and_wait(
-                topics.physical(event.topic), value=value, key=key, headers=headers
-            )
-    finally:
-        await producer.stop()
+    await publish(*events, ce_id=ce_id, correlation_id=CORRELATION, source="/fulfilment/test")
 
 
 def order_events(

@@ -12,11 +12,9 @@ import httpx
 import pytest
 
 from fulfilment_kit.contracts import OrderLine, OrderPlaced, ShippingAddress, topics
-from fulfilment_kit.messaging import cloudevents, kafka
-from fulfilment_kit.settings import KafkaSettings
 from tests.support.polling import eventually
 from tests.support.processes import running_service
-from tests.support.stack import Record, read_topic
+from tests.support.stack import Record, publish, read_topic
 
 
 @pytest.fixture
@@ -41,23 +39,9 @@ def order(*lines: tuple[str, int]) -> OrderPlaced:
 
 async def produce(event: OrderPlaced) -> str:
     """Publish `event` on the orders topic as the orders relay would; returns its ce_id."""
-    ce_id = str(uuid.uuid4())
-    key, value, headers = cloudevents.encode(
-        event,
-        ce_id=ce_id,
-        source="/fulfilment/orders",
-        time=datetime.now(UTC),
-        correlation_id=f"corr-{event.order_id}",
-        causation_id="http:test",
+    [ce_id] = await publish(
+        event, correlation_id=f"corr-{event.order_id}", source="/fulfilment/orders"
     )
-    producer = kafka.producer(KafkaSettings())
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            topics.physical(topics.ORDERS), value=value, key=key, headers=headers
-        )
-    finally:
-        await producer.stop()
     return ce_id
 
 

@@ -22,11 +22,9 @@ from fulfilment_kit.contracts import (
     topics,
 )
 from fulfilment_kit.contracts.base import IntegrationEvent
-from fulfilment_kit.messaging import cloudevents, kafka
-from fulfilment_kit.settings import KafkaSettings
 from tests.support.polling import eventually
 from tests.support.processes import started_service
-from tests.support.stack import Record, read_topic
+from tests.support.stack import Record, publish, read_topic
 
 TOTAL = 3 * 1500
 
@@ -44,23 +42,7 @@ async def payments(database: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def produce(*events: IntegrationEvent, ce_id: str | None = None) -> None:
-    producer = kafka.producer(KafkaSettings())
-    await producer.start()
-    try:
-        for event in events:
-            key, value, headers = cloudevents.encode(
-                event,
-                ce_id=ce_id or str(uuid.uuid4()),
-                source="/test",
-                time=datetime.now(UTC),
-                correlation_id="corr-it-payments",
-                causation_id="cause",
-            )
-            await producer.send_and_wait(
-                topics.physical(event.topic), value=value, key=key, headers=headers
-            )
-    finally:
-        await producer.stop()
+    await publish(*events, ce_id=ce_id, correlation_id="corr-it-payments")
 
 
 def placed(order_id: uuid.UUID, token: str) -> OrderPlaced:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from aiokafka import TopicPartition
 
-from fulfilment_kit.messaging import kafka
+from fulfilment_kit.contracts import topics
+from fulfilment_kit.contracts.base import IntegrationEvent
+from fulfilment_kit.messaging import cloudevents, kafka
 from fulfilment_kit.settings import KafkaSettings, PostgresSettings
 
 
@@ -85,3 +88,33 @@ async def end_offsets(topic_names: Sequence[str]) -> dict[tuple[str, int], int]:
         return {(tp.topic, tp.partition): o for tp, o in ends.items()}
     finally:
         await consumer.stop()
+
+
+async def publish(
+    *events: IntegrationEvent,
+    ce_id: str | None = None,
+    correlation_id: str = "test-correlation",
+    source: str = "/test",
+) -> list[str]:
+    """Publish `events` as their relays do: CloudEvents records keyed by order id on their
+    (prefixed) topics, one after another; returns their ce_ids."""
+    producer = kafka.producer(KafkaSettings())
+    await producer.start()
+    try:
+        ce_ids = []
+        for event in events:
+            ce_ids.append(ce_id or str(uuid.uuid4()))
+            key, value, headers = cloudevents.encode(
+                event,
+                ce_id=ce_ids[-1],
+                source=source,
+                time=datetime.now(UTC),
+                correlation_id=correlation_id,
+                causation_id="test",
+            )
+            await producer.send_and_wait(
+                topics.physical(event.topic), value=value, key=key, headers=headers
+            )
+        return ce_ids
+    finally:
+        await producer.stop()
