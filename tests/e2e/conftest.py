@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging.admin import ensure_topics
-from fulfilment_kit.settings import KafkaSettings
 from tests.e2e.platform import Platform
+from tests.support.stack import delete_topics
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +23,4 @@ async def platform() -> AsyncIterator[Platform]:
     finally:
         running.stop()
         running.drop_databases()
-        admin = AIOKafkaAdminClient(bootstrap_servers=KafkaSettings().bootstrap_servers)
-        await admin.start()
-        try:
-            await admin.delete_topics(names)
-        finally:
-            await admin.close()
+        await delete_topics(names)

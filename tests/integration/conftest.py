@@ -6,12 +6,10 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging.admin import ensure_topics
-from fulfilment_kit.settings import KafkaSettings
-from tests.support.stack import create_database, drop_database
+from tests.support.stack import create_database, delete_topics, drop_database
 
 
 @pytest.fixture(autouse=True)
@@ -22,12 +20,7 @@ async def isolated_topics(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list
     names = topics.all_physical_topics()
     await ensure_topics(names)
     yield names
-    admin = AIOKafkaAdminClient(bootstrap_servers=KafkaSettings().bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.delete_topics(names)
-    finally:
-        await admin.close()
+    await delete_topics(names)
 
 
 @pytest.fixture

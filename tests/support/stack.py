@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.contracts.base import IntegrationEvent
@@ -32,6 +33,16 @@ def create_database(prefix: str) -> str:
 def drop_database(name: str) -> None:
     with psycopg.connect(postgres_admin_dsn(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def delete_topics(names: Sequence[str]) -> None:
+    """Delete the topics `names` from the broker (a test run's own, afterwards)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=KafkaSettings().bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_topics(list(names))
+    finally:
+        await admin.close()
 
 
 @dataclass(frozen=True)
