@@ -372,6 +372,10 @@ class CustomerServiceApplication(InboxApplication):
 
     # -- policy (Kafka): every change goes on `processing`, saved with the tracking record --
 
+    def aggregate_ids(self, message: InboundMessage) -> list[UUID]:
+        order_id = getattr(message.envelope.event, "order_id", None)
+        return [order_record_id(order_id)] if isinstance(order_id, UUID) else []
+
     def handle(self, message: InboundMessage, processing: ProcessingEvent[UUID]) -> None:
         self._react(message.envelope.event, message, processing)
 

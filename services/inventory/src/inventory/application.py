@@ -228,6 +228,17 @@ class InventoryApplication(InboxApplication):
 
     # Policy (Kafka): every change goes on `processing`, saved with the tracking record.
 
+    def aggregate_ids(self, message: InboundMessage) -> list[UUID]:
+        event = message.envelope.event
+        ids = []
+        if order_id := getattr(event, "order_id", None):
+            ids.append(reservation_id(order_id))
+        if isinstance(event, OrderPlaced | ReturnReceived):
+            ids.extend(stock_item_id(line.sku) for line in event.lines)
+        if isinstance(event, ReturnReceived):
+            ids.append(restock_id(event.return_id))
+        return ids
+
     def handle(self, message: InboundMessage, processing: ProcessingEvent[UUID]) -> None:
         self._react(message.envelope.event, message.envelope, processing)
 

@@ -135,6 +135,10 @@ class OrdersApplication(InboxApplication):
 
     # --- reactions ---
 
+    def aggregate_ids(self, message: InboundMessage) -> list[uuid.UUID]:
+        order_id = getattr(message.envelope.event, "order_id", None)
+        return [order_id] if isinstance(order_id, uuid.UUID) else []
+
     def handle(self, message: InboundMessage, processing: ProcessingEvent[uuid.UUID]) -> None:
         self._react(message.envelope.event, message, processing)
 

@@ -98,6 +98,10 @@ class PaymentsApplication(InboxApplication):
 
     # -- policy -----------------------------------------------------------------------------
 
+    def aggregate_ids(self, message: InboundMessage) -> list[UUID]:
+        order_id = getattr(message.envelope.event, "order_id", None)
+        return [payment_id_for(order_id)] if isinstance(order_id, UUID) else []
+
     def handle(self, message: InboundMessage, processing: ProcessingEvent[UUID]) -> None:
         event: Any = message.envelope.event
         trace = Trace.caused_by(message.envelope.id, message.envelope.correlation_id)

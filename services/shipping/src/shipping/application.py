@@ -123,6 +123,10 @@ class ShippingApplication(InboxApplication):
 
     # -- policy ---------------------------------------------------------------------------
 
+    def aggregate_ids(self, message: InboundMessage) -> list[uuid.UUID]:
+        order_id = getattr(message.envelope.event, "order_id", None)
+        return [shipment_id_for(order_id)] if isinstance(order_id, uuid.UUID) else []
+
     def handle(self, message: InboundMessage, processing: ProcessingEvent[uuid.UUID]) -> None:
         """React to order events; every branch is a no-op when its effect happened already."""
         public = message.envelope.event

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
@@ -35,6 +35,7 @@ from eventsourcing.persistence import (
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging import cloudevents, kafka
 from fulfilment_kit.observability import metrics
+from fulfilment_kit.persistence.batch_load import load_aggregates
 from fulfilment_kit.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
@@ -72,6 +73,11 @@ class InboxApplication(Application[UUID]):
 
     recorder: ProcessRecorder
 
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(env)
+        # Aggregates prefetched for the batch being processed, by id(ProcessingEvent).
+        self._prefetched: dict[int, tuple[set[UUID], dict[UUID, Any]]] = {}
+
     def construct_recorder(self) -> ProcessRecorder:
         return self.factory.process_recorder()
 
@@ -81,11 +87,21 @@ class InboxApplication(Application[UUID]):
     def process_messages(self, messages: Sequence[InboundMessage], tracking: Tracking) -> None:
         """Apply messages and record their events with `tracking`, atomically."""
         processing: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
-        for message in messages:
-            self.handle(message, processing)
+        wanted = {i for message in messages for i in self.aggregate_ids(message)}
+        # One query for the whole batch instead of one per message and aggregate.
+        self._prefetched[id(processing)] = (wanted, load_aggregates(self, wanted))
+        try:
+            for message in messages:
+                self.handle(message, processing)
+        finally:
+            del self._prefetched[id(processing)]
         recordings = self._record(processing)
         self._take_snapshots(processing)
         self._notify(recordings)
+
+    def aggregate_ids(self, message: InboundMessage) -> Iterable[UUID]:
+        """Ids of the aggregates `handle(message)` will load: fetched with one query a batch."""
+        return ()
 
     def get_for_update(
         self, processing: ProcessingEvent[UUID], aggregate_id: UUID, cls: type[TAggregate]
@@ -95,6 +111,11 @@ class InboxApplication(Application[UUID]):
         if pending is not None:
             assert isinstance(pending, cls)
             return pending
+        wanted, loaded = self._prefetched.get(id(processing), ((), {}))
+        if aggregate_id in wanted:  # the same object all batch long, changes included
+            aggregate = loaded.get(aggregate_id)
+            assert aggregate is None or isinstance(aggregate, cls)
+            return aggregate
         return self.find(aggregate_id, cls)
 
     def find(self, aggregate_id: UUID, cls: type[TAggregate]) -> TAggregate | None:
