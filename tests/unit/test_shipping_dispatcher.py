@@ -187,3 +187,34 @@ def test_zero_delay_is_refused() -> None:
         AutoDispatcher(
             ShippingApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}), after_s=0
         )
+
+
+def test_many_due_shipments_ship_in_one_transaction(app: ShippingApplication, feed: Feed) -> None:
+    clock = Clock()
+    orders = [packing_order(feed) for _ in range(5)]
+    auto = dispatcher(app, clock)
+    auto.catch_up()
+    before = app.recorder.max_notification_id() or 0
+    clock.advance(DELAY_S + 1)
+    assert auto.dispatch_due() == 5
+    assert all(status(app, o) is ShipmentStatus.SHIPPED for o in orders)
+    # 5 shipments + 5 tracking indices, all written by one save
+    written = app.recorder.select_notifications(before + 1, 100)
+    assert len(written) == 10
+
+
+def test_a_batch_with_a_cancelled_shipment_falls_back_to_one_by_one(
+    app: ShippingApplication, feed: Feed
+) -> None:
+    clock = Clock()
+    orders = [packing_order(feed) for _ in range(3)]
+    auto = dispatcher(app, clock)
+    auto.catch_up()
+    feed.send(feed.message(cancelled(orders[1])))  # cancelled after the dispatcher saw it packing
+    clock.advance(DELAY_S + 1)
+    assert auto.dispatch_due() == 2
+    assert [status(app, o) for o in orders] == [
+        ShipmentStatus.SHIPPED,
+        ShipmentStatus.CANCELLED,
+        ShipmentStatus.SHIPPED,
+    ]

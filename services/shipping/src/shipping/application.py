@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from fulfilment_kit.contracts import OrderCancelled, OrderPaid, OrderPlaced, OrderRejected
 from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
 from fulfilment_kit.observability.metrics import REGISTRY
+from fulfilment_kit.persistence.batch_load import load_aggregates
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.tracing import Trace
 from shipping.domain import (
@@ -239,6 +240,48 @@ class ShippingApplication(InboxApplication):
             )
             return Dispatched(shipment, replayed=False)
         raise ConcurrentChange(f"shipment {shipment_id} kept changing; try again")
+
+    def dispatch_batch(self, traces: Mapping[uuid.UUID, Trace]) -> list[uuid.UUID]:
+        """Dispatch many packing shipments in one transaction (auto-dispatch under load).
+
+        Returns the ids shipped. Any refusal or conflict leaves the batch to
+        `dispatch_shipment`, one by one, which reports each problem precisely.
+        """
+        shipments = load_aggregates(self, list(traces))
+        bookings = {}
+        for shipment_id in traces:
+            shipment = shipments.get(shipment_id)
+            if not isinstance(shipment, Shipment):
+                raise ShipmentNotFound(str(shipment_id))
+            shipment.check_dispatchable()
+            try:
+                bookings[shipment_id] = self.carrier.book(
+                    idempotency_key=booking_key(shipment.id),
+                    shipment_id=shipment.id,
+                    address=shipment.address,
+                    lines=shipment.lines,
+                )
+            except TransientCarrierError as exc:
+                raise CarrierUnavailable(str(exc)) from exc
+        taken = load_aggregates(
+            self, [tracking_index_id_for(b.tracking_number) for b in bookings.values()]
+        )
+        if taken:
+            raise CarrierRefused("a tracking number is in use already")
+        changed: list[Aggregate] = []
+        for shipment_id, booking in bookings.items():
+            shipment = shipments[shipment_id]
+            shipment.dispatch(
+                carrier=booking.carrier,
+                tracking_number=booking.tracking_number,
+                shipped_at=self.clock(),
+                dispatch_key=None,
+                trace=traces[shipment_id],
+            )
+            changed += [shipment, TrackingIndex.create(shipment, traces[shipment_id])]
+        self.save(*changed)
+        SHIPMENTS.labels("shipped").inc(len(bookings))
+        return list(bookings)
 
     def carrier_update(self, update: CarrierUpdate) -> Updated:
         """Apply a carrier's status report; a repeat changes nothing."""

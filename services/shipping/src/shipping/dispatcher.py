@@ -39,6 +39,9 @@ WATCHED_TOPICS = tuple(
 )
 
 
+BATCH = 200  # shipments dispatched in one transaction
+
+
 @dataclass(frozen=True)
 class Packing:
     since: datetime
@@ -95,15 +98,30 @@ class AutoDispatcher:
 
     def dispatch_due(self) -> int:
         """Dispatch what is due; returns how many shipped. Failures wait for the next round."""
-        shipped = 0
-        for shipment_id in self.due(self.clock()):
-            packing = self.packing[shipment_id]
-            trace = Trace(
-                correlation_id=packing.correlation_id,
-                causation_id=f"auto-dispatch:{shipment_id}",
-            )
+        due = self.due(self.clock())
+        if len(due) > 1:
+            batch = due[:BATCH]
             try:
-                self.app.dispatch_shipment(shipment_id, trace)
+                shipped_ids = self.app.dispatch_batch({sid: self._trace(sid) for sid in batch})
+            except Exception as exc:  # one of them is not dispatchable: go one by one
+                log.info("auto-dispatch: batch fell back to one by one", reason=str(exc))
+            else:
+                for shipment_id in shipped_ids:
+                    self.packing.pop(shipment_id, None)
+                return len(shipped_ids)
+        return self._dispatch_one_by_one(due)
+
+    def _trace(self, shipment_id: uuid.UUID) -> Trace:
+        return Trace(
+            correlation_id=self.packing[shipment_id].correlation_id,
+            causation_id=f"auto-dispatch:{shipment_id}",
+        )
+
+    def _dispatch_one_by_one(self, due: list[uuid.UUID]) -> int:
+        shipped = 0
+        for shipment_id in due:
+            try:
+                self.app.dispatch_shipment(shipment_id, self._trace(shipment_id))
             except CarrierUnavailable as exc:
                 log.warning("auto-dispatch: carrier unavailable, next round", error=str(exc))
                 break  # do not hammer a carrier that is down
