@@ -119,6 +119,15 @@ class Done:
 
 class CustomerServiceApplication(InboxApplication):
     name = "customer-service"
+    reacts_to = (
+        OrderPlaced,
+        OrderDelivered,
+        OrderCancelled,
+        OrderRejected,
+        ShipmentException,
+        OrderFlagged,
+        PaymentFailed,
+    )
 
     def __init__(
         self,

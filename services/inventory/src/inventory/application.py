@@ -126,6 +126,13 @@ def default_threshold(env: Mapping[str, str]) -> int:
 
 class InventoryApplication(InboxApplication):
     name = "inventory"
+    reacts_to = (
+        OrderPlaced,
+        OrderCancelled,
+        PaymentFailed,
+        ShipmentShipped,
+        ReturnReceived,
+    )
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)

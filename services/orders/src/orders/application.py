@@ -57,6 +57,15 @@ class Placed:
 
 class OrdersApplication(InboxApplication):
     name = "orders"
+    reacts_to = (
+        StockLocked,
+        StockRejected,
+        PaymentCaptured,
+        PaymentFailed,
+        ShipmentShipped,
+        ShipmentDelivered,
+        ReturnReceived,
+    )
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

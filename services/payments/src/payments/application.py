@@ -78,6 +78,13 @@ class RefundIssued:
 
 class PaymentsApplication(InboxApplication):
     name = "payments"
+    reacts_to = (
+        OrderPlaced,
+        StockLocked,
+        StockRejected,
+        OrderCancelled,
+        ReturnReceived,
+    )
     conflict_attempts = 5
 
     def __init__(

@@ -100,6 +100,12 @@ class Updated:
 
 class ShippingApplication(InboxApplication):
     name = "shipping"
+    reacts_to = (
+        OrderPlaced,
+        OrderPaid,
+        OrderCancelled,
+        OrderRejected,
+    )
 
     def __init__(
         self,

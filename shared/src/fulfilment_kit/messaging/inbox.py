@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 from uuid import UUID
 
 import structlog
@@ -33,6 +33,8 @@ from eventsourcing.persistence import (
 )
 
 from fulfilment_kit.contracts import topics
+from fulfilment_kit.contracts.base import IntegrationEvent
+from fulfilment_kit.contracts.registry import event_class_for
 from fulfilment_kit.messaging import cloudevents, kafka
 from fulfilment_kit.observability import metrics
 from fulfilment_kit.persistence.batch_load import load_aggregates
@@ -72,6 +74,8 @@ class InboxApplication(Application[UUID]):
     """An eventsourcing Application whose recorder also records tracking (the inbox)."""
 
     recorder: ProcessRecorder
+    reacts_to: ClassVar[tuple[type[IntegrationEvent], ...]] = ()
+    """The public event types `handle` reacts to (empty: all of them)."""
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
@@ -98,6 +102,10 @@ class InboxApplication(Application[UUID]):
         recordings = self._record(processing)
         self._take_snapshots(processing)
         self._notify(recordings)
+
+    def accepts(self, event_type: type[IntegrationEvent]) -> bool:
+        """Whether this consumer reacts to `event_type`; others are skipped undecoded."""
+        return not self.reacts_to or issubclass(event_type, self.reacts_to)
 
     def aggregate_ids(self, message: InboundMessage) -> Iterable[UUID]:
         """Ids of the aggregates `handle(message)` will load: fetched with one query a batch."""
@@ -132,6 +140,7 @@ class InboxApplication(Application[UUID]):
 
 
 _TRANSIENT = (OperationalError, InterfaceError)
+SKIPS_PER_TRACKING_WRITE = 5000
 
 
 class Inbox:
@@ -153,6 +162,7 @@ class Inbox:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self._next: dict[str, int] = {}
+        self._unsaved_skips: dict[str, int] = {}
 
     async def start(self) -> None:
         """Start the DLQ producer (before the subscriber starts consuming)."""
@@ -201,7 +211,11 @@ class Inbox:
         if len(fresh) < len(records):
             metrics.INBOX_DUPLICATES.labels(self.group_id, topic).inc(len(records) - len(fresh))
         batch: list[tuple[ConsumerRecord[Any, Any], InboundMessage]] = []
+        skipped_through = skipped = 0
         for record in fresh:
+            if not self._wanted(record):
+                skipped_through, skipped = record.offset + 1, skipped + 1
+                continue
             try:
                 envelope = cloudevents.decode(record.value, record.headers)
             except cloudevents.DecodeError as exc:
@@ -211,6 +225,24 @@ class Inbox:
                 continue
             batch.append((record, InboundMessage(envelope, topic, partition, record.offset)))
         await self._apply(name, batch)
+        if skipped_through > self._next.get(name, 0):
+            await self._skip_through(name, skipped_through, skipped)
+
+    def _wanted(self, record: ConsumerRecord[Any, Any]) -> bool:
+        """False for a valid record of a type this consumer ignores: it is not even decoded."""
+        accepts = getattr(self.app, "accepts", None)
+        if accepts is None:
+            return True
+        ce_type = next((v for k, v in record.headers or () if k == "ce_type"), None)
+        cls = event_class_for(ce_type.decode(errors="replace")) if ce_type else None
+        return cls is None or bool(accepts(cls))  # unknown types go on to the DLQ
+
+    async def _skip_through(self, name: str, next_offset: int, skipped: int) -> None:
+        """Move past ignored records; persist that only now and then (re-skipping is cheap)."""
+        self._next[name] = next_offset
+        self._unsaved_skips[name] = self._unsaved_skips.get(name, 0) + skipped
+        if self._unsaved_skips[name] >= SKIPS_PER_TRACKING_WRITE:
+            await self._commit_tracking_only(name, next_offset)
 
     async def _apply(
         self, name: str, batch: list[tuple[ConsumerRecord[Any, Any], InboundMessage]]
@@ -334,6 +366,7 @@ class Inbox:
         await self._commit_tracking_only(name, record.offset + 1)
 
     async def _commit_tracking_only(self, name: str, next_offset: int) -> None:
+        self._unsaved_skips[name] = 0
         delay = self.backoff_s
         while True:
             try:
