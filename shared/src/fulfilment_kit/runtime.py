@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from eventsourcing.application import Application
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Response
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from fulfilment_kit.http.context import RequestContextMiddleware
 from fulfilment_kit.http.errors import install_error_handlers
 from fulfilment_kit.http.events import events_router
 from fulfilment_kit.messaging.consumer import ConsumerWatch, subscribe_inbox
@@ -201,18 +201,7 @@ def create_http_app(
     api.state.runtime = runtime
     install_error_handlers(api)
 
-    @api.middleware("http")
-    async def request_context(request: Request, call_next: Any) -> Response:
-        correlation_id = request.headers.get("x-correlation-id") or str(uuid.uuid4())
-        structlog.contextvars.bind_contextvars(
-            correlation_id=correlation_id, request_id=str(uuid.uuid4())
-        )
-        try:
-            response: Response = await call_next(request)
-        finally:
-            structlog.contextvars.unbind_contextvars("correlation_id", "request_id")
-        response.headers["x-correlation-id"] = correlation_id
-        return response
+    api.add_middleware(RequestContextMiddleware)
 
     @api.get("/livez", include_in_schema=False)
     async def livez() -> Response:
