@@ -13,7 +13,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from fulfilment_kit.contracts import OrderLine, OrderPlaced, ShippingAddress, topics
 from fulfilment_kit.messaging import cloudevents, kafka
 from fulfilment_kit.messaging.admin import ensure_topics
+from fulfilment_kit.messaging.consumer import ConsumerWatch
 from fulfilment_kit.observability import metrics
+from fulfilment_kit.observability.health import Heartbeat
 from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.runtime import ServiceRuntime
 from fulfilment_kit.settings import KafkaSettings, PostgresSettings, ServiceSettings
@@ -200,3 +202,34 @@ async def test_poison_records_go_to_the_dlq_with_reasons_and_the_partition_flows
         assert record.headers["dlq_consumer"] == group
         assert record.headers["dlq_original_topic"] == topics.physical(topics.ORDERS)
     assert await count(runtime, failing.order_id) == 0
+
+
+async def test_an_idle_consumer_after_transactional_records_counts_as_alive(
+    runtime: ServiceRuntime,
+) -> None:
+    """The relay publishes in transactions: each leaves a marker offset that is never tracked."""
+    event = placed()
+    producer = kafka.producer(KafkaSettings(), transactional_id=f"liveness-{uuid.uuid4()}")
+    await producer.start()
+    try:
+        key, value, headers = cloudevents.encode(
+            event,
+            ce_id=str(uuid.uuid4()),
+            source="/test",
+            time=datetime.now(UTC),
+            correlation_id="c",
+            causation_id="c",
+        )
+        async with producer.transaction():
+            await producer.send(
+                topics.physical(topics.ORDERS), value=value, key=key, headers=headers
+            )
+    finally:
+        await producer.stop()
+    await eventually(lambda: count(runtime, event.order_id), until=lambda n: n == 1, what="applied")
+    beat = Heartbeat("consumer-under-test")
+    beat.last_beat = 0.0
+    watch = ConsumerWatch(runtime.inbox, runtime._subscriber, beat)
+    await watch.check()
+    await watch.check()  # no progress in between, and none needed: everything is read
+    assert beat.last_beat > 0.0

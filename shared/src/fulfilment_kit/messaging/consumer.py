@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -116,21 +115,22 @@ class ConsumerWatch:
         consumer: AIOKafkaConsumer | None = self.subscriber.consumer
         if consumer is None:
             return
-        stuck = False
+        waiting = []
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
-            tracked = self.inbox._next.get(self.inbox.tracking_name(tp.topic, tp.partition))
             if highwater is None:
                 continue
-            lag = max(0, highwater - (tracked or 0))
+            tracked = self.inbox._next.get(self.inbox.tracking_name(tp.topic, tp.partition)) or 0
             metrics.INBOX_TRACKED_LAG.labels(self.inbox.group_id, tp.topic, str(tp.partition)).set(
-                lag
+                max(0, highwater - tracked)
             )
-            previous = self._last.get(tp)
-            self._last[tp] = tracked or 0
-            if lag > 0 and previous == (tracked or 0):
-                stuck = True
-        if not stuck:
+            # Caught up when the consumer has read to the high-water mark: the last offsets
+            # may be transaction markers, which are never tracked, so compare positions.
+            caught_up = await consumer.position(tp) >= highwater
+            if not caught_up and self._last.get(tp) == tracked:
+                waiting.append(f"{tp.topic}/{tp.partition}")
+            self._last[tp] = tracked
+        if not waiting:
             self.heartbeat.beat()
         else:
-            log.warning("consumer has lag and made no progress", since=time.monotonic())
+            log.warning("consumer has unread records and made no progress", partitions=waiting)
