@@ -16,9 +16,18 @@ stop() {
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
-  # Services that outlived their supervisor (for example after a SIGKILL).
-  pkill -f "$repo/.venv/bin/fulfil-" 2>/dev/null || true
-  rm -f "$pidfile"
+  # Services that outlived their supervisor (for example after a SIGKILL): only those of
+  # this run, found by the tag it put in their environment (tests and benchmarks differ).
+  local tag environ
+  tag="$(cat "$state/run.tag" 2>/dev/null || true)"
+  if [[ -n $tag ]]; then
+    for environ in /proc/[0-9]*/environ; do
+      if tr '\0' '\n' <"$environ" 2>/dev/null | grep -qx "FULFIL_RUN_TAG=$tag"; then
+        pid="${environ#/proc/}"; kill -TERM "${pid%/environ}" 2>/dev/null || true
+      fi
+    done
+  fi
+  rm -f "$pidfile" "$state/run.tag"
   echo "services stopped"
 }
 
@@ -50,6 +59,9 @@ case "${1:-start}" in
     unset FULFIL_HTTP_PORT  # each service listens on its own default port (PORTS above)
     announce &
     echo $$ >"$pidfile"
+    FULFIL_RUN_TAG="$(date +%s)-$$"
+    export FULFIL_RUN_TAG
+    echo "$FULFIL_RUN_TAG" >"$state/run.tag"
     exec "$repo/.venv/bin/honcho" -f deploy/local/Procfile -d "$repo" start
     ;;
   *) echo "usage: $0 [start|stop]" >&2; exit 2 ;;
