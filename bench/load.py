@@ -1,0 +1,170 @@
+"""The order driver: a catalogue, enough stock for it, and N orders with bounded concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+MAX_RECEIPT = 10_000  # the largest quantity one stock receipt may carry
+ADDRESS = {
+    "recipient_name": "Ada Example",
+    "line1": "1 Sample Street",
+    "city": "Berlin",
+    "postal_code": "10115",
+    "country_code": "DE",
+}
+
+Line = tuple[str, int, int]  # sku, quantity, unit price in minor units
+
+
+def make_catalogue(size: int, rng: random.Random) -> list[str]:
+    run = f"{rng.getrandbits(32):08X}"
+    return [f"BENCH-{run}-{i:04d}" for i in range(size)]
+
+
+def make_orders(count: int, catalogue: list[str], rng: random.Random) -> list[list[Line]]:
+    """`count` orders of 1-3 lines over distinct SKUs, 1-3 units each."""
+    orders = []
+    for _ in range(count):
+        skus = rng.sample(catalogue, rng.randint(1, 3))
+        orders.append([(sku, rng.randint(1, 3), rng.randint(199, 9999)) for sku in skus])
+    return orders
+
+
+def demand(orders: list[list[Line]]) -> Counter[str]:
+    needed: Counter[str] = Counter()
+    for lines in orders:
+        for sku, quantity, _ in lines:
+            needed[sku] += quantity
+    return needed
+
+
+def order_body(lines: list[Line], token: str = "tok_visa") -> dict[str, Any]:
+    return {
+        "customer_id": str(uuid.uuid4()),
+        "lines": [{"sku": s, "quantity": q, "unit_price_minor": p} for s, q, p in lines],
+        "currency": "EUR",
+        "payment_token": token,
+        "shipping_address": ADDRESS,
+    }
+
+
+@dataclass
+class Seeding:
+    receipts: int = 0
+    conflicts: int = 0  # 409s retried (first receipts of new SKUs all touch one catalogue)
+
+
+async def seed_stock(
+    base_url: str,
+    catalogue: list[str],
+    needed: Counter[str],
+    concurrency: int = 4,
+    attempts: int = 20,
+) -> Seeding:
+    """Receive twice the demand (plus 10) of every SKU, retrying 409 conflicts."""
+    gate = asyncio.Semaphore(concurrency)
+    seeding = Seeding()
+
+    async def post(client: httpx.AsyncClient, sku: str, quantity: int) -> None:
+        for _ in range(attempts):
+            reply = await client.post(f"/stock/{sku}/receipts", json={"quantity": quantity})
+            if reply.status_code in (200, 201):
+                seeding.receipts += 1
+                return
+            if reply.status_code != 409:
+                break
+            seeding.conflicts += 1
+        raise RuntimeError(f"stock receipt for {sku}: {reply.status_code} {reply.text}")
+
+    async def receive(client: httpx.AsyncClient, sku: str) -> None:
+        remaining = 2 * needed[sku] + 10
+        async with gate:
+            while remaining > 0:  # one SKU's receipts in sequence
+                quantity = min(remaining, MAX_RECEIPT)
+                await post(client, sku, quantity)
+                remaining -= quantity
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+        await asyncio.gather(*(receive(client, sku) for sku in catalogue))
+    return seeding
+
+
+@dataclass
+class Submission:
+    """One POST /orders as the client saw it."""
+
+    index: int
+    sent_at: float  # epoch seconds, just before the request
+    latency_s: float
+    status: int  # HTTP status, 0 on a transport error
+    order_id: str | None
+    error: str | None = None
+
+
+@dataclass
+class LoadResult:
+    submissions: list[Submission] = field(default_factory=list)
+    started_at: float = 0.0  # epoch of the first POST
+    finished_at: float = 0.0  # epoch of the last response
+
+    @property
+    def accepted(self) -> list[Submission]:
+        return [s for s in self.submissions if s.order_id is not None]
+
+    @property
+    def failed(self) -> list[Submission]:
+        return [s for s in self.submissions if s.order_id is None]
+
+
+async def drive_orders(base_url: str, orders: list[list[Line]], concurrency: int) -> LoadResult:
+    """POST every order with at most `concurrency` requests in flight."""
+    result = LoadResult()
+    pending = iter(enumerate(orders))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for index, lines in pending:  # the shared iterator hands each order out once
+            body = order_body(lines)
+            headers = {"Idempotency-Key": str(uuid.uuid4())}
+            sent_at = time.time()
+            began = time.perf_counter()
+            try:
+                reply = await client.post("/orders", json=body, headers=headers)
+            except httpx.HTTPError as exc:
+                latency = time.perf_counter() - began
+                error = f"{type(exc).__name__}: {exc}"
+                result.submissions.append(Submission(index, sent_at, latency, 0, None, error))
+                continue
+            latency = time.perf_counter() - began
+            if reply.status_code == 201:
+                order_id = str(reply.json()["order_id"])
+                result.submissions.append(Submission(index, sent_at, latency, 201, order_id, None))
+            else:
+                result.submissions.append(
+                    Submission(index, sent_at, latency, reply.status_code, None, reply.text[:300])
+                )
+
+    async def connection() -> None:
+        # One client (one keep-alive connection) per worker: httpx's shared pool spends
+        # O(connections x waiting requests) CPU per request, which the platform would pay for
+        # on a small machine.
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(
+            base_url=base_url, timeout=60, limits=limits, verify=False
+        ) as client:  # plain HTTP: skip loading CA certificates for each client
+            await worker(client)
+
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    result.submissions.sort(key=lambda s: s.index)
+    if result.submissions:
+        result.started_at = min(s.sent_at for s in result.submissions)
+        result.finished_at = max(s.sent_at + s.latency_s for s in result.submissions)
+    return result
