@@ -116,16 +116,19 @@ async def test_rebuild_while_events_keep_arriving_still_equals_live(
     await produce(first)
     await settle(rm, first)
 
+    swap = asyncio.create_task(rebuild(database, "swap"))
+
     async def keep_producing() -> list[Published]:
+        """Produce batches for as long as the rebuild runs (at least one; bounded)."""
         sent: list[Published] = []
-        for _ in range(10):
+        while not sent or (not swap.done() and len(sent) < 150):
             batch = traffic(f, orders=3)
             await produce(batch)
             sent += batch
-            await asyncio.sleep(0.02)
         return sent
 
-    swapped, later = await asyncio.gather(rebuild(database, "swap"), keep_producing())
+    later = await keep_producing()
+    swapped = await swap
     assert swapped.swapped
     await settle(rm, later)
     compared = await rebuild(database, "compare")
