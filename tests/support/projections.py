@@ -1,4 +1,4 @@
-"""A customer-service-like process running only the read models (skeleton + attach_projections)."""
+"""A customer-service-like process that runs only the read models (attach_projections)."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""The customer-service service of the fulfilment platform (skeleton: health, metrics, settings)."""
+"""The customer-service service: returns, cases and the read models of every service's events."""

@@ -10,8 +10,8 @@ from fulfilment_kit.contracts import topics
 from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.relay_only import run_relay_only
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
+from fulfilment_kit.serve import run_service
 from fulfilment_kit.settings import ServiceSettings
-from fulfilment_kit.skeleton import run_service
 from payments.api import router
 from payments.application import PaymentsApplication
 from payments.contracts import to_public

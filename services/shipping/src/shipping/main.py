@@ -13,8 +13,8 @@ from fulfilment_kit.contracts import topics
 from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.relay_only import run_relay_only
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
+from fulfilment_kit.serve import run_service
 from fulfilment_kit.settings import ServiceSettings
-from fulfilment_kit.skeleton import run_service
 from shipping.api import router
 from shipping.application import ShippingApplication
 from shipping.contracts import to_public
