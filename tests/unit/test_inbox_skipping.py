@@ -6,7 +6,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from aiokafka import ConsumerRecord
+from eventsourcing.persistence import Tracking
 
 from fulfilment_kit.contracts import OrderPlaced, StockLine, StockLocked
 from fulfilment_kit.contracts.base import IntegrationEvent
@@ -14,6 +16,7 @@ from fulfilment_kit.messaging import cloudevents
 from fulfilment_kit.messaging.inbox import InboundMessage, Inbox
 from fulfilment_kit.settings import KafkaSettings
 from tests.integration.tally import TallyApplication
+from tests.support.messages import inbound
 
 TOPIC = "skip-test"
 
@@ -82,3 +85,27 @@ async def test_ignored_types_are_not_decoded_but_passed() -> None:
     assert inbox._next[name] == 3  # in memory: past the skipped ones too
     assert app.accepts(OrderPlaced)
     assert not app.accepts(StockLocked)
+
+
+class ContextRecorder(PlacedOnly):
+    def __init__(self) -> None:
+        super().__init__()
+        self.contexts: list[dict[str, Any]] = []
+
+    def handle(self, message: InboundMessage, processing: Any) -> None:
+        self.contexts.append(structlog.contextvars.get_contextvars())
+        super().handle(message, processing)
+
+
+def test_log_lines_while_handling_name_the_message_and_its_causes() -> None:
+    app = ContextRecorder()
+    order = placed()
+    ce_id = str(uuid.uuid4())
+    message = inbound(order, offset=7, ce_id=ce_id, correlation_id="corr-1")
+    app.process_messages([message], Tracking("g:t:0", 8))
+    context = app.contexts[0]
+    assert context["order_id"] == str(order.order_id)
+    assert context["event_type"] == "fulfilment.order.placed.v1"
+    assert (context["correlation_id"], context["causation_id"]) == ("corr-1", ce_id)
+    assert (context["partition"], context["offset"]) == (0, 7)
+    assert "order_id" not in structlog.contextvars.get_contextvars()  # unbound afterwards

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
@@ -96,7 +96,8 @@ class InboxApplication(Application[UUID]):
         self._prefetched[id(processing)] = (wanted, load_aggregates(self, wanted))
         try:
             for message in messages:
-                self.handle(message, processing)
+                with _log_context(message):
+                    self.handle(message, processing)
         finally:
             del self._prefetched[id(processing)]
         recordings = self._record(processing)
@@ -137,6 +138,22 @@ class InboxApplication(Application[UUID]):
 
     def next_offset(self, tracking_name: str) -> int | None:
         return self.recorder.max_tracking_id(tracking_name)
+
+
+@contextlib.contextmanager
+def _log_context(message: InboundMessage) -> Iterator[None]:
+    """Every log line written while a message is handled names it and its causal context."""
+    envelope = message.envelope
+    with structlog.contextvars.bound_contextvars(
+        correlation_id=envelope.correlation_id,
+        causation_id=envelope.id,
+        order_id=envelope.subject,
+        event_type=envelope.type,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+    ):
+        yield
 
 
 _TRANSIENT = (OperationalError, InterfaceError)
