@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -119,3 +120,15 @@ async def test_order_beyond_stock_is_rejected_naming_the_sku(
         assert (await stock_of(inventory, sku))["reserved"] == 0
     reservation = (await inventory.get(f"/reservations/{placed.order_id}")).json()
     assert reservation["status"] == "rejected"
+
+
+async def test_concurrent_first_receipts_of_different_skus_never_conflict(
+    inventory: httpx.AsyncClient,
+) -> None:
+    skus = [f"NEW-{uuid.uuid4().hex[:6].upper()}-{n}" for n in range(24)]
+    replies = await asyncio.gather(
+        *(inventory.post(f"/stock/{sku}/receipts", json={"quantity": 5}) for sku in skus)
+    )
+    assert [r.status_code for r in replies] == [200] * len(skus), [r.text for r in replies]
+    listed = (await inventory.get("/stock")).json()
+    assert [item["sku"] for item in listed if item["sku"] in skus] == sorted(skus)

@@ -1,4 +1,4 @@
-"""Invariants of StockItem, Reservation and Catalogue (pure domain, no store)."""
+"""Invariants of StockItem and Reservation (pure domain, no store)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import pytest
 
 from fulfilment_kit.tracing import Trace
 from inventory.domain import (
-    CATALOGUE_ID,
-    Catalogue,
     CountBelowReserved,
     InsufficientStock,
     InvalidQuantity,
@@ -35,7 +33,7 @@ def item(on_hand: int = 10, threshold: int = 5) -> StockItem:
     return stock
 
 
-def names(stock: StockItem | Reservation | Catalogue) -> list[str]:
+def names(stock: StockItem | Reservation) -> list[str]:
     return [type(e).__name__ for e in stock.collect_events()]
 
 
@@ -44,7 +42,6 @@ def test_ids_are_deterministic() -> None:
     assert StockItem.create("MUG", TRACE, 5).id == stock_item_id("MUG")
     assert stock_item_id("MUG") != stock_item_id("TEE")
     assert Reservation.lock(order_id, [StockLine("MUG", 1)], TRACE).id == reservation_id(order_id)
-    assert Catalogue.start(TRACE).id == CATALOGUE_ID
 
 
 def test_receive_adds_to_on_hand_and_every_event_carries_the_trace() -> None:
@@ -173,13 +170,3 @@ def test_rejected_reservation_names_its_shortages_and_cannot_move() -> None:
 def test_reservation_lines_are_checked(lines: list[StockLine]) -> None:
     with pytest.raises(InvalidQuantity):
         Reservation.lock(uuid.uuid4(), lines, TRACE)
-
-
-def test_catalogue_lists_each_sku_once() -> None:
-    catalogue = Catalogue.start(TRACE)
-    catalogue.add("MUG", TRACE)
-    catalogue.add("TEE", TRACE)
-    catalogue.add("MUG", TRACE)
-    assert catalogue.skus == ["MUG", "TEE"]
-    assert "MUG" in catalogue
-    assert names(catalogue) == ["Started", "SkuAdded", "SkuAdded"]

@@ -12,6 +12,7 @@ import structlog
 from eventsourcing.application import ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.utils import get_topic
 
 from fulfilment_kit.contracts import (
     IntegrationEvent,
@@ -23,13 +24,12 @@ from fulfilment_kit.contracts import (
 )
 from fulfilment_kit.messaging.cloudevents import Envelope
 from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
+from fulfilment_kit.persistence.follower import LogFollower
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.tracing import Trace
 from inventory.domain import (
-    CATALOGUE_ID,
     DEFAULT_LOW_STOCK_THRESHOLD,
     MAX_STOCK,
-    Catalogue,
     IdempotencyMarker,
     ReleaseReason,
     Reservation,
@@ -145,18 +145,14 @@ class InventoryApplication(InboxApplication):
     # Commands (HTTP)
 
     def receive_stock(self, command: ReceiveStock) -> StockResult:
-        """Add received units; a SKU seen for the first time is created and catalogued."""
+        """Add received units; a SKU seen for the first time is created."""
 
         def change() -> tuple[StockItem, list[Aggregate]]:
             item = self.find(stock_item_id(command.sku), StockItem)
-            others: list[Aggregate] = []
             if item is None:
                 item = StockItem.create(command.sku, command.trace, self.default_threshold)
-                catalogue = self.find(CATALOGUE_ID, Catalogue) or Catalogue.start(command.trace)
-                catalogue.add(command.sku, command.trace)
-                others.append(catalogue)
             item.receive(command.quantity, command.trace, command.reference)
-            return item, others
+            return item, []
 
         return self._execute(command.sku, command.idempotency, command.trace, change)
 
@@ -220,12 +216,18 @@ class InventoryApplication(InboxApplication):
 
     def list_stock(self, below_threshold: bool | None = None) -> list[StockItem]:
         """Every known SKU sorted by SKU, optionally only those below (or not below) threshold."""
-        catalogue = self.find(CATALOGUE_ID, Catalogue)
-        skus = sorted(catalogue.skus) if catalogue else []
-        items = [self.get_stock(sku) for sku in skus]
+        items = [self.get_stock(sku) for sku in self.known_skus()]
         if below_threshold is None:
             return items
         return [item for item in items if item.below_threshold is below_threshold]
+
+    def known_skus(self) -> list[str]:
+        """Every SKU ever created, sorted, read from the log of creations.
+
+        No catalogue aggregate: one would make concurrent first receipts of different
+        SKUs conflict with each other."""
+        created = LogFollower(self, topics=[get_topic(StockItem.Created)]).read_sync()
+        return sorted({event.sku for event in created})
 
     def get_reservation(self, order_id: UUID) -> Reservation:
         reservation = self.find(reservation_id(order_id), Reservation)
@@ -332,12 +334,8 @@ class InventoryApplication(InboxApplication):
                 wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity
         for sku, quantity in wanted.items():
             item = self.get_for_update(processing, stock_item_id(sku), StockItem)
-            if item is None:  # a SKU sold once but unknown here: list it, like a receipt
+            if item is None:  # a SKU sold once but unknown here: create it, like a receipt
                 item = StockItem.create(sku, trace, self.default_threshold)
-                catalogue = self.get_for_update(processing, CATALOGUE_ID, Catalogue)
-                catalogue = catalogue or Catalogue.start(trace)
-                catalogue.add(sku, trace)
-                processing.collect_events(catalogue)
             item.restock(quantity, event.order_id, event.return_id, trace)
             processing.collect_events(item)
         lines = [StockLine(sku, quantity) for sku, quantity in wanted.items()]

@@ -1,4 +1,4 @@
-"""Stock items, reservations and the SKU catalogue. Pure domain: no I/O, no frameworks."""
+"""Stock items and reservations. Pure domain: no I/O, no frameworks."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from eventsourcing.domain import Aggregate, event
 from fulfilment_kit.tracing import Trace
 
 INVENTORY_NAMESPACE = uuid.UUID("3e5c2b7a-9d41-4f0e-8a6b-1c2d3e4f5a6b")
-CATALOGUE_ID = uuid.uuid5(INVENTORY_NAMESPACE, "catalogue")
 
 DEFAULT_LOW_STOCK_THRESHOLD = 5
 MAX_STOCK = 10**9
@@ -456,43 +455,6 @@ class Restock(Aggregate):
         self.return_id = return_id
         self.order_id = order_id
         self.lines = list(lines)
-
-
-class Catalogue(Aggregate):
-    """Every SKU the service knows, so queries can list them."""
-
-    class Started(Aggregate.Created):
-        trace: Trace
-
-    class SkuAdded(Aggregate.Event):
-        sku: str
-        trace: Trace
-
-    @staticmethod
-    def create_id() -> UUID:
-        return CATALOGUE_ID
-
-    @classmethod
-    def start(cls, trace: Trace) -> Catalogue:
-        return cls(trace=trace)
-
-    @event(Started)
-    def __init__(self, trace: Trace) -> None:
-        self.skus: list[str] = []
-        self._known: set[str] = set()
-
-    def __contains__(self, sku: object) -> bool:
-        return sku in self._known
-
-    def add(self, sku: str, trace: Trace) -> None:
-        """List a SKU; listing a known one changes nothing."""
-        if sku not in self._known:
-            self._sku_added(sku, trace)
-
-    @event(SkuAdded)
-    def _sku_added(self, sku: str, trace: Trace) -> None:
-        self.skus.append(sku)
-        self._known.add(sku)
 
 
 class IdempotencyMarker(Aggregate):
