@@ -372,9 +372,11 @@ class InventoryApplication(InboxApplication):
     def _items_of(
         self, reservation: Reservation, processing: ProcessingEvent[UUID]
     ) -> list[StockItem]:
+        ids = [stock_item_id(line.sku) for line in reservation.lines]
         items = []
-        for line in reservation.lines:
-            item = self.get_for_update(processing, stock_item_id(line.sku), StockItem)
+        for line, item in zip(
+            reservation.lines, self.get_many_for_update(processing, ids, StockItem), strict=True
+        ):
             if item is None:  # a locked reservation's items exist: the store is inconsistent
                 raise LookupError(f"stock item {line.sku} of a locked reservation is missing")
             items.append(item)
