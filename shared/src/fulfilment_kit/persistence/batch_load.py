@@ -42,6 +42,7 @@ def load_aggregates(app: Application[Any], ids: Collection[UUID]) -> dict[UUID, 
     aggregates: dict[UUID, Any] = {}
     for stored_event in stored:
         domain_event: Any = app.mapper.to_domain_event(stored_event)
-        aggregate_id = UUID(str(stored_event.originator_id))
+        raw_id = stored_event.originator_id
+        aggregate_id = raw_id if isinstance(raw_id, UUID) else UUID(raw_id)
         aggregates[aggregate_id] = domain_event.mutate(aggregates.get(aggregate_id))
     return aggregates
