@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -137,6 +138,10 @@ class InventoryApplication(InboxApplication):
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
         self.default_threshold = default_threshold(self.env)
+        # SKUs known so far, followed incrementally from the log of creations.
+        self._creations = LogFollower(self, topics=[get_topic(StockItem.Created)])
+        self._skus: set[str] = set()
+        self._skus_lock = threading.Lock()
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -226,8 +231,9 @@ class InventoryApplication(InboxApplication):
 
         No catalogue aggregate: one would make concurrent first receipts of different
         SKUs conflict with each other."""
-        created = LogFollower(self, topics=[get_topic(StockItem.Created)]).read_sync()
-        return sorted({event.sku for event in created})
+        with self._skus_lock:  # requests run in worker threads
+            self._skus.update(event.sku for event in self._creations.read_sync())
+            return sorted(self._skus)
 
     def get_reservation(self, order_id: UUID) -> Reservation:
         reservation = self.find(reservation_id(order_id), Reservation)
