@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -132,8 +131,3 @@ def decode(value: bytes | None, headers: object) -> Envelope:
         traceparent=attrs.get("traceparent"),
         event=event,
     )
-
-
-def payload_json(value: bytes) -> object:
-    """The JSON payload of a record (for tests and tools)."""
-    return json.loads(value)

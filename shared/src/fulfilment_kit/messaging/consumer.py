@@ -120,7 +120,7 @@ class ConsumerWatch:
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
-            tracked = self.inbox._next.get(self.inbox.tracking_name(tp.topic, tp.partition)) or 0
+            tracked = self.inbox.next_offset(tp)
             metrics.INBOX_TRACKED_LAG.labels(self.inbox.group_id, tp.topic, str(tp.partition)).set(
                 max(0, highwater - tracked)
             )

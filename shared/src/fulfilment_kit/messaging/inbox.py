@@ -217,6 +217,10 @@ class Inbox:
             self._next[name] = position
         return position
 
+    def next_offset(self, tp: TopicPartition) -> int:
+        """The next offset this consumer will apply on `tp` (0 before anything is known)."""
+        return self._next.get(self.tracking_name(tp.topic, tp.partition), 0)
+
     def forget(self, tp: TopicPartition) -> None:
         self._next.pop(self.tracking_name(tp.topic, tp.partition), None)
 
