@@ -15,9 +15,10 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from fulfilment_kit.http.context import RequestContextMiddleware
-from fulfilment_kit.http.errors import install_error_handlers
+from fulfilment_kit.http.context import CORRELATION_PARAMETER, RequestContextMiddleware
+from fulfilment_kit.http.errors import document_problems, install_error_handlers
 from fulfilment_kit.http.events import events_router
+from fulfilment_kit.http.limits import RequestLimitsMiddleware
 from fulfilment_kit.messaging.consumer import ConsumerWatch, subscribe_inbox
 from fulfilment_kit.messaging.inbox import Applier, Inbox, InboxApplication
 from fulfilment_kit.messaging.relay import EventMapper, OutboxRelay
@@ -201,7 +202,13 @@ def create_http_app(
     api.state.runtime = runtime
     install_error_handlers(api)
 
+    api.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=runtime.settings.http_max_body_bytes,
+        max_json_depth=runtime.settings.http_max_json_depth,
+    )
     api.add_middleware(RequestContextMiddleware)
+    _document_kit_behaviour(api)
 
     @api.get("/livez", include_in_schema=False)
     async def livez() -> Response:
@@ -220,6 +227,26 @@ def create_http_app(
     for router in routers:
         api.include_router(router)
     return api
+
+
+def _document_kit_behaviour(api: FastAPI) -> None:
+    """The OpenAPI says what the kit does to every route: its problem statuses (as
+    problem+json) and the X-Correlation-Id header."""
+    generate = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = generate()
+            document_problems(schema)
+            for path_item in schema.get("paths", {}).values():
+                for operation in path_item.values():
+                    parameters = operation.setdefault("parameters", [])
+                    if all(p.get("name") != CORRELATION_PARAMETER["name"] for p in parameters):
+                        parameters.append(dict(CORRELATION_PARAMETER))
+            api.openapi_schema = schema
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
 
 
 def _health_response(problems: dict[str, str]) -> Response:

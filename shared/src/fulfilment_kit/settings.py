@@ -31,6 +31,10 @@ class PostgresSettings(BaseSettings):
     dbname: str | None = None
     pool_size: int = Field(default=5, ge=1)
     max_overflow: int = Field(default=10, ge=0)
+    pool_timeout_s: int = Field(default=1, ge=1, le=60)
+    """How long a request waits for a pooled connection. eventsourcing tries each statement
+    up to 10 times, so while the database is down a request answers 503 after about ten
+    times this (a long wait here would keep callers waiting past their own timeouts)."""
 
 
 class ServiceSettings(BaseSettings):
@@ -43,6 +47,10 @@ class ServiceSettings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int | None = None
     log_level: str = "INFO"
+    http_max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
+    """Largest request body a service reads; a larger one is refused with 413 unread."""
+    http_max_json_depth: int = Field(default=16, ge=2, le=256)
+    """Deepest nesting of arrays/objects a JSON request body may have (else 400)."""
     relay_enabled: bool = True
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     relay_poll_interval_s: float = Field(default=0.05, gt=0)

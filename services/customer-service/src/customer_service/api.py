@@ -11,7 +11,7 @@ from typing import Annotated, Literal, TypeVar
 
 import structlog
 from fastapi import APIRouter, Header, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator
 
 from customer_service.application import (
     CaseNotFound,
@@ -36,8 +36,8 @@ from customer_service.domain import (
 from customer_service.gateway import LabelError, TransientLabelError
 from fulfilment_kit.contracts import InspectedLine, ReturnLine
 from fulfilment_kit.contracts.customer_service import CaseKind, CasePriority, ReturnReasonCode
-from fulfilment_kit.contracts.types import ReasonText, Sku
-from fulfilment_kit.http.errors import ProblemError, conflict, not_found
+from fulfilment_kit.contracts.types import InputName, InputReasonText, NoControlCharacters, Sku
+from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
 from fulfilment_kit.tracing import Trace
 
 log = structlog.get_logger(__name__)
@@ -47,7 +47,7 @@ clock_router = APIRouter(tags=["test clock"])
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
 ]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+Name = InputName
 R = TypeVar("R")
 
 # --- requests ---------------------------------------------------------------------------------
@@ -61,7 +61,7 @@ class ReturnRequestBody(BaseModel):
     order_id: uuid.UUID
     lines: list[ReturnLine] = Field(min_length=1, max_length=100)
     reason_code: ReturnReasonCode
-    comment: ReasonText | None = None
+    comment: InputReasonText | None = None
 
     @field_validator("lines")
     @classmethod
@@ -84,7 +84,7 @@ class AuthoriseBody(BaseModel):
 class RejectBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: ReasonText
+    reason: InputReasonText
     agent: Name = "agent"
 
 
@@ -110,7 +110,7 @@ class OpenCaseBody(BaseModel):
 
     kind: CaseKind
     priority: CasePriority = "normal"
-    summary: ReasonText
+    summary: InputReasonText
     order_id: uuid.UUID | None = None
     customer_id: uuid.UUID | None = None
 
@@ -125,14 +125,19 @@ class CommentBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     author: Name
-    text: Annotated[str, Field(min_length=1, max_length=5000)]
+    text: Annotated[
+        str,
+        Strict(),
+        StringConstraints(min_length=1, max_length=5000),
+        NoControlCharacters(multiline=True),
+    ]
 
 
 class ResolveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     outcome: Literal["answered", "refunded", "replaced", "no_action", "duplicate"]
-    note: ReasonText | None = None
+    note: InputReasonText | None = None
 
 
 class AdvanceClockBody(BaseModel):
@@ -321,11 +326,16 @@ def _wake(request: Request) -> None:
     status_code=status.HTTP_201_CREATED,
     response_model=ReturnView,
     tags=["returns"],
-    responses={
-        404: {"description": "Unknown order"},
-        409: {"description": "Not delivered, window closed, or key reused with another body"},
-        422: {"description": "A line names a SKU not in the order or too many units"},
-    },
+    responses=problem_responses(
+        404,
+        409,
+        502,
+        503,
+        s404="Unknown order",
+        s409="Not delivered, window closed, or key reused with another body",
+        s422="A line names a SKU not in the order or too many units",
+        s502="The label service refused the label of an authorised return",
+    ),
 )
 async def request_return(
     body: ReturnRequestBody,
@@ -364,7 +374,12 @@ async def list_returns(
     return [ReturnView.of(r) for r in returns]
 
 
-@router.get("/returns/{return_id}", response_model=ReturnView, tags=["returns"])
+@router.get(
+    "/returns/{return_id}",
+    response_model=ReturnView,
+    tags=["returns"],
+    responses=problem_responses(404),
+)
 async def get_return(return_id: uuid.UUID, request: Request) -> ReturnView:
     ret = await _run(request, lambda: _app(request).get_return(return_id), "return", return_id)
     return ReturnView.of(ret)
@@ -374,7 +389,14 @@ async def get_return(return_id: uuid.UUID, request: Request) -> ReturnView:
     "/returns/{return_id}/authorise",
     response_model=ReturnView,
     tags=["returns"],
-    responses={409: {"description": "The return is no longer waiting for a decision"}},
+    responses=problem_responses(
+        404,
+        409,
+        502,
+        503,
+        s409="The return is no longer waiting for a decision",
+        s502="The label service refused the label",
+    ),
 )
 async def authorise_return(
     return_id: uuid.UUID, request: Request, body: AuthoriseBody | None = None
@@ -397,7 +419,7 @@ async def authorise_return(
     "/returns/{return_id}/reject",
     response_model=ReturnView,
     tags=["returns"],
-    responses={409: {"description": "The return is no longer waiting for a decision"}},
+    responses=problem_responses(404, 409, s409="The return is no longer waiting for a decision"),
 )
 async def reject_return(return_id: uuid.UUID, body: RejectBody, request: Request) -> ReturnView:
     """An agent refuses a return, with the reason the customer is told."""
@@ -417,10 +439,12 @@ async def reject_return(return_id: uuid.UUID, body: RejectBody, request: Request
     "/returns/{return_id}/receipt",
     response_model=ReturnView,
     tags=["returns"],
-    responses={
-        409: {"description": "The return is not authorised, or was received already"},
-        422: {"description": "The inspected units differ from the authorised ones"},
-    },
+    responses=problem_responses(
+        404,
+        409,
+        s409="The return is not authorised, or was received already",
+        s422="The inspected units differ from the authorised ones",
+    ),
 )
 async def receive_return(return_id: uuid.UUID, body: ReceiptBody, request: Request) -> ReturnView:
     """The warehouse received the parcel: restockable units go back to stock, money back."""
@@ -445,7 +469,7 @@ async def list_cases(
     request: Request,
     status: Annotated[Literal["open", "in_progress", "resolved", "closed"] | None, Query()] = None,
     kind: Annotated[CaseKind | None, Query()] = None,
-    assignee: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    assignee: Annotated[InputName | None, Query()] = None,
     order_id: Annotated[uuid.UUID | None, Query()] = None,
 ) -> list[CaseView]:
     """Cases, oldest first, filtered by status, kind, assignee and order."""
@@ -457,7 +481,9 @@ async def list_cases(
     return [CaseView.of(c) for c in cases]
 
 
-@router.get("/cases/{case_id}", response_model=CaseView, tags=["cases"])
+@router.get(
+    "/cases/{case_id}", response_model=CaseView, tags=["cases"], responses=problem_responses(404)
+)
 async def get_case(case_id: uuid.UUID, request: Request) -> CaseView:
     case = await _run(request, lambda: _app(request).get_case(case_id), "case", case_id)
     return CaseView.of(case)
@@ -468,7 +494,9 @@ async def get_case(case_id: uuid.UUID, request: Request) -> CaseView:
     status_code=status.HTTP_201_CREATED,
     response_model=CaseView,
     tags=["cases"],
-    responses={409: {"description": "Idempotency-Key reused with a different body"}},
+    responses=problem_responses(
+        404, 409, s409="Idempotency-Key reused with a different body", s422="Invalid case"
+    ),
 )
 async def open_case(
     body: OpenCaseBody,
@@ -504,7 +532,12 @@ def _case_trace(request: Request, case_id: uuid.UUID, action: str) -> Trace:
     return _trace(request, f"http:{action}:{case_id}:{uuid.uuid4()}")
 
 
-@router.post("/cases/{case_id}/assign", response_model=CaseView, tags=["cases"])
+@router.post(
+    "/cases/{case_id}/assign",
+    response_model=CaseView,
+    tags=["cases"],
+    responses=problem_responses(404, 409),
+)
 async def assign_case(case_id: uuid.UUID, body: AssignBody, request: Request) -> CaseView:
     trace = _case_trace(request, case_id, "assign")
     case = await _run(
@@ -513,7 +546,12 @@ async def assign_case(case_id: uuid.UUID, body: AssignBody, request: Request) ->
     return CaseView.of(case)
 
 
-@router.post("/cases/{case_id}/comments", response_model=CaseView, tags=["cases"])
+@router.post(
+    "/cases/{case_id}/comments",
+    response_model=CaseView,
+    tags=["cases"],
+    responses=problem_responses(404, 409),
+)
 async def comment_case(case_id: uuid.UUID, body: CommentBody, request: Request) -> CaseView:
     """An agent's note; the first one is the case's first response."""
     trace = _case_trace(request, case_id, "comment")
@@ -526,7 +564,12 @@ async def comment_case(case_id: uuid.UUID, body: CommentBody, request: Request) 
     return CaseView.of(case)
 
 
-@router.post("/cases/{case_id}/resolve", response_model=CaseView, tags=["cases"])
+@router.post(
+    "/cases/{case_id}/resolve",
+    response_model=CaseView,
+    tags=["cases"],
+    responses=problem_responses(404, 409),
+)
 async def resolve_case(case_id: uuid.UUID, body: ResolveBody, request: Request) -> CaseView:
     trace = _case_trace(request, case_id, "resolve")
     case = await _run(
@@ -539,7 +582,12 @@ async def resolve_case(case_id: uuid.UUID, body: ResolveBody, request: Request) 
     return CaseView.of(case)
 
 
-@router.post("/cases/{case_id}/close", response_model=CaseView, tags=["cases"])
+@router.post(
+    "/cases/{case_id}/close",
+    response_model=CaseView,
+    tags=["cases"],
+    responses=problem_responses(404, 409),
+)
 async def close_case(case_id: uuid.UUID, request: Request) -> CaseView:
     trace = _case_trace(request, case_id, "close")
     case = await _run(request, lambda: _app(request).close_case(case_id, trace), "case", case_id)

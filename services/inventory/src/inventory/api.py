@@ -10,12 +10,18 @@ from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Strict, StringConstraints
 
 from fulfilment_kit.contracts import StockLine as LineModel
 from fulfilment_kit.contracts import StockShortage as ShortageModel
-from fulfilment_kit.contracts.types import Quantity, ReasonText, Sku, StockCount
-from fulfilment_kit.http.errors import ProblemError, conflict, not_found
+from fulfilment_kit.contracts.types import (
+    InputReasonText,
+    NoControlCharacters,
+    Quantity,
+    Sku,
+    StockCount,
+)
+from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
 from fulfilment_kit.tracing import Trace
 from inventory.application import (
     ConcurrentUpdate,
@@ -52,7 +58,12 @@ class ReceiptRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     quantity: Quantity
-    reference: str | None = Field(default=None, min_length=1, max_length=200)
+    reference: (
+        Annotated[
+            str, Strict(), StringConstraints(min_length=1, max_length=200), NoControlCharacters()
+        ]
+        | None
+    ) = None
 
 
 class AdjustmentRequest(BaseModel):
@@ -61,7 +72,7 @@ class AdjustmentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     counted_on_hand: StockCount
-    reason: ReasonText
+    reason: InputReasonText
 
 
 class ThresholdRequest(BaseModel):
@@ -160,7 +171,7 @@ def _respond(result: StockResult, response: Response) -> StockView:
 @router.post(
     "/stock/{sku}/receipts",
     response_model=StockView,
-    responses={409: {"description": "Idempotency-Key reused with a different body"}},
+    responses=problem_responses(409, s409="Idempotency-Key reused with a different body"),
 )
 async def receive_stock(
     sku: SkuPath,
@@ -185,10 +196,12 @@ async def receive_stock(
 @router.post(
     "/stock/{sku}/adjustments",
     response_model=StockView,
-    responses={
-        404: {"description": "Unknown SKU"},
-        409: {"description": "Count below the reserved units, or Idempotency-Key reused"},
-    },
+    responses=problem_responses(
+        404,
+        409,
+        s404="Unknown SKU",
+        s409="Count below the reserved units, or Idempotency-Key reused",
+    ),
 )
 async def adjust_stock(
     sku: SkuPath,
@@ -213,7 +226,7 @@ async def adjust_stock(
 @router.put(
     "/stock/{sku}/threshold",
     response_model=StockView,
-    responses={404: {"description": "Unknown SKU"}},
+    responses=problem_responses(404, 409, s404="Unknown SKU"),
 )
 async def set_threshold(
     sku: SkuPath, body: ThresholdRequest, request: Request, response: Response
@@ -224,7 +237,9 @@ async def set_threshold(
     return _respond(result, response)
 
 
-@router.get("/stock/{sku}", response_model=StockView, responses={404: {"description": "Unknown"}})
+@router.get(
+    "/stock/{sku}", response_model=StockView, responses=problem_responses(404, s404="Unknown SKU")
+)
 async def get_stock(sku: SkuPath, request: Request) -> StockView:
     try:
         item = await asyncio.to_thread(_inventory(request).get_stock, sku)
@@ -248,7 +263,7 @@ async def list_stock(
 @router.get(
     "/reservations/{order_id}",
     response_model=ReservationView,
-    responses={404: {"description": "No reservation for this order"}},
+    responses=problem_responses(404, s404="No reservation for this order"),
 )
 async def get_reservation(order_id: uuid.UUID, request: Request) -> ReservationView:
     try:

@@ -10,12 +10,18 @@ from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Header, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator
 
 from fulfilment_kit.contracts import OrderLine as LineModel
 from fulfilment_kit.contracts import ShippingAddress
-from fulfilment_kit.contracts.types import CurrencyCode, PaymentToken, ReasonText
-from fulfilment_kit.http.errors import ProblemError, conflict, not_found
+from fulfilment_kit.contracts.types import (
+    InputCountryCode,
+    InputCurrencyCode,
+    InputReasonText,
+    NoControlCharacters,
+    PaymentToken,
+)
+from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
 from fulfilment_kit.tracing import Trace
 from orders.application import (
     IdempotencyConflict,
@@ -31,6 +37,23 @@ router = APIRouter(tags=["orders"])
 MAX_ORDER_TOTAL_MINOR = 10**12
 
 
+def _line(max_length: int, min_length: int = 1) -> object:
+    return StringConstraints(min_length=min_length, max_length=max_length)
+
+
+class ShippingAddressInput(BaseModel):
+    """Where the order is delivered: one line per field, no control characters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recipient_name: Annotated[str, Strict(), _line(200), NoControlCharacters()]
+    line1: Annotated[str, Strict(), _line(200), NoControlCharacters()]
+    line2: Annotated[str, Strict(), _line(200, 0), NoControlCharacters()] | None = None
+    city: Annotated[str, Strict(), _line(100), NoControlCharacters()]
+    postal_code: Annotated[str, Strict(), _line(20), NoControlCharacters()]
+    country_code: InputCountryCode
+
+
 class PlaceOrderRequest(BaseModel):
     """A new order: who, what, in which currency, shipped where."""
 
@@ -38,8 +61,8 @@ class PlaceOrderRequest(BaseModel):
 
     customer_id: uuid.UUID
     lines: list[LineModel] = Field(min_length=1, max_length=MAX_LINES)
-    currency: CurrencyCode
-    shipping_address: ShippingAddress
+    currency: InputCurrencyCode
+    shipping_address: ShippingAddressInput
     payment_token: PaymentToken
 
     @field_validator("lines")
@@ -116,7 +139,9 @@ def _orders(request: Request) -> OrdersApplication:
     "/orders",
     status_code=status.HTTP_201_CREATED,
     response_model=OrderView,
-    responses={409: {"description": "Idempotency-Key reused with a different body"}},
+    responses=problem_responses(
+        409, s409="Idempotency-Key reused with a different body", s422="Invalid order"
+    ),
 )
 async def place_order(
     body: PlaceOrderRequest,
@@ -156,7 +181,7 @@ async def place_order(
     return OrderView.of(placed.order)
 
 
-@router.get("/orders/{order_id}", response_model=OrderView)
+@router.get("/orders/{order_id}", response_model=OrderView, responses=problem_responses(404))
 async def get_order(order_id: uuid.UUID, request: Request) -> OrderView:
     try:
         order = await asyncio.to_thread(_orders(request).get_order, order_id)
@@ -168,13 +193,15 @@ async def get_order(order_id: uuid.UUID, request: Request) -> OrderView:
 class CancelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: ReasonText = "cancelled by the customer"
+    reason: InputReasonText = "cancelled by the customer"
 
 
 @router.post(
     "/orders/{order_id}/cancel",
     response_model=OrderView,
-    responses={409: {"description": "The order has shipped or ended and cannot be cancelled"}},
+    responses=problem_responses(
+        404, 409, s409="The order has shipped or ended and cannot be cancelled"
+    ),
 )
 async def cancel_order(
     order_id: uuid.UUID, request: Request, body: CancelRequest | None = None

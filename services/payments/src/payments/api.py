@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, Request, Response, status
 from pydantic import BaseModel, ConfigDict
 
 from fulfilment_kit.contracts.types import PositiveMinorAmount
-from fulfilment_kit.http.errors import ProblemError, conflict, not_found
+from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
 from fulfilment_kit.tracing import Trace
 from payments.application import (
     ConcurrentUpdate,
@@ -106,7 +106,11 @@ def _payments(request: Request) -> PaymentsApplication:
     return app
 
 
-@router.get("/payments/{order_id}", response_model=PaymentView)
+@router.get(
+    "/payments/{order_id}",
+    response_model=PaymentView,
+    responses=problem_responses(404, s404="No payment for this order"),
+)
 async def get_payment(order_id: uuid.UUID, request: Request) -> PaymentView:
     try:
         payment = await asyncio.to_thread(_payments(request).get_payment, order_id)
@@ -119,11 +123,16 @@ async def get_payment(order_id: uuid.UUID, request: Request) -> PaymentView:
     "/payments/{order_id}/refunds",
     status_code=status.HTTP_201_CREATED,
     response_model=RefundCreated,
-    responses={
-        404: {"description": "No payment for this order"},
-        409: {"description": "Not captured, more than refundable, or Idempotency-Key reused"},
-        503: {"description": "Payment provider unavailable: retry with the same key"},
-    },
+    responses=problem_responses(
+        404,
+        409,
+        502,
+        503,
+        s404="No payment for this order",
+        s409="Not captured, more than refundable, or Idempotency-Key reused",
+        s502="The payment provider refused the refund",
+        s503="Payment provider or database unavailable: retry with the same key",
+    ),
 )
 async def refund(
     order_id: uuid.UUID,

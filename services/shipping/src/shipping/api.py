@@ -13,8 +13,8 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
 
 from fulfilment_kit.contracts.shipping import ShipmentExceptionCode
-from fulfilment_kit.contracts.types import ReasonText, Sku, TrackingNumber
-from fulfilment_kit.http.errors import ProblemError, conflict, not_found
+from fulfilment_kit.contracts.types import InputReasonText, Sku, TrackingNumber
+from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
 from fulfilment_kit.tracing import Trace
 from shipping.application import (
     CarrierRefused,
@@ -89,7 +89,7 @@ class CarrierWebhook(BaseModel):
     tracking_number: TrackingNumber
     status: Literal["in_transit", "delivered", "exception"]
     reason_code: ShipmentExceptionCode | None = None
-    reason: ReasonText | None = None
+    reason: InputReasonText | None = None
     occurred_at: AwareDatetime | None = None
 
     @model_validator(mode="after")
@@ -125,7 +125,11 @@ async def require_carrier_token(
         raise ProblemError(401, "Unauthorized", f"a valid {WEBHOOK_TOKEN_HEADER} is required")
 
 
-@router.get("/shipments/{order_id}", response_model=ShipmentView)
+@router.get(
+    "/shipments/{order_id}",
+    response_model=ShipmentView,
+    responses=problem_responses(404, s404="No shipment for this order"),
+)
 async def get_shipment(order_id: uuid.UUID, request: Request) -> ShipmentView:
     try:
         shipment = await asyncio.to_thread(_shipping(request).get_shipment, order_id)
@@ -137,12 +141,16 @@ async def get_shipment(order_id: uuid.UUID, request: Request) -> ShipmentView:
 @router.post(
     "/shipments/{order_id}/dispatch",
     response_model=ShipmentView,
-    responses={
-        404: {"description": "No shipment for this order"},
-        409: {"description": "Awaiting payment, cancelled or already shipped"},
-        502: {"description": "The carrier refused the booking"},
-        503: {"description": "The carrier is unavailable; the shipment stays packing"},
-    },
+    responses=problem_responses(
+        404,
+        409,
+        502,
+        503,
+        s404="No shipment for this order",
+        s409="Awaiting payment, cancelled or already shipped",
+        s502="The carrier refused the booking",
+        s503="The carrier or the database is unavailable; the shipment stays packing",
+    ),
 )
 async def dispatch(
     order_id: uuid.UUID,
@@ -179,11 +187,15 @@ async def dispatch(
     "/carrier/webhooks",
     response_model=ShipmentView,
     dependencies=[Depends(require_carrier_token)],
-    responses={
-        401: {"description": f"Missing or wrong {WEBHOOK_TOKEN_HEADER}"},
-        404: {"description": "Unknown tracking number"},
-        409: {"description": "The update does not fit the shipment's status"},
-    },
+    responses=problem_responses(
+        401,
+        404,
+        409,
+        s401=f"Missing or wrong {WEBHOOK_TOKEN_HEADER}",
+        s404="Unknown tracking number",
+        s409="The update does not fit the shipment's status",
+        s422="Invalid report, or an event time before the shipment or in the future",
+    ),
 )
 async def carrier_webhook(body: CarrierWebhook, request: Request) -> ShipmentView:
     """A carrier reports progress; a repeated report is answered without a second effect."""

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import pycountry
-from pydantic import AfterValidator, Field, Strict, StringConstraints, WithJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    AfterValidator,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    Strict,
+    StringConstraints,
+    WithJsonSchema,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
 
 __all__ = [
     "SKU_PATTERN",
     "CarrierName",
     "CountryCode",
     "CurrencyCode",
+    "InputCountryCode",
+    "InputCurrencyCode",
+    "InputName",
+    "InputReasonText",
     "MinorAmount",
+    "NoControlCharacters",
     "PaymentToken",
     "PositiveMinorAmount",
     "Quantity",
@@ -117,3 +132,116 @@ Personal data: never logged, never a metric label."""
 
 RmaNumber = Annotated[str, Strict(), StringConstraints(pattern=r"^RMA-[A-Z0-9]{4,32}$")]
 """Return merchandise authorisation number, e.g. RMA-7F3K9Q."""
+
+
+# --- request-side types: what the API accepts from now on -------------------------------------
+# The event types above stay as they were: records already on the topics must keep decoding
+# (see docs/adr). Requests are stricter: no control characters, only chargeable currencies.
+
+_CONTROL_MULTILINE = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff"
+_CONTROL_SINGLE_LINE = "\x00-\x1f\x7f-\x9f\ud800-\udfff"
+_CONTROL_RE = {
+    True: re.compile(f"[{_CONTROL_MULTILINE}]"),
+    False: re.compile(f"[{_CONTROL_SINGLE_LINE}]"),
+}
+# The same classes in JSON Schema (ECMA-262) syntax, so generated clients and fuzzers know.
+_TEXT_PATTERN = {
+    True: r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$",
+    False: r"^[^\u0000-\u001F\u007F-\u009F]*$",
+}
+
+
+@dataclass(frozen=True)
+class NoControlCharacters:
+    """`Annotated` metadata of a free-text request field: refuses control characters (NUL,
+    escapes, DEL, C1, lone surrogates); `multiline` allows tab, CR and LF. Documented in the
+    JSON Schema as a `pattern` so that generated clients and fuzzers know."""
+
+    multiline: bool = False
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema["pattern"] = _TEXT_PATTERN[self.multiline]
+        return json_schema
+
+    def _check(self, value: str) -> str:
+        found = _CONTROL_RE[self.multiline].search(value)
+        if found is not None:
+            raise PydanticCustomError(
+                "control_characters",
+                "must not contain control characters{allowed}: found U+{code} at position "
+                "{position}",
+                {
+                    "allowed": " (tab and newline are allowed)" if self.multiline else "",
+                    "code": f"{ord(found.group()):04X}",
+                    "position": found.start(),
+                },
+            )
+        return value
+
+
+InputReasonText = Annotated[
+    str,
+    Strict(),
+    StringConstraints(min_length=1, max_length=500),
+    NoControlCharacters(multiline=True),
+]
+"""A reason, note or summary in a request: 1 to 500 characters, no control characters."""
+
+InputName = Annotated[
+    str, Strict(), StringConstraints(min_length=1, max_length=200), NoControlCharacters()
+]
+"""A person's or agent's name in a request: 1 to 200 characters on one line."""
+
+# ISO 4217 codes that are not money a shop can charge: precious metals, bond-market units,
+# SDRs and the like, the testing and "no currency" codes, and fund codes.
+NON_CURRENCY_CODES = frozenset(
+    {
+        "XAG", "XAU", "XPD", "XPT",  # metals
+        "XBA", "XBB", "XBC", "XBD",  # bond-market units
+        "XDR", "XSU", "XUA",  # SDR, Sucre, ADB unit of account
+        "XTS", "XXX",  # testing, no currency
+        "BOV", "CHE", "CHW", "CLF", "COU", "MXV", "USN", "UYI", "UYW",  # funds
+    }
+)  # fmt: skip
+CHARGEABLE_CURRENCIES: tuple[str, ...] = tuple(
+    sorted(c.alpha_3 for c in pycountry.currencies if c.alpha_3 not in NON_CURRENCY_CODES)
+)
+COUNTRY_CODES: tuple[str, ...] = tuple(sorted(c.alpha_2 for c in pycountry.countries))
+_CHARGEABLE = frozenset(CHARGEABLE_CURRENCIES)
+
+
+def _check_chargeable_currency(value: str) -> str:
+    _check_currency(value)
+    if value not in _CHARGEABLE:
+        raise PydanticCustomError(
+            "currency_code",
+            "'{value}' is an ISO-4217 code for no money a customer can pay in "
+            "(a test, metal, fund or accounting unit)",
+            {"value": value},
+        )
+    return value
+
+
+InputCurrencyCode = Annotated[
+    str,
+    Strict(),
+    AfterValidator(_check_chargeable_currency),
+    WithJsonSchema({"type": "string", "enum": list(CHARGEABLE_CURRENCIES)}),
+]
+"""A currency a customer can pay in: ISO 4217, without the test, metal and fund codes."""
+
+InputCountryCode = Annotated[
+    str,
+    Strict(),
+    AfterValidator(_check_country),
+    WithJsonSchema({"type": "string", "enum": list(COUNTRY_CODES)}),
+]
+"""An ISO-3166-1 alpha-2 country code in a request, listed as an enum in the OpenAPI."""

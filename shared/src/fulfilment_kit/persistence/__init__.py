@@ -31,7 +31,8 @@ def eventsourcing_env(
         "POSTGRES_PASSWORD": postgres.password,
         "POSTGRES_POOL_SIZE": str(postgres.pool_size),
         "POSTGRES_MAX_OVERFLOW": str(postgres.max_overflow),
-        "POSTGRES_CONNECT_TIMEOUT": "5",
+        # eventsourcing passes this to the pool as its wait for a connection (not to connect).
+        "POSTGRES_CONNECT_TIMEOUT": str(postgres.pool_timeout_s),
         # No pre-ping: it doubled the round trips of every transaction (a fifth of the
         # services' time under load); eventsourcing retries a broken connection itself.
         "POSTGRES_PRE_PING": "n",
