@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from shipping.gateway import RetryingCarrier, SandboxCarrier
 from tests.unit.test_shipping_policy import Feed, cancelled, paid, placed
 
 TOKEN = "s3cret-token"
+NOW = datetime(2025, 1, 2, 8, 58, tzinfo=UTC)
+"""The service's clock: carrier event times are checked against it (and the shipment)."""
 
 
 @pytest.fixture
@@ -28,6 +31,7 @@ def app(sandbox: SandboxCarrier) -> ShippingApplication:
     return ShippingApplication(
         env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
         carrier=RetryingCarrier(sandbox, sleep=lambda _: None),
+        clock=lambda: NOW,
     )
 
 
@@ -240,3 +244,39 @@ def test_webhook_token_is_required_when_configured(app: ShippingApplication, fee
     assert client.post("/carrier/webhooks", json={"x": 1}).status_code == 401
     ok = client.post("/carrier/webhooks", json=body, headers={"X-Carrier-Token": TOKEN})
     assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "why"),
+    [
+        ("1970-01-01T00:00:00Z", "before the parcel shipped"),
+        ((NOW - timedelta(minutes=6)).isoformat(), "before the parcel shipped"),
+        ("9999-12-31T23:59:59Z", "in the future"),
+        ((NOW + timedelta(minutes=6)).isoformat(), "in the future"),
+    ],
+)
+def test_carrier_event_times_before_the_shipment_or_in_the_future_are_422(
+    client: TestClient, feed: Feed, app: ShippingApplication, occurred_at: str, why: str
+) -> None:
+    tracking = dispatched(client, feed)["tracking_number"]
+    events = newest(app)
+    for status in ("in_transit", "delivered"):
+        body = {"tracking_number": tracking, "status": status, "occurred_at": occurred_at}
+        reply = client.post("/carrier/webhooks", json=body)
+        assert reply.status_code == 422, reply.text
+        problem = reply.json()
+        assert [e["field"] for e in problem["errors"]] == ["occurred_at"]
+        assert why in problem["detail"]
+    assert newest(app) == events
+
+
+def test_carrier_event_times_within_the_clock_skew_are_accepted(
+    client: TestClient, feed: Feed
+) -> None:
+    tracking = dispatched(client, feed)["tracking_number"]
+    for status, at in (
+        ("in_transit", NOW - timedelta(minutes=4)),
+        ("delivered", NOW + timedelta(minutes=4)),
+    ):
+        body = {"tracking_number": tracking, "status": status, "occurred_at": at.isoformat()}
+        assert client.post("/carrier/webhooks", json=body).status_code == 200

@@ -38,6 +38,12 @@ from fulfilment_kit.contracts import InspectedLine, ReturnLine
 from fulfilment_kit.contracts.customer_service import CaseKind, CasePriority, ReturnReasonCode
 from fulfilment_kit.contracts.types import InputName, InputReasonText, NoControlCharacters, Sku
 from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
+from fulfilment_kit.http.pagination import (
+    DEFAULT_PAGE_SIZE,
+    LINK_HEADER,
+    PageSize,
+    set_next_link,
+)
 from fulfilment_kit.tracing import Trace
 
 log = structlog.get_logger(__name__)
@@ -464,21 +470,33 @@ async def receive_return(return_id: uuid.UUID, body: ReceiptBody, request: Reque
 # --- cases ------------------------------------------------------------------------------------
 
 
-@router.get("/cases", response_model=list[CaseView], tags=["cases"])
+@router.get(
+    "/cases",
+    response_model=list[CaseView],
+    tags=["cases"],
+    responses={200: {"description": "A page of cases", "headers": LINK_HEADER}},
+)
 async def list_cases(
     request: Request,
+    response: Response,
     status: Annotated[Literal["open", "in_progress", "resolved", "closed"] | None, Query()] = None,
     kind: Annotated[CaseKind | None, Query()] = None,
     assignee: Annotated[InputName | None, Query()] = None,
     order_id: Annotated[uuid.UUID | None, Query()] = None,
+    offset: Annotated[int, Query(ge=0, le=10**9, description="cases to skip")] = 0,
+    limit: PageSize = DEFAULT_PAGE_SIZE,
 ) -> list[CaseView]:
-    """Cases, oldest first, filtered by status, kind, assignee and order."""
+    """Cases, oldest first, filtered by status, kind, assignee and order; a page at a time
+    (follow `Link: rel="next"`)."""
     cases = await asyncio.to_thread(
         lambda: _app(request).list_cases(
             status=status, kind=kind, assignee=assignee, order_id=order_id
         )
     )
-    return [CaseView.of(c) for c in cases]
+    page = cases[offset : offset + limit]
+    more = len(cases) > offset + limit
+    set_next_link(request, response, {"offset": offset + limit} if more else None)
+    return [CaseView.of(c) for c in page]
 
 
 @router.get(

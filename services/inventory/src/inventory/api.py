@@ -22,6 +22,13 @@ from fulfilment_kit.contracts.types import (
     StockCount,
 )
 from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
+from fulfilment_kit.http.pagination import (
+    DEFAULT_PAGE_SIZE,
+    LINK_HEADER,
+    PageSize,
+    page_after,
+    set_next_link,
+)
 from fulfilment_kit.tracing import Trace
 from inventory.application import (
     ConcurrentUpdate,
@@ -248,16 +255,25 @@ async def get_stock(sku: SkuPath, request: Request) -> StockView:
     return StockView.of(item)
 
 
-@router.get("/stock", response_model=list[StockView])
+@router.get(
+    "/stock",
+    response_model=list[StockView],
+    responses={200: {"description": "A page of SKUs", "headers": LINK_HEADER}},
+)
 async def list_stock(
     request: Request,
+    response: Response,
     below_threshold: Annotated[
         bool | None, Query(description="only SKUs below (true) or not below (false) threshold")
     ] = None,
+    after: Annotated[Sku | None, Query(description="the last SKU of the previous page")] = None,
+    limit: PageSize = DEFAULT_PAGE_SIZE,
 ) -> list[StockView]:
-    """Every known SKU, sorted by SKU."""
+    """Known SKUs sorted by SKU, a page at a time (follow `Link: rel="next"`)."""
     items = await asyncio.to_thread(_inventory(request).list_stock, below_threshold)
-    return [StockView.of(item) for item in items]
+    page, next_after = page_after(items, lambda item: item.sku, after, limit)
+    set_next_link(request, response, None if next_after is None else {"after": next_after})
+    return [StockView.of(item) for item in page]
 
 
 @router.get(

@@ -21,6 +21,7 @@ from shipping.application import (
     CarrierUnavailable,
     CarrierUpdate,
     ConcurrentChange,
+    InvalidEventTime,
     ShipmentNotFound,
     ShippingApplication,
     UnknownTrackingNumber,
@@ -211,6 +212,13 @@ async def carrier_webhook(body: CarrierWebhook, request: Request) -> ShipmentVie
         result = await asyncio.to_thread(_shipping(request).carrier_update, update)
     except UnknownTrackingNumber as exc:
         raise not_found("tracking number", body.tracking_number) from exc
+    except InvalidEventTime as exc:
+        raise ProblemError(
+            422,
+            "Request validation failed",
+            f"invalid fields: occurred_at: {exc}",
+            errors=[{"field": "occurred_at", "message": str(exc), "type": "event_time"}],
+        ) from exc
     except (InvalidTransition, ConcurrentChange) as exc:
         raise conflict(str(exc)) from exc
     if result.changed:

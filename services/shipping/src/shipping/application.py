@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
 import structlog
@@ -50,6 +50,8 @@ SHIPMENTS = Counter(
 
 # How often a command re-reads and retries after a concurrent change of the shipment.
 CONFLICT_RETRIES = 3
+CARRIER_CLOCK_SKEW = timedelta(minutes=5)
+"""How far a carrier's event time may be ahead of ours, or before the parcel shipped."""
 
 TAggregate = TypeVar("TAggregate", bound=Aggregate)
 
@@ -68,6 +70,10 @@ class CarrierUnavailable(Exception):
 
 class CarrierRefused(Exception):
     """The carrier refused the booking; the shipment stays packing (needs a human)."""
+
+
+class InvalidEventTime(ValueError):
+    """A carrier reported a time before the parcel shipped or in the future."""
 
 
 class ConcurrentChange(Exception):
@@ -298,6 +304,7 @@ class ShippingApplication(InboxApplication):
                 raise UnknownTrackingNumber(update.tracking_number)
             shipment = self._shipment(index.shipment_id)
             at = update.occurred_at or self.clock()
+            self._check_event_time(shipment, at)
             if update.status == "in_transit":
                 changed = shipment.report_in_transit(occurred_at=at, trace=update.trace)
             elif update.status == "delivered":
@@ -332,6 +339,19 @@ class ShippingApplication(InboxApplication):
     def get_shipment(self, order_id: uuid.UUID) -> Shipment:
         return self._shipment(shipment_id_for(order_id))
 
+    def _check_event_time(self, shipment: Shipment, at: datetime) -> None:
+        now = self.clock()
+        if at > now + CARRIER_CLOCK_SKEW:
+            raise InvalidEventTime(
+                f"occurred_at {at.isoformat()} is in the future (now {now.isoformat()})"
+            )
+        shipped_at = shipment.shipped_at
+        if shipped_at is not None and at < shipped_at - CARRIER_CLOCK_SKEW:
+            raise InvalidEventTime(
+                f"occurred_at {at.isoformat()} is before the parcel shipped "
+                f"({shipped_at.isoformat()})"
+            )
+
     def _shipment(self, shipment_id: uuid.UUID) -> Shipment:
         shipment = self.find(shipment_id, Shipment)
         if shipment is None:
@@ -346,6 +366,7 @@ __all__ = [
     "CarrierUpdate",
     "ConcurrentChange",
     "Dispatched",
+    "InvalidEventTime",
     "InvalidTransition",
     "ShipmentNotFound",
     "ShippingApplication",

@@ -16,6 +16,7 @@ from eventsourcing.application import Application
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from fulfilment_kit.http.errors import problem_responses
 from fulfilment_kit.messaging.relay import EventMapper, public_records
 
 
@@ -60,13 +61,19 @@ def read_page(
     return EventPage(events=events, next_after=next_after, head=max(head, next_after))
 
 
+MAX_EVENTS_PAGE = 5000
+"""The largest page of `GET /events` (rebuilds read it in pages of this)."""
+
+
 def events_router(app: Application[Any], mapper: EventMapper, source: str) -> APIRouter:
     router = APIRouter(tags=["events"])
 
-    @router.get("/events", response_model=EventPage)
+    @router.get("/events", response_model=EventPage, responses=problem_responses())
     async def list_events(
         after: int = Query(0, ge=0, description="notification id to read after"),
-        limit: int = Query(500, ge=1, le=5000, description="notifications to read at most"),
+        limit: int = Query(
+            500, ge=1, le=MAX_EVENTS_PAGE, description="notifications to read at most"
+        ),
     ) -> EventPage:
         """This service's public events from its notification log, in log order."""
         return await asyncio.to_thread(read_page, app, mapper, source, after, limit)
