@@ -101,7 +101,8 @@ def cancelled(order_id: uuid.UUID) -> OrderCancelled:
 
 @pytest.fixture
 def app() -> ShippingApplication:
-    return ShippingApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    # The service's clock is NOW: carrier event times are checked against it.
+    return ShippingApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"}, clock=lambda: NOW)
 
 
 @pytest.fixture
