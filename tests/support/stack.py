@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -129,3 +132,43 @@ async def publish(
         return ce_ids
     finally:
         await producer.stop()
+
+
+REPO_DIR = Path(__file__).resolve().parents[2]
+STACK_SCRIPT = REPO_DIR / "deploy" / "local" / "stack.sh"
+
+
+def postgres_answers() -> bool:
+    try:
+        with psycopg.connect(postgres_admin_dsn(), connect_timeout=2):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def _stack(command: str) -> None:
+    """Run `deploy/local/stack.sh COMMAND` on this checkout's own stack (its state dir and the
+    ports in the environment), never anyone else's."""
+    subprocess.run(
+        ["bash", str(STACK_SCRIPT), command],
+        check=True,
+        env=dict(os.environ),
+        cwd=REPO_DIR,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def pg_down() -> None:
+    """Stop this stack's PostgreSQL (a fast shutdown: clients see their connections end)."""
+    _stack("pg-down")
+    if postgres_answers():
+        raise AssertionError(
+            "PostgreSQL still answers after `stack.sh pg-down`: it is not this stack's own "
+            "server, and a test never stops anyone else's"
+        )
+
+
+def pg_up() -> None:
+    """Start this stack's PostgreSQL again (same data directory)."""
+    _stack("pg-up")

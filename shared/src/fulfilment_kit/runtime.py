@@ -19,8 +19,8 @@ from fulfilment_kit.http.context import CORRELATION_PARAMETER, RequestContextMid
 from fulfilment_kit.http.errors import document_problems, install_error_handlers
 from fulfilment_kit.http.events import events_router
 from fulfilment_kit.http.limits import RequestLimitsMiddleware
-from fulfilment_kit.messaging.consumer import ConsumerWatch, subscribe_inbox
-from fulfilment_kit.messaging.inbox import Applier, Inbox, InboxApplication
+from fulfilment_kit.messaging.consumer import ConsumerWatch, PartitionGate, subscribe_inbox
+from fulfilment_kit.messaging.inbox import Applier, Inbox, InboxApplication, OnFailure
 from fulfilment_kit.messaging.relay import EventMapper, OutboxRelay
 from fulfilment_kit.observability.health import Health
 from fulfilment_kit.observability.logging import configure_logging
@@ -42,6 +42,7 @@ class _Consumer:
     subscriber: Any
     heartbeat: str
     applier: Applier
+    gate: PartitionGate
 
 
 @dataclass
@@ -87,6 +88,7 @@ class ServiceRuntime:
             self.add_consumer(group_id, applier, group_topics)
         self.health.readiness_checks["database"] = self._database_ready
         self.health.readiness_checks["kafka"] = self._kafka_ready
+        self.health.readiness_checks["consumers"] = self._consumers_ready
 
     def add_consumer(
         self,
@@ -94,12 +96,15 @@ class ServiceRuntime:
         applier: Applier,
         source_topics: Sequence[str],
         heartbeat: str | None = None,
+        on_failure: OnFailure = "dead_letter",
     ) -> _Consumer:
         """Run one more consumer group in this process (call before `running()`).
 
         Its records are applied by `applier` with tracking names `<group_id>:<topic>:<p>`;
-        poison goes to `<topic>.dlq.<group_id>`. An applier with a `close()` is closed on
-        shutdown. With FULFIL_CONSUMERS_ENABLED=false it is registered but not subscribed.
+        poison goes to `<topic>.dlq.<group_id>` (with on_failure="stop", a record its handler
+        keeps failing on stops its partition instead, retried with backoff: read models).
+        An applier with a `close()` is closed on shutdown. With FULFIL_CONSUMERS_ENABLED=false
+        it is registered but not subscribed (operator tools use its inbox: `fulfil dlq`).
         """
         inbox = Inbox(
             app=applier,
@@ -107,7 +112,9 @@ class ServiceRuntime:
             kafka_settings=self.kafka_settings,
             max_attempts=self.settings.consumer_max_attempts,
             backoff_s=self.settings.consumer_backoff_s,
+            on_failure=on_failure,
         )
+        gate = PartitionGate(inbox, max_backoff_s=self.settings.consumer_max_backoff_s)
         subscriber = None
         if self.settings.consumers_enabled:
             subscriber = subscribe_inbox(
@@ -116,8 +123,9 @@ class ServiceRuntime:
                 source_topics,
                 max_records=self.settings.consumer_max_records,
                 resume_from=self.settings.consumer_resume_from,
+                gate=gate,
             )
-        consumer = _Consumer(inbox, subscriber, heartbeat or f"consumer:{group_id}", applier)
+        consumer = _Consumer(inbox, subscriber, heartbeat or f"consumer:{group_id}", applier, gate)
         self.consumers.append(consumer)
         return consumer
 
@@ -134,6 +142,11 @@ class ServiceRuntime:
                 return f"no partitions assigned yet to {running.inbox.group_id}"
         return None
 
+    async def _consumers_ready(self) -> str | None:
+        """Not ready while a consumer holds partitions it cannot apply (database, Kafka)."""
+        problems = [p for c in self._active() if (p := c.gate.problem()) is not None]
+        return "; ".join(problems) or None
+
     def _active(self) -> list[_Consumer]:
         return [c for c in self.consumers if c.subscriber is not None]
 
@@ -148,8 +161,11 @@ class ServiceRuntime:
             tasks.append(asyncio.create_task(self.relay.run(), name="relay"))
         for consumer in self._active():
             beat = self.health.heartbeat(consumer.heartbeat)
-            watch = ConsumerWatch(consumer.inbox, consumer.subscriber, beat)
+            watch = ConsumerWatch(consumer.inbox, consumer.subscriber, beat, consumer.gate)
             tasks.append(asyncio.create_task(watch.run(), name=f"{consumer.heartbeat}-watch"))
+            tasks.append(
+                asyncio.create_task(consumer.gate.run(), name=f"{consumer.heartbeat}-gate")
+            )
         tasks.extend(
             asyncio.create_task(_supervised(job), name=getattr(job, "__qualname__", "job"))
             for job in self.background

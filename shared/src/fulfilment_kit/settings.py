@@ -58,6 +58,8 @@ class ServiceSettings(BaseSettings):
     consumer_max_records: int = Field(default=500, ge=1)
     consumer_max_attempts: int = Field(default=5, ge=1)
     consumer_backoff_s: float = Field(default=0.2, ge=0)
+    consumer_max_backoff_s: float = Field(default=30.0, gt=0)
+    """Longest wait between two tries of a partition held at its tracked offset."""
     # Where a consumer resumes on partition assignment. "kafka" (trust Kafka's committed
     # offsets, like a plain consumer) exists only to inject redelivery in tests.
     consumer_resume_from: Literal["database", "kafka"] = "database"

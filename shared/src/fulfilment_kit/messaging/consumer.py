@@ -1,9 +1,20 @@
-"""FastStream wiring of an Inbox: batch subscriber, seek-to-tracked-offset, progress watch."""
+"""FastStream wiring of an Inbox: batch subscriber, seek-to-tracked-offset, hold and retry.
+
+A consumer never moves past an offset it has not applied or dead-lettered. Whatever the
+inbox could not get past (database down, a conflict, a fenced write, a projection failure,
+a retention gap) is *held*: the partition is sought back to its tracked offset, paused, and
+resumed with backoff, so aiokafka's position never runs ahead of the database. A retention
+gap is resumed only after an operator accepted it (`fulfil consumers accept-gap`).
+See docs/adr/0007-inbox-never-skips.md.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -13,35 +24,268 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 
 from fulfilment_kit.contracts import topics
-from fulfilment_kit.messaging.inbox import Inbox
+from fulfilment_kit.messaging.inbox import Inbox, PartitionBlocked, safe_reason
 from fulfilment_kit.observability import metrics
 from fulfilment_kit.observability.health import Heartbeat
 
 log = structlog.get_logger(__name__)
 
+# Held for these reasons, the consumer cannot do its job at all: /readyz says so.
+NOT_READY_KINDS = ("database", "unpositioned", "kafka")
+GAP_RECHECK_S = 5.0
+
+
+@dataclass
+class Hold:
+    """Why a partition is held at its tracked offset, and when to try again."""
+
+    kind: str
+    reason: str
+    since: float
+    attempt: int
+    retry_at: float
+    resumed: bool = False
+    lost: int = 0
+
+
+class PartitionGate:
+    """Holds the partitions an inbox cannot get past and resumes them with backoff."""
+
+    def __init__(self, inbox: Inbox, max_backoff_s: float = 30.0) -> None:
+        self.inbox = inbox
+        self.max_backoff_s = max_backoff_s
+        self.subscriber: Any = None
+        self.holds: dict[TopicPartition, Hold] = {}
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        return self.subscriber.consumer if self.subscriber is not None else None
+
+    async def log_start(self, tps: Sequence[TopicPartition]) -> Mapping[TopicPartition, int]:
+        consumer = self.consumer
+        assert consumer is not None
+        starts: Mapping[TopicPartition, int] = await asyncio.wait_for(
+            consumer.beginning_offsets(list(tps)), 10
+        )
+        return starts
+
+    def hold(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        kind: str,
+        resume_at: int | None,
+        reason: str,
+        lost: int = 0,
+    ) -> None:
+        """Seek `tp` back to `resume_at` (None: its position is unknown), pause it, retry later."""
+        if tp not in consumer.assignment():
+            self.inbox.forget(tp)  # revoked meanwhile: its new owner carries on
+            return
+        if resume_at is not None:
+            consumer.seek(tp, resume_at)
+        consumer.pause(tp)
+        now = time.monotonic()
+        previous = self.holds.get(tp)
+        attempt = previous.attempt + 1 if previous is not None else 1
+        delay = min(self.inbox.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+        if kind == "gap":
+            delay = GAP_RECHECK_S
+        if previous is not None and previous.kind != kind:
+            self._gauge(tp, previous.kind).set(0)
+        self.holds[tp] = Hold(
+            kind=kind,
+            reason=reason,
+            since=previous.since if previous is not None else now,
+            attempt=attempt,
+            retry_at=now + max(delay, 0.05),
+            lost=lost,
+        )
+        self._gauge(tp, kind).set(1)
+        fields = {
+            "consumer": self.inbox.group_id,
+            "topic": tp.topic,
+            "partition": tp.partition,
+            "reason": reason,
+            "resume_at": resume_at,
+            "retry_in_s": round(delay, 2),
+            "attempt": attempt,
+        }
+        if kind == "gap":
+            metrics.INBOX_RETENTION_GAP.labels(
+                self.inbox.group_id, tp.topic, str(tp.partition)
+            ).set(lost)
+            if previous is not None and previous.kind == "gap":
+                return  # re-checked every few seconds; said once
+            log.error(
+                "partition stopped: records were deleted by retention before they were applied;"
+                " accept the gap with `fulfil consumers accept-gap "
+                f"{self.inbox.group_id} {tp.topic} {tp.partition}`",
+                lost_records=lost,
+                **fields,
+            )
+        elif kind in ("handler", "conflict"):
+            log.error("partition stopped at a failing record, retrying", kind=kind, **fields)
+        else:
+            log.warning("partition held at its tracked offset, retrying", kind=kind, **fields)
+
+    def hold_blocked(self, consumer: AIOKafkaConsumer, blocked: PartitionBlocked) -> None:
+        self.hold(
+            consumer, blocked.tp, blocked.kind, blocked.resume_at, blocked.reason, blocked.lost
+        )
+
+    def release(self, tp: TopicPartition) -> None:
+        hold = self.holds.pop(tp, None)
+        if hold is None:
+            return
+        self._gauge(tp, hold.kind).set(0)
+        if hold.kind == "gap":
+            metrics.INBOX_RETENTION_GAP.labels(
+                self.inbox.group_id, tp.topic, str(tp.partition)
+            ).set(0)
+        log.info(
+            "partition flows again",
+            consumer=self.inbox.group_id,
+            topic=tp.topic,
+            partition=tp.partition,
+            held_s=round(time.monotonic() - hold.since, 1),
+        )
+
+    def drop(self, tps: Iterable[TopicPartition]) -> None:
+        """Forget holds of revoked partitions (their new owner places them itself)."""
+        for tp in tps:
+            hold = self.holds.pop(tp, None)
+            if hold is not None:
+                self._gauge(tp, hold.kind).set(0)
+
+    def holding(self, tp: TopicPartition) -> bool:
+        hold = self.holds.get(tp)
+        return hold is not None and not hold.resumed
+
+    def _gauge(self, tp: TopicPartition, kind: str) -> Any:
+        return metrics.INBOX_PARTITION_BLOCKED.labels(
+            self.inbox.group_id, tp.topic, str(tp.partition), kind
+        )
+
+    async def place(self, consumer: AIOKafkaConsumer, tps: Iterable[TopicPartition]) -> None:
+        """Seek each of `tps` to its tracked offset; hold those it cannot place (yet)."""
+        positions: dict[TopicPartition, int | None] = {}
+        down: str | None = None
+        for tp in sorted(tps):
+            if down is not None:
+                self.hold(consumer, tp, "unpositioned", None, down)
+                continue
+            try:
+                positions[tp] = await self.inbox.tracked_position(tp)
+            except Exception as exc:  # the database is down: never leave it unsought
+                down = f"cannot read the tracked offset: {safe_reason(exc)}"
+                self.hold(consumer, tp, "unpositioned", None, down)
+        tracked = [tp for tp, position in positions.items() if position]
+        starts: Mapping[TopicPartition, int] = {}
+        if tracked:
+            try:
+                starts = await self.log_start(tracked)
+            except Exception as exc:
+                for tp in tracked:
+                    positions.pop(tp)
+                    self.hold(consumer, tp, "kafka", None, f"log start: {_kafka_reason(exc)}")
+        for tp, position in positions.items():
+            start = starts.get(tp)
+            if position and start is not None and position < start:
+                reason = f"tracked offset {position} is below the log start offset {start}"
+                self.hold(consumer, tp, "gap", None, reason, lost=start - position)
+                continue
+            # Offset 0 when nothing is tracked: a log truncated by retention makes it
+            # out of range, and auto_offset_reset="earliest" moves to the first record.
+            # (seek_to_beginning would wait ~0.5 s per partition for an offset lookup.)
+            consumer.seek(tp, position or 0)
+            hold = self.holds.get(tp)
+            if hold is not None:
+                consumer.resume(tp)
+                if hold.kind in ("unpositioned", "gap", "kafka", "moved"):
+                    self.release(tp)  # placed: the database and the log answered
+                else:
+                    hold.resumed = True
+
+    async def maintain(self) -> None:
+        """Retry the holds that are due: place them again and resume them."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        assigned = consumer.assignment()
+        now = time.monotonic()
+        due = []
+        for tp, hold in list(self.holds.items()):
+            if tp not in assigned:
+                self.drop([tp])
+            elif hold.resumed:
+                with contextlib.suppress(Exception):  # caught up: nothing left to retry
+                    highwater = consumer.highwater(tp)
+                    if highwater is not None and await consumer.position(tp) >= highwater:
+                        self.release(tp)
+            elif now >= hold.retry_at:
+                due.append(tp)
+        replace = [
+            tp for tp in due if self.holds[tp].kind in ("unpositioned", "gap", "kafka", "moved")
+        ]
+        if replace:
+            await self.place(consumer, replace)
+        for tp in due:
+            waiting = self.holds.get(tp)
+            if waiting is not None and tp not in replace:
+                consumer.resume(tp)  # sought back when it was held: it refetches from there
+                waiting.resumed = True
+
+    async def run(self, interval_s: float = 0.2) -> None:
+        while True:
+            try:
+                await self.maintain()
+            except Exception as exc:
+                log.warning("partition gate skipped a round", error=safe_reason(exc))
+            await asyncio.sleep(interval_s)
+
+    def problem(self) -> str | None:
+        """A readiness problem while the consumer cannot work at all (database, Kafka)."""
+        down = [(tp, h) for tp, h in self.holds.items() if h.kind in NOT_READY_KINDS]
+        if not down:
+            return None
+        since = time.monotonic() - min(h.since for _, h in down)
+        _, hold = down[0]
+        return (
+            f"{self.inbox.group_id}: {len(down)} partition(s) held for {since:.0f}s and retried "
+            f"({hold.kind}: {hold.reason})"
+        )
+
+
+def _kafka_reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]  # Kafka's errors carry no payload
+
 
 class TrackedOffsetListener(ConsumerRebalanceListener):  # type: ignore[misc]
     """On assignment, seek each partition to the offset tracked in the database."""
 
-    def __init__(self, inbox: Inbox, resume_from: str = "database") -> None:
+    def __init__(
+        self, inbox: Inbox, resume_from: str = "database", gate: PartitionGate | None = None
+    ) -> None:
         self.inbox = inbox
         self.resume_from = resume_from
+        self.gate = gate or PartitionGate(inbox)
         self.subscriber: Any = None
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         for tp in revoked:
             self.inbox.forget(tp)
+        self.gate.drop(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         consumer: AIOKafkaConsumer = self.subscriber.consumer
-        for tp in sorted(assigned):
-            position = await self.inbox.tracked_position(tp)
-            if self.resume_from == "kafka":
-                continue  # fault injection: trust Kafka's committed offset like a plain consumer
-            # Offset 0 when nothing is tracked: a log truncated by retention makes it
-            # out of range, and auto_offset_reset="earliest" moves to the first record.
-            # (seek_to_beginning would wait ~0.5 s per partition for an offset lookup.)
-            consumer.seek(tp, position or 0)
+        if self.resume_from == "kafka":
+            # fault injection: trust Kafka's committed offset like a plain consumer
+            for tp in sorted(assigned):
+                with contextlib.suppress(Exception):
+                    await self.inbox.tracked_position(tp)
+        else:
+            await self.gate.place(consumer, assigned)
         log.info(
             "partitions assigned", partitions=[f"{tp.topic}/{tp.partition}" for tp in assigned]
         )
@@ -59,9 +303,11 @@ def subscribe_inbox(
     *,
     max_records: int = 500,
     resume_from: str = "database",
+    gate: PartitionGate | None = None,
 ) -> Any:
     """Register the inbox as a batch subscriber of `source_topics` (logical names)."""
-    listener = TrackedOffsetListener(inbox, resume_from)
+    gate = gate or PartitionGate(inbox)
+    listener = TrackedOffsetListener(inbox, resume_from, gate)
     subscriber = broker.subscriber(
         *[topics.physical(t) for t in source_topics],
         # The deployment's prefix keeps two deployments on one cluster out of each
@@ -82,10 +328,26 @@ def subscribe_inbox(
         title=f"{inbox.group_id}-inbox",
     )
     listener.subscriber = subscriber
+    gate.subscriber = subscriber
+    inbox.log_start = gate.log_start
 
     @subscriber
     async def consume(message: KafkaMessage) -> None:
-        await inbox.handle_records(message.raw_message)
+        consumer: AIOKafkaConsumer = subscriber.consumer
+        assigned = consumer.assignment()
+        # Records of a partition held or revoked since they were fetched are not applied:
+        # it was sought back (or has a new owner) and they come again.
+        records = [
+            r
+            for r in message.raw_message
+            if (tp := TopicPartition(r.topic, r.partition)) in assigned and not gate.holding(tp)
+        ]
+        failures = await inbox.apply_records(records)
+        for blocked in failures:
+            gate.hold_blocked(consumer, blocked)
+        failed = {f.tp for f in failures}
+        for tp in {TopicPartition(r.topic, r.partition) for r in records} - failed:
+            gate.release(tp)
         try:
             await message.ack()  # Kafka's offset is for lag dashboards; the database is the truth
         except Exception as exc:
@@ -95,12 +357,20 @@ def subscribe_inbox(
 
 
 class ConsumerWatch:
-    """Beats the heartbeat while the consumer progresses or sits idle at zero lag."""
+    """Beats the heartbeat while the consumer progresses, sits idle at zero lag, or holds
+    its partitions for a known reason (a held partition is waiting, not wedged)."""
 
-    def __init__(self, inbox: Inbox, subscriber: Any, heartbeat: Heartbeat) -> None:
+    def __init__(
+        self,
+        inbox: Inbox,
+        subscriber: Any,
+        heartbeat: Heartbeat,
+        gate: PartitionGate | None = None,
+    ) -> None:
         self.inbox = inbox
         self.subscriber = subscriber
         self.heartbeat = heartbeat
+        self.gate = gate
         self._last: dict[TopicPartition, int] = {}
 
     async def run(self, interval_s: float = 5.0) -> None:
@@ -115,15 +385,23 @@ class ConsumerWatch:
         consumer: AIOKafkaConsumer | None = self.subscriber.consumer
         if consumer is None:
             return
+        held = set(self.gate.holds) if self.gate is not None else set()
+        ends: Mapping[TopicPartition, int] = {}
+        paused = [tp for tp in consumer.assignment() if tp in held]
+        if paused:  # a paused partition is not fetched: its high-water mark would stand still
+            with contextlib.suppress(Exception):
+                ends = await asyncio.wait_for(consumer.end_offsets(paused), 5)
         waiting = []
         for tp in consumer.assignment():
-            highwater = consumer.highwater(tp)
+            highwater = ends.get(tp, consumer.highwater(tp))
             if highwater is None:
                 continue
             tracked = self.inbox.next_offset(tp)
             metrics.INBOX_TRACKED_LAG.labels(self.inbox.group_id, tp.topic, str(tp.partition)).set(
                 max(0, highwater - tracked)
             )
+            if tp in held:
+                continue
             # Caught up when the consumer has read to the high-water mark: the last offsets
             # may be transaction markers, which are never tracked, so compare positions.
             caught_up = await consumer.position(tp) >= highwater

@@ -4,7 +4,9 @@ Tracking name `group:topic:partition`, tracking id = the *next* offset to read. 
 database, not Kafka's committed offset, says where a consumer resumes. A record whose
 offset is already tracked is a duplicate and has no second effect. A record that cannot
 be decoded, or keeps failing, goes to the consumer's DLQ topic with headers saying why,
-and its offset is tracked so the partition keeps flowing. Nothing is skipped silently.
+and its offset is tracked so the partition keeps flowing (or, with on_failure="stop", the
+partition stops at it). What cannot be applied now (database down, a conflict, a fenced
+write, a retention gap) is reported so the consumer seeks back: nothing is skipped.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import asyncio
 import contextlib
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 from uuid import UUID
 
+import psycopg
+import pydantic
 import structlog
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from eventsourcing.application import Application, ProcessingEvent
@@ -31,6 +35,7 @@ from eventsourcing.persistence import (
     ProcessRecorder,
     Tracking,
 )
+from psycopg_pool import PoolTimeout
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.contracts.base import IntegrationEvent
@@ -38,6 +43,7 @@ from fulfilment_kit.contracts.registry import event_class_for
 from fulfilment_kit.messaging import cloudevents, kafka
 from fulfilment_kit.observability import metrics
 from fulfilment_kit.persistence.batch_load import load_aggregates
+from fulfilment_kit.persistence.fencing import FencedTracking, fenced_process_recorder
 from fulfilment_kit.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
@@ -83,7 +89,9 @@ class InboxApplication(Application[UUID]):
         self._prefetched: dict[int, tuple[set[UUID], dict[UUID, Any]]] = {}
 
     def construct_recorder(self) -> ProcessRecorder:
-        return self.factory.process_recorder()
+        # Fenced tracking writes: a revoked consumer cannot commit over the new owner.
+        recorder: ProcessRecorder = fenced_process_recorder(self.factory)
+        return recorder
 
     def handle(self, message: InboundMessage, processing: ProcessingEvent[UUID]) -> None:
         """The service's policy: react to one message by collecting events on `processing`."""
@@ -168,12 +176,109 @@ def _log_context(message: InboundMessage) -> Iterator[None]:
         yield
 
 
-_TRANSIENT = (OperationalError, InterfaceError)
+OnFailure = Literal["dead_letter", "stop"]
+"""What a consumer does with a record its handler keeps failing on: `dead_letter` (to the
+consumer's DLQ topic, the partition flows on) or `stop` (the partition stops at it and is
+retried with backoff; read models, which must never miss an event the producers accepted)."""
+
 SKIPS_PER_TRACKING_WRITE = 5000
 
 
+class PartitionBlocked(Exception):
+    """The inbox could not get past `resume_at` on `tp`: the consumer must seek back there.
+
+    kind: database (unreachable or failing over), conflict (optimistic concurrency, still
+    conflicting after retries), moved (another writer moved the tracking position: fenced),
+    handler (on_failure="stop" and the handler fails), gap (retention deleted records that
+    were never applied), kafka (the log start could not be read to rule out a gap).
+    """
+
+    def __init__(
+        self, tp: TopicPartition, kind: str, resume_at: int | None, reason: str, lost: int = 0
+    ) -> None:
+        super().__init__(f"{tp.topic}/{tp.partition} blocked ({kind}): {reason}")
+        self.tp = tp
+        self.kind = kind
+        self.resume_at = resume_at
+        self.reason = reason
+        self.lost = lost
+
+
+class InboxBlocked(Exception):
+    """Raised by `Inbox.handle_records` when some partitions could not be applied."""
+
+    def __init__(self, failures: Sequence[PartitionBlocked]) -> None:
+        super().__init__("; ".join(str(f) for f in failures))
+        self.failures = list(failures)
+
+
+LogStart = Callable[[Sequence[TopicPartition]], Awaitable[Mapping[TopicPartition, int]]]
+"""Reads the log start offsets of partitions (the consumer's `beginning_offsets`)."""
+
+# SQLSTATEs that mean "the database cannot answer right now", not "this record is bad":
+# connection (08), resources (53), operator intervention/shutdown (57P), read-only during a
+# failover (25006), serialization failure and deadlock (40001, 40P01).
+_TRANSIENT_SQLSTATES = ("08", "53", "57P", "25006", "40001", "40P01")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` means the database is unavailable (retry), not that the record is bad."""
+    if isinstance(exc, (OperationalError, InterfaceError, ConnectionError, TimeoutError)):
+        return True
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)):
+            return True
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_TRANSIENT_SQLSTATES):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _is_conflict(exc: IntegrityError) -> bool:
+    """An optimistic-concurrency conflict (a unique version taken meanwhile), not a bad row."""
+    cause = exc.__cause__
+    if isinstance(cause, psycopg.Error):
+        return cause.sqlstate == "23505"  # unique_violation: (originator_id, version)
+    return True  # eventsourcing's own (in-memory) version and tracking checks
+
+
+def safe_reason(exc: BaseException) -> str:
+    """The exception class and a bounded reason that never quotes a payload.
+
+    PostgreSQL's messages quote the failing values (fragments of the event JSON) and
+    pydantic's quote the input, so only their codes and field locations are kept."""
+    name = type(exc).__name__
+    cause = exc.__cause__
+    for candidate in (exc, cause):
+        sqlstate = getattr(candidate, "sqlstate", None)
+        if isinstance(sqlstate, str):
+            return f"{name} (sqlstate {sqlstate}, {type(candidate).__name__})"
+        if isinstance(candidate, pydantic.ValidationError):
+            fields = ", ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['type']}" for e in candidate.errors()
+            )
+            return f"{name}: invalid {candidate.title} ({fields})"[:300]
+    if isinstance(exc, cloudevents.DecodeError):
+        return f"{name}: {str(exc).split(':', 1)[0]}"[:200]
+    return name
+
+
+def _safe_ce_type(record: ConsumerRecord[Any, Any]) -> str:
+    ce_type = next((v for k, v in record.headers or () if k == "ce_type"), b"")
+    text = ce_type.decode(errors="replace")[:120]
+    return text if all(c.isalnum() or c in ".-_" for c in text) else "(not printable)"
+
+
 class Inbox:
-    """Applies batches of records of one consumer group, partition by partition."""
+    """Applies batches of records of one consumer group, partition by partition.
+
+    It never moves past an offset it has not applied, skipped on purpose (a type its
+    consumer ignores or does not know) or dead-lettered: whatever it cannot apply is
+    reported as `PartitionBlocked` with the offset to seek back to (see consumer.py)."""
 
     def __init__(
         self,
@@ -183,6 +288,7 @@ class Inbox:
         kafka_settings: KafkaSettings,
         max_attempts: int = 5,
         backoff_s: float = 0.2,
+        on_failure: OnFailure = "dead_letter",
     ) -> None:
         self.app = app
         self.group_id = group_id
@@ -190,7 +296,11 @@ class Inbox:
         self._dlq_producer: AIOKafkaProducer | None = None
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
-        self._next: dict[str, int] = {}
+        self.on_failure: OnFailure = on_failure
+        self.log_start: LogStart | None = None
+        """Set by the consumer wiring: lets the inbox tell a retention gap from a marker."""
+        self._next: dict[str, int] = {}  # next offset to apply (skips included)
+        self._saved: dict[str, int | None] = {}  # tracking position as recorded in the database
         self._unsaved_skips: dict[str, int] = {}
 
     async def start(self) -> None:
@@ -211,6 +321,8 @@ class Inbox:
         """Next offset to read on `tp` according to the database (None: nothing tracked)."""
         name = self.tracking_name(tp.topic, tp.partition)
         position = await asyncio.to_thread(self.app.next_offset, name)
+        self._saved[name] = position
+        self._unsaved_skips.pop(name, None)
         if position is None:
             self._next.pop(name, None)
         else:
@@ -221,32 +333,91 @@ class Inbox:
         """The next offset this consumer will apply on `tp` (0 before anything is known)."""
         return self._next.get(self.tracking_name(tp.topic, tp.partition), 0)
 
+    def knows(self, tp: TopicPartition) -> bool:
+        """Whether the tracked position of `tp` has been read from the database."""
+        return self.tracking_name(tp.topic, tp.partition) in self._saved
+
     def forget(self, tp: TopicPartition) -> None:
-        self._next.pop(self.tracking_name(tp.topic, tp.partition), None)
+        name = self.tracking_name(tp.topic, tp.partition)
+        self._next.pop(name, None)
+        self._saved.pop(name, None)
+        self._unsaved_skips.pop(name, None)
 
     async def handle_records(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
-        """Apply records (from any partitions); returns when each is applied or dead-lettered."""
+        """Apply records (from any partitions); returns when each is applied or dead-lettered,
+        else raises InboxBlocked naming the partitions to seek back."""
+        failures = await self.apply_records(records)
+        if failures:
+            raise InboxBlocked(failures)
+
+    async def apply_records(
+        self, records: Sequence[ConsumerRecord[Any, Any]]
+    ) -> list[PartitionBlocked]:
+        """Apply records partition by partition; returns the partitions that are blocked."""
 
         def by_tp(r: ConsumerRecord[Any, Any]) -> tuple[str, int]:
             return (r.topic, r.partition)
 
+        failures: list[PartitionBlocked] = []
+        database_down: PartitionBlocked | None = None
         for (topic, partition), group in groupby(sorted(records, key=by_tp), key=by_tp):
             ordered = sorted(group, key=lambda r: r.offset)
-            await self._handle_partition(topic, partition, ordered)
+            tp = TopicPartition(topic, partition)
+            if database_down is not None:  # do not wait for the same outage once per partition
+                failures.append(
+                    PartitionBlocked(
+                        tp, "database", self._resume_at(tp, ordered), database_down.reason
+                    )
+                )
+                continue
+            try:
+                await self._handle_partition(topic, partition, ordered)
+            except PartitionBlocked as blocked:
+                failures.append(blocked)
+                if blocked.kind == "database":
+                    database_down = blocked
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                down = PartitionBlocked(
+                    tp, "database", self._resume_at(tp, ordered), safe_reason(exc)
+                )
+                failures.append(down)
+                database_down = down
+        return failures
+
+    def _resume_at(self, tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]]) -> int:
+        name = self.tracking_name(tp.topic, tp.partition)
+        if name in self._next:
+            return self._next[name]
+        return min(r.offset for r in records) if records else 0
 
     async def _handle_partition(
         self, topic: str, partition: int, records: list[ConsumerRecord[Any, Any]]
     ) -> None:
         name = self.tracking_name(topic, partition)
-        if name not in self._next:
-            await self.tracked_position(TopicPartition(topic, partition))
+        tp = TopicPartition(topic, partition)
+        if name not in self._saved:
+            await self.tracked_position(tp)
         fresh = [r for r in records if r.offset >= self._next.get(name, 0)]
         if len(fresh) < len(records):
             metrics.INBOX_DUPLICATES.labels(self.group_id, topic).inc(len(records) - len(fresh))
+        if fresh:
+            await self._check_no_gap(tp, name, fresh[0].offset)
         batch: list[tuple[ConsumerRecord[Any, Any], InboundMessage]] = []
         skipped_through = skipped = 0
         for record in fresh:
-            if not self._wanted(record):
+            kind = self._kind(record)
+            if kind != "apply":
+                if kind == "unknown":
+                    metrics.INBOX_UNKNOWN_TYPES.labels(self.group_id, topic).inc()
+                    log.info(
+                        "unknown event type skipped (tolerant reader)",
+                        ce_type=_safe_ce_type(record),
+                        topic=topic,
+                        partition=partition,
+                        offset=record.offset,
+                    )
                 skipped_through, skipped = record.offset + 1, skipped + 1
                 continue
             try:
@@ -254,24 +425,51 @@ class Inbox:
             except cloudevents.DecodeError as exc:
                 await self._apply(name, batch)
                 batch = []
-                await self._dead_letter(name, record, "undecodable", str(exc), attempts=1)
+                await self._dead_letter(name, record, "undecodable", exc, attempts=1)
                 continue
             batch.append((record, InboundMessage(envelope, topic, partition, record.offset)))
         await self._apply(name, batch)
         if skipped_through > self._next.get(name, 0):
             await self._skip_through(name, skipped_through, skipped)
 
-    def _wanted(self, record: ConsumerRecord[Any, Any]) -> bool:
-        """False for a valid record of a type this consumer ignores: it is not even decoded."""
-        accepts = getattr(self.app, "accepts", None)
-        if accepts is None:
-            return True
+    async def _check_no_gap(self, tp: TopicPartition, name: str, first: int) -> None:
+        """A jump past the next offset is a transaction marker, an aborted transaction, or
+        records deleted by retention before they were applied: only the log start tells."""
+        expected = self._next.get(name, 0)
+        if expected == 0 or first <= expected or self.log_start is None:
+            return
+        try:
+            start = (await self.log_start([tp]))[tp]
+        except Exception as exc:
+            raise PartitionBlocked(
+                tp,
+                "kafka",
+                expected,
+                f"cannot read the log start: {type(exc).__name__}: {exc}"[:200],
+            ) from exc
+        if start > expected:
+            raise PartitionBlocked(
+                tp,
+                "gap",
+                expected,
+                f"tracked offset {expected} is below the log start offset {start}",
+                lost=start - expected,
+            )
+
+    def _kind(self, record: ConsumerRecord[Any, Any]) -> Literal["apply", "ignore", "unknown"]:
+        """apply, ignore (a type this consumer does not react to: not even decoded) or
+        unknown (a type from a newer producer: skipped and counted, tolerant reader)."""
         ce_type = next((v for k, v in record.headers or () if k == "ce_type"), None)
-        cls = event_class_for(ce_type.decode(errors="replace")) if ce_type else None
-        return cls is None or bool(accepts(cls))  # unknown types go on to the DLQ
+        if ce_type is None:
+            return "apply"  # not a CloudEvent: decoding says why, and it goes to the DLQ
+        cls = event_class_for(ce_type.decode(errors="replace"))
+        if cls is None:
+            return "unknown"
+        accepts = getattr(self.app, "accepts", None)
+        return "apply" if accepts is None or accepts(cls) else "ignore"
 
     async def _skip_through(self, name: str, next_offset: int, skipped: int) -> None:
-        """Move past ignored records; persist that only now and then (re-skipping is cheap)."""
+        """Move past skipped records; persist that only now and then (re-skipping is cheap)."""
         self._next[name] = next_offset
         self._unsaved_skips[name] = self._unsaved_skips.get(name, 0) + skipped
         if self._unsaved_skips[name] >= SKIPS_PER_TRACKING_WRITE:
@@ -280,11 +478,13 @@ class Inbox:
     async def _apply(
         self, name: str, batch: list[tuple[ConsumerRecord[Any, Any], InboundMessage]]
     ) -> None:
-        """Apply a batch in one transaction; on failure isolate the failing record."""
+        """Apply a batch in one transaction; on a handler failure isolate the failing record."""
         if not batch:
             return
         try:
             await self._commit(name, batch)
+        except PartitionBlocked:
+            raise
         except Exception:
             if len(batch) == 1:
                 await self._apply_one_with_retries(name, batch[0])
@@ -292,77 +492,114 @@ class Inbox:
                 for item in batch:
                     await self._apply(name, [item])
 
+    async def _reread(self, tp: TopicPartition, resume_at: int) -> int | None:
+        try:
+            return await self.tracked_position(tp)
+        except Exception as exc:
+            if is_transient(exc):
+                raise PartitionBlocked(tp, "database", resume_at, safe_reason(exc)) from exc
+            raise
+
     async def _commit(
         self, name: str, batch: list[tuple[ConsumerRecord[Any, Any], InboundMessage]]
     ) -> None:
-        """One transaction; retries forever while the database is unreachable."""
+        """One transaction, fenced on the recorded position; retries conflicts, never past them."""
         batch = [item for item in batch if item[0].offset >= self._next.get(name, 0)]
         if not batch:
             return
-        tracking = Tracking(name, batch[-1][0].offset + 1)
+        topic = batch[0][0].topic
+        tp = TopicPartition(topic, batch[0][0].partition)
         messages = [m for _, m in batch]
-        delay = self.backoff_s
         began = time.perf_counter()
+        conflicts = 0
         while True:
+            resume_at = self._next.get(name, batch[0][0].offset)
+            tracking = FencedTracking(name, batch[-1][0].offset + 1, expected=self._saved.get(name))
             try:
                 await asyncio.to_thread(self.app.process_messages, messages, tracking)
                 break
-            except _TRANSIENT as exc:
-                metrics.INBOX_RETRIES.labels(self.group_id, batch[0][0].topic, "database").inc()
-                log.warning("database unavailable, retrying", error=str(exc), delay=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except IntegrityError:
-                # Either another consumer tracked these offsets already (a duplicate),
-                # or an aggregate changed under us (a conflict worth retrying).
-                position = await self.tracked_position(TopicPartition(*_split(name)))
+            except IntegrityError as exc:
+                position = await self._reread(tp, resume_at)
                 if position is not None and position >= tracking.notification_id:
-                    metrics.INBOX_DUPLICATES.labels(self.group_id, batch[0][0].topic).inc(
-                        len(batch)
-                    )
+                    # Another consumer (the partition's new owner) applied them already.
+                    metrics.INBOX_DUPLICATES.labels(self.group_id, topic).inc(len(batch))
                     return
+                if position != tracking.expected:
+                    metrics.INBOX_FENCED.labels(self.group_id, topic).inc()
+                    raise PartitionBlocked(
+                        tp, "moved", position or 0, "tracking moved by another writer"
+                    ) from exc
+                if not _is_conflict(exc):
+                    raise
+                conflicts += 1
+                metrics.INBOX_RETRIES.labels(self.group_id, topic, "conflict").inc()
+                if conflicts >= self.max_attempts:
+                    raise PartitionBlocked(tp, "conflict", resume_at, safe_reason(exc)) from exc
+                await asyncio.sleep(self.backoff_s * 2 ** (conflicts - 1))  # reloads, retries
+            except Exception as exc:
+                if is_transient(exc):
+                    metrics.INBOX_RETRIES.labels(self.group_id, topic, "database").inc()
+                    raise PartitionBlocked(tp, "database", resume_at, safe_reason(exc)) from exc
                 raise
-        self._next[name] = tracking.notification_id
+        self._next[name] = self._saved[name] = tracking.notification_id
+        self._unsaved_skips[name] = 0
         metrics.INBOX_BATCH_SECONDS.labels(self.group_id).observe(time.perf_counter() - began)
-        metrics.INBOX_APPLIED.labels(self.group_id, batch[0][0].topic).inc(len(batch))
+        metrics.INBOX_APPLIED.labels(self.group_id, topic).inc(len(batch))
 
     async def _apply_one_with_retries(
         self, name: str, item: tuple[ConsumerRecord[Any, Any], InboundMessage]
     ) -> None:
         record, message = item
         last_error: BaseException | None = None
-        for attempt in range(1, self.max_attempts + 1):
+        # With on_failure="stop" the consumer's backoff retries it (the partition is paused).
+        attempts = self.max_attempts if self.on_failure == "dead_letter" else 1
+        for attempt in range(1, attempts + 1):
             structlog.contextvars.bind_contextvars(event_type=message.envelope.type)
             try:
                 await self._commit(name, [item])
                 return
+            except PartitionBlocked:
+                raise
             except Exception as exc:
                 last_error = exc
                 metrics.INBOX_RETRIES.labels(self.group_id, record.topic, "handler").inc()
                 log.warning(
                     "record failed",
                     attempt=attempt,
-                    error=f"{type(exc).__name__}: {exc}",
+                    error=safe_reason(exc),
                     topic=record.topic,
                     partition=record.partition,
                     offset=record.offset,
                 )
-                if attempt < self.max_attempts:
+                if attempt < attempts:
                     await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
         assert last_error is not None
-        detail = "".join(traceback.format_exception_only(last_error)).strip()
-        await self._dead_letter(name, record, "handler-failed", detail, attempts=self.max_attempts)
+        if self.on_failure == "stop":
+            raise PartitionBlocked(
+                TopicPartition(record.topic, record.partition),
+                "handler",
+                record.offset,
+                safe_reason(last_error),
+            ) from last_error
+        await self._dead_letter(name, record, "handler-failed", last_error, attempts=attempts)
 
     async def _dead_letter(
-        self, name: str, record: ConsumerRecord[Any, Any], reason: str, detail: str, attempts: int
+        self,
+        name: str,
+        record: ConsumerRecord[Any, Any],
+        reason: str,
+        error: BaseException,
+        attempts: int,
     ) -> None:
         """Publish the record to the DLQ, then track its offset: the partition flows on."""
         dlq_topic = topics.dlq(record.topic, self.group_id)
-        headers = list(record.headers or ()) + [
+        detail = "".join(traceback.format_exception_only(error)).strip()
+        headers = [(k, v) for k, v in record.headers or () if not k.startswith("dlq_")] + [
             (key, value.encode())
             for key, value in {
                 "dlq_reason": reason,
-                "dlq_error": detail[:2000],
+                "dlq_error": detail[:2000],  # the DLQ holds the payload anyway (access-controlled)
+                "dlq_error_class": type(error).__name__,
                 "dlq_consumer": self.group_id,
                 "dlq_original_topic": record.topic,
                 "dlq_original_partition": str(record.partition),
@@ -383,34 +620,93 @@ class Inbox:
                 )
                 break
             except Exception as exc:  # the DLQ must get it: keep trying, never drop
-                log.error("dead-letter publish failed, retrying", error=str(exc), topic=dlq_topic)
+                log.error(
+                    "dead-letter publish failed, retrying", error=safe_reason(exc), topic=dlq_topic
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         metrics.DLQ_PUBLISHED.labels(self.group_id, record.topic, reason).inc()
         log.error(
             "record dead-lettered",
             reason=reason,
-            detail=detail[:500],
+            error=safe_reason(error),  # never the message: it can quote the payload
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
             dlq_topic=dlq_topic,
         )
-        await self._commit_tracking_only(name, record.offset + 1)
+        await self._commit_tracking_only(name, record.offset + 1, resume_at=record.offset)
 
-    async def _commit_tracking_only(self, name: str, next_offset: int) -> None:
+    async def _commit_tracking_only(
+        self, name: str, next_offset: int, resume_at: int | None = None
+    ) -> None:
+        topic, partition = _split(name)
+        tp = TopicPartition(topic, partition)
+        tracking = FencedTracking(name, next_offset, expected=self._saved.get(name))
+        back = self._next.get(name, 0) if resume_at is None else resume_at
+        try:
+            await asyncio.to_thread(self.app.process_messages, [], tracking)
+            self._saved[name] = next_offset
+        except IntegrityError as exc:
+            position = await self._reread(tp, back)
+            if position is None or position < next_offset:
+                metrics.INBOX_FENCED.labels(self.group_id, topic).inc()
+                raise PartitionBlocked(
+                    tp, "moved", position or 0, "tracking moved by another writer"
+                ) from exc
+        except Exception as exc:
+            if is_transient(exc):
+                raise PartitionBlocked(tp, "database", back, safe_reason(exc)) from exc
+            raise
         self._unsaved_skips[name] = 0
-        delay = self.backoff_s
-        while True:
-            try:
-                await asyncio.to_thread(self.app.process_messages, [], Tracking(name, next_offset))
-                break
-            except _TRANSIENT:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except IntegrityError:
-                break  # someone else tracked past it already
         self._next[name] = max(self._next.get(name, 0), next_offset)
+
+    async def replay(self, letter: DeadLetter) -> ReplayOutcome:
+        """Apply one dead-lettered record through this inbox's applier, at most once.
+
+        Its own tracking name (`<group>:replay:<topic>:<partition>:<offset>`, from the record's
+        original coordinates) is recorded with its effects, so replaying it again, or a second
+        copy of it on the DLQ, has no effect."""
+        name = f"{self.group_id}:replay:{letter.topic}:{letter.partition}:{letter.offset}"
+        if await asyncio.to_thread(self.app.next_offset, name) is not None:
+            return "already-applied"
+        try:
+            envelope = cloudevents.decode(letter.value, letter.headers)
+        except cloudevents.DecodeError as exc:
+            log.warning("replay: still undecodable", error=safe_reason(exc), offset=letter.offset)
+            return "still-failing"
+        message = InboundMessage(envelope, letter.topic, letter.partition, letter.offset)
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                await asyncio.to_thread(
+                    self.app.process_messages, [message], FencedTracking(name, 1, expected=None)
+                )
+                return "applied"
+            except IntegrityError as exc:
+                if await asyncio.to_thread(self.app.next_offset, name) is not None:
+                    return "already-applied"
+                error: BaseException = exc
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                error = exc
+            log.warning("replay: record failed", attempt=attempt, error=safe_reason(error))
+            await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+        return "still-failing"
+
+
+ReplayOutcome = Literal["applied", "already-applied", "still-failing"]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record taken off a DLQ topic, with the coordinates it had on its source topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
 
 
 def _split(name: str) -> tuple[str, int]:

@@ -80,3 +80,29 @@ DLQ_PUBLISHED = Counter(
     ["consumer", "topic", "reason"],
     registry=REGISTRY,
 )
+INBOX_UNKNOWN_TYPES = Counter(
+    "fulfil_inbox_unknown_types_total",
+    "Records of an event type this consumer does not know (a newer producer), skipped",
+    ["consumer", "topic"],
+    registry=REGISTRY,
+)
+INBOX_FENCED = Counter(
+    "fulfil_inbox_fenced_total",
+    "Tracking writes refused because another writer moved the partition's position",
+    ["consumer", "topic"],
+    registry=REGISTRY,
+)
+INBOX_PARTITION_BLOCKED = Gauge(
+    "fulfil_inbox_partition_blocked",
+    "1 while a partition is held at its tracked offset (reason: database, conflict, moved, "
+    "handler, gap, kafka, unpositioned) and retried with backoff; the gap reason needs an operator",
+    ["consumer", "topic", "partition", "reason"],
+    registry=REGISTRY,
+)
+INBOX_RETENTION_GAP = Gauge(
+    "fulfil_inbox_retention_gap_records",
+    "Records deleted by retention before this consumer applied them (the partition is "
+    "stopped until `fulfil consumers accept-gap`)",
+    ["consumer", "topic", "partition"],
+    registry=REGISTRY,
+)

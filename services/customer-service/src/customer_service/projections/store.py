@@ -26,6 +26,7 @@ from customer_service.projections.tables import (
 from fulfilment_kit.messaging.cloudevents import Envelope
 from fulfilment_kit.messaging.inbox import InboundMessage
 from fulfilment_kit.persistence import database_name
+from fulfilment_kit.persistence.fencing import FencedPostgresTrackingMixin
 from fulfilment_kit.settings import PostgresSettings
 
 ALL = tuple(PROJECTIONS)
@@ -140,7 +141,7 @@ def refresh_customers(curs: Cursor[DictRow], schema: str, changes: Sequence[Chan
         curs.execute(statement, {"customers": sorted(customers), "orders": sorted(orders)})
 
 
-class ReadModelRecorder(PostgresTrackingRecorder):
+class ReadModelRecorder(FencedPostgresTrackingMixin, PostgresTrackingRecorder):
     """eventsourcing's tracking recorder plus the read-model tables of `schema`.
 
     `insert_events` writes the projections' rows and the tracking record in one transaction;

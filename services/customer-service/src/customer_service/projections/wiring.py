@@ -28,5 +28,7 @@ def attach_projections(
     store = datastore(postgres)
     recorder = ReadModelRecorder(store)
     recorder.create_table()
-    runtime.add_consumer(GROUP, ProjectionsApplier(recorder), topics.ALL)
+    # A projection failure is a bug, never a reason to miss an event the producers accepted:
+    # the partition stops at it (retried with backoff, alerted), nothing is dead-lettered.
+    runtime.add_consumer(GROUP, ProjectionsApplier(recorder), topics.ALL, on_failure="stop")
     return projections_router(ReadModels(store))

@@ -1,0 +1,108 @@
+"""Fenced tracking: a tracking write that only succeeds from the position it was based on.
+
+eventsourcing's single-row tracking only refuses a position that is not ahead of the
+recorded one. That lets a consumer whose partition was revoked mid-batch commit *over* the
+partition's new owner when its position is higher (both would apply the same records).
+A `FencedTracking` carries the position the batch was read from (`expected`); a fenced
+recorder writes it as a compare-and-set in the batch's own transaction, and raises
+`TrackingMoved` (an IntegrityError, so nothing of the batch is recorded) when another
+writer moved the position meanwhile. See docs/adr/0007-inbox-never-skips.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.popo import POPOProcessRecorder
+from eventsourcing.postgres import PostgresProcessRecorder, PostgresTrackingRecorder
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+
+@dataclass(frozen=True)
+class FencedTracking(Tracking):
+    """Tracking whose write must find `expected` recorded (None: no record yet)."""
+
+    expected: int | None = None
+
+
+class TrackingMoved(IntegrityError):
+    """The tracking position is not the one the batch was based on: another writer moved it."""
+
+
+class FencedPostgresTrackingMixin(PostgresTrackingRecorder):
+    """A PostgreSQL tracking recorder that writes `FencedTracking` as a compare-and-set."""
+
+    def _insert_tracking(self, curs: Cursor[DictRow], tracking: Tracking) -> None:
+        if not isinstance(tracking, FencedTracking) or not self.datastore.single_row_tracking:
+            super()._insert_tracking(curs, tracking)
+            return
+        table = (Identifier(self.datastore.schema), Identifier(self.tracking_table_name))
+        if tracking.expected is None:
+            # A concurrent first insert waits on the unique index, then does nothing.
+            statement = SQL(
+                "INSERT INTO {0}.{1} VALUES (%(name)s, %(new)s) "
+                "ON CONFLICT (application_name) DO NOTHING RETURNING notification_id"
+            ).format(*table)
+        else:
+            # UPDATE re-checks its WHERE on the newest row version after waiting for a
+            # concurrent writer's lock (READ COMMITTED), so this is an atomic compare-and-set.
+            statement = SQL(
+                "UPDATE {0}.{1} SET notification_id = %(new)s "
+                "WHERE application_name = %(name)s AND notification_id = %(expected)s "
+                "RETURNING notification_id"
+            ).format(*table)
+        curs.execute(
+            statement,
+            {
+                "name": tracking.application_name,
+                "new": tracking.notification_id,
+                "expected": tracking.expected,
+            },
+            prepare=True,
+        )
+        if curs.fetchone() is None:
+            raise TrackingMoved(
+                f"tracking of {tracking.application_name} is no longer at {tracking.expected}"
+            )
+
+
+class FencedPostgresProcessRecorder(FencedPostgresTrackingMixin, PostgresProcessRecorder):
+    """eventsourcing's PostgreSQL process recorder with fenced tracking writes."""
+
+
+class FencedPOPOProcessRecorder(POPOProcessRecorder):
+    """In-memory process recorder with fenced tracking writes (unit tests)."""
+
+    def _assert_tracking_uniqueness(self, tracking: Tracking) -> None:
+        if isinstance(tracking, FencedTracking):
+            current = self._max_tracking_ids[tracking.application_name]
+            if current != tracking.expected:
+                raise TrackingMoved(
+                    f"tracking of {tracking.application_name} is at {current}, "
+                    f"not {tracking.expected}"
+                )
+        super()._assert_tracking_uniqueness(tracking)
+
+
+def fenced_process_recorder(factory: Any) -> Any:
+    """The process recorder of `factory`, fenced where the persistence module allows it."""
+    from eventsourcing.popo import POPOFactory
+    from eventsourcing.postgres import PostgresFactory
+
+    if isinstance(factory, PostgresFactory) and not factory.env.get("PROCESS_RECORDER_TOPIC"):
+        prefix = factory.env.name.lower() or "stored"
+        recorder = FencedPostgresProcessRecorder(
+            datastore=factory.datastore,
+            events_table_name=prefix + "_events",
+            tracking_table_name=(factory.env.name.lower() or "notification") + "_tracking",
+        )
+        if factory.env_create_table():
+            recorder.create_table()
+        return recorder
+    if isinstance(factory, POPOFactory):
+        return FencedPOPOProcessRecorder()
+    return factory.process_recorder()  # SQLite: monotonic tracking only (one writer per file)
