@@ -10,7 +10,7 @@ STACK := bash deploy/local/stack.sh
 WITH_KAFKA := KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${KAFKA_PORT:-19092}}
 PY := $(WITH_KAFKA) $(UV) run --locked --no-sync python
 
-.PHONY: help install stack topics run stop test test-unit test-integration lint fmt typecheck schemas bench clean
+.PHONY: help install stack topics run stop test test-unit test-integration lint fmt typecheck schemas bench clean test-scram stack-scram
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -35,6 +35,7 @@ run: stack ## start the whole system in the foreground (Ctrl-C or `make stop` to
 stop: ## stop the services and the local Kafka + PostgreSQL
 	@bash deploy/local/run.sh stop
 	@$(STACK) down
+	@$(SCRAM_STACK) kafka-down
 
 lint: install ## ruff lint + format check
 	@$(UV) run --no-sync ruff check .
@@ -56,8 +57,30 @@ test-unit: install ## unit + contract tests (no servers needed)
 test-integration: stack ## integration tests against the real Kafka + PostgreSQL
 	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q tests/integration
 
-test: lint typecheck stack ## everything: lint, types, unit, contract, integration, e2e
-	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider tests
+test: lint typecheck stack ## everything: lint, types, unit, contract, integration, e2e, SCRAM
+	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider -m "not kafka_security" tests
+	@$(MAKE) --no-print-directory test-scram
+
+# --- Kafka SASL/SCRAM + ACLs ------------------------------------------------------------
+# A second local broker in SCRAM mode (own state dir, ports KAFKA_PORT+2 and +3 unless
+# KAFKA_SCRAM_PORT / KAFKA_SCRAM_CONTROLLER_PORT say otherwise), sharing the Kafka jars.
+SCRAM_STACK = env -u KAFKA_BOOTSTRAP_SERVERS FULFIL_STATE_DIR=$(CURDIR)/.local/scram \
+	FULFIL_KAFKA_LIBS=$(CURDIR)/.local/kafka/libs KAFKA_SECURITY=scram \
+	KAFKA_PORT=$${KAFKA_SCRAM_PORT:-$$(( $${KAFKA_PORT:-19092} + 2 ))} \
+	KAFKA_CONTROLLER_PORT=$${KAFKA_SCRAM_CONTROLLER_PORT:-$$(( $${KAFKA_PORT:-19092} + 3 ))} $(STACK)
+# The ACL tests plus an integration subset in which every service is its own Kafka user.
+SCRAM_TESTS = tests/integration/test_kafka_acls.py tests/integration/test_orders_service.py \
+	tests/integration/test_inventory_service.py tests/integration/test_shipping_service.py \
+	tests/integration/test_payments_service.py tests/integration/test_customer_service_returns.py \
+	tests/integration/test_relay_crash.py
+
+stack-scram: install ## start (or reuse) the SCRAM + ACL broker; prints its settings
+	@$(SCRAM_STACK) kafka-up
+	@$(SCRAM_STACK) env
+
+test-scram: stack ## the ACL tests + an integration subset on the SCRAM + ACL broker
+	@$(SCRAM_STACK) kafka-up
+	@eval "$$($(SCRAM_STACK) env)" && $(UV) run --no-sync pytest -q -p no:cacheprovider $(SCRAM_TESTS)
 
 bench: stack ## benchmarks (prints figures; record them in BENCHMARKS.md)
 	@$(PY) -m bench

@@ -23,9 +23,9 @@ from typing import TypeVar
 
 import httpx
 import psycopg
-from aiokafka.admin import AIOKafkaAdminClient
 
 from fulfilment_kit.contracts import topics
+from fulfilment_kit.messaging import kafka
 from fulfilment_kit.messaging.admin import ensure_topics
 from fulfilment_kit.settings import KafkaSettings, PostgresSettings
 
@@ -87,7 +87,7 @@ def drop_database(name: str) -> None:
 
 
 async def delete_topics(names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=KafkaSettings().bootstrap_servers)
+    admin = kafka.admin(KafkaSettings())
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -38,7 +38,7 @@ PG_DURABLE=${PG_DURABLE:-0}
 FULFIL_DATABASES=${FULFIL_DATABASES:-fulfil_orders fulfil_inventory fulfil_payments fulfil_shipping fulfil_customer_service}
 
 K_DIR=$STATE_DIR/kafka
-K_LIBS=$K_DIR/libs
+K_LIBS=${FULFIL_KAFKA_LIBS:-$K_DIR/libs} # shareable between state dirs (same version)
 K_DATA=$K_DIR/data
 K_CONF=$K_DIR/config/server.properties
 K_PID=$K_DIR/kafka.pid
@@ -47,6 +47,12 @@ K_CLUSTER_ID=$K_DIR/cluster-id
 K_MARKER=$K_LIBS/.complete-kafka_$KAFKA_SCALA-$KAFKA_VERSION
 K_LOG4J=$SCRIPT_DIR/kafka/log4j2.properties
 K_TEMPLATE=$SCRIPT_DIR/kafka/server.properties.template
+# KAFKA_SECURITY=scram: SASL/SCRAM-SHA-512 + ACLs (see "Kafka SASL/SCRAM + ACLs" below).
+KAFKA_SECURITY=${KAFKA_SECURITY:-plaintext}
+K_SASL_DIR=$K_DIR/sasl
+K_ADMIN_PASSWORD=$K_SASL_DIR/admin.password
+K_USER_PASSWORDS=$K_SASL_DIR/users.passwords
+K_SCRAM_TEMPLATE=$SCRIPT_DIR/kafka/scram.properties.template
 
 # PostgreSQL lives in $STATE/pg unless (as root) the postgres user cannot reach
 # that path; then in /var/tmp/fulfil-pg-<hash of the state dir>.
@@ -194,6 +200,7 @@ kafka_render_config() {
   sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
     -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
     -e "s|@KAFKA_DATA_DIR@|$K_DATA|g" "$K_TEMPLATE"
+  if scram_enabled; then scram_render_config; fi
 }
 
 kafka_write_config() {
@@ -225,9 +232,12 @@ kafka_format() {
   [[ -s $K_CLUSTER_ID ]] || new_cluster_id >"$K_CLUSTER_ID"
   id=$(<"$K_CLUSTER_ID")
   log "kafka: formatting $K_DATA (cluster id $id)"
+  local -a extra=()
+  if scram_enabled; then extra=(--add-scram "SCRAM-SHA-512=[name=admin,password=$(scram_admin_password)]"); fi
   out=$(java -Dlog4j2.configurationFile="$K_LOG4J" -cp "$K_LIBS/*" \
-    kafka.tools.StorageTool format -t "$id" -c "$K_CONF" --ignore-formatted 2>&1) ||
+    kafka.tools.StorageTool format -t "$id" -c "$K_CONF" --ignore-formatted "${extra[@]}" 2>&1) ||
     die "kafka: storage format failed:"$'\n'"$out"
+  printf '%s\n' "$KAFKA_SECURITY" >"$K_DATA/.fulfil-security"
 }
 
 kafka_start() {
@@ -317,10 +327,12 @@ kafka_up() {
   fi
   kafka_ensure_java
   kafka_ensure_libs
+  scram_check_data_dir
   kafka_write_config
   kafka_format
   kafka_start
   kafka_wait_ready "$(<"$K_PID")"
+  if scram_enabled; then scram_apply; fi
 }
 
 kafka_stop_pid() {
@@ -370,6 +382,66 @@ kafka_status() {
   fi
   echo "kafka: stopped"
   return 1
+}
+
+# =============================================================================
+# Kafka SASL/SCRAM + ACLs (opt-in: KAFKA_SECURITY=scram)
+# =============================================================================
+# The broker is formatted with an admin SCRAM credential (a super user), listens on
+# SASL_PLAINTEXT with SCRAM-SHA-512 and the KRaft StandardAuthorizer
+# (allow.everyone.if.no.acl.found=false). After start, one user per deployable gets a
+# generated dev-only password ($K_USER_PASSWORDS) and the ACLs derived from the kit's
+# topic/consumer registry (fulfilment_kit.contracts.access), for FULFIL_TOPIC_PREFIX.
+# Passwords live in the git-ignored state dir only.
+scram_enabled() { [[ $KAFKA_SECURITY == scram ]]; }
+
+scram_admin_password() {
+  if [[ ! -s $K_ADMIN_PASSWORD ]]; then
+    mkdir -p "$K_SASL_DIR"
+    (umask 077 && head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$K_ADMIN_PASSWORD")
+  fi
+  cat "$K_ADMIN_PASSWORD"
+}
+
+scram_render_config() {
+  sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
+    -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+    -e "s|@KAFKA_ADMIN_PASSWORD@|$(scram_admin_password)|g" "$K_SCRAM_TEMPLATE"
+}
+
+# A data dir formatted in one mode cannot be switched to the other (the admin credential
+# is written at format time).
+scram_check_data_dir() {
+  local formatted=plaintext
+  [[ -f $K_DATA/meta.properties ]] || return 0
+  [[ -f $K_DATA/.fulfil-security ]] && formatted=$(<"$K_DATA/.fulfil-security")
+  [[ $formatted == "$KAFKA_SECURITY" ]] ||
+    die "kafka: $K_DATA was formatted with KAFKA_SECURITY=$formatted, not $KAFKA_SECURITY; use another FULFIL_STATE_DIR or delete $K_DATA"
+}
+
+scram_admin_env() {
+  printf 'KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT\0KAFKA_SASL_MECHANISM=SCRAM-SHA-512\0'
+  printf 'KAFKA_SASL_USERNAME=admin\0KAFKA_SASL_PASSWORD=%s\0' "$(scram_admin_password)"
+}
+
+scram_apply() {
+  local python=${FULFIL_PYTHON:-$REPO_DIR/.venv/bin/python} out
+  local -a env_vars
+  [[ -x $python ]] || die "kafka: $python not found (run 'make install' first, or set FULFIL_PYTHON)"
+  mapfile -d '' -t env_vars < <(scram_admin_env)
+  log "kafka: SCRAM users and ACLs from the kit's registry (passwords in $K_USER_PASSWORDS)"
+  out=$(env "${env_vars[@]}" KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$KAFKA_PORT" \
+    "$python" -m fulfilment_kit.messaging.security apply --passwords "$K_USER_PASSWORDS" 2>&1) ||
+    die "kafka: creating the SCRAM users and ACLs failed:"$'\n'"$out"
+  log "kafka: $out"
+}
+
+scram_print_env() {
+  printf 'export KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT\n'
+  printf 'export KAFKA_SASL_MECHANISM=SCRAM-SHA-512\n'
+  printf 'export KAFKA_SASL_USERNAME=admin\n'
+  printf 'export KAFKA_SASL_PASSWORD=%q\n' "$(scram_admin_password)"
+  printf 'export FULFIL_KAFKA_PASSWORDS=%q # dev-only passwords of the service users\n' "$K_USER_PASSWORDS"
 }
 
 # =============================================================================
@@ -686,6 +758,7 @@ print_env() {
   printf 'export POSTGRES_PORT=%q\n' "$POSTGRES_PORT"
   printf 'export POSTGRES_USER=%q\n' "$POSTGRES_USER"
   printf 'export POSTGRES_PASSWORD=%q\n' "$POSTGRES_PASSWORD"
+  if scram_enabled; then scram_print_env; fi
   printf '# databases:'
   for db in $FULFIL_DATABASES; do printf ' %s' "$db"; done
   printf '\n# topics: python -m fulfilment_kit.messaging.admin ensure-topics\n'

@@ -139,7 +139,7 @@ async def rewind_group(group: str, source_topics: list[str]) -> None:
     tps = [TopicPartition(topics.physical(t), p) for t in source_topics for p in range(partitions)]
     settings = KafkaSettings()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=group, enable_auto_commit=False
+        **settings.client_options(), group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:

@@ -150,7 +150,7 @@ async def test_consumer_restarted_behind_its_tracked_offset_has_no_second_effect
 
     # Rewind the group's Kafka offsets to the start: Kafka would redeliver everything.
     rewind = AIOKafkaConsumer(
-        bootstrap_servers=KafkaSettings().bootstrap_servers,
+        **KafkaSettings().client_options(),
         group_id=topics.physical(group),
         enable_auto_commit=False,
     )

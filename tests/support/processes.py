@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from tests.support import kafka_security
 from tests.support.polling import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,9 +100,10 @@ def service_process(
     name: str, database: str, port: int, *, log_name: str | None = None, **env: str
 ) -> ServiceProcess:
     """The `fulfil-<name>` process (not started yet) on `database`, listening on `port`."""
+    credentials = kafka_security.service_env(name)  # its own Kafka user when SASL is on
     return ServiceProcess(
         service_command(f"fulfil-{name}"),
-        service_env(POSTGRES_DBNAME=database, FULFIL_HTTP_PORT=str(port), **env),
+        service_env(POSTGRES_DBNAME=database, FULFIL_HTTP_PORT=str(port), **credentials, **env),
         name=log_name or f"{name}-{database}",
     )
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import psycopg
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.contracts.base import IntegrationEvent
@@ -40,7 +39,7 @@ def drop_database(name: str) -> None:
 
 async def delete_topics(names: Sequence[str]) -> None:
     """Delete the topics `names` from the broker (a test run's own, afterwards)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=KafkaSettings().bootstrap_servers)
+    admin = kafka.admin(KafkaSettings())
     await admin.start()
     try:
         await admin.delete_topics(list(names))

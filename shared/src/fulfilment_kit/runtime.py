@@ -64,6 +64,7 @@ class ServiceRuntime:
     def __post_init__(self) -> None:
         self.broker = KafkaBroker(
             self.kafka_settings.bootstrap_servers,
+            security=self.kafka_settings.faststream_security(),
             middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=self.service)],
             logger=None,
         )

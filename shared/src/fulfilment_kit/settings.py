@@ -2,21 +2,70 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class KafkaSettings(BaseSettings):
-    """Where the Kafka broker is (KAFKA_*)."""
+    """Where the Kafka broker is and how to authenticate to it (KAFKA_*)."""
 
     model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
 
     bootstrap_servers: str = "127.0.0.1:19092"
     topic_partitions: int = Field(default=6, ge=1)
     request_timeout_s: float = Field(default=30.0, gt=0)
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    """CA bundle for SSL/SASL_SSL (the system's when unset)."""
+
+    def client_options(self) -> dict[str, Any]:
+        """aiokafka connection options: bootstrap servers plus security (SASL, TLS)."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol.startswith("SASL"):
+            if not self.sasl_username or self.sasl_password is None:
+                raise ValueError(
+                    f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs "
+                    "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+                )
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        if self.security_protocol.endswith("SSL"):
+            options["ssl_context"] = ssl.create_default_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+            )
+        return options
+
+    def faststream_security(self) -> BaseSecurity | None:
+        """The same security for a FastStream KafkaBroker (None: plaintext)."""
+        use_ssl = self.security_protocol.endswith("SSL")
+        ssl_context = self.client_options().get("ssl_context")
+        if not self.security_protocol.startswith("SASL"):
+            return BaseSecurity(ssl_context=ssl_context, use_ssl=use_ssl) if use_ssl else None
+        assert self.sasl_username  # client_options() checked both
+        assert self.sasl_password is not None
+        kind = {
+            "SCRAM-SHA-512": SASLScram512,
+            "SCRAM-SHA-256": SASLScram256,
+            "PLAIN": SASLPlaintext,
+        }[self.sasl_mechanism]
+        return kind(
+            self.sasl_username,
+            self.sasl_password.get_secret_value(),
+            ssl_context=ssl_context,
+            use_ssl=use_ssl,
+        )
 
 
 class PostgresSettings(BaseSettings):

@@ -18,9 +18,27 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
     "payments": (INVENTORY, ORDERS, CUSTOMER_SERVICE),
     "shipping": (PAYMENTS, ORDERS),
     "orders": (INVENTORY, PAYMENTS, SHIPPING, CUSTOMER_SERVICE),
-    "customer-service": ALL,
+    "customer-service": (ORDERS, INVENTORY, PAYMENTS, SHIPPING),
     # customer-service's read models (projections), a consumer group of their own
     "customer-service-projections": ALL,
+}
+
+# The deployables and what each one runs: the topic its relay publishes and the consumer
+# groups it runs (one Kafka user per deployable; fulfilment_kit.contracts.access derives
+# its ACLs, the Kubernetes KafkaUsers and the local stack's SCRAM users from this).
+PUBLISHES: dict[str, str] = {
+    "orders": ORDERS,
+    "inventory": INVENTORY,
+    "payments": PAYMENTS,
+    "shipping": SHIPPING,
+    "customer-service": CUSTOMER_SERVICE,
+}
+GROUPS: dict[str, tuple[str, ...]] = {
+    "orders": ("orders",),
+    "inventory": ("inventory",),
+    "payments": ("payments",),
+    "shipping": ("shipping",),
+    "customer-service": ("customer-service", "customer-service-projections"),
 }
 
 
@@ -37,6 +55,11 @@ def physical(topic: str) -> str:
 def dlq(topic: str, consumer: str) -> str:
     """Dead-letter topic for one consumer of one source topic."""
     return f"{topic}.dlq.{consumer}"
+
+
+def transactional_id(service: str, topic_prefix: str | None = None) -> str:
+    """The transactional id of a service's outbox relay (one writer per service)."""
+    return f"{prefix() if topic_prefix is None else topic_prefix}fulfil-relay-{service}"
 
 
 def all_physical_topics() -> list[str]:

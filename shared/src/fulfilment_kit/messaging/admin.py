@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from fulfilment_kit.contracts import topics
+from fulfilment_kit.messaging import kafka
 from fulfilment_kit.settings import KafkaSettings
 
 
@@ -28,7 +29,7 @@ async def ensure_topics(
     settings = settings or KafkaSettings()
     partitions = partitions or settings.topic_partitions
     replication_factor = replication_factor or int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1"))
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = kafka.admin(settings)
     deadline = time.monotonic() + timeout_s
     while True:
         try:

@@ -144,7 +144,7 @@ class OutboxRelay:
     async def _run_once(self) -> None:
         producer = kafka.producer(
             self.kafka_settings,
-            transactional_id=f"{topics.prefix()}fulfil-relay-{self.service}",
+            transactional_id=topics.transactional_id(self.service),
             transaction_timeout_ms=60_000,
         )
         await asyncio.wait_for(producer.start(), self.kafka_settings.request_timeout_s)

@@ -1,0 +1,102 @@
+"""The Kafka permissions derivation (`contracts.access`) and its agreement with what each
+service actually runs: the registry is the one list, checked against the code."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from customer_service.projections import GROUP as PROJECTIONS_GROUP
+from fulfilment_kit.contracts import access, topics
+from fulfilment_kit.runtime import ServiceRuntime
+from fulfilment_kit.settings import KafkaSettings, ServiceSettings
+
+MAIN_MODULES = {
+    "orders": "orders.main",
+    "inventory": "inventory.main",
+    "payments": "payments.main",
+    "shipping": "shipping.main",
+    "customer-service": "customer_service.main",
+}
+
+
+def runtime_of(service: str, tmp_path: Path) -> ServiceRuntime:
+    module = importlib.import_module(MAIN_MODULES[service])
+    settings = ServiceSettings(persistence="sqlite", sqlite_dir=tmp_path)
+    runtime: ServiceRuntime = module.create_runtime(settings)
+    return runtime
+
+
+@pytest.mark.parametrize("service", sorted(MAIN_MODULES))
+def test_each_service_runs_exactly_what_the_registry_declares(service: str, tmp_path: Path) -> None:
+    runtime = runtime_of(service, tmp_path)
+    try:
+        assert list(runtime.output_topics) == [topics.PUBLISHES[service]]
+        for consumer in runtime.consumers:
+            group = consumer.inbox.group_id
+            assert group in topics.GROUPS[service], f"{service} runs undeclared group {group}"
+            subscribed = [t.name for t in consumer.subscriber.topics] if consumer.subscriber else []
+            assert sorted(subscribed) == sorted(topics.physical(t) for t in topics.CONSUMERS[group])
+        assert {c.inbox.group_id for c in runtime.consumers} | (
+            {PROJECTIONS_GROUP} if service == "customer-service" else set()
+        ) == set(topics.GROUPS[service])
+    finally:
+        runtime.app.close()
+
+
+def test_the_projections_consume_what_their_group_declares() -> None:
+    # attached by customer_service.projections.wiring with topics.ALL (needs PostgreSQL)
+    assert PROJECTIONS_GROUP in topics.GROUPS["customer-service"]
+    assert topics.CONSUMERS[PROJECTIONS_GROUP] == topics.ALL
+
+
+def test_every_consumer_group_belongs_to_exactly_one_user() -> None:
+    owners = [g for groups in topics.GROUPS.values() for g in groups]
+    assert sorted(owners) == sorted(topics.CONSUMERS)
+    assert sorted(topics.PUBLISHES.values()) == sorted(topics.ALL)
+    assert access.users() == sorted(topics.PUBLISHES)
+
+
+def test_least_privilege_of_orders() -> None:
+    grant = access.access_for("orders", prefix="p.")
+    rules = {(a.resource, a.name): a.operations for a in grant.acls()}
+    assert rules[("topic", "p.fulfilment.orders.v1")] == ("Write", "Describe", "Read")
+    assert rules[("transactionalId", "p.fulfil-relay-orders")] == ("Write", "Describe")
+    assert rules[("group", "p.orders")] == ("Read", "Describe")
+    assert rules[("topic", "p.fulfilment.inventory.v1")] == ("Read", "Describe")
+    assert rules[("topic", "p.fulfilment.inventory.v1.dlq.orders")] == ("Write", "Describe")
+    # nothing of another service's: its topic to write, its group, its relay id
+    assert ("group", "p.inventory") not in rules
+    assert ("transactionalId", "p.fulfil-relay-inventory") not in rules
+    writable = {name for (kind, name), ops in rules.items() if kind == "topic" and "Write" in ops}
+    assert writable == {"p.fulfilment.orders.v1"} | {
+        f"p.{t}.dlq.orders" for t in topics.CONSUMERS["orders"]
+    }
+    assert "p.fulfilment.orders.v1" not in grant.reads
+
+
+def test_the_relay_and_the_inbox_use_the_derived_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FULFIL_TOPIC_PREFIX", "x.")
+    grant = access.access_for("shipping")
+    assert grant.transactional_id == topics.transactional_id("shipping")
+    assert set(grant.dead_letters) == {
+        topics.dlq(topics.physical(t), "shipping") for t in topics.CONSUMERS["shipping"]
+    }
+    assert grant.groups == ("x.shipping",)
+
+
+def test_sasl_settings_reach_every_client_option() -> None:
+    settings = KafkaSettings(
+        security_protocol="SASL_PLAINTEXT", sasl_username="orders", sasl_password="pw"
+    )
+    options = settings.client_options()
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("orders", "pw")
+    security = settings.faststream_security()
+    assert type(security).__name__ == "SASLScram512"
+    with pytest.raises(ValueError, match="KAFKA_SASL_USERNAME"):
+        KafkaSettings(security_protocol="SASL_PLAINTEXT").client_options()
+    assert "sasl_mechanism" not in KafkaSettings().client_options()
+    assert KafkaSettings().faststream_security() is None
