@@ -10,7 +10,7 @@ STACK := bash deploy/local/stack.sh
 WITH_KAFKA := KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${KAFKA_PORT:-19092}}
 PY := $(WITH_KAFKA) $(UV) run --locked --no-sync python
 
-.PHONY: help install stack topics run stop test test-unit test-integration lint fmt typecheck schemas bench clean test-scram stack-scram
+.PHONY: help install stack topics run stop test test-unit test-integration lint fmt typecheck schemas bench clean test-scram stack-scram k8s-tools manifests
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -57,7 +57,13 @@ test-unit: install ## unit + contract tests (no servers needed)
 test-integration: stack ## integration tests against the real Kafka + PostgreSQL
 	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q tests/integration
 
-test: lint typecheck stack ## everything: lint, types, unit, contract, integration, e2e, SCRAM
+k8s-tools: install ## kustomize + kubeconform (pinned, into .local/bin) and the Kubernetes schemas
+	@bash deploy/k8s/tools.sh
+
+manifests: install ## regenerate deploy/k8s/base from the code (topics, ACLs, rules, dashboards)
+	@$(UV) run --no-sync python deploy/k8s/generate.py
+
+test: lint typecheck k8s-tools stack ## everything: lint, types, unit, contract, integration, e2e, SCRAM
 	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider -m "not kafka_security" tests
 	@$(MAKE) --no-print-directory test-scram
 
@@ -71,8 +77,7 @@ SCRAM_STACK = env -u KAFKA_BOOTSTRAP_SERVERS FULFIL_STATE_DIR=$(CURDIR)/.local/s
 # The ACL tests plus an integration subset in which every service is its own Kafka user.
 SCRAM_TESTS = tests/integration/test_kafka_acls.py tests/integration/test_orders_service.py \
 	tests/integration/test_inventory_service.py tests/integration/test_shipping_service.py \
-	tests/integration/test_payments_service.py tests/integration/test_customer_service_returns.py \
-	tests/integration/test_relay_crash.py
+	tests/integration/test_payments_service.py tests/integration/test_customer_service_returns.py
 
 stack-scram: install ## start (or reuse) the SCRAM + ACL broker; prints its settings
 	@$(SCRAM_STACK) kafka-up

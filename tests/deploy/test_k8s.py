@@ -1,0 +1,330 @@
+"""Kubernetes manifests: built with kustomize, validated offline by kubeconform against the
+Kubernetes and CRD schemas, checked against policy and against the code they derive from."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fulfilment_kit.contracts import access, topics
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = REPO / ".local/bin"
+OVERLAYS = ("dev", "prod")
+Obj = dict[str, Any]
+
+
+def _generator() -> Any:
+    spec = importlib.util.spec_from_file_location("k8s_generate", REPO / "deploy/k8s/generate.py")
+    assert spec
+    assert spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+GENERATE = _generator()
+
+
+def _need_tools() -> None:
+    for tool in ("kustomize", "kubeconform"):
+        if not (BIN / tool).exists():
+            raise AssertionError(f".local/bin/{tool} missing: run `make k8s-tools`")
+
+
+def build(overlay: str) -> list[Obj]:
+    _need_tools()
+    out = subprocess.run(
+        [BIN / "kustomize", "build", REPO / "deploy/k8s/overlays" / overlay],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, list[Obj]]:
+    return {overlay: build(overlay) for overlay in OVERLAYS}
+
+
+def kubeconform(objects: list[Obj]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", REPO / "deploy/k8s/validate.sh", "-"],
+        input=yaml.safe_dump_all(objects, sort_keys=False),
+        capture_output=True,
+        text=True,
+    )
+
+
+def of_kind(objects: list[Obj], kind: str) -> list[Obj]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+# -- policy ------------------------------------------------------------------------------
+
+
+def policy_violations(objects: list[Obj]) -> list[str]:
+    """What the platform requires of every workload, as messages naming the object."""
+    problems: list[str] = []
+    deployments = of_kind(objects, "Deployment")
+    for d in deployments:
+        name = d["metadata"]["name"]
+        pod = d["spec"]["template"]["spec"]
+        pod_ctx = pod.get("securityContext", {})
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            where = f"Deployment/{name} container {c['name']}"
+            ctx = {**pod_ctx, **c.get("securityContext", {})}
+            if not ctx.get("runAsNonRoot"):
+                problems.append(f"{where}: not runAsNonRoot")
+            if not ctx.get("readOnlyRootFilesystem"):
+                problems.append(f"{where}: root filesystem not read-only")
+            if "ALL" not in ctx.get("capabilities", {}).get("drop", []):
+                problems.append(f"{where}: capabilities not dropped")
+            if ctx.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+                problems.append(f"{where}: seccomp not RuntimeDefault")
+            res = c.get("resources", {})
+            for part in ("requests", "limits"):
+                if not {"cpu", "memory"} <= set(res.get(part, {})):
+                    problems.append(f"{where}: no cpu/memory {part}")
+            image = c.get("image", "")
+            tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
+            if not tag or tag == "latest":
+                problems.append(f"{where}: image {image!r} has no pinned tag")
+        for c in pod["containers"]:
+            where = f"Deployment/{name} container {c['name']}"
+            for kind, path in (
+                ("startupProbe", "/livez"),
+                ("livenessProbe", "/livez"),
+                ("readinessProbe", "/readyz"),
+            ):
+                if c.get(kind, {}).get("httpGet", {}).get("path") != path:
+                    problems.append(f"{where}: no {kind} on {path}")
+            if "preStop" not in c.get("lifecycle", {}):
+                problems.append(f"{where}: no preStop hook")
+        if pod.get("terminationGracePeriodSeconds", 30) < 45:
+            problems.append(f"Deployment/{name}: terminationGracePeriodSeconds too short to drain")
+        labels = d["spec"]["template"]["metadata"]["labels"]
+
+        def selects(o: Obj, key: str, pod_labels: dict[str, str] = labels) -> bool:
+            wanted = o["spec"][key].get("matchLabels", {})
+            return bool(wanted) and wanted.items() <= pod_labels.items()
+
+        if not any(selects(p, "selector") for p in of_kind(objects, "PodDisruptionBudget")):
+            problems.append(f"Deployment/{name}: no PodDisruptionBudget")
+        if not any(selects(n, "podSelector") for n in of_kind(objects, "NetworkPolicy")):
+            problems.append(f"Deployment/{name}: no NetworkPolicy")
+        scalers = [
+            s
+            for s in of_kind(objects, "ScaledObject")
+            if s["spec"]["scaleTargetRef"]["name"] == name
+        ]
+        if not scalers or scalers[0]["spec"]["maxReplicaCount"] > topics_partitions():
+            problems.append(f"Deployment/{name}: no ScaledObject capped at the partition count")
+    for secretish in of_kind(objects, "Secret"):
+        problems.append(f"Secret/{secretish['metadata']['name']}: secret values in the manifests")
+    return problems
+
+
+def topics_partitions() -> int:
+    return int(GENERATE.PARTITIONS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_builds_and_validates_with_zero_errors(overlay: str) -> None:
+    _need_tools()
+    result = subprocess.run(
+        ["bash", REPO / "deploy/k8s/validate.sh", REPO / "deploy/k8s/overlays" / overlay],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Invalid: 0, Errors: 0, Skipped: 0" in result.stdout
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_meets_the_policy(built: dict[str, list[Obj]], overlay: str) -> None:
+    assert policy_violations(built[overlay]) == []
+
+
+def test_prod_prints_every_kind_the_platform_needs(built: dict[str, list[Obj]]) -> None:
+    kinds = {o["kind"] for o in built["prod"]}
+    assert kinds >= {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "ServiceAccount",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ScaledObject",
+        "TriggerAuthentication",
+        "KafkaTopic",
+        "KafkaUser",
+        "ServiceMonitor",
+        "PrometheusRule",
+    }
+    assert {o["metadata"]["name"] for o in of_kind(built["prod"], "Deployment")} == set(
+        access.users()
+    )
+    prod_topics = of_kind(built["prod"], "KafkaTopic")
+    assert {t["spec"]["config"]["min.insync.replicas"] for t in prod_topics} == {2}
+    assert {t["spec"]["replicas"] for t in prod_topics} == {3}
+
+
+def test_base_is_what_the_generator_makes_from_the_code() -> None:
+    committed = {p.name: p.read_text() for p in (REPO / "deploy/k8s/base").glob("*.yaml")}
+    assert committed == GENERATE.files(), "run: uv run python deploy/k8s/generate.py"
+
+
+def test_kafka_users_and_topics_equal_the_code_registry(built: dict[str, list[Obj]]) -> None:
+    for overlay in OVERLAYS:
+        users = {u["metadata"]["name"]: u for u in of_kind(built[overlay], "KafkaUser")}
+        assert set(users) == set(access.users())
+        for name, grant in access.all_access(prefix="").items():
+            acls = users[name]["spec"]["authorization"]["acls"]
+            found = {
+                (a["resource"]["type"], a["resource"]["name"], tuple(a["operations"])) for a in acls
+            }
+            assert found == {(a.resource, a.name, a.operations) for a in grant.acls()}
+            assert all(a["resource"]["patternType"] == "literal" for a in acls)
+            assert all(a["type"] == "allow" for a in acls)
+        names = {t["spec"]["topicName"] for t in of_kind(built[overlay], "KafkaTopic")}
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("FULFIL_TOPIC_PREFIX", "")
+            assert names == set(topics.all_physical_topics())
+        groups = {
+            trig["metadata"]["consumerGroup"]
+            for s in of_kind(built[overlay], "ScaledObject")
+            for trig in s["spec"]["triggers"]
+        }
+        assert groups == set(topics.CONSUMERS)
+
+
+def test_dashboards_and_rules_are_generated_from_their_files(built: dict[str, list[Obj]]) -> None:
+    dashboards = {
+        c["metadata"]["annotations"]["fulfil.io/generated-from"]: c
+        for c in of_kind(built["prod"], "ConfigMap")
+        if c["metadata"]["labels"].get("grafana_dashboard") == "1"
+    }
+    files = sorted(str(p.relative_to(REPO)) for p in (REPO / "deploy/grafana").rglob("*.json"))
+    assert sorted(dashboards) == files
+    for path, cm in dashboards.items():
+        [(key, text)] = cm["data"].items()
+        assert key == Path(path).name
+        assert json.loads(text) == json.loads((REPO / path).read_text())
+    [rule] = of_kind(built["prod"], "PrometheusRule")
+    expected: list[Any] = []
+    for path in sorted((REPO / "deploy/prometheus/rules").glob("*.y*ml")):
+        expected.extend((yaml.safe_load(path.read_text()) or {}).get("groups", []))
+    assert rule["spec"]["groups"] == expected
+
+
+# -- the validators reject what is broken ----------------------------------------------------
+
+
+def _first(objects: list[Obj], kind: str) -> Obj:
+    return of_kind(objects, kind)[0]
+
+
+def _unknown_field(o: Obj) -> None:
+    o["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}
+
+
+def _wrong_type(o: Obj) -> None:
+    o["spec"]["replicas"] = "three"
+
+
+def _crd_unknown_field(o: Obj) -> None:
+    o["spec"]["authorization"]["acls"][0]["operation"] = "Write"
+
+
+def _crd_wrong_type(o: Obj) -> None:
+    o["spec"]["maxReplicaCount"] = "six"
+
+
+BROKEN: list[tuple[str, Callable[[Obj], None], str]] = [
+    ("Deployment", _unknown_field, "livenessprobe"),
+    ("Deployment", _wrong_type, "replicas"),
+    ("KafkaUser", _crd_unknown_field, "operation"),
+    ("ScaledObject", _crd_wrong_type, "maxReplicaCount"),
+]
+
+
+def test_kubeconform_rejects_each_broken_manifest(built: dict[str, list[Obj]]) -> None:
+    """One run over one broken copy per breakage (built-in kinds and CRDs), each named."""
+    objects = []
+    for n, (kind, breakage, _) in enumerate(BROKEN):
+        broken = copy.deepcopy(_first(built["prod"], kind))
+        broken["metadata"]["name"] = f"broken-{n}"
+        breakage(broken)
+        objects.append(broken)
+    result = kubeconform(objects)
+    assert result.returncode != 0
+    assert f"Invalid: {len(BROKEN)}" in result.stdout, result.stdout
+    lines = result.stdout.splitlines()
+    for n, (kind, _, message) in enumerate(BROKEN):
+        [line] = [x for x in lines if f"{kind} broken-{n} is invalid" in x]
+        assert message in line, line
+
+
+def _no_readiness(o: list[Obj]) -> None:
+    del _first(o, "Deployment")["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+
+
+def _root(o: list[Obj]) -> None:
+    pod = _first(o, "Deployment")["spec"]["template"]["spec"]
+    pod["securityContext"]["runAsNonRoot"] = False
+    pod["containers"][0]["securityContext"]["runAsNonRoot"] = False
+
+
+def _latest(o: list[Obj]) -> None:
+    _first(o, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] = "x/y:latest"
+
+
+def _no_limits(o: list[Obj]) -> None:
+    del _first(o, "Deployment")["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+def _no_pdb(o: list[Obj]) -> None:
+    o.remove(_first(o, "PodDisruptionBudget"))
+
+
+def _no_netpol(o: list[Obj]) -> None:
+    o.remove(_first(o, "NetworkPolicy"))
+
+
+def _writable_root(o: list[Obj]) -> None:
+    c = _first(o, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    c["securityContext"]["readOnlyRootFilesystem"] = False
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (_no_readiness, "no readinessProbe"),
+        (_root, "not runAsNonRoot"),
+        (_latest, "no pinned tag"),
+        (_no_limits, "no cpu/memory limits"),
+        (_no_pdb, "no PodDisruptionBudget"),
+        (_no_netpol, "no NetworkPolicy"),
+        (_writable_root, "not read-only"),
+    ],
+)
+def test_the_policy_rejects_unsafe_manifests(
+    built: dict[str, list[Obj]], breakage: Callable[[list[Obj]], None], message: str
+) -> None:
+    objects = copy.deepcopy(built["prod"])
+    breakage(objects)
+    problems = policy_violations(objects)
+    assert problems
+    assert all(message in p for p in problems), problems
