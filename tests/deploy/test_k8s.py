@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from fulfilment_kit.contracts import access, topics
+from tests.deploy.settings_env import read_names, required_names
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".local/bin"
@@ -328,3 +329,20 @@ def test_the_policy_rejects_unsafe_manifests(
     problems = policy_violations(objects)
     assert problems
     assert all(message in p for p in problems), problems
+
+
+def test_every_deployment_gets_the_environment_the_code_reads(
+    built: dict[str, list[Obj]],
+) -> None:
+    known = read_names()
+    maps = {c["metadata"]["name"]: c for c in of_kind(built["prod"], "ConfigMap")}
+    for d in of_kind(built["prod"], "Deployment"):
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            names = {e["name"] for e in c.get("env", [])}
+            for source in c.get("envFrom", []):
+                names |= set(maps[source["configMapRef"]["name"]]["data"])
+            assert required_names() <= names, required_names() - names
+            assert names <= known, names - known
+            secrets = {e["name"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+            assert secrets == {"KAFKA_SASL_PASSWORD", "POSTGRES_PASSWORD"}
+            assert all("value" not in e for e in c["env"])
