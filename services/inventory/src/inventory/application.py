@@ -25,6 +25,7 @@ from fulfilment_kit.contracts import (
 )
 from fulfilment_kit.messaging.cloudevents import Envelope
 from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
+from fulfilment_kit.persistence.batch_load import load_aggregates
 from fulfilment_kit.persistence.follower import LogFollower
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.tracing import Trace
@@ -49,6 +50,9 @@ log = structlog.get_logger(__name__)
 THRESHOLD_SETTING = "FULFIL_INVENTORY_DEFAULT_THRESHOLD"
 COMMAND_ATTEMPTS = 5
 """How often an HTTP command is retried after an optimistic-concurrency conflict."""
+
+SNAPSHOT_INTERVAL = 50
+"""Events between two snapshots of a StockItem: a load replays at most this many."""
 
 T = TypeVar("T", bound=Aggregate)
 
@@ -134,6 +138,8 @@ class InventoryApplication(InboxApplication):
         ShipmentShipped,
         ReturnReceived,
     )
+    snapshotting_intervals = {StockItem: SNAPSHOT_INTERVAL}
+    """A SKU's every reservation is an event on it: load it from a snapshot, not from birth."""
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
@@ -221,7 +227,9 @@ class InventoryApplication(InboxApplication):
 
     def list_stock(self, below_threshold: bool | None = None) -> list[StockItem]:
         """Every known SKU sorted by SKU, optionally only those below (or not below) threshold."""
-        items = [self.get_stock(sku) for sku in self.known_skus()]
+        ids = {stock_item_id(sku): sku for sku in self.known_skus()}
+        loaded = load_aggregates(self, list(ids))  # one query, each SKU from its snapshot
+        items = [loaded[i] for i in ids if i in loaded]
         if below_threshold is None:
             return items
         return [item for item in items if item.below_threshold is below_threshold]
