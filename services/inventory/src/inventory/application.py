@@ -23,6 +23,9 @@ from fulfilment_kit.contracts import (
     ReturnReceived,
     ShipmentShipped,
 )
+from fulfilment_kit.idempotency import ConcurrentUpdate as ConcurrentUpdate  # re-exported
+from fulfilment_kit.idempotency import IdempotencyConflict as IdempotencyConflict  # re-exported
+from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
 from fulfilment_kit.messaging.cloudevents import Envelope
 from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
 from fulfilment_kit.persistence.batch_load import load_aggregates
@@ -63,14 +66,6 @@ class SkuNotFound(LookupError):
 
 class ReservationNotFound(LookupError):
     pass
-
-
-class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used before with a different request."""
-
-
-class ConcurrentUpdate(Exception):
-    """The command kept conflicting with concurrent writes of the same aggregates."""
 
 
 @dataclass(frozen=True)
@@ -189,12 +184,10 @@ class InventoryApplication(InboxApplication):
         self, sku: str, idempotency: Idempotency | None, trace: Trace, change: Change
     ) -> StockResult:
         """Run `change` and save it atomically with its idempotency marker; retry on conflict."""
-        for attempt in range(1, COMMAND_ATTEMPTS + 1):
+
+        def attempt() -> StockItem:
             marker = None
             if idempotency is not None:
-                previous = self._replay(idempotency)
-                if previous is not None:
-                    return StockResult(previous, replayed=True)
                 marker = IdempotencyMarker.record(
                     idempotency.key, idempotency.fingerprint, sku, trace
                 )
@@ -202,19 +195,22 @@ class InventoryApplication(InboxApplication):
             try:
                 self.save(item, *others, marker)
             except IntegrityError:
-                log.info("stock command conflicted, retrying", sku=sku, attempt=attempt)
-                continue
-            return StockResult(item)
-        raise ConcurrentUpdate(f"stock of {sku} kept changing concurrently; try again")
+                log.info("stock command conflicted, retrying", sku=sku)
+                raise
+            return item
+
+        replay = (lambda: self._replay(idempotency)) if idempotency is not None else lambda: None
+        try:
+            outcome = run_idempotently(replay=replay, attempt=attempt, attempts=COMMAND_ATTEMPTS)
+        except ConcurrentUpdate as exc:
+            raise ConcurrentUpdate(f"stock of {sku} kept changing concurrently; try again") from exc
+        return StockResult(outcome.result, replayed=not outcome.applied)
 
     def _replay(self, idempotency: Idempotency) -> StockItem | None:
         marker = self.find(idempotency_marker_id(idempotency.key), IdempotencyMarker)
         if marker is None:
             return None
-        if marker.fingerprint != idempotency.fingerprint:
-            raise IdempotencyConflict(
-                f"Idempotency-Key {idempotency.key!r} was already used for a different request"
-            )
+        check_fingerprint(idempotency.key, marker.fingerprint, idempotency.fingerprint)
         return self.get_stock(marker.sku)
 
     # Queries
