@@ -5,12 +5,14 @@ Policy (runs in the inbox's worker thread, one transaction per batch with its tr
 - OrderPlaced / OrderDelivered / OrderCancelled / OrderRejected keep the local `OrderRecord`
   replica that return requests are verified against.
 - ShipmentException, OrderFlagged and PaymentFailed open a case whose id is derived from the
-  cause and the order id, so a redelivered message opens no second case.
+  cause, the order id and how many such cases ended before: one active case per cause and
+  order, a new one once it was resolved or closed, and a redelivered message opens none.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -454,9 +456,14 @@ class CustomerServiceApplication(InboxApplication):
         customer_id: UUID | None,
         message: InboundMessage,
     ) -> None:
-        case_id = case_id_for(kind, order_id)
-        if self.get_for_update(processing, case_id, Case) is not None:
-            return  # this cause opened its case already
+        # One active case per cause and order; a new one once the previous one has ended.
+        for generation in itertools.count():
+            case_id = case_id_for(kind, order_id, generation)
+            existing = self.get_for_update(processing, case_id, Case)
+            if existing is None:
+                break
+            if existing.active or existing.opened_by == message.envelope.id:
+                return  # the cause has its case (or this message opened one: a redelivery)
         if customer_id is None and (record := self._order(processing, order_id)):
             customer_id = record.customer_id
         case = Case.open(

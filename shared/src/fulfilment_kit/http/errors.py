@@ -25,6 +25,8 @@ from starlette.routing import Match
 
 log = structlog.get_logger(__name__)
 
+from fulfilment_kit.http.conflicts import install_conflict_handlers
+
 PROBLEM_JSON = "application/problem+json"
 DATABASE_RETRY_AFTER_S = 5
 """What a 503 for an unreachable database tells the caller to wait (seconds)."""
@@ -201,6 +203,8 @@ def _allowed_methods(request: Request) -> list[str]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    install_conflict_handlers(app)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
