@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-log = structlog.get_logger(__name__)
-
 from fulfilment_kit.http.conflicts import install_conflict_handlers
+
+log = structlog.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 DATABASE_RETRY_AFTER_S = 5
