@@ -1,4 +1,6 @@
-"""Demo traffic for `make run`: realistic orders, declines, cancellations, carrier updates.
+"""Demo traffic for `make run`: realistic orders, declines, cancellations, carrier updates,
+and after-sales: returns requested, authorised (by policy or an agent), received with an
+inspection result, and refunded.
 
 Talks only to the public HTTP APIs. FULFIL_DEMO=0 turns it off; FULFIL_DEMO_RATE sets
 orders per second (default 2). Ctrl-C or SIGTERM ends it.
@@ -20,6 +22,16 @@ import httpx
 ORDERS = os.environ.get("FULFIL_DEMO_ORDERS_URL", "http://127.0.0.1:8001")
 INVENTORY = os.environ.get("FULFIL_DEMO_INVENTORY_URL", "http://127.0.0.1:8002")
 SHIPPING = os.environ.get("FULFIL_DEMO_SHIPPING_URL", "http://127.0.0.1:8004")
+CUSTOMER_SERVICE = os.environ.get("FULFIL_DEMO_CUSTOMER_SERVICE_URL", "http://127.0.0.1:8005")
+RETURN_SHARE = 0.15  # of delivered orders, some units come back
+# Reasons customers give, and how often: the shop's fault is authorised by policy; a change
+# of mind of a large order waits for an agent.
+RETURN_REASONS = [
+    ("damaged", 30),
+    ("wrong_item", 10),
+    ("not_as_described", 10),
+    ("changed_mind", 50),
+]
 
 # SKU, unit price (cents), stock received at start. Two are scarce, so some orders are rejected.
 CATALOGUE = [
@@ -60,13 +72,17 @@ class Tally:
     delivered: int = 0
     exceptions: int = 0
     errors: int = 0
+    returns_requested: int = 0
+    returns_received: int = 0
     shipped: dict[str, str] = field(default_factory=dict)  # order id -> tracking number
+    returnable: dict[str, int] = field(default_factory=dict)  # delivered order -> tries left
+    returns: dict[str, str] = field(default_factory=dict)  # return id -> status
 
 
 async def wait_until_ready(client: httpx.AsyncClient, timeout_s: float = 120) -> None:
     """The services start alongside the demo: poll their /readyz until all answer 200."""
     deadline = time.monotonic() + timeout_s
-    for base in (ORDERS, INVENTORY, SHIPPING):
+    for base in (ORDERS, INVENTORY, SHIPPING, CUSTOMER_SERVICE):
         while True:
             try:
                 if (await client.get(f"{base}/readyz")).status_code == 200:
@@ -157,8 +173,71 @@ async def carrier_updates(client: httpx.AsyncClient, rng: random.Random, tally: 
         else:
             hook = {"tracking_number": shipment["tracking_number"], "status": "delivered"}
             tally.delivered += 1
+            if rng.random() < RETURN_SHARE:
+                tally.returnable[order_id] = 10  # customer-service learns of it over Kafka
         await client.post(f"{SHIPPING}/carrier/webhooks", json=hook)
         tally.shipped.pop(order_id, None)
+
+
+async def after_sales(client: httpx.AsyncClient, rng: random.Random, tally: Tally) -> None:
+    """Play customers, agents and the warehouse: request returns of delivered orders, decide
+    the ones the policy leaves to an agent, and receive the parcels (payments refunds)."""
+    for order_id, tries in list(tally.returnable.items())[:10]:
+        order = (await client.get(f"{ORDERS}/orders/{order_id}")).json()
+        line = rng.choice(order["lines"])
+        reason = rng.choices([r for r, _ in RETURN_REASONS], [w for _, w in RETURN_REASONS])[0]
+        reply = await client.post(
+            f"{CUSTOMER_SERVICE}/returns",
+            json={
+                "order_id": order_id,
+                "lines": [{"sku": line["sku"], "quantity": line["quantity"]}],
+                "reason_code": reason,
+            },
+            headers={"Idempotency-Key": f"demo-return-{order_id}"},
+        )
+        if reply.status_code == 201:
+            tally.returns[reply.json()["return_id"]] = reply.json()["status"]
+            tally.returns_requested += 1
+            tally.returnable.pop(order_id, None)
+        elif reply.status_code in (404, 409) and tries > 1:  # delivery not seen there yet
+            tally.returnable[order_id] = tries - 1
+        else:
+            tally.returnable.pop(order_id, None)
+            tally.errors += 1
+    for return_id, status in list(tally.returns.items())[:10]:
+        if status == "requested":  # an agent decides
+            if rng.random() < 0.8:
+                reply = await client.post(
+                    f"{CUSTOMER_SERVICE}/returns/{return_id}/authorise",
+                    json={"agent": "demo-agent"},
+                )
+            else:
+                reply = await client.post(
+                    f"{CUSTOMER_SERVICE}/returns/{return_id}/reject",
+                    json={"reason": "outside the policy for opened items", "agent": "demo-agent"},
+                )
+        elif status == "authorised":  # the parcel arrives; the warehouse inspects it
+            ret = (await client.get(f"{CUSTOMER_SERVICE}/returns/{return_id}")).json()
+            inspected = [
+                {
+                    "sku": item["sku"],
+                    "quantity": item["quantity"],
+                    "result": "restockable" if rng.random() < 0.8 else "damaged",
+                }
+                for item in ret["lines"]
+            ]
+            reply = await client.post(
+                f"{CUSTOMER_SERVICE}/returns/{return_id}/receipt", json={"lines": inspected}
+            )
+            tally.returns_received += reply.status_code == 200
+        else:
+            tally.returns.pop(return_id, None)
+            continue
+        if reply.status_code == 200:
+            tally.returns[return_id] = reply.json()["status"]
+        else:
+            tally.returns.pop(return_id, None)
+            tally.errors += 1
 
 
 async def restock(client: httpx.AsyncClient) -> None:
@@ -195,13 +274,15 @@ async def main() -> None:
             task.add_done_callback(tasks.discard)
             if time.monotonic() - last_chores > 2:
                 await carrier_updates(client, rng, tally)
+                await after_sales(client, rng, tally)
                 await restock(client)
                 last_chores = time.monotonic()
             if time.monotonic() - last_report > 10:
                 print(
                     f"demo traffic: placed {tally.placed}, cancelled {tally.cancelled}, "
                     f"delivered {tally.delivered}, delivery exceptions {tally.exceptions}, "
-                    f"errors {tally.errors}",
+                    f"returns requested {tally.returns_requested}, "
+                    f"received and refunded {tally.returns_received}, errors {tally.errors}",
                     flush=True,
                 )
                 last_report = time.monotonic()

@@ -22,7 +22,7 @@ stop() {
   tag="$(cat "$state/run.tag" 2>/dev/null || true)"
   if [[ -n $tag ]]; then
     for environ in /proc/[0-9]*/environ; do
-      if tr '\0' '\n' <"$environ" 2>/dev/null | grep -qx "FULFIL_RUN_TAG=$tag"; then
+      if tr '\0' '\n' 2>/dev/null <"$environ" | grep -qx "FULFIL_RUN_TAG=$tag"; then
         pid="${environ#/proc/}"; kill -TERM "${pid%/environ}" 2>/dev/null || true
       fi
     done
@@ -32,14 +32,20 @@ stop() {
 }
 
 announce() {
-  local deadline=$((SECONDS + 90)) name
-  for name in "${!PORTS[@]}"; do
+  local deadline=$((SECONDS + 90)) name supervisor=$$
+  local -a late=()
+  for name in orders inventory payments shipping customer-service; do
     until curl -fsS "http://127.0.0.1:${PORTS[$name]}/readyz" >/dev/null 2>&1; do
-      (( SECONDS > deadline )) && { echo ">>> $name is not ready after 90 s (see its log lines above)"; break; }
+      kill -0 "$supervisor" 2>/dev/null || return 0  # the platform stopped: nothing to announce
+      (( SECONDS > deadline )) && { late+=("$name"); break; }
       sleep 0.5
     done
   done
   echo
+  if ((${#late[@]})); then
+    echo ">>> The fulfilment platform is NOT up: ${late[*]} not ready after 90 s (see their log lines above)."
+    return 0
+  fi
   echo ">>> The fulfilment platform is up:"
   for name in orders inventory payments shipping customer-service; do
     printf '>>>   %-17s http://127.0.0.1:%s   (API docs: /docs, health: /livez /readyz, metrics: /metrics)\n' \
@@ -47,8 +53,11 @@ announce() {
   done
   echo ">>>   Kafka             ${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:19092}"
   echo ">>>   PostgreSQL        ${POSTGRES_HOST:-127.0.0.1}:${POSTGRES_PORT:-15432}"
+  if [[ ${FULFIL_DEMO:-1} == 0 ]]; then
+    echo ">>> Demo traffic is off (FULFIL_DEMO=0)."
+  fi
   echo ">>> Try: curl -s -X POST http://127.0.0.1:8001/orders -H 'content-type: application/json' -d @deploy/local/sample-order.json"
-  echo ">>> Ctrl-C (or \`make stop\` elsewhere) ends it."
+  echo ">>> Ops CLI: .venv/bin/fulfil --help. Ctrl-C (or \`make stop\` elsewhere) ends it."
 }
 
 case "${1:-start}" in
@@ -62,7 +71,13 @@ case "${1:-start}" in
     FULFIL_RUN_TAG="$(date +%s)-$$"
     export FULFIL_RUN_TAG
     echo "$FULFIL_RUN_TAG" >"$state/run.tag"
-    exec "$repo/.venv/bin/honcho" -f deploy/local/Procfile -d "$repo" start
+    # Every process of the Procfile; without the demo when FULFIL_DEMO=0 (honcho ends all
+    # processes when one exits, so a demo that is off must not run at all).
+    mapfile -t procs < <(sed -n 's/^\([a-z][a-z-]*\):.*/\1/p' deploy/local/Procfile)
+    if [[ ${FULFIL_DEMO:-1} == 0 ]]; then
+      mapfile -t procs < <(printf '%s\n' "${procs[@]}" | grep -vx demo)
+    fi
+    exec "$repo/.venv/bin/honcho" -f deploy/local/Procfile -d "$repo" start "${procs[@]}"
     ;;
   *) echo "usage: $0 [start|stop]" >&2; exit 2 ;;
 esac

@@ -145,6 +145,33 @@ kafka_running_pid() { # prints the pid of our broker if it runs
   printf '%s\n' "$pid"
 }
 
+# kafka_external: KAFKA_BOOTSTRAP_SERVERS names a broker other than this script's own. A shell
+# that ran `eval "$(stack.sh up)"` exports our own address: that is still our broker, which
+# `up` may (re)start and `status` reports as ours.
+kafka_external() {
+  local servers=${KAFKA_BOOTSTRAP_SERVERS:-}
+  servers=${servers//[[:space:]]/}
+  servers=${servers#PLAINTEXT://}
+  case $servers in
+  "" | "127.0.0.1:$KAFKA_PORT" | "localhost:$KAFKA_PORT") return 1 ;;
+  esac
+  return 0
+}
+
+# pid_listens_on PID PORT: PID holds the socket listening on TCP PORT (not merely some
+# process answering there: another run's broker may have the port).
+pid_listens_on() {
+  local pid=$1 port hex inode fd
+  port=$(printf '%04X' "$2")
+  for inode in $(awk -v p=":$port" '$4 == "0A" && substr($2, length($2) - 4) == p {print $10}' \
+    /proc/net/tcp /proc/net/tcp6 2>/dev/null); do
+    for fd in /proc/"$pid"/fd/*; do
+      [[ $(readlink "$fd" 2>/dev/null) == "socket:[$inode]" ]] && return 0
+    done
+  done
+  return 1
+}
+
 kafka_check_external() {
   local server host port
   local -a servers
@@ -298,7 +325,7 @@ kafka_wait_ready() {
 
 kafka_up() {
   local pid
-  if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
+  if kafka_external; then
     kafka_check_external
     return 0
   fi
@@ -361,6 +388,10 @@ kafka_down() {
 kafka_status() {
   local pid
   if pid=$(kafka_running_pid); then
+    if ! pid_listens_on "$pid" "$KAFKA_PORT"; then
+      echo "kafka: ours (pid $pid) runs, but not on 127.0.0.1:$KAFKA_PORT (started with another KAFKA_PORT?); run 'stack.sh down && stack.sh up'"
+      return 1
+    fi
     if kafka_probe 127.0.0.1 "$KAFKA_PORT"; then
       echo "kafka: running (ours, pid $pid) at 127.0.0.1:$KAFKA_PORT, answering"
       return 0
@@ -368,7 +399,7 @@ kafka_status() {
     echo "kafka: running (ours, pid $pid) at 127.0.0.1:$KAFKA_PORT, NOT answering (starting?)"
     return 1
   fi
-  if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
+  if kafka_external; then
     if (kafka_check_external) 2>/dev/null; then
       echo "kafka: external ($KAFKA_BOOTSTRAP_SERVERS), reachable"
       return 0

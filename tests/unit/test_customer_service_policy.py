@@ -382,6 +382,34 @@ def test_upstream_problems_open_one_case_each(
     assert all(e.order_id == order.order_id for e in opened)
 
 
+def test_a_cause_opens_a_second_case_once_the_first_one_is_closed(
+    app: CustomerServiceApplication,
+) -> None:
+    order = placed(uuid.uuid4())
+    deliver(app, order)
+    first_report = str(uuid.uuid4())
+    deliver(app, exception_of(order.order_id), ce_id=first_report)
+    first = app.get_case(case_id_for("delivery_exception", order.order_id))
+    app.resolve_case(first.id, "replaced", "sent a new parcel", T)
+    app.close_case(first.id, T)
+
+    deliver(app, exception_of(order.order_id), ce_id=first_report)  # a redelivery: no new case
+    assert len(app.list_cases(order_id=order.order_id)) == 1
+    second_report = str(uuid.uuid4())
+    deliver(app, exception_of(order.order_id), ce_id=second_report)  # lost again: a new case
+    deliver(app, exception_of(order.order_id), ce_id=second_report)
+    deliver(app, exception_of(order.order_id))  # while the second one is open: the same case
+
+    cases = app.list_cases(order_id=order.order_id)
+    assert [(c.kind, c.status) for c in cases] == [
+        ("delivery_exception", "closed"),
+        ("delivery_exception", "open"),
+    ]
+    assert cases[1].id == case_id_for("delivery_exception", order.order_id, 1)
+    opened = [e for e in published(app) if type(e).__name__ == "CaseOpened"]
+    assert len(opened) == 2
+
+
 def test_cases_use_the_service_clock(app: CustomerServiceApplication, clock: ServiceClock) -> None:
     clock.advance(3600)
     order_id = uuid.uuid4()

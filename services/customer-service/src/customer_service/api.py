@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -15,9 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, fi
 
 from customer_service.application import (
     CaseNotFound,
-    ConcurrentUpdate,
     CustomerServiceApplication,
-    IdempotencyConflict,
     OpenCase,
     OrderNotFound,
     RequestReturn,
@@ -44,6 +41,7 @@ from fulfilment_kit.http.pagination import (
     PageSize,
     set_next_link,
 )
+from fulfilment_kit.idempotency import ConcurrentUpdate, IdempotencyConflict, fingerprint
 from fulfilment_kit.tracing import Trace
 
 log = structlog.get_logger(__name__)
@@ -286,10 +284,6 @@ def _trace(request: Request, cause: str, correlation_id: str | None = None) -> T
     )
 
 
-def _fingerprint(body: BaseModel) -> str:
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-
-
 def _invalid_return(exc: InvalidReturn) -> ProblemError:
     field = f"lines[{exc.line}]" if exc.line is not None else "lines"
     return ProblemError(
@@ -356,7 +350,7 @@ async def request_return(
         reason_code=body.reason_code,
         comment=body.comment,
         idempotency_key=idempotency_key,
-        fingerprint=_fingerprint(body),
+        fingerprint=fingerprint(body),
         trace=_trace(request, f"http:return:{idempotency_key or uuid.uuid4()}", str(body.order_id)),
     )
     done = await _run(
@@ -530,7 +524,7 @@ async def open_case(
         order_id=body.order_id,
         customer_id=body.customer_id,
         idempotency_key=idempotency_key,
-        fingerprint=_fingerprint(body),
+        fingerprint=fingerprint(body),
         trace=_trace(
             request,
             f"http:case:{idempotency_key or uuid.uuid4()}",

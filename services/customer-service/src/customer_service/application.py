@@ -5,12 +5,14 @@ Policy (runs in the inbox's worker thread, one transaction per batch with its tr
 - OrderPlaced / OrderDelivered / OrderCancelled / OrderRejected keep the local `OrderRecord`
   replica that return requests are verified against.
 - ShipmentException, OrderFlagged and PaymentFailed open a case whose id is derived from the
-  cause and the order id, so a redelivered message opens no second case.
+  cause, the order id and how many such cases ended before: one active case per cause and
+  order, a new one once it was resolved or closed, and a redelivered message opens none.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -53,6 +55,9 @@ from fulfilment_kit.contracts import (
     PaymentFailed,
     ShipmentException,
 )
+from fulfilment_kit.idempotency import ConcurrentUpdate as ConcurrentUpdate  # re-exported
+from fulfilment_kit.idempotency import IdempotencyConflict as IdempotencyConflict  # re-exported
+from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
 from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
 from fulfilment_kit.persistence.follower import LogFollower
 from fulfilment_kit.persistence.transcodings import register_dataclasses
@@ -76,14 +81,6 @@ class ReturnNotFound(LookupError):
 
 class CaseNotFound(LookupError):
     pass
-
-
-class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used before with a different request."""
-
-
-class ConcurrentUpdate(Exception):
-    """The command kept conflicting with concurrent writes of the same aggregates."""
 
 
 @dataclass(frozen=True)
@@ -161,10 +158,8 @@ class CustomerServiceApplication(InboxApplication):
             return_id = uuid.uuid4()
         else:
             return_id = return_id_for_key(command.idempotency_key)
-        for _ in range(COMMAND_ATTEMPTS):
-            existing = self._replay_return(return_id, command)
-            if existing is not None:
-                return Done(existing, created=False)
+
+        def attempt() -> ReturnRequest:
             record = self.get_order_record(command.order_id)
             window = timedelta(days=self.return_policy.window_days)
             items = record.check_return(command.lines, self.clock(), window)
@@ -180,28 +175,30 @@ class CustomerServiceApplication(InboxApplication):
             record.open_return(return_id, items, command.trace)
             if self.return_policy.authorises_automatically(ret.reason_code, record.total_minor):
                 ret.authorise(self._label(ret), "policy", command.trace)
-            try:
-                self.save(record, ret)
-            except IntegrityError:
-                continue  # the order or the same key changed meanwhile: verify again
+            self.save(record, ret)  # IntegrityError: the order or the same key changed
             log.info(
                 "return requested",
                 order_id=str(ret.order_id),
                 return_id=str(ret.id),
                 status=str(ret.status),
             )
-            return Done(ret)
-        raise ConcurrentUpdate(f"order {command.order_id} kept changing; try again")
+            return ret
+
+        try:
+            outcome = run_idempotently(
+                replay=lambda: self._replay_return(return_id, command),
+                attempt=attempt,
+                attempts=COMMAND_ATTEMPTS,
+            )
+        except ConcurrentUpdate as exc:
+            raise ConcurrentUpdate(f"order {command.order_id} kept changing; try again") from exc
+        return Done(outcome.result, created=outcome.applied)
 
     def _replay_return(self, return_id: UUID, command: RequestReturn) -> ReturnRequest | None:
         ret = self.find(return_id, ReturnRequest)
         if ret is None:
             return None
-        if ret.request_fingerprint != command.fingerprint:
-            raise IdempotencyConflict(
-                f"Idempotency-Key {command.idempotency_key!r} was already used "
-                "for a different request"
-            )
+        check_fingerprint(command.idempotency_key, ret.request_fingerprint, command.fingerprint)
         return ret
 
     def _label(self, ret: ReturnRequest) -> Label:
@@ -271,41 +268,35 @@ class CustomerServiceApplication(InboxApplication):
             case_id = uuid.uuid4()
         else:
             case_id = case_id_for_key(command.idempotency_key)
-            existing = self._replay_case(case_id, command)
-            if existing is not None:
-                return Done(existing, created=False)
-        trace = _correlated(command.trace, command.order_id or case_id)
-        case = Case.open(
-            case_id=case_id,
-            kind=command.kind,
-            priority=command.priority,
-            summary=command.summary,
-            order_id=command.order_id,
-            customer_id=command.customer_id,
-            opened_at=self.clock(),
-            sla=self.sla,
-            trace=trace,
-            request_fingerprint=command.fingerprint,
-        )
-        try:
+
+        def attempt() -> Case:
+            trace = _correlated(command.trace, command.order_id or case_id)
+            case = Case.open(
+                case_id=case_id,
+                kind=command.kind,
+                priority=command.priority,
+                summary=command.summary,
+                order_id=command.order_id,
+                customer_id=command.customer_id,
+                opened_at=self.clock(),
+                sla=self.sla,
+                trace=trace,
+                request_fingerprint=command.fingerprint,
+            )
             self.save(case)
-        except IntegrityError:
-            existing = self._replay_case(case_id, command)
-            if existing is None:
-                raise
-            return Done(existing, created=False)
-        log.info("case opened", case_id=str(case.id), kind=case.kind, priority=case.priority)
-        return Done(case)
+            log.info("case opened", case_id=str(case.id), kind=case.kind, priority=case.priority)
+            return case
+
+        outcome = run_idempotently(
+            replay=lambda: self._replay_case(case_id, command), attempt=attempt
+        )
+        return Done(outcome.result, created=outcome.applied)
 
     def _replay_case(self, case_id: UUID, command: OpenCase) -> Case | None:
         case = self.find(case_id, Case)
         if case is None:
             return None
-        if case.request_fingerprint != command.fingerprint:
-            raise IdempotencyConflict(
-                f"Idempotency-Key {command.idempotency_key!r} was already used "
-                "for a different request"
-            )
+        check_fingerprint(command.idempotency_key, case.request_fingerprint, command.fingerprint)
         return case
 
     def assign_case(self, case_id: UUID, assignee: str, trace: Trace) -> Case:
@@ -465,9 +456,14 @@ class CustomerServiceApplication(InboxApplication):
         customer_id: UUID | None,
         message: InboundMessage,
     ) -> None:
-        case_id = case_id_for(kind, order_id)
-        if self.get_for_update(processing, case_id, Case) is not None:
-            return  # this cause opened its case already
+        # One active case per cause and order; a new one once the previous one has ended.
+        for generation in itertools.count():
+            case_id = case_id_for(kind, order_id, generation)
+            existing = self.get_for_update(processing, case_id, Case)
+            if existing is None:
+                break
+            if existing.active or existing.opened_by == message.envelope.id:
+                return  # the cause has its case (or this message opened one: a redelivery)
         if customer_id is None and (record := self._order(processing, order_id)):
             customer_id = record.customer_id
         case = Case.open(

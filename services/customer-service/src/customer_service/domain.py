@@ -59,9 +59,11 @@ def return_id_for_key(idempotency_key: str) -> UUID:
     return uuid.uuid5(CUSTOMER_SERVICE_NAMESPACE, f"return:{idempotency_key}")
 
 
-def case_id_for(cause: str, order_id: UUID) -> UUID:
-    """The one case a cause (e.g. a delivery exception) opens for an order."""
-    return uuid.uuid5(CUSTOMER_SERVICE_NAMESPACE, f"case:{cause}:{order_id}")
+def case_id_for(cause: str, order_id: UUID, generation: int = 0) -> UUID:
+    """The case a cause (e.g. a delivery exception) opens for an order: the first one, or the
+    `generation`-th opened after the ones before it ended."""
+    suffix = f":{generation}" if generation else ""
+    return uuid.uuid5(CUSTOMER_SERVICE_NAMESPACE, f"case:{cause}:{order_id}{suffix}")
 
 
 def case_id_for_key(idempotency_key: str) -> UUID:
@@ -756,6 +758,8 @@ class Case(Aggregate):
         self.first_response_due_at = first_response_due_at
         self.resolution_due_at = resolution_due_at
         self.request_fingerprint = request_fingerprint
+        self.opened_by = trace.causation_id
+        """The message or request that opened the case (a redelivery opens no second one)."""
         self.status = CaseStatus.OPEN
         self.assignee: str | None = None
         self.notes: list[Note] = []
@@ -767,6 +771,11 @@ class Case(Aggregate):
         self.breached: list[str] = []
 
     # -- queries --
+
+    @property
+    def active(self) -> bool:
+        """Open or in progress: not resolved or closed yet."""
+        return self.status in ACTIVE
 
     def due(self, sla: SlaKind) -> datetime:
         return self.first_response_due_at if sla == "first_response" else self.resolution_due_at

@@ -26,7 +26,7 @@ from fulfilment_kit.settings import ServiceSettings
 
 SERVICE = "customer-service"
 DEFAULT_PORT = 8005
-SOURCE_TOPICS = tuple(t for t in topics.ALL if t != topics.CUSTOMER_SERVICE)
+SOURCE_TOPICS = topics.CONSUMERS[SERVICE]
 
 _HOUR = 3600.0
 

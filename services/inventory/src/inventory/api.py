@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from collections.abc import Callable
 from typing import Annotated
@@ -29,12 +28,11 @@ from fulfilment_kit.http.pagination import (
     page_after,
     set_next_link,
 )
+from fulfilment_kit.idempotency import ConcurrentUpdate, IdempotencyConflict, fingerprint
 from fulfilment_kit.tracing import Trace
 from inventory.application import (
-    ConcurrentUpdate,
     CountStock,
     Idempotency,
-    IdempotencyConflict,
     InventoryApplication,
     ReceiveStock,
     ReservationNotFound,
@@ -146,8 +144,7 @@ def _trace(request: Request, idempotency_key: str | None) -> Trace:
 def _idempotency(key: str | None, operation: str, sku: str, body: BaseModel) -> Idempotency | None:
     if key is None:
         return None
-    request = f"{operation}:{sku}:{body.model_dump_json()}"
-    return Idempotency(key, hashlib.sha256(request.encode()).hexdigest())
+    return Idempotency(key, fingerprint(operation, sku, body))
 
 
 async def _run(request: Request, sku: str, call: Callable[[], StockResult]) -> StockResult:

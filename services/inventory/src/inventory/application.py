@@ -23,8 +23,12 @@ from fulfilment_kit.contracts import (
     ReturnReceived,
     ShipmentShipped,
 )
+from fulfilment_kit.idempotency import ConcurrentUpdate as ConcurrentUpdate  # re-exported
+from fulfilment_kit.idempotency import IdempotencyConflict as IdempotencyConflict  # re-exported
+from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
 from fulfilment_kit.messaging.cloudevents import Envelope
 from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
+from fulfilment_kit.persistence.batch_load import load_aggregates
 from fulfilment_kit.persistence.follower import LogFollower
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.tracing import Trace
@@ -50,6 +54,9 @@ THRESHOLD_SETTING = "FULFIL_INVENTORY_DEFAULT_THRESHOLD"
 COMMAND_ATTEMPTS = 5
 """How often an HTTP command is retried after an optimistic-concurrency conflict."""
 
+SNAPSHOT_INTERVAL = 50
+"""Events between two snapshots of a StockItem: a load replays at most this many."""
+
 T = TypeVar("T", bound=Aggregate)
 
 
@@ -59,14 +66,6 @@ class SkuNotFound(LookupError):
 
 class ReservationNotFound(LookupError):
     pass
-
-
-class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used before with a different request."""
-
-
-class ConcurrentUpdate(Exception):
-    """The command kept conflicting with concurrent writes of the same aggregates."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +133,8 @@ class InventoryApplication(InboxApplication):
         ShipmentShipped,
         ReturnReceived,
     )
+    snapshotting_intervals = {StockItem: SNAPSHOT_INTERVAL}
+    """A SKU's every reservation is an event on it: load it from a snapshot, not from birth."""
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
@@ -183,12 +184,10 @@ class InventoryApplication(InboxApplication):
         self, sku: str, idempotency: Idempotency | None, trace: Trace, change: Change
     ) -> StockResult:
         """Run `change` and save it atomically with its idempotency marker; retry on conflict."""
-        for attempt in range(1, COMMAND_ATTEMPTS + 1):
+
+        def attempt() -> StockItem:
             marker = None
             if idempotency is not None:
-                previous = self._replay(idempotency)
-                if previous is not None:
-                    return StockResult(previous, replayed=True)
                 marker = IdempotencyMarker.record(
                     idempotency.key, idempotency.fingerprint, sku, trace
                 )
@@ -196,19 +195,22 @@ class InventoryApplication(InboxApplication):
             try:
                 self.save(item, *others, marker)
             except IntegrityError:
-                log.info("stock command conflicted, retrying", sku=sku, attempt=attempt)
-                continue
-            return StockResult(item)
-        raise ConcurrentUpdate(f"stock of {sku} kept changing concurrently; try again")
+                log.info("stock command conflicted, retrying", sku=sku)
+                raise
+            return item
+
+        replay = (lambda: self._replay(idempotency)) if idempotency is not None else lambda: None
+        try:
+            outcome = run_idempotently(replay=replay, attempt=attempt, attempts=COMMAND_ATTEMPTS)
+        except ConcurrentUpdate as exc:
+            raise ConcurrentUpdate(f"stock of {sku} kept changing concurrently; try again") from exc
+        return StockResult(outcome.result, replayed=not outcome.applied)
 
     def _replay(self, idempotency: Idempotency) -> StockItem | None:
         marker = self.find(idempotency_marker_id(idempotency.key), IdempotencyMarker)
         if marker is None:
             return None
-        if marker.fingerprint != idempotency.fingerprint:
-            raise IdempotencyConflict(
-                f"Idempotency-Key {idempotency.key!r} was already used for a different request"
-            )
+        check_fingerprint(idempotency.key, marker.fingerprint, idempotency.fingerprint)
         return self.get_stock(marker.sku)
 
     # Queries
@@ -221,7 +223,9 @@ class InventoryApplication(InboxApplication):
 
     def list_stock(self, below_threshold: bool | None = None) -> list[StockItem]:
         """Every known SKU sorted by SKU, optionally only those below (or not below) threshold."""
-        items = [self.get_stock(sku) for sku in self.known_skus()]
+        ids = {stock_item_id(sku): sku for sku in self.known_skus()}
+        loaded = load_aggregates(self, list(ids))  # one query, each SKU from its snapshot
+        items = [loaded[i] for i in ids if i in loaded]
         if below_threshold is None:
             return items
         return [item for item in items if item.below_threshold is below_threshold]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from datetime import datetime
 from typing import Annotated
@@ -22,9 +21,9 @@ from fulfilment_kit.contracts.types import (
     PaymentToken,
 )
 from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
+from fulfilment_kit.idempotency import IdempotencyConflict, fingerprint
 from fulfilment_kit.tracing import Trace
 from orders.application import (
-    IdempotencyConflict,
     OrderNotFound,
     OrdersApplication,
     PlaceOrder,
@@ -160,7 +159,7 @@ async def place_order(
         shipping_address=Address(**body.shipping_address.model_dump()),
         payment_token=body.payment_token,
         idempotency_key=idempotency_key,
-        fingerprint=hashlib.sha256(body.model_dump_json().encode()).hexdigest(),
+        fingerprint=fingerprint(body),
         trace=Trace(
             correlation_id=request.headers.get("x-correlation-id") or correlation_id,
             causation_id=f"http:{idempotency_key or uuid.uuid4()}",

@@ -20,6 +20,9 @@ from fulfilment_kit.contracts import (
     StockLocked,
     StockRejected,
 )
+from fulfilment_kit.idempotency import ConcurrentUpdate as ConcurrentUpdate  # re-exported
+from fulfilment_kit.idempotency import IdempotencyConflict as IdempotencyConflict  # re-exported
+from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
 from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.tracing import Trace
@@ -31,10 +34,6 @@ IDEMPOTENCY_NAMESPACE = uuid.UUID("0b7d3f2a-5c1e-4d8b-9f6a-2e4c8a1b3d5f")
 
 class OrderNotFound(LookupError):
     pass
-
-
-class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used before with a different request."""
 
 
 @dataclass(frozen=True)
@@ -79,39 +78,30 @@ class OrdersApplication(InboxApplication):
             order_id = uuid.uuid4()
         else:
             order_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, command.idempotency_key)
-            existing = self._replay(order_id, command)
-            if existing is not None:
-                return Placed(existing, created=False)
-        order = Order.place(
-            order_id=order_id,
-            customer_id=command.customer_id,
-            lines=command.lines,
-            currency=command.currency,
-            shipping_address=command.shipping_address,
-            payment_token=command.payment_token,
-            request_fingerprint=command.fingerprint,
-            trace=command.trace,
-        )
-        try:
-            self.save(order)
-        except IntegrityError:
-            # The same key was placed concurrently: the first one wins.
-            existing = self._replay(order_id, command)
-            if existing is None:
-                raise
-            return Placed(existing, created=False)
-        return Placed(order, created=True)
+
+        def attempt() -> Order:
+            order = Order.place(
+                order_id=order_id,
+                customer_id=command.customer_id,
+                lines=command.lines,
+                currency=command.currency,
+                shipping_address=command.shipping_address,
+                payment_token=command.payment_token,
+                request_fingerprint=command.fingerprint,
+                trace=command.trace,
+            )
+            self.save(order)  # IntegrityError: the same key was placed concurrently
+            return order
+
+        outcome = run_idempotently(replay=lambda: self._replay(order_id, command), attempt=attempt)
+        return Placed(outcome.result, created=outcome.applied)
 
     def _replay(self, order_id: uuid.UUID, command: PlaceOrder) -> Order | None:
         try:
             order = self.get_order(order_id)
         except OrderNotFound:
             return None
-        if order.request_fingerprint != command.fingerprint:
-            raise IdempotencyConflict(
-                f"Idempotency-Key {command.idempotency_key!r} was already used "
-                "for a different request"
-            )
+        check_fingerprint(command.idempotency_key, order.request_fingerprint, command.fingerprint)
         return order
 
     def cancel_order(self, order_id: uuid.UUID, reason: str, trace: Trace) -> tuple[Order, bool]:

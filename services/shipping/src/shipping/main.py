@@ -79,7 +79,7 @@ def create_runtime(
         app=app,
         mapper=to_public,
         output_topics=[topics.SHIPPING],
-        source_topics=(topics.PAYMENTS, topics.ORDERS),
+        source_topics=topics.CONSUMERS[SERVICE],
         settings=settings,
     )
     if shipping.shipping_auto_dispatch_s > 0:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from typing import Any
 
 ORDERS = "fulfilment.orders.v1"
 INVENTORY = "fulfilment.inventory.v1"
@@ -12,13 +14,14 @@ CUSTOMER_SERVICE = "fulfilment.customer-service.v1"
 
 ALL: tuple[str, ...] = (ORDERS, INVENTORY, PAYMENTS, SHIPPING, CUSTOMER_SERVICE)
 
-# Consumer groups; a DLQ topic exists per (source topic, consumer).
+# Consumer groups and the topics they subscribe to: those of the events they react to (tested
+# against each service's `reacts_to`); a DLQ topic exists per (source topic, consumer).
 CONSUMERS: dict[str, tuple[str, ...]] = {
     "inventory": (ORDERS, PAYMENTS, SHIPPING, CUSTOMER_SERVICE),
     "payments": (INVENTORY, ORDERS, CUSTOMER_SERVICE),
-    "shipping": (PAYMENTS, ORDERS),
+    "shipping": (ORDERS,),
     "orders": (INVENTORY, PAYMENTS, SHIPPING, CUSTOMER_SERVICE),
-    "customer-service": (ORDERS, INVENTORY, PAYMENTS, SHIPPING),
+    "customer-service": (ORDERS, PAYMENTS, SHIPPING),
     # customer-service's read models (projections), a consumer group of their own
     "customer-service-projections": ALL,
 }
@@ -40,6 +43,12 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "shipping": ("shipping",),
     "customer-service": ("customer-service", "customer-service-projections"),
 }
+
+
+def sources_of(event_types: Iterable[Any]) -> tuple[str, ...]:
+    """The topics (in `ALL`'s order) that carry the public event types `event_types`."""
+    wanted = {event_type.topic for event_type in event_types}
+    return tuple(topic for topic in ALL if topic in wanted)
 
 
 def prefix() -> str:

@@ -92,6 +92,34 @@ def compose_kpis(a: KpiAggregates) -> dict[str, Any]:
     }
 
 
+_CUSTOMER = """
+SELECT %(c)s::uuid AS customer_id,
+  (SELECT count(*) FROM {s}.customer_orders o
+     WHERE o.customer_id = %(c)s AND o.placed_at IS NOT NULL) AS orders_count,
+  (SELECT coalesce(jsonb_object_agg(currency, amount), '{{}}') FROM (
+     SELECT currency, sum(coalesce(captured_minor, 0) - coalesce(refunded_minor, 0)) AS amount
+     FROM {s}.customer_orders o
+     WHERE o.customer_id = %(c)s AND currency IS NOT NULL
+       AND (captured_minor IS NOT NULL OR refunded_minor IS NOT NULL)
+     GROUP BY currency) spend) AS lifetime_spend,
+  (SELECT coalesce(jsonb_object_agg(currency, amount), '{{}}') FROM (
+     SELECT currency, sum(refunded_minor) AS amount FROM {s}.customer_orders o
+     WHERE o.customer_id = %(c)s AND currency IS NOT NULL AND refunded_minor > 0
+     GROUP BY currency) refunds) AS refunds_total,
+  (SELECT count(*) FROM {s}.customer_returns r WHERE r.customer_id = %(c)s) AS returns_count,
+  (SELECT count(*) FROM {s}.customer_cases x WHERE x.customer_id = %(c)s
+     AND x.opened_at IS NOT NULL AND x.resolved_at IS NULL) AS open_cases,
+  (SELECT min(placed_at) FROM {s}.customer_orders o WHERE o.customer_id = %(c)s)
+     AS first_order_at,
+  (SELECT max(placed_at) FROM {s}.customer_orders o WHERE o.customer_id = %(c)s)
+     AS last_order_at
+WHERE EXISTS (SELECT 1 FROM {s}.customer_orders WHERE customer_id = %(c)s)
+   OR EXISTS (SELECT 1 FROM {s}.customer_returns WHERE customer_id = %(c)s)
+   OR EXISTS (SELECT 1 FROM {s}.customer_cases WHERE customer_id = %(c)s)
+"""
+"""Customer 360 of customer `c`: no row when no order, return or case names the customer."""
+
+
 class ReadModels:
     """Queries over the live read-model tables of one schema."""
 
@@ -120,8 +148,10 @@ class ReadModels:
         return [dict(row) for row in causal_order(self._rows(query, (order_id,)))]
 
     def customer(self, customer_id: UUID) -> dict[str, Any] | None:
-        query = sql.SQL("SELECT * FROM {} WHERE customer_id = %s").format(self._t("customers"))
-        rows = self._rows(query, (customer_id,))
+        """Customer 360 computed at read time from the per-order, return and case rows (one
+        snapshot), so any number of consumers may write those rows concurrently."""
+        query = sql.SQL(_CUSTOMER).format(s=sql.Identifier(self.schema))
+        rows = self._rows(query, {"c": customer_id})
         return rows[0] if rows else None
 
     def kpis(self) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
@@ -20,6 +19,7 @@ from customer_service.projections.metrics import DUPLICATE_EVENTS
 from customer_service.projections.tables import (
     APPLIED,
     PROJECTIONS,
+    TABLES,
     create_statements,
     upsert_statement,
 )
@@ -79,8 +79,6 @@ def apply_batch(
     fresh = [e for e in unique if e.id in fresh_ids]
     changes = changes_for(fresh, projections)
     _upsert(curs, schema, changes)
-    if "customers" in projections:
-        refresh_customers(curs, schema, changes)
     return BatchResult(len(fresh), len(envelopes) - len(fresh))
 
 
@@ -90,55 +88,10 @@ def _upsert(curs: Cursor[DictRow], schema: str, changes: Sequence[Change]) -> No
         row = {k: Jsonb(v) if isinstance(v, dict) else v for k, v in change.row.items()}
         grouped[(change.table, change.columns)].append(row)
     for (table, columns), rows in grouped.items():
+        # Rows in key order: two consumers upserting the same rows lock them in one order.
+        key = TABLES[table].key if table in TABLES else ()
+        rows.sort(key=lambda row: tuple(str(row.get(k)) for k in key))
         curs.executemany(upsert_statement(schema, table, columns), rows)
-
-
-_REFRESH = """
-INSERT INTO {s}.customers AS c
-SELECT k.customer_id,
-  (SELECT count(*) FROM {s}.customer_orders o
-     WHERE o.customer_id = k.customer_id AND o.placed_at IS NOT NULL),
-  (SELECT coalesce(jsonb_object_agg(currency, amount), '{{}}') FROM (
-     SELECT currency, sum(coalesce(captured_minor, 0) - coalesce(refunded_minor, 0)) AS amount
-     FROM {s}.customer_orders o
-     WHERE o.customer_id = k.customer_id AND currency IS NOT NULL
-       AND (captured_minor IS NOT NULL OR refunded_minor IS NOT NULL)
-     GROUP BY currency) spend),
-  (SELECT coalesce(jsonb_object_agg(currency, amount), '{{}}') FROM (
-     SELECT currency, sum(refunded_minor) AS amount FROM {s}.customer_orders o
-     WHERE o.customer_id = k.customer_id AND currency IS NOT NULL AND refunded_minor > 0
-     GROUP BY currency) refunds),
-  (SELECT count(*) FROM {s}.customer_returns r WHERE r.customer_id = k.customer_id),
-  (SELECT count(*) FROM {s}.customer_cases x WHERE x.customer_id = k.customer_id
-     AND x.opened_at IS NOT NULL AND x.resolved_at IS NULL),
-  (SELECT min(placed_at) FROM {s}.customer_orders o WHERE o.customer_id = k.customer_id),
-  (SELECT max(placed_at) FROM {s}.customer_orders o WHERE o.customer_id = k.customer_id)
-FROM (SELECT DISTINCT unnest(%(customers)s::uuid[]) AS customer_id
-      UNION SELECT customer_id FROM {s}.customer_orders
-      WHERE order_id = ANY(%(orders)s::uuid[]) AND customer_id IS NOT NULL) k
-ORDER BY k.customer_id
-ON CONFLICT (customer_id) DO UPDATE SET
-  orders_count = EXCLUDED.orders_count, lifetime_spend = EXCLUDED.lifetime_spend,
-  refunds_total = EXCLUDED.refunds_total, returns_count = EXCLUDED.returns_count,
-  open_cases = EXCLUDED.open_cases, first_order_at = EXCLUDED.first_order_at,
-  last_order_at = EXCLUDED.last_order_at
-"""
-
-
-def refresh_customers(curs: Cursor[DictRow], schema: str, changes: Sequence[Change]) -> None:
-    """Recompute the `customers` rows of every customer the changes touch (a pure function of
-    the customer_* tables, so the result does not depend on the order events came in)."""
-    customers: set[UUID] = set()
-    orders: set[UUID] = set()
-    for change in changes:
-        if change.table.startswith("customer_"):
-            if change.row.get("customer_id") is not None:
-                customers.add(change.row["customer_id"])
-            if change.row.get("order_id") is not None:
-                orders.add(change.row["order_id"])
-    if customers or orders:
-        statement = sql.SQL(_REFRESH).format(s=sql.Identifier(schema))
-        curs.execute(statement, {"customers": sorted(customers), "orders": sorted(orders)})
 
 
 class ReadModelRecorder(FencedPostgresTrackingMixin, PostgresTrackingRecorder):

@@ -95,22 +95,6 @@ CUSTOMER_CASES = Table(
     ),
     indexes=(("customer_id",),),
 )
-CUSTOMERS = Table(
-    "customers",
-    ("customer_id",),
-    (
-        _c("customer_id", "uuid NOT NULL"),
-        _c("orders_count", "integer NOT NULL"),
-        _c("lifetime_spend", "jsonb NOT NULL"),
-        _c("refunds_total", "jsonb NOT NULL"),
-        _c("returns_count", "integer NOT NULL"),
-        _c("open_cases", "integer NOT NULL"),
-        _c("first_order_at", TS),
-        _c("last_order_at", TS),
-    ),
-)
-"""Derived: recomputed from the three tables above for every customer a batch touches."""
-
 ORDER_FACTS = Table(
     "order_facts",
     ("order_id",),
@@ -160,7 +144,7 @@ APPLIED = Table("applied", ("ce_id",), (_c("ce_id", "text NOT NULL", Merge.KEEP)
 
 PROJECTIONS: dict[str, tuple[Table, ...]] = {
     "timeline": (TIMELINE,),
-    "customers": (CUSTOMER_ORDERS, CUSTOMER_RETURNS, CUSTOMER_CASES, CUSTOMERS),
+    "customers": (CUSTOMER_ORDERS, CUSTOMER_RETURNS, CUSTOMER_CASES),
     "kpis": (ORDER_FACTS, SKU_STOCK, CASE_SLA_BREACHES),
 }
 """Each projection and the tables it owns; a rebuild replaces one projection's tables."""

@@ -1,0 +1,95 @@
+"""Idempotent commands: one request fingerprint and one rule for replaying under concurrency.
+
+A command with an `Idempotency-Key` records its effect and what identifies the request (the
+resource the key names, or a marker) in one transaction. Identical requests racing each other
+all read that record: whoever commits first wins, and every other one, whatever stopped it (an
+optimistic-concurrency conflict, or a refusal caused by the winner's own effect, e.g. "a return
+of these units is already open"), looks for the winner's record again and answers with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from eventsourcing.persistence import IntegrityError
+from pydantic import BaseModel
+
+T = TypeVar("T")
+
+DEFAULT_ATTEMPTS = 5
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different request."""
+
+
+class ConcurrentUpdate(Exception):
+    """The command kept conflicting with concurrent writes of the same aggregates."""
+
+
+def fingerprint(*parts: str | BaseModel) -> str:
+    """What identifies a request: a digest of its operation, target and body (joined by ':',
+    so fingerprints stored before the kit had this function still match)."""
+    text = ":".join(p.model_dump_json() if isinstance(p, BaseModel) else p for p in parts)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_fingerprint(key: str | None, stored: str | None, given: str) -> None:
+    """Raise IdempotencyConflict when `key` came before with another request."""
+    if stored != given:
+        raise IdempotencyConflict(
+            f"Idempotency-Key {key!r} was already used for a different request"
+        )
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """A command's result, and whether this call applied it (False: the first one's replay)."""
+
+    result: T
+    applied: bool
+
+
+def run_idempotently(
+    *,
+    replay: Callable[[], T | None],
+    attempt: Callable[[], T],
+    attempts: int = DEFAULT_ATTEMPTS,
+) -> Outcome[T]:
+    """Run `attempt` once per key, replaying the first result to every identical request.
+
+    `replay()` returns the result recorded for the key (raising IdempotencyConflict when the
+    key came with another request) or None. `attempt()` checks, changes and saves, atomically
+    with what `replay` reads; it raises IntegrityError when a concurrent write won. Whatever
+    `attempt` raises, a result recorded for the key meanwhile is the answer.
+    """
+    for _ in range(attempts):
+        first = replay()
+        if first is not None:
+            return Outcome(first, applied=False)
+        try:
+            return Outcome(attempt(), applied=True)
+        except IntegrityError:
+            continue  # a concurrent write won: replay it, or try again on the new state
+        except Exception:
+            first = replay()
+            if first is not None:
+                return Outcome(first, applied=False)
+            raise
+    first = replay()
+    if first is not None:
+        return Outcome(first, applied=False)
+    raise ConcurrentUpdate("the aggregates kept changing concurrently; try again")
+
+
+def retry_on_conflict(attempt: Callable[[], T], attempts: int = DEFAULT_ATTEMPTS) -> T:
+    """Run `attempt` (load, change, save) again after an optimistic-concurrency conflict."""
+    for _ in range(attempts):
+        try:
+            return attempt()
+        except IntegrityError:
+            continue
+    raise ConcurrentUpdate("the aggregates kept changing concurrently; try again")
