@@ -14,6 +14,7 @@ from customer_service.clock import ServiceClock
 from customer_service.contracts import to_public
 from customer_service.domain import case_id_for
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
+from tests.support.auth import staff_headers
 from tests.unit.test_customer_service_policy import (
     deliver,
     delivered_order,
@@ -42,7 +43,7 @@ def client_for(
     routers = [router, clock_router] if test_clock else [router]
     api = create_http_app(runtime, routers=routers, title="customer-service")
     api.state.clock = clock
-    return TestClient(api)
+    return TestClient(api, headers=staff_headers())
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from fulfilment_kit.runtime import ServiceRuntime, create_http_app
 from inventory.api import router
 from inventory.application import InventoryApplication
 from inventory.contracts import to_public
+from tests.support.auth import staff_headers
 from tests.support.messages import inbound
 
 
@@ -26,7 +27,9 @@ def client() -> TestClient:
         mapper=to_public,
         output_topics=[],
     )
-    return TestClient(create_http_app(runtime, routers=[router], title="inventory"))
+    return TestClient(
+        create_http_app(runtime, routers=[router], title="inventory"), headers=staff_headers()
+    )
 
 
 def app_of(client: TestClient) -> InventoryApplication:

@@ -14,6 +14,7 @@ from fulfilment_kit.runtime import ServiceRuntime, create_http_app
 from orders.api import router
 from orders.application import OrdersApplication
 from orders.contracts import to_public
+from tests.support.auth import staff_headers
 
 SAMPLE = json.loads((Path(__file__).parents[2] / "deploy/local/sample-order.json").read_text())
 
@@ -26,7 +27,9 @@ def client() -> TestClient:
         mapper=to_public,
         output_topics=[],
     )
-    return TestClient(create_http_app(runtime, routers=[router], title="orders"))
+    return TestClient(
+        create_http_app(runtime, routers=[router], title="orders"), headers=staff_headers()
+    )
 
 
 def with_change(path: str, value: Any) -> dict[str, Any]:

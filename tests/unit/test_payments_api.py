@@ -13,6 +13,7 @@ from payments.api import router
 from payments.application import PaymentsApplication
 from payments.contracts import to_public
 from payments.gateway import RefundRejectedError, TransientGatewayError
+from tests.support.auth import staff_headers
 from tests.unit.test_payments_policy import (
     TOTAL,
     Feed,
@@ -31,7 +32,9 @@ def app() -> PaymentsApplication:
 @pytest.fixture
 def client(app: PaymentsApplication) -> TestClient:
     runtime = ServiceRuntime(service="payments", app=app, mapper=to_public, output_topics=[])
-    return TestClient(create_http_app(runtime, routers=[router], title="payments"))
+    return TestClient(
+        create_http_app(runtime, routers=[router], title="payments"), headers=staff_headers()
+    )
 
 
 def captured_order(app: PaymentsApplication, token: str = "tok_visa") -> uuid.UUID:
@@ -180,7 +183,9 @@ class DownForRefunds(RecordingGateway):
 def test_provider_errors_on_refund_store_nothing(error: Exception, status: int) -> None:
     app = make_app(DownForRefunds(error))
     runtime = ServiceRuntime(service="payments", app=app, mapper=to_public, output_topics=[])
-    client = TestClient(create_http_app(runtime, routers=[router], title="payments"))
+    client = TestClient(
+        create_http_app(runtime, routers=[router], title="payments"), headers=staff_headers()
+    )
     order_id = captured_order(app)
     reply = refund(client, order_id, 5, key="k")
     assert reply.status_code == status, reply.text

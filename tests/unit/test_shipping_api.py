@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,13 +11,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
-from shipping.api import router
+from shipping.api import WEBHOOK_PATH, router
 from shipping.application import SHIPMENTS, ShippingApplication
 from shipping.contracts import to_public
-from shipping.gateway import RetryingCarrier, SandboxCarrier
+from shipping.gateway import SANDBOX_CARRIER, RetryingCarrier, SandboxCarrier
+from tests.support.auth import signed, staff_headers, webhook_secret
 from tests.unit.test_shipping_policy import Feed, cancelled, paid, placed
 
-TOKEN = "s3cret-token"
 NOW = datetime(2025, 1, 2, 8, 58, tzinfo=UTC)
 """The service's clock: carrier event times are checked against it (and the shipment)."""
 
@@ -35,11 +36,11 @@ def app(sandbox: SandboxCarrier) -> ShippingApplication:
     )
 
 
-def client_for(app: ShippingApplication, token: str | None = None) -> TestClient:
+def client_for(app: ShippingApplication) -> TestClient:
     runtime = ServiceRuntime(service="shipping", app=app, mapper=to_public, output_topics=[])
-    api = create_http_app(runtime, routers=[router], title="shipping")
-    api.state.carrier_webhook_token = token
-    return TestClient(api)
+    api = create_http_app(runtime, routers=[router], title="shipping", public_paths=[WEBHOOK_PATH])
+    api.state.carrier_webhook_secrets = {SANDBOX_CARRIER: webhook_secret()}
+    return TestClient(api, headers=staff_headers())
 
 
 @pytest.fixture
@@ -155,17 +156,17 @@ def test_webhook_delivered_once(client: TestClient, feed: Feed, app: ShippingApp
     before = counted("delivered")
     body = {"tracking_number": tracking, "status": "delivered"}
     assert (
-        client.post("/carrier/webhooks", json=body | {"status": "in_transit"}).json()["status"]
+        client.post("/carrier/webhooks", **signed(body | {"status": "in_transit"})).json()["status"]
         == "in_transit"
     )
     reply = client.post(
-        "/carrier/webhooks", json=body | {"occurred_at": "2025-01-02T10:00:00+01:00"}
+        "/carrier/webhooks", **signed(body | {"occurred_at": "2025-01-02T10:00:00+01:00"})
     )
     assert reply.status_code == 200, reply.text
     assert reply.json()["status"] == "delivered"
     assert reply.json()["delivered_at"].startswith("2025-01-02T10:00:00")
     events = newest(app)
-    again = client.post("/carrier/webhooks", json=body)
+    again = client.post("/carrier/webhooks", **signed(body))
     assert again.status_code == 200
     assert again.json()["status"] == "delivered"
     assert newest(app) == events
@@ -180,17 +181,17 @@ def test_webhook_exception_then_invalid_transitions(client: TestClient, feed: Fe
         "reason_code": "address_not_found",
         "reason": "no such street",
     }
-    reply = client.post("/carrier/webhooks", json=problem)
+    reply = client.post("/carrier/webhooks", **signed(problem))
     assert reply.status_code == 200, reply.text
     assert reply.json()["status"] == "exception"
     assert reply.json()["exception"]["reason_code"] == "address_not_found"
     delivered = {"tracking_number": tracking, "status": "delivered"}
-    assert client.post("/carrier/webhooks", json=delivered).status_code == 200
-    late = client.post("/carrier/webhooks", json=problem)
+    assert client.post("/carrier/webhooks", **signed(delivered)).status_code == 200
+    late = client.post("/carrier/webhooks", **signed(problem))
     assert late.status_code == 409
     assert "delivered" in late.json()["detail"]
     assert (
-        client.post("/carrier/webhooks", json=delivered | {"status": "in_transit"}).status_code
+        client.post("/carrier/webhooks", **signed(delivered | {"status": "in_transit"})).status_code
         == 409
     )
 
@@ -210,7 +211,7 @@ def test_bad_webhooks_are_422(
     client: TestClient, feed: Feed, body: dict[str, Any], field: str
 ) -> None:
     tracking = dispatched(client, feed)["tracking_number"]
-    reply = client.post("/carrier/webhooks", json={"tracking_number": tracking} | body)
+    reply = client.post("/carrier/webhooks", **signed({"tracking_number": tracking} | body))
     assert reply.status_code == 422, reply.text
     assert field in [e["field"] for e in reply.json()["errors"]]
 
@@ -218,7 +219,7 @@ def test_bad_webhooks_are_422(
 def test_exception_without_a_reason_code_says_so(client: TestClient, feed: Feed) -> None:
     tracking = dispatched(client, feed)["tracking_number"]
     reply = client.post(
-        "/carrier/webhooks", json={"tracking_number": tracking, "status": "exception"}
+        "/carrier/webhooks", **signed({"tracking_number": tracking, "status": "exception"})
     )
     assert reply.status_code == 422
     assert "reason_code" in reply.text
@@ -226,24 +227,93 @@ def test_exception_without_a_reason_code_says_so(client: TestClient, feed: Feed)
 
 def test_webhook_for_an_unknown_tracking_number_is_404(client: TestClient) -> None:
     reply = client.post(
-        "/carrier/webhooks", json={"tracking_number": "SBX000000000000", "status": "delivered"}
+        "/carrier/webhooks", **signed({"tracking_number": "SBX000000000000", "status": "delivered"})
     )
     assert reply.status_code == 404
     assert "SBX000000000000" in reply.json()["detail"]
 
 
-def test_webhook_token_is_required_when_configured(app: ShippingApplication, feed: Feed) -> None:
-    client = client_for(app, token=TOKEN)
+def test_signed_webhook_is_applied_once_and_its_replay_refused(
+    client: TestClient, feed: Feed, app: ShippingApplication
+) -> None:
     tracking = dispatched(client, feed)["tracking_number"]
-    body = {"tracking_number": tracking, "status": "in_transit"}
-    assert client.post("/carrier/webhooks", json=body).status_code == 401
-    wrong = client.post("/carrier/webhooks", json=body, headers={"X-Carrier-Token": "nope"})
-    assert wrong.status_code == 401
-    assert wrong.headers["content-type"] == "application/problem+json"
-    # Unauthenticated callers learn nothing about the body either.
-    assert client.post("/carrier/webhooks", json={"x": 1}).status_code == 401
-    ok = client.post("/carrier/webhooks", json=body, headers={"X-Carrier-Token": TOKEN})
-    assert ok.status_code == 200
+    delivery = signed({"tracking_number": tracking, "status": "in_transit"}, delivery_id="d-1")
+    assert client.post("/carrier/webhooks", **delivery).status_code == 200
+    events = newest(app)
+    replayed = client.post("/carrier/webhooks", **delivery)
+    assert replayed.status_code == 409, replayed.text
+    assert "d-1" in replayed.json()["detail"]
+    # The same id re-signed with another body is the same delivery: refused, nothing recorded.
+    again = signed({"tracking_number": tracking, "status": "delivered"}, delivery_id="d-1")
+    assert client.post("/carrier/webhooks", **again).status_code == 409
+    assert newest(app) == events
+    assert client.get(f"/shipments/{feed_order(app, tracking)}").json()["status"] == "in_transit"
+
+
+def _unsigned(body: dict[str, Any]) -> dict[str, Any]:
+    return {"json": body}
+
+
+def _bad_signature(body: dict[str, Any]) -> dict[str, Any]:
+    return signed(body, secret=b"not-the-carriers-secret")
+
+
+def _stale(body: dict[str, Any]) -> dict[str, Any]:
+    return signed(body, timestamp=int(time.time()) - 301)
+
+
+def _future(body: dict[str, Any]) -> dict[str, Any]:
+    return signed(body, timestamp=int(time.time()) + 301)
+
+
+def _unknown_carrier(body: dict[str, Any]) -> dict[str, Any]:
+    return signed(body, carrier="other-post", secret=webhook_secret())
+
+
+def _tampered(body: dict[str, Any]) -> dict[str, Any]:
+    request = signed(body)
+    request["content"] = request["content"].replace(b"delivered", b"exception") + b" "
+    return request
+
+
+@pytest.mark.parametrize(
+    "forge", [_unsigned, _bad_signature, _stale, _future, _unknown_carrier, _tampered]
+)
+def test_unsigned_or_stale_webhooks_are_401_and_record_nothing(
+    client: TestClient, feed: Feed, app: ShippingApplication, forge: Any
+) -> None:
+    tracking = dispatched(client, feed)["tracking_number"]
+    events = newest(app)
+    reply = client.post(
+        "/carrier/webhooks", **forge({"tracking_number": tracking, "status": "delivered"})
+    )
+    assert reply.status_code == 401, reply.text
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert newest(app) == events
+    # Unauthenticated senders learn nothing about the body either.
+    assert client.post("/carrier/webhooks", **forge({"x": 1})).status_code == 401
+
+
+def test_a_carrier_cannot_report_on_another_carriers_parcel(
+    app: ShippingApplication, feed: Feed
+) -> None:
+    client = client_for(app)
+    client.app.state.carrier_webhook_secrets["other-post"] = b"other-secret"  # type: ignore[attr-defined]
+    tracking = dispatched(client, feed)["tracking_number"]
+    body = {"tracking_number": tracking, "status": "delivered"}
+    reply = client.post(
+        "/carrier/webhooks", **signed(body, carrier="other-post", secret=b"other-secret")
+    )
+    assert reply.status_code == 404
+    assert client.get(f"/shipments/{feed_order(app, tracking)}").json()["status"] == "shipped"
+
+
+def feed_order(app: ShippingApplication, tracking: str) -> uuid.UUID:
+    from shipping.domain import TrackingIndex, tracking_index_id_for
+
+    index = app.find(tracking_index_id_for(tracking), TrackingIndex)
+    assert index is not None
+    return index.order_id
 
 
 @pytest.mark.parametrize(
@@ -262,7 +332,7 @@ def test_carrier_event_times_before_the_shipment_or_in_the_future_are_422(
     events = newest(app)
     for status in ("in_transit", "delivered"):
         body = {"tracking_number": tracking, "status": status, "occurred_at": occurred_at}
-        reply = client.post("/carrier/webhooks", json=body)
+        reply = client.post("/carrier/webhooks", **signed(body))
         assert reply.status_code == 422, reply.text
         problem = reply.json()
         assert [e["field"] for e in problem["errors"]] == ["occurred_at"]
@@ -279,4 +349,4 @@ def test_carrier_event_times_within_the_clock_skew_are_accepted(
         ("delivered", NOW + timedelta(minutes=4)),
     ):
         body = {"tracking_number": tracking, "status": status, "occurred_at": at.isoformat()}
-        assert client.post("/carrier/webhooks", json=body).status_code == 200
+        assert client.post("/carrier/webhooks", **signed(body)).status_code == 200

@@ -10,11 +10,12 @@ from typing import Any
 
 import structlog
 from eventsourcing.application import Application
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, Depends, FastAPI, Response
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from fulfilment_kit.http.auth import OPS, SERVICE, install_auth, require
 from fulfilment_kit.http.context import CORRELATION_PARAMETER, RequestContextMiddleware
 from fulfilment_kit.http.errors import document_problems, install_error_handlers
 from fulfilment_kit.http.events import events_router
@@ -205,9 +206,18 @@ async def _supervised(job: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 
 def create_http_app(
-    runtime: ServiceRuntime, *, routers: Sequence[APIRouter], title: str, version: str = "1"
+    runtime: ServiceRuntime,
+    *,
+    routers: Sequence[APIRouter],
+    title: str,
+    version: str = "1",
+    public_paths: Sequence[str] = (),
 ) -> FastAPI:
-    """The service's FastAPI app with health, metrics, errors and request context."""
+    """The service's FastAPI app with health, metrics, errors, request context and auth.
+
+    Every route of `routers` must declare its roles (`fulfilment_kit.http.auth.require`);
+    `public_paths` are routes that authenticate by other means (a signed webhook).
+    """
     configure_logging(runtime.service, runtime.settings.log_level)
 
     @contextlib.asynccontextmanager
@@ -224,7 +234,6 @@ def create_http_app(
         max_body_bytes=runtime.settings.http_max_body_bytes,
         max_json_depth=runtime.settings.http_max_json_depth,
     )
-    api.add_middleware(RequestContextMiddleware)
     _document_kit_behaviour(api)
 
     @api.get("/livez", include_in_schema=False)
@@ -240,9 +249,14 @@ def create_http_app(
     async def metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    api.include_router(events_router(runtime.app, runtime.mapper, runtime.relay.source))
+    api.include_router(
+        events_router(runtime.app, runtime.mapper, runtime.relay.source),
+        dependencies=[Depends(require(SERVICE, OPS))],
+    )
     for router in routers:
         api.include_router(router)
+    install_auth(api, public_paths=public_paths)
+    api.add_middleware(RequestContextMiddleware)  # outermost: 401s carry a correlation id too
     return api
 
 

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 from typing import Any, Literal
 
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_ISSUER = "urn:fulfil:dev-issuer"
+"""Issuer of the tokens `fulfil auth token` mints (the local, dev-only key pair)."""
+DEV_AUDIENCE = "fulfilment"
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+def state_dir() -> Path:
+    """The git-ignored local state directory (FULFIL_STATE_DIR, default `.local`)."""
+    return Path(os.environ.get("FULFIL_STATE_DIR") or ".local")
 
 
 class KafkaSettings(BaseSettings):
@@ -112,3 +125,55 @@ class ServiceSettings(BaseSettings):
     # Where a consumer resumes on partition assignment. "kafka" (trust Kafka's committed
     # offsets, like a plain consumer) exists only to inject redelivery in tests.
     consumer_resume_from: Literal["database", "kafka"] = "database"
+
+
+class AuthSettings(BaseSettings):
+    """Who may call the HTTP APIs (FULFIL_AUTH_*): OAuth2 bearer JWTs checked against a JWKS.
+
+    With neither `jwks_url` nor `jwks_file` set, the dev issuer is used: a key pair generated
+    into `<state dir>/auth` (dev only; `fulfil auth token` mints tokens with it).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FULFIL_AUTH_", extra="ignore")
+
+    jwks_url: str | None = None
+    """The identity provider's JWKS endpoint (production)."""
+    jwks_file: Path | None = None
+    """A JWKS document on disk (e.g. a mounted secret), instead of `jwks_url`."""
+    issuer: str = DEV_ISSUER
+    audience: str = DEV_AUDIENCE
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    leeway_s: float = Field(default=30.0, ge=0, le=300)
+    jwks_cache_s: float = Field(default=300.0, gt=0)
+    jwks_refresh_min_s: float = Field(default=30.0, ge=0)
+    """An unknown `kid` re-reads the JWKS (key rotation), at most this often."""
+    idempotency_secret: SecretStr | None = None
+    """Server secret that derives ids from (caller, Idempotency-Key); the same on every replica."""
+    dev_dir: Path = Field(default_factory=lambda: state_dir() / "auth")
+
+    @property
+    def dev(self) -> bool:
+        """True when tokens come from the local dev issuer (no JWKS configured)."""
+        return self.jwks_url is None and self.jwks_file is None
+
+    @model_validator(mode="after")
+    def _safe(self) -> AuthSettings:
+        if not self.algorithms:
+            raise ValueError("FULFIL_AUTH_ALGORITHMS must allow at least one algorithm")
+        refused = sorted(set(self.algorithms) - ASYMMETRIC_ALGORITHMS)
+        if refused:
+            raise ValueError(
+                f"FULFIL_AUTH_ALGORITHMS may list asymmetric algorithms only, not {refused}"
+            )
+        if self.jwks_url and self.jwks_file:
+            raise ValueError("set FULFIL_AUTH_JWKS_URL or FULFIL_AUTH_JWKS_FILE, not both")
+        if not self.dev:
+            if self.issuer == DEV_ISSUER:
+                raise ValueError("a configured JWKS needs FULFIL_AUTH_ISSUER (the real issuer)")
+            secret = self.idempotency_secret
+            if secret is None or len(secret.get_secret_value()) < 32:
+                raise ValueError(
+                    "a configured JWKS needs FULFIL_AUTH_IDEMPOTENCY_SECRET (32+ characters, "
+                    "the same on every replica)"
+                )
+        return self

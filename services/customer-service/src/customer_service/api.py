@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated, Literal, TypeVar
 
 import structlog
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator
 
 from customer_service.application import (
@@ -34,6 +34,7 @@ from customer_service.gateway import LabelError, TransientLabelError
 from fulfilment_kit.contracts import InspectedLine, ReturnLine
 from fulfilment_kit.contracts.customer_service import CaseKind, CasePriority, ReturnReasonCode
 from fulfilment_kit.contracts.types import InputName, InputReasonText, NoControlCharacters, Sku
+from fulfilment_kit.http.auth import AGENT, CUSTOMER, OPS, WAREHOUSE, Caller, require
 from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
 from fulfilment_kit.http.pagination import (
     DEFAULT_PAGE_SIZE,
@@ -46,7 +47,25 @@ from fulfilment_kit.tracing import Trace
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
-clock_router = APIRouter(tags=["test clock"])
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+async def loopback_only(request: Request) -> None:
+    """The test clock answers only callers on this machine (it is for tests, never exposed)."""
+    client = request.client.host if request.client else None
+    if client not in LOOPBACK and client != "testclient":
+        raise not_found("route", request.url.path)
+
+
+clock_router = APIRouter(
+    tags=["test clock"], dependencies=[Depends(loopback_only), Depends(require(OPS))]
+)
+
+ReturnRequester = Annotated[Caller, Depends(require(CUSTOMER, AGENT, OPS))]
+ReturnReader = Annotated[Caller, Depends(require(CUSTOMER, AGENT, WAREHOUSE, OPS))]
+ReturnDecider = Depends(require(AGENT, OPS))
+ReturnReceiver = Depends(require(WAREHOUSE, OPS))
+CaseWorker = Annotated[Caller, Depends(require(AGENT, OPS))]
 
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
@@ -341,9 +360,18 @@ async def request_return(
     body: ReturnRequestBody,
     request: Request,
     response: Response,
+    caller: ReturnRequester,
     idempotency_key: IdempotencyKey = None,
 ) -> ReturnView:
-    """Request a return of delivered units; authorised at once when the policy allows."""
+    """Request a return of delivered units; authorised at once when the policy allows.
+    A customer returns their own orders only (another customer's order is not found)."""
+    if caller.own_only:
+        record = await _run(
+            request, lambda: _app(request).get_order_record(body.order_id), "order", body.order_id
+        )
+        if not caller.owns(record.customer_id):
+            raise not_found("order", body.order_id)
+    idempotency_key = caller.idempotency_key(idempotency_key)
     command = RequestReturn(
         order_id=body.order_id,
         lines=[(line.sku, line.quantity) for line in body.lines],
@@ -367,11 +395,11 @@ async def request_return(
 
 @router.get("/returns", response_model=list[ReturnView], tags=["returns"])
 async def list_returns(
-    request: Request, order_id: Annotated[uuid.UUID, Query()]
+    request: Request, caller: ReturnReader, order_id: Annotated[uuid.UUID, Query()]
 ) -> list[ReturnView]:
-    """The returns of one order, oldest first."""
+    """The returns of one order, oldest first (a customer sees their own only)."""
     returns = await asyncio.to_thread(_app(request).list_returns, order_id)
-    return [ReturnView.of(r) for r in returns]
+    return [ReturnView.of(r) for r in returns if caller.owns(r.customer_id)]
 
 
 @router.get(
@@ -380,8 +408,10 @@ async def list_returns(
     tags=["returns"],
     responses=problem_responses(404),
 )
-async def get_return(return_id: uuid.UUID, request: Request) -> ReturnView:
+async def get_return(return_id: uuid.UUID, request: Request, caller: ReturnReader) -> ReturnView:
     ret = await _run(request, lambda: _app(request).get_return(return_id), "return", return_id)
+    if not caller.owns(ret.customer_id):
+        raise not_found("return", return_id)
     return ReturnView.of(ret)
 
 
@@ -389,6 +419,7 @@ async def get_return(return_id: uuid.UUID, request: Request) -> ReturnView:
     "/returns/{return_id}/authorise",
     response_model=ReturnView,
     tags=["returns"],
+    dependencies=[ReturnDecider],
     responses=problem_responses(
         404,
         409,
@@ -419,6 +450,7 @@ async def authorise_return(
     "/returns/{return_id}/reject",
     response_model=ReturnView,
     tags=["returns"],
+    dependencies=[ReturnDecider],
     responses=problem_responses(404, 409, s409="The return is no longer waiting for a decision"),
 )
 async def reject_return(return_id: uuid.UUID, body: RejectBody, request: Request) -> ReturnView:
@@ -439,6 +471,7 @@ async def reject_return(return_id: uuid.UUID, body: RejectBody, request: Request
     "/returns/{return_id}/receipt",
     response_model=ReturnView,
     tags=["returns"],
+    dependencies=[ReturnReceiver],
     responses=problem_responses(
         404,
         409,
@@ -473,6 +506,7 @@ async def receive_return(return_id: uuid.UUID, body: ReceiptBody, request: Reque
 async def list_cases(
     request: Request,
     response: Response,
+    _: CaseWorker,
     status: Annotated[Literal["open", "in_progress", "resolved", "closed"] | None, Query()] = None,
     kind: Annotated[CaseKind | None, Query()] = None,
     assignee: Annotated[InputName | None, Query()] = None,
@@ -496,7 +530,7 @@ async def list_cases(
 @router.get(
     "/cases/{case_id}", response_model=CaseView, tags=["cases"], responses=problem_responses(404)
 )
-async def get_case(case_id: uuid.UUID, request: Request) -> CaseView:
+async def get_case(case_id: uuid.UUID, request: Request, _: CaseWorker) -> CaseView:
     case = await _run(request, lambda: _app(request).get_case(case_id), "case", case_id)
     return CaseView.of(case)
 
@@ -514,9 +548,11 @@ async def open_case(
     body: OpenCaseBody,
     request: Request,
     response: Response,
+    caller: CaseWorker,
     idempotency_key: IdempotencyKey = None,
 ) -> CaseView:
     """Open a case by hand (an inquiry, a complaint, ...), with deadlines from its priority."""
+    idempotency_key = caller.idempotency_key(idempotency_key)
     command = OpenCase(
         kind=body.kind,
         priority=body.priority,
@@ -550,7 +586,9 @@ def _case_trace(request: Request, case_id: uuid.UUID, action: str) -> Trace:
     tags=["cases"],
     responses=problem_responses(404, 409),
 )
-async def assign_case(case_id: uuid.UUID, body: AssignBody, request: Request) -> CaseView:
+async def assign_case(
+    case_id: uuid.UUID, body: AssignBody, request: Request, _: CaseWorker
+) -> CaseView:
     trace = _case_trace(request, case_id, "assign")
     case = await _run(
         request, lambda: _app(request).assign_case(case_id, body.assignee, trace), "case", case_id
@@ -564,7 +602,9 @@ async def assign_case(case_id: uuid.UUID, body: AssignBody, request: Request) ->
     tags=["cases"],
     responses=problem_responses(404, 409),
 )
-async def comment_case(case_id: uuid.UUID, body: CommentBody, request: Request) -> CaseView:
+async def comment_case(
+    case_id: uuid.UUID, body: CommentBody, request: Request, _: CaseWorker
+) -> CaseView:
     """An agent's note; the first one is the case's first response."""
     trace = _case_trace(request, case_id, "comment")
     case = await _run(
@@ -582,7 +622,9 @@ async def comment_case(case_id: uuid.UUID, body: CommentBody, request: Request) 
     tags=["cases"],
     responses=problem_responses(404, 409),
 )
-async def resolve_case(case_id: uuid.UUID, body: ResolveBody, request: Request) -> CaseView:
+async def resolve_case(
+    case_id: uuid.UUID, body: ResolveBody, request: Request, _: CaseWorker
+) -> CaseView:
     trace = _case_trace(request, case_id, "resolve")
     case = await _run(
         request,
@@ -600,7 +642,7 @@ async def resolve_case(case_id: uuid.UUID, body: ResolveBody, request: Request) 
     tags=["cases"],
     responses=problem_responses(404, 409),
 )
-async def close_case(case_id: uuid.UUID, request: Request) -> CaseView:
+async def close_case(case_id: uuid.UUID, request: Request, _: CaseWorker) -> CaseView:
     trace = _case_trace(request, case_id, "close")
     case = await _run(request, lambda: _app(request).close_case(case_id, trace), "case", case_id)
     return CaseView.of(case)

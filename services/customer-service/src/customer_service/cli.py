@@ -2,6 +2,7 @@
 
 fulfil projections rebuild NAME|all [--source topics|logs] [--dry-run]
 fulfil projections compare NAME|all [--source topics|logs]
+fulfil auth token --role ROLE [--role ROLE ...] [--sub SUBJECT] [--ttl SECONDS]   (dev only)
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from customer_service.projections.rebuild import Mode, Rebuild, RebuildError, Re
 from customer_service.projections.sources import LogSource, Source, TopicSource
 from customer_service.projections.store import datastore
 from customer_service.projections.tables import PROJECTIONS, projection_names
+from fulfilment_kit import devauth
+from fulfilment_kit.http.auth import CUSTOMER, ROLES
+from fulfilment_kit.settings import AuthSettings
 
 console = Console(stderr=True)
 
@@ -47,7 +51,25 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument(
         "--dry-run", action="store_true", help="rebuild into the shadow tables, do not swap"
     )
+    auth = groups.add_parser("auth", help="the dev issuer (local key pair, dev only)")
+    auth_commands = auth.add_subparsers(dest="command", required=True)
+    token = auth_commands.add_parser(
+        "token", help="print a bearer token of the dev issuer (dev only: never in production)"
+    )
+    token.add_argument("--role", action="append", choices=ROLES, required=True)
+    token.add_argument("--sub", help="the subject; a customer token's is the customer id")
+    token.add_argument("--ttl", type=float, default=devauth.DEFAULT_TTL_S, help="seconds")
     return parser
+
+
+def auth_token(roles: Sequence[str], sub: str | None, ttl_s: float) -> str:
+    """A dev-issuer token; refuses when the services are configured with a real issuer."""
+    settings = AuthSettings()
+    if not settings.dev:
+        raise RuntimeError("FULFIL_AUTH_JWKS_* is set: tokens come from the identity provider")
+    if CUSTOMER in roles and sub is None:
+        raise RuntimeError("a customer token needs --sub <customer-id>")
+    return devauth.mint(roles, sub or f"dev-{'-'.join(roles)}", ttl_s=ttl_s, settings=settings)
 
 
 def make_source(name: str) -> Source:
@@ -105,6 +127,13 @@ def _print_differences(report: RebuildReport) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.group == "auth":
+        try:
+            print(auth_token(args.role, args.sub, args.ttl))
+        except RuntimeError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            return 1
+        return 0
     projections = projection_names(args.name)
     mode: Mode = "compare" if args.command == "compare" else "dry-run" if args.dry_run else "swap"
     try:

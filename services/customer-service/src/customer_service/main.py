@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from customer_service.api import clock_router, router
+from customer_service.api import LOOPBACK, clock_router, router
 from customer_service.application import CustomerServiceApplication
 from customer_service.clock import ServiceClock
 from customer_service.contracts import to_public
@@ -51,7 +51,8 @@ class CustomerServiceSettings(BaseSettings):
     case_sla_low_resolution_s: float = Field(default=168 * _HOUR, gt=0)
     case_sla_poll_s: float = Field(default=1.0, gt=0)
     test_clock: bool = False
-    """Mount `POST /_test/clock` (move the service clock forward). Never in production."""
+    """Mount `POST /_test/clock` (move the service clock forward): tests only, and only when
+    the service listens on loopback; it answers loopback callers with the ops role only."""
 
     def return_policy(self) -> ReturnPolicy:
         return ReturnPolicy(
@@ -112,6 +113,10 @@ def create_app() -> FastAPI:
     runtime = create_runtime(customer_service=cs, clock=clock)
     routers = [router, attach_projections(runtime)]
     if cs.test_clock:
+        if runtime.settings.http_host not in LOOPBACK:
+            raise RuntimeError(
+                "FULFIL_TEST_CLOCK=1 needs FULFIL_HTTP_HOST on loopback (tests only, never exposed)"
+            )
         routers.append(clock_router)
     api = create_http_app(
         runtime,

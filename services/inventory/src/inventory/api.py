@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Strict, StringConstraints
 
 from fulfilment_kit.contracts import StockLine as LineModel
@@ -20,6 +20,7 @@ from fulfilment_kit.contracts.types import (
     Sku,
     StockCount,
 )
+from fulfilment_kit.http.auth import AGENT, OPS, WAREHOUSE, Caller, require
 from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
 from fulfilment_kit.http.pagination import (
     DEFAULT_PAGE_SIZE,
@@ -55,6 +56,8 @@ SkuPath = Annotated[Sku, Path(description="Stock keeping unit, e.g. MUG-BLUE")]
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
 ]
+StockKeeper = Annotated[Caller, Depends(require(WAREHOUSE, OPS))]
+StockReader = Annotated[Caller, Depends(require(WAREHOUSE, AGENT, OPS))]
 
 
 class ReceiptRequest(BaseModel):
@@ -182,9 +185,11 @@ async def receive_stock(
     body: ReceiptRequest,
     request: Request,
     response: Response,
+    caller: StockKeeper,
     idempotency_key: IdempotencyKey = None,
 ) -> StockView:
     """Add received units; a new SKU is created. A repeated Idempotency-Key adds nothing."""
+    idempotency_key = caller.idempotency_key(idempotency_key)
     command = ReceiveStock(
         sku=sku,
         quantity=body.quantity,
@@ -212,9 +217,11 @@ async def adjust_stock(
     body: AdjustmentRequest,
     request: Request,
     response: Response,
+    caller: StockKeeper,
     idempotency_key: IdempotencyKey = None,
 ) -> StockView:
     """Record a cycle count: on hand becomes the counted figure (never below reserved)."""
+    idempotency_key = caller.idempotency_key(idempotency_key)
     command = CountStock(
         sku=sku,
         counted_on_hand=body.counted_on_hand,
@@ -233,7 +240,7 @@ async def adjust_stock(
     responses=problem_responses(404, 409, s404="Unknown SKU"),
 )
 async def set_threshold(
-    sku: SkuPath, body: ThresholdRequest, request: Request, response: Response
+    sku: SkuPath, body: ThresholdRequest, request: Request, response: Response, _: StockKeeper
 ) -> StockView:
     """Set the SKU's low-stock threshold."""
     command = SetThreshold(sku=sku, threshold=body.threshold, trace=_trace(request, None))
@@ -244,7 +251,7 @@ async def set_threshold(
 @router.get(
     "/stock/{sku}", response_model=StockView, responses=problem_responses(404, s404="Unknown SKU")
 )
-async def get_stock(sku: SkuPath, request: Request) -> StockView:
+async def get_stock(sku: SkuPath, request: Request, _: StockReader) -> StockView:
     try:
         item = await asyncio.to_thread(_inventory(request).get_stock, sku)
     except SkuNotFound as exc:
@@ -260,6 +267,7 @@ async def get_stock(sku: SkuPath, request: Request) -> StockView:
 async def list_stock(
     request: Request,
     response: Response,
+    _: StockReader,
     below_threshold: Annotated[
         bool | None, Query(description="only SKUs below (true) or not below (false) threshold")
     ] = None,
@@ -278,7 +286,7 @@ async def list_stock(
     response_model=ReservationView,
     responses=problem_responses(404, s404="No reservation for this order"),
 )
-async def get_reservation(order_id: uuid.UUID, request: Request) -> ReservationView:
+async def get_reservation(order_id: uuid.UUID, request: Request, _: StockReader) -> ReservationView:
     try:
         reservation = await asyncio.to_thread(_inventory(request).get_reservation, order_id)
     except ReservationNotFound as exc:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator
 
 from fulfilment_kit.contracts import OrderLine as LineModel
@@ -20,6 +20,7 @@ from fulfilment_kit.contracts.types import (
     NoControlCharacters,
     PaymentToken,
 )
+from fulfilment_kit.http.auth import AGENT, CUSTOMER, OPS, Caller, require
 from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
 from fulfilment_kit.idempotency import IdempotencyConflict, fingerprint
 from fulfilment_kit.tracing import Trace
@@ -134,23 +135,39 @@ def _orders(request: Request) -> OrdersApplication:
     return app
 
 
+Placer = Annotated[Caller, Depends(require(CUSTOMER, OPS))]
+Reader = Annotated[Caller, Depends(require(CUSTOMER, AGENT, OPS))]
+Canceller = Annotated[Caller, Depends(require(CUSTOMER, OPS))]
+
+
 @router.post(
     "/orders",
     status_code=status.HTTP_201_CREATED,
     response_model=OrderView,
     responses=problem_responses(
-        409, s409="Idempotency-Key reused with a different body", s422="Invalid order"
+        403,
+        409,
+        s403="A customer placing an order for another customer",
+        s409="Idempotency-Key reused with a different body",
+        s422="Invalid order",
     ),
 )
 async def place_order(
     body: PlaceOrderRequest,
     request: Request,
     response: Response,
+    caller: Placer,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
 ) -> OrderView:
-    """Place an order. Repeating a request with the same Idempotency-Key returns the same order."""
+    """Place an order. Repeating a request with the same Idempotency-Key returns the same order
+    (keys are the caller's own: another caller's same key is another order)."""
+    if not caller.owns(body.customer_id):
+        raise ProblemError(
+            403, "Forbidden", "a customer places orders for themselves only (customer_id)"
+        )
+    idempotency_key = caller.idempotency_key(idempotency_key)
     correlation_id = structlog.contextvars.get_contextvars().get("correlation_id", "")
     command = PlaceOrder(
         customer_id=body.customer_id,
@@ -180,13 +197,20 @@ async def place_order(
     return OrderView.of(placed.order)
 
 
-@router.get("/orders/{order_id}", response_model=OrderView, responses=problem_responses(404))
-async def get_order(order_id: uuid.UUID, request: Request) -> OrderView:
+async def _own_order(request: Request, order_id: uuid.UUID, caller: Caller) -> Order:
+    """The order, if the caller may see it (another customer's order is not found)."""
     try:
         order = await asyncio.to_thread(_orders(request).get_order, order_id)
     except OrderNotFound as exc:
         raise not_found("order", order_id) from exc
-    return OrderView.of(order)
+    if not caller.owns(order.customer_id):
+        raise not_found("order", order_id)
+    return order
+
+
+@router.get("/orders/{order_id}", response_model=OrderView, responses=problem_responses(404))
+async def get_order(order_id: uuid.UUID, request: Request, caller: Reader) -> OrderView:
+    return OrderView.of(await _own_order(request, order_id, caller))
 
 
 class CancelRequest(BaseModel):
@@ -203,9 +227,10 @@ class CancelRequest(BaseModel):
     ),
 )
 async def cancel_order(
-    order_id: uuid.UUID, request: Request, body: CancelRequest | None = None
+    order_id: uuid.UUID, request: Request, caller: Canceller, body: CancelRequest | None = None
 ) -> OrderView:
     """Cancel an order before it ships: stock is released and any payment refunded."""
+    await _own_order(request, order_id, caller)
     body = body or CancelRequest()
     trace = Trace(
         correlation_id=str(order_id),

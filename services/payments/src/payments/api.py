@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import structlog
-from fastapi import APIRouter, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Request, Response, status
 from pydantic import BaseModel, ConfigDict
 
 from fulfilment_kit.contracts.types import PositiveMinorAmount
+from fulfilment_kit.http.auth import AGENT, FINANCE, OPS, Caller, require
 from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
 from fulfilment_kit.tracing import Trace
 from payments.application import (
@@ -106,12 +107,16 @@ def _payments(request: Request) -> PaymentsApplication:
     return app
 
 
+PaymentReader = Annotated[Caller, Depends(require(FINANCE, AGENT, OPS))]
+Refunder = Annotated[Caller, Depends(require(FINANCE))]
+
+
 @router.get(
     "/payments/{order_id}",
     response_model=PaymentView,
     responses=problem_responses(404, s404="No payment for this order"),
 )
-async def get_payment(order_id: uuid.UUID, request: Request) -> PaymentView:
+async def get_payment(order_id: uuid.UUID, request: Request, _: PaymentReader) -> PaymentView:
     try:
         payment = await asyncio.to_thread(_payments(request).get_payment, order_id)
     except PaymentNotFound as exc:
@@ -139,11 +144,13 @@ async def refund(
     body: RefundRequest,
     request: Request,
     response: Response,
+    caller: Refunder,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
 ) -> RefundCreated:
     """Refund money of a captured payment. The same Idempotency-Key returns the same refund."""
+    idempotency_key = caller.idempotency_key(idempotency_key)
     correlation_id = structlog.contextvars.get_contextvars().get("correlation_id", "")
     command = RequestRefund(
         order_id=order_id,

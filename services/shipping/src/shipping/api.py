@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -14,6 +14,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
 
 from fulfilment_kit.contracts.shipping import ShipmentExceptionCode
 from fulfilment_kit.contracts.types import InputReasonText, Sku, TrackingNumber
+from fulfilment_kit.http import webhooks
+from fulfilment_kit.http.auth import AGENT, OPS, WAREHOUSE, Caller, require
 from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
 from fulfilment_kit.tracing import Trace
 from shipping.application import (
@@ -21,6 +23,8 @@ from shipping.application import (
     CarrierUnavailable,
     CarrierUpdate,
     ConcurrentChange,
+    Delivery,
+    DeliveryReplayed,
     InvalidEventTime,
     ShipmentNotFound,
     ShippingApplication,
@@ -31,7 +35,9 @@ from shipping.domain import InvalidTransition, Shipment
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["shipping"])
 
-WEBHOOK_TOKEN_HEADER = "X-Carrier-Token"  # noqa: S105 - a header name, not a secret
+WEBHOOK_PATH = "/carrier/webhooks"
+ShipmentReader = Depends(require(WAREHOUSE, AGENT, OPS))
+Dispatcher = Depends(require(WAREHOUSE, OPS))
 
 
 class LineView(BaseModel):
@@ -114,21 +120,41 @@ def _trace(request: Request, cause: str) -> Trace:
     )
 
 
-async def require_carrier_token(
-    request: Request,
-    token: Annotated[str | None, Header(alias=WEBHOOK_TOKEN_HEADER)] = None,
-) -> None:
-    """If a webhook token is configured, the carrier must present it."""
-    expected: str | None = getattr(request.app.state, "carrier_webhook_token", None)
-    if not expected:
-        return
-    if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
-        raise ProblemError(401, "Unauthorized", f"a valid {WEBHOOK_TOKEN_HEADER} is required")
+class CarrierSignature:
+    """A dependency: the webhook is signed by a known carrier, now (else 401, nothing read)."""
+
+    openapi_security_schemes = {
+        "carrierSignature": {
+            "type": "apiKey",
+            "in": "header",
+            "name": webhooks.SIGNATURE_HEADER,
+            "description": (
+                "Standard Webhooks signature: `v1,<base64 HMAC-SHA256>` with the carrier's "
+                f"shared secret over `<{webhooks.ID_HEADER}>.<{webhooks.TIMESTAMP_HEADER}>."
+                f"<body>`; `{webhooks.SENDER_HEADER}` names the carrier. Stale timestamps "
+                "(outside the window) are refused; a delivery id is applied once."
+            ),
+        }
+    }
+
+    async def __call__(self, request: Request) -> Delivery:
+        secrets: Mapping[str, bytes] = getattr(request.app.state, "carrier_webhook_secrets", {})
+        tolerance: float = getattr(
+            request.app.state, "carrier_webhook_tolerance_s", webhooks.DEFAULT_TOLERANCE_S
+        )
+        try:
+            verified = webhooks.verify(
+                request.headers, await request.body(), secrets, tolerance_s=tolerance
+            )
+        except webhooks.InvalidWebhook as exc:
+            raise ProblemError(401, "Unauthorized", str(exc)) from exc
+        return Delivery(carrier=verified.sender, delivery_id=verified.delivery_id)
 
 
 @router.get(
     "/shipments/{order_id}",
     response_model=ShipmentView,
+    dependencies=[ShipmentReader],
     responses=problem_responses(404, s404="No shipment for this order"),
 )
 async def get_shipment(order_id: uuid.UUID, request: Request) -> ShipmentView:
@@ -157,11 +183,13 @@ async def dispatch(
     order_id: uuid.UUID,
     request: Request,
     response: Response,
+    caller: Annotated[Caller, Dispatcher],
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
 ) -> ShipmentView:
     """Hand the parcel to the carrier. Repeating it with the same Idempotency-Key replays."""
+    idempotency_key = caller.idempotency_key(idempotency_key)
     trace = _trace(request, f"http:dispatch:{idempotency_key or uuid.uuid4()}")
     try:
         done = await asyncio.to_thread(
@@ -185,20 +213,24 @@ async def dispatch(
 
 
 @router.post(
-    "/carrier/webhooks",
+    WEBHOOK_PATH,
     response_model=ShipmentView,
-    dependencies=[Depends(require_carrier_token)],
     responses=problem_responses(
         401,
         404,
         409,
-        s401=f"Missing or wrong {WEBHOOK_TOKEN_HEADER}",
-        s404="Unknown tracking number",
-        s409="The update does not fit the shipment's status",
+        s401="Unsigned, wrongly signed, unknown carrier or stale timestamp",
+        s404="Unknown tracking number (for this carrier)",
+        s409="The update does not fit the shipment's status, or this delivery id was "
+        "received before (nothing is done again)",
         s422="Invalid report, or an event time before the shipment or in the future",
     ),
 )
-async def carrier_webhook(body: CarrierWebhook, request: Request) -> ShipmentView:
+async def carrier_webhook(
+    body: CarrierWebhook,
+    request: Request,
+    delivery: Annotated[Delivery, Depends(CarrierSignature())],
+) -> ShipmentView:
     """A carrier reports progress; a repeated report is answered without a second effect."""
     update = CarrierUpdate(
         tracking_number=body.tracking_number,
@@ -207,6 +239,7 @@ async def carrier_webhook(body: CarrierWebhook, request: Request) -> ShipmentVie
         reason=body.reason,
         occurred_at=body.occurred_at,
         trace=_trace(request, f"carrier:{body.tracking_number}:{body.status}"),
+        delivery=delivery,
     )
     try:
         result = await asyncio.to_thread(_shipping(request).carrier_update, update)
@@ -218,6 +251,10 @@ async def carrier_webhook(body: CarrierWebhook, request: Request) -> ShipmentVie
             "Request validation failed",
             f"invalid fields: occurred_at: {exc}",
             errors=[{"field": "occurred_at", "message": str(exc), "type": "event_time"}],
+        ) from exc
+    except DeliveryReplayed as exc:
+        raise conflict(
+            f"webhook delivery {delivery.delivery_id} was received before; nothing was done"
         ) from exc
     except (InvalidTransition, ConcurrentChange) as exc:
         raise conflict(str(exc)) from exc

@@ -28,8 +28,10 @@ from shipping.domain import (
     Shipment,
     ShipmentLine,
     TrackingIndex,
+    WebhookDelivery,
     shipment_id_for,
     tracking_index_id_for,
+    webhook_delivery_id_for,
 )
 from shipping.gateway import (
     CarrierError,
@@ -80,6 +82,18 @@ class ConcurrentChange(Exception):
     """The shipment kept changing under the command; the caller may retry."""
 
 
+class DeliveryReplayed(Exception):
+    """This webhook delivery id was applied before: nothing is done again."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Which carrier sent a webhook (verified by its signature) and its delivery id."""
+
+    carrier: str
+    delivery_id: str
+
+
 @dataclass(frozen=True)
 class CarrierUpdate:
     """A status report from the carrier about one parcel."""
@@ -90,6 +104,8 @@ class CarrierUpdate:
     reason: str | None
     occurred_at: datetime | None
     trace: Trace
+    delivery: Delivery | None = None
+    """The signed webhook delivery this update came in (recorded with its effect)."""
 
 
 @dataclass(frozen=True)
@@ -296,13 +312,28 @@ class ShippingApplication(InboxApplication):
         return list(bookings)
 
     def carrier_update(self, update: CarrierUpdate) -> Updated:
-        """Apply a carrier's status report; a repeat changes nothing."""
+        """Apply a carrier's status report; a repeat changes nothing. With a delivery, only
+        the carrier of the parcel may report on it, and a delivery id is applied once
+        (DeliveryReplayed after that): it is recorded in the same transaction as its effect."""
         index_id = tracking_index_id_for(update.tracking_number)
+        delivery = update.delivery
         for _ in range(CONFLICT_RETRIES):
+            marker: list[WebhookDelivery] = []
+            if delivery is not None:
+                marker_id = webhook_delivery_id_for(delivery.carrier, delivery.delivery_id)
+                if self.find(marker_id, WebhookDelivery) is not None:
+                    raise DeliveryReplayed(delivery.delivery_id)
+                marker.append(
+                    WebhookDelivery.receive(
+                        delivery.carrier, delivery.delivery_id, update.tracking_number
+                    )
+                )
             index = self.find(index_id, TrackingIndex)
             if index is None:
                 raise UnknownTrackingNumber(update.tracking_number)
             shipment = self._shipment(index.shipment_id)
+            if delivery is not None and shipment.carrier != delivery.carrier:
+                raise UnknownTrackingNumber(update.tracking_number)  # not this carrier's
             at = update.occurred_at or self.clock()
             self._check_event_time(shipment, at)
             if update.status == "in_transit":
@@ -318,10 +349,10 @@ class ShippingApplication(InboxApplication):
                     occurred_at=at,
                     trace=update.trace,
                 )
-            if not changed:
+            if not changed:  # nothing to record: a replay of this delivery changes nothing too
                 return Updated(shipment, changed=False)
             try:
-                self.save(shipment)
+                self.save(shipment, *marker)
             except IntegrityError:
                 continue
             if update.status != "in_transit":
@@ -365,6 +396,8 @@ __all__ = [
     "CarrierUnavailable",
     "CarrierUpdate",
     "ConcurrentChange",
+    "Delivery",
+    "DeliveryReplayed",
     "Dispatched",
     "InvalidEventTime",
     "InvalidTransition",

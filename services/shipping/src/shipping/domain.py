@@ -47,6 +47,10 @@ def tracking_index_id_for(tracking_number: str) -> uuid.UUID:
     return uuid.uuid5(SHIPPING_NAMESPACE, f"tracking:{tracking_number}")
 
 
+def webhook_delivery_id_for(carrier: str, delivery_id: str) -> uuid.UUID:
+    return uuid.uuid5(SHIPPING_NAMESPACE, f"webhook-delivery:{carrier}:{delivery_id}")
+
+
 class ShipmentStatus(StrEnum):
     AWAITING_PAYMENT = "awaiting_payment"
     PACKING = "packing"
@@ -368,3 +372,27 @@ class TrackingIndex(Aggregate):
         self.tracking_number = tracking_number
         self.order_id = order_id
         self.shipment_id = shipment_id
+
+
+class WebhookDelivery(Aggregate):
+    """A carrier's webhook delivery that was applied: a replay of its id is ignored."""
+
+    class Received(Aggregate.Created):
+        carrier: str
+        delivery_id: str
+        tracking_number: str
+
+    @classmethod
+    def receive(cls, carrier: str, delivery_id: str, tracking_number: str) -> WebhookDelivery:
+        return cls(
+            id=webhook_delivery_id_for(carrier, delivery_id),
+            carrier=carrier,
+            delivery_id=delivery_id,
+            tracking_number=tracking_number,
+        )
+
+    @event(Received)
+    def __init__(self, id: uuid.UUID, carrier: str, delivery_id: str, tracking_number: str) -> None:
+        self.carrier = carrier
+        self.delivery_id = delivery_id
+        self.tracking_number = tracking_number

@@ -50,6 +50,11 @@ class CarrierGateway(Protocol):
         ...
 
 
+def webhook_secret_name(carrier: str) -> str:
+    """The name of a carrier's dev webhook secret (`fulfilment_kit.devauth.dev_secret`)."""
+    return f"webhook-{carrier}"
+
+
 def booking_key(shipment_id: uuid.UUID) -> str:
     return f"shipment-{shipment_id}"
 

@@ -9,17 +9,25 @@ from fastapi import FastAPI
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fulfilment_kit import devauth
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.relay_only import run_relay_only
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
 from fulfilment_kit.serve import run_service
-from fulfilment_kit.settings import ServiceSettings
-from shipping.api import router
+from fulfilment_kit.settings import AuthSettings, ServiceSettings
+from shipping.api import WEBHOOK_PATH, router
 from shipping.application import ShippingApplication
 from shipping.contracts import to_public
 from shipping.dispatcher import AutoDispatcher
-from shipping.gateway import CarrierGateway, HttpCarrierGateway, RetryingCarrier, SandboxCarrier
+from shipping.gateway import (
+    SANDBOX_CARRIER,
+    CarrierGateway,
+    HttpCarrierGateway,
+    RetryingCarrier,
+    SandboxCarrier,
+    webhook_secret_name,
+)
 
 SERVICE = "shipping"
 DEFAULT_PORT = 8004
@@ -38,7 +46,20 @@ class ShippingSettings(BaseSettings):
     carrier_timeout_s: float = Field(default=5.0, gt=0)
     carrier_attempts: int = Field(default=3, ge=1)
     carrier_backoff_s: float = Field(default=0.05, ge=0)
-    carrier_webhook_token: SecretStr | None = None
+    carrier_webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    """Shared webhook secret per carrier name, e.g. {"sandbox-post": "..."} (JSON)."""
+    carrier_webhook_tolerance_s: float = Field(default=300.0, gt=0, le=3600)
+    """How far a webhook's timestamp may be from now (replays of older ones are refused)."""
+
+    def webhook_secrets(self) -> dict[str, bytes]:
+        """The configured secrets; with none and the dev issuer in use, the sandbox carrier's
+        generated dev secret (dev only)."""
+        configured = {
+            k: v.get_secret_value().encode() for k, v in self.carrier_webhook_secrets.items()
+        }
+        if configured or not AuthSettings().dev:
+            return configured
+        return {SANDBOX_CARRIER: devauth.dev_secret(webhook_secret_name(SANDBOX_CARRIER))}
 
     @model_validator(mode="after")
     def _http_needs_url_and_key(self) -> ShippingSettings:
@@ -96,10 +117,13 @@ def create_runtime(
 def create_app() -> FastAPI:
     shipping = ShippingSettings()
     api = create_http_app(
-        create_runtime(shipping=shipping), routers=[router], title="Shipping service"
+        create_runtime(shipping=shipping),
+        routers=[router],
+        title="Shipping service",
+        public_paths=[WEBHOOK_PATH],
     )
-    token = shipping.carrier_webhook_token
-    api.state.carrier_webhook_token = token.get_secret_value() if token else None
+    api.state.carrier_webhook_secrets = shipping.webhook_secrets()
+    api.state.carrier_webhook_tolerance_s = shipping.carrier_webhook_tolerance_s
     return api
 
 

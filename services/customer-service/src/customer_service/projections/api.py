@@ -8,10 +8,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict
 
 from customer_service.projections.queries import ReadModels
+from fulfilment_kit.http.auth import AGENT, CUSTOMER, OPS, Caller, require
 from fulfilment_kit.http.errors import ProblemError, not_found, problem_responses
 
 MAX_WAIT_S = 10.0
@@ -24,6 +25,9 @@ WaitFor = Query(
     description="ce_id of an event: answer only once the read models have applied it",
 )
 TimeoutS = Query(5.0, gt=0, le=MAX_WAIT_S, description="how long to wait for `wait_for`")
+TimelineReader = Depends(require(AGENT, OPS))
+CustomerReader = Depends(require(CUSTOMER, AGENT, OPS))
+KpiReader = Depends(require(OPS, AGENT))
 
 
 class TimelineEvent(BaseModel):
@@ -117,6 +121,7 @@ def projections_router(models: ReadModels) -> APIRouter:
     @router.get(
         "/timeline/{order_id}",
         response_model=TimelineView,
+        dependencies=[TimelineReader],
         responses={**READ_PROBLEMS, **problem_responses(404, s404="No event of this order")},
     )
     async def timeline(
@@ -135,16 +140,22 @@ def projections_router(models: ReadModels) -> APIRouter:
         responses={**READ_PROBLEMS, **problem_responses(404, s404="No event of this customer")},
     )
     async def customer(
-        customer_id: UUID, wait_for: str | None = WaitFor, timeout_s: float = TimeoutS
+        customer_id: UUID,
+        wait_for: str | None = WaitFor,
+        timeout_s: float = TimeoutS,
+        caller: Caller = CustomerReader,
     ) -> dict[str, Any]:
-        """Customer 360: orders, lifetime spend and refunds per currency, returns, open cases."""
+        """Customer 360: orders, lifetime spend and refunds per currency, returns, open cases.
+        A customer reads their own (another customer's is not found)."""
+        if not caller.owns(customer_id):
+            raise not_found("customer", customer_id)
         await wait_until_applied(models, wait_for, timeout_s)
         found = await asyncio.to_thread(models.customer, customer_id)
         if found is None:
             raise not_found("customer", customer_id)
         return found
 
-    @router.get("/kpis", response_model=KpisView, responses=READ_PROBLEMS)
+    @router.get("/kpis", response_model=KpisView, dependencies=[KpiReader], responses=READ_PROBLEMS)
     async def kpis(wait_for: str | None = WaitFor, timeout_s: float = TimeoutS) -> dict[str, Any]:
         """Operations KPIs computed from the per-order and per-SKU facts at read time."""
         await wait_until_applied(models, wait_for, timeout_s)
@@ -157,9 +168,9 @@ def unavailable_router(reason: str) -> APIRouter:
     """The same routes answering 503 (e.g. the read models need PostgreSQL)."""
     router = APIRouter(tags=["read models"])
 
-    @router.get("/timeline/{order_id}")
-    @router.get("/customers/{customer_id}")
-    @router.get("/kpis")
+    @router.get("/timeline/{order_id}", dependencies=[TimelineReader])
+    @router.get("/customers/{customer_id}", dependencies=[CustomerReader])
+    @router.get("/kpis", dependencies=[KpiReader])
     async def unavailable() -> None:
         raise ProblemError(503, "Read models unavailable", reason)
 

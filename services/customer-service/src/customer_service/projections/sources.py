@@ -11,9 +11,11 @@ from typing import Any, Protocol
 import httpx
 from aiokafka import TopicPartition
 
+from fulfilment_kit import devauth
 from fulfilment_kit.contracts import topics
+from fulfilment_kit.http.auth import SERVICE
 from fulfilment_kit.messaging import cloudevents, kafka
-from fulfilment_kit.settings import KafkaSettings
+from fulfilment_kit.settings import AuthSettings, KafkaSettings
 
 Envelope = cloudevents.Envelope
 
@@ -34,6 +36,18 @@ def service_urls() -> dict[str, str]:
         ).rstrip("/")
         for name, port in SERVICE_PORTS.items()
     }
+
+
+def events_token() -> str:
+    """The bearer token (role `service`) for the services' GET /events: FULFIL_AUTH_TOKEN,
+    else, with the dev issuer in use, one minted by it (dev only)."""
+    given = os.environ.get("FULFIL_AUTH_TOKEN")
+    if given:
+        return given
+    settings = AuthSettings()
+    if not settings.dev:
+        raise RuntimeError("reading the logs needs FULFIL_AUTH_TOKEN (a token with role service)")
+    return devauth.mint([SERVICE], "customer-service-rebuild", ttl_s=3600, settings=settings)
 
 
 class Source(Protocol):
@@ -120,9 +134,14 @@ class LogSource:
     name = "logs"
 
     def __init__(
-        self, urls: dict[str, str] | None = None, page: int = 2000, timeout_s: float = 30
+        self,
+        urls: dict[str, str] | None = None,
+        page: int = 2000,
+        timeout_s: float = 30,
+        token: str | None = None,
     ) -> None:
         self.urls = urls or service_urls()
+        self.token = token
         self.page = page
         self.timeout_s = timeout_s
         self.undecodable = 0
@@ -130,7 +149,10 @@ class LogSource:
         self._client: httpx.AsyncClient | None = None
 
     async def open(self) -> None:
-        self._client = httpx.AsyncClient(timeout=self.timeout_s)
+        token = self.token or events_token()
+        self._client = httpx.AsyncClient(
+            timeout=self.timeout_s, headers={"Authorization": f"Bearer {token}"}
+        )
 
     async def close(self) -> None:
         if self._client is not None:
