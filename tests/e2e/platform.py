@@ -14,6 +14,7 @@ from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.settings import PostgresSettings, ServiceSettings
 from inventory.application import InventoryApplication
 from inventory.domain import stock_item_id
+from tests.support.auth import staff_headers
 from tests.support.polling import eventually
 from tests.support.processes import (
     ServiceProcess,
@@ -47,8 +48,9 @@ class Service:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=30)
+    def client(self, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+        """A client of the service's API calling as staff, or with `headers`' token."""
+        return httpx.AsyncClient(base_url=self.url, timeout=30, headers=headers or staff_headers())
 
 
 @dataclass

@@ -14,6 +14,7 @@ import pytest
 from fulfilment_kit.contracts import topics
 from tests.e2e.platform import Platform, events_of, new_sku, types_of
 from tests.e2e.test_lifecycle import dispatch
+from tests.support.auth import signed
 from tests.support.polling import eventually
 
 
@@ -38,7 +39,7 @@ async def delivered_order(platform: Platform, lines: list[tuple[str, int, int]])
     shipment = await dispatch(platform, order_id)
     async with platform["shipping"].client() as client:
         hook = {"tracking_number": shipment["tracking_number"], "status": "delivered"}
-        assert (await client.post("/carrier/webhooks", json=hook)).status_code == 200
+        assert (await client.post("/carrier/webhooks", **signed(hook))).status_code == 200
     await platform.order_reaches(order_id, "delivered")
     return order
 
@@ -209,7 +210,7 @@ async def test_delivery_exception_opens_a_case_whose_first_response_sla_breaches
             "reason_code": "recipient_absent",
             "reason": "nobody at home",
         }
-        assert (await client.post("/carrier/webhooks", json=hook)).status_code == 200
+        assert (await client.post("/carrier/webhooks", **signed(hook))).status_code == 200
 
     async def cases() -> Any:
         return await platform.get("customer-service", f"/cases?order_id={order_id}")

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.platform import Platform, new_sku
+from tests.support.auth import signed
 
 UNKNOWN = str(uuid.uuid4())
 
@@ -82,7 +83,10 @@ async def test_bad_input_gets_a_clear_error(
     platform: Platform, service: str, method: str, path: str, body: Any, status: int, text: str
 ) -> None:
     async with platform[service].client() as client:
-        reply = await client.request(method, path, json=body)
+        if path == "/carrier/webhooks":  # a carrier's signed delivery
+            reply = await client.request(method, path, **signed(body))
+        else:
+            reply = await client.request(method, path, json=body)
     assert reply.status_code == status, reply.text
     problem = reply.json()
     assert reply.headers["content-type"].startswith("application/problem+json")

@@ -7,6 +7,7 @@ from typing import Any
 
 from fulfilment_kit.contracts import topics
 from tests.e2e.platform import Platform, events_of, new_sku, types_of
+from tests.support.auth import signed
 from tests.support.polling import eventually
 
 
@@ -30,7 +31,7 @@ async def test_happy_path_to_delivered(platform: Platform) -> None:
     await platform.order_reaches(order_id, "shipped")
     async with platform["shipping"].client() as client:
         hook = {"tracking_number": shipment["tracking_number"], "status": "delivered"}
-        assert (await client.post("/carrier/webhooks", json=hook)).status_code == 200
+        assert (await client.post("/carrier/webhooks", **signed(hook))).status_code == 200
     await platform.order_reaches(order_id, "delivered")
 
     stock_mug = await platform.get("inventory", f"/stock/{mug}")

@@ -15,6 +15,7 @@ from fulfilment_kit.messaging import kafka
 from fulfilment_kit.settings import KafkaSettings
 from tests.e2e.platform import Platform, events_of, new_sku
 from tests.e2e.test_lifecycle import dispatch
+from tests.support.auth import signed
 from tests.support.polling import eventually
 from tests.support.stack import assigned_reader
 
@@ -96,7 +97,7 @@ async def run_mixed_traffic(platform: Platform) -> tuple[dict[str, str], list[st
     shipment = await dispatch(platform, orders["delivered"])
     async with platform["shipping"].client() as client:
         hook = {"tracking_number": shipment["tracking_number"], "status": "delivered"}
-        assert (await client.post("/carrier/webhooks", json=hook)).status_code == 200
+        assert (await client.post("/carrier/webhooks", **signed(hook))).status_code == 200
     await platform.order_reaches(orders["delivered"], "delivered")
     await platform.order_reaches(orders["declined"], "cancelled")
     await platform.order_reaches(orders["rejected"], "rejected")

@@ -23,6 +23,7 @@ from fulfilment_kit.contracts import (
     ShippingAddress,
     topics,
 )
+from tests.support.auth import signed
 from tests.support.polling import eventually
 from tests.support.processes import running_service
 from tests.support.stack import Record, publish, read_topic
@@ -30,12 +31,13 @@ from tests.support.stack import Record, publish, read_topic
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "shared/src/fulfilment_kit/contracts/schemas"
 CORRELATION = "corr-order-it"
+SECRET = "hook-secret-of-the-sandbox-carrier"
 
 
 @pytest.fixture
 async def shipping(database: str) -> AsyncIterator[httpx.AsyncClient]:
     async with running_service(
-        "shipping", database, FULFIL_CARRIER_WEBHOOK_TOKEN="hook-token"
+        "shipping", database, FULFIL_CARRIER_WEBHOOK_SECRETS=json.dumps({"sandbox-post": SECRET})
     ) as client:
         yield client
 
@@ -150,13 +152,19 @@ async def test_paid_order_is_packed_dispatched_and_delivered(
     webhook = {"tracking_number": tracking, "status": "delivered"}
     denied = await shipping.post("/carrier/webhooks", json=webhook)
     assert denied.status_code == 401
-    token = {"X-Carrier-Token": "hook-token"}
-    for _ in range(2):  # the carrier resends: no second event
-        delivered = await shipping.post("/carrier/webhooks", json=webhook, headers=token)
+    dev_signed = await shipping.post("/carrier/webhooks", **signed(webhook))
+    assert dev_signed.status_code == 401  # the configured secret replaces the dev one
+    key = SECRET.encode()
+    first = signed(webhook, secret=key, delivery_id="delivery-1")
+    for request in (first, signed(webhook, secret=key)):  # the carrier resends: no 2nd event
+        delivered = await shipping.post("/carrier/webhooks", **request)
         assert delivered.status_code == 200, delivered.text
         assert delivered.json()["status"] == "delivered"
+    replayed = await shipping.post("/carrier/webhooks", **first)
+    assert replayed.status_code == 409, replayed.text
     unknown = await shipping.post(
-        "/carrier/webhooks", json=webhook | {"tracking_number": "SBX000000000000"}, headers=token
+        "/carrier/webhooks",
+        **signed(webhook | {"tracking_number": "SBX000000000000"}, secret=key),
     )
     assert unknown.status_code == 404
 

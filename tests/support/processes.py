@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from tests.support import kafka_security
+from tests.support.auth import staff_headers
 from tests.support.polling import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,13 +120,15 @@ async def started_service(
     **env: str,
 ) -> AsyncIterator[tuple[ServiceProcess, httpx.AsyncClient]]:
     """The `fulfil-<name>` process on `database` with `env`, once ready, and a client to its
-    HTTP API; stopped (and the client closed) afterwards."""
+    HTTP API calling as staff (tests.support.auth); stopped (and the client closed) afterwards."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     process = service_process(name, database, port, log_name=log_name, **env).start()
     try:
         await wait_ready(base_url, process, timeout=ready_timeout)
-        async with httpx.AsyncClient(base_url=base_url, timeout=client_timeout) as client:
+        async with httpx.AsyncClient(
+            base_url=base_url, timeout=client_timeout, headers=staff_headers()
+        ) as client:
             yield process, client
     finally:
         process.stop()

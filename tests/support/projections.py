@@ -14,6 +14,7 @@ from fulfilment_kit.messaging.inbox import Inbox, InboxApplication
 from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
 from fulfilment_kit.settings import PostgresSettings, ServiceSettings
+from tests.support.auth import staff_headers
 from tests.support.polling import eventually
 
 
@@ -53,5 +54,7 @@ async def projections_process(database: str) -> AsyncIterator[ProjectionsProcess
             runtime.health.readiness, until=lambda p: not p, what="projections assigned"
         )
         transport = httpx.ASGITransport(app=http)
-        async with httpx.AsyncClient(transport=transport, base_url="http://rm") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://rm", headers=staff_headers()
+        ) as client:
             yield ProjectionsProcess(runtime, client)
