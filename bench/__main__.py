@@ -39,7 +39,7 @@ from .measure import (
     summary,
     tree,
 )
-from .platform import REPO, SERVICES, BenchPlatform
+from .platform import REPO, SERVICES, BenchPlatform, api_headers
 from .report import table, write_json
 
 QUICK_ORDERS = 300
@@ -158,7 +158,7 @@ def process_groups(platform: BenchPlatform) -> dict[str, Any]:
 async def diagnose(platform: BenchPlatform, order_ids: list[str]) -> list[dict[str, Any]]:
     """What the services say about orders that never shipped."""
     found = []
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, headers=api_headers()) as client:
         for order_id in order_ids:
             entry: dict[str, Any] = {"order_id": order_id}
             for service, path in (

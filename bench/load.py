@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from .platform import api_headers
+
 MAX_RECEIPT = 10_000  # the largest quantity one stock receipt may carry
 ADDRESS = {
     "recipient_name": "Ada Example",
@@ -93,7 +95,9 @@ async def seed_stock(
                 remaining -= quantity
 
     limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=60, limits=limits, headers=api_headers()
+    ) as client:
         await asyncio.gather(*(receive(client, sku) for sku in catalogue))
     return seeding
 
@@ -152,13 +156,15 @@ async def drive_orders(base_url: str, orders: list[list[Line]], concurrency: int
                     Submission(index, sent_at, latency, reply.status_code, None, reply.text[:300])
                 )
 
+    headers = api_headers()
+
     async def connection() -> None:
         # One client (one keep-alive connection) per worker: httpx's shared pool spends
         # O(connections x waiting requests) CPU per request, which the platform would pay for
         # on a small machine.
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         async with httpx.AsyncClient(
-            base_url=base_url, timeout=60, limits=limits, verify=False
+            base_url=base_url, timeout=60, limits=limits, verify=False, headers=headers
         ) as client:  # plain HTTP: skip loading CA certificates for each client
             await worker(client)
 

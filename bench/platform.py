@@ -251,3 +251,12 @@ class BenchPlatform:
             if os.environ["FULFIL_TOPIC_PREFIX"] == self.prefix:
                 del os.environ["FULFIL_TOPIC_PREFIX"]
         return problems
+
+
+def api_headers() -> dict[str, str]:
+    """A bearer token of the dev issuer with every staff role (the services' dev default)."""
+    from fulfilment_kit import devauth
+    from fulfilment_kit.http.auth import ROLES, STAFF
+
+    roles = [r for r in ROLES if r in STAFF]
+    return {"Authorization": f"Bearer {devauth.mint(roles, 'bench', ttl_s=4 * 3600)}"}

@@ -2,14 +2,17 @@
 and after-sales: returns requested, authorised (by policy or an agent), received with an
 inspection result, and refunded.
 
-Talks only to the public HTTP APIs. FULFIL_DEMO=0 turns it off; FULFIL_DEMO_RATE sets
-orders per second (default 2). Ctrl-C or SIGTERM ends it.
+Talks only to the public HTTP APIs, each call with the token of the role that makes it
+(customers their own, the warehouse, the carrier's signed webhooks), minted by the dev issuer
+(dev only). FULFIL_DEMO=0 turns it off; FULFIL_DEMO_RATE sets orders per second (default 2).
+Ctrl-C or SIGTERM ends it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
@@ -18,6 +21,11 @@ import uuid
 from dataclasses import dataclass, field
 
 import httpx
+
+from fulfilment_kit import devauth
+from fulfilment_kit.http import webhooks
+from fulfilment_kit.http.auth import AGENT, CUSTOMER, WAREHOUSE
+from shipping.gateway import SANDBOX_CARRIER, webhook_secret_name
 
 ORDERS = os.environ.get("FULFIL_DEMO_ORDERS_URL", "http://127.0.0.1:8001")
 INVENTORY = os.environ.get("FULFIL_DEMO_INVENTORY_URL", "http://127.0.0.1:8002")
@@ -65,6 +73,29 @@ CITIES = [
 ]
 
 
+def bearer(role: str, subject: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {devauth.mint([role], subject)}"}
+
+
+WAREHOUSE_AUTH: dict[str, str] = {}
+AGENT_AUTH: dict[str, str] = {}
+CUSTOMER_AUTH: dict[str, dict[str, str]] = {}
+
+
+def customer_auth(customer_id: str) -> dict[str, str]:
+    if customer_id not in CUSTOMER_AUTH:
+        CUSTOMER_AUTH[customer_id] = bearer(CUSTOMER, customer_id)
+    return CUSTOMER_AUTH[customer_id]
+
+
+def carrier_signed(hook: dict[str, object]) -> dict[str, object]:
+    """The keyword arguments of a POST that sends `hook` as the sandbox carrier signs it."""
+    content = json.dumps(hook).encode()
+    secret = devauth.dev_secret(webhook_secret_name(SANDBOX_CARRIER))
+    headers = webhooks.signed_headers(secret, SANDBOX_CARRIER, str(uuid.uuid4()), content)
+    return {"content": content, "headers": {"content-type": "application/json", **headers}}
+
+
 @dataclass
 class Tally:
     placed: int = 0
@@ -100,7 +131,7 @@ async def seed(client: httpx.AsyncClient) -> None:
         reply = await client.post(
             f"{INVENTORY}/stock/{sku}/receipts",
             json={"quantity": quantity},
-            headers={"Idempotency-Key": f"demo-seed-{sku}"},
+            headers={"Idempotency-Key": f"demo-seed-{sku}", **WAREHOUSE_AUTH},
         )
         reply.raise_for_status()
 
@@ -129,10 +160,10 @@ def order_body(rng: random.Random, customers: list[str]) -> dict[str, object]:
 async def place_one(
     client: httpx.AsyncClient, rng: random.Random, tally: Tally, customers: list[str]
 ) -> None:
+    body = order_body(rng, customers)
+    auth = customer_auth(str(body["customer_id"]))
     reply = await client.post(
-        f"{ORDERS}/orders",
-        json=order_body(rng, customers),
-        headers={"Idempotency-Key": str(uuid.uuid4())},
+        f"{ORDERS}/orders", json=body, headers={"Idempotency-Key": str(uuid.uuid4()), **auth}
     )
     if reply.status_code != 201:
         tally.errors += 1
@@ -143,7 +174,7 @@ async def place_one(
         with contextlib.suppress(TimeoutError):  # demo pacing, not synchronisation
             await asyncio.wait_for(asyncio.Event().wait(), timeout=rng.uniform(0.2, 1.5))
         cancel = await client.post(
-            f"{ORDERS}/orders/{order_id}/cancel", json={"reason": "changed my mind"}
+            f"{ORDERS}/orders/{order_id}/cancel", json={"reason": "changed my mind"}, headers=auth
         )
         tally.cancelled += cancel.status_code == 200
         return
@@ -153,7 +184,7 @@ async def place_one(
 async def carrier_updates(client: httpx.AsyncClient, rng: random.Random, tally: Tally) -> None:
     """Play the carrier: parcels that shipped get delivered (or, rarely, an exception)."""
     for order_id in list(tally.shipped)[:50]:
-        reply = await client.get(f"{SHIPPING}/shipments/{order_id}")
+        reply = await client.get(f"{SHIPPING}/shipments/{order_id}", headers=WAREHOUSE_AUTH)
         if reply.status_code != 200:
             continue
         shipment = reply.json()
@@ -175,7 +206,7 @@ async def carrier_updates(client: httpx.AsyncClient, rng: random.Random, tally: 
             tally.delivered += 1
             if rng.random() < RETURN_SHARE:
                 tally.returnable[order_id] = 10  # customer-service learns of it over Kafka
-        await client.post(f"{SHIPPING}/carrier/webhooks", json=hook)
+        await client.post(f"{SHIPPING}/carrier/webhooks", **carrier_signed(hook))
         tally.shipped.pop(order_id, None)
 
 
@@ -183,7 +214,7 @@ async def after_sales(client: httpx.AsyncClient, rng: random.Random, tally: Tall
     """Play customers, agents and the warehouse: request returns of delivered orders, decide
     the ones the policy leaves to an agent, and receive the parcels (payments refunds)."""
     for order_id, tries in list(tally.returnable.items())[:10]:
-        order = (await client.get(f"{ORDERS}/orders/{order_id}")).json()
+        order = (await client.get(f"{ORDERS}/orders/{order_id}", headers=AGENT_AUTH)).json()
         line = rng.choice(order["lines"])
         reason = rng.choices([r for r, _ in RETURN_REASONS], [w for _, w in RETURN_REASONS])[0]
         reply = await client.post(
@@ -193,7 +224,10 @@ async def after_sales(client: httpx.AsyncClient, rng: random.Random, tally: Tall
                 "lines": [{"sku": line["sku"], "quantity": line["quantity"]}],
                 "reason_code": reason,
             },
-            headers={"Idempotency-Key": f"demo-return-{order_id}"},
+            headers={
+                "Idempotency-Key": f"demo-return-{order_id}",
+                **customer_auth(order["customer_id"]),
+            },
         )
         if reply.status_code == 201:
             tally.returns[reply.json()["return_id"]] = reply.json()["status"]
@@ -210,14 +244,18 @@ async def after_sales(client: httpx.AsyncClient, rng: random.Random, tally: Tall
                 reply = await client.post(
                     f"{CUSTOMER_SERVICE}/returns/{return_id}/authorise",
                     json={"agent": "demo-agent"},
+                    headers=AGENT_AUTH,
                 )
             else:
                 reply = await client.post(
                     f"{CUSTOMER_SERVICE}/returns/{return_id}/reject",
                     json={"reason": "outside the policy for opened items", "agent": "demo-agent"},
+                    headers=AGENT_AUTH,
                 )
         elif status == "authorised":  # the parcel arrives; the warehouse inspects it
-            ret = (await client.get(f"{CUSTOMER_SERVICE}/returns/{return_id}")).json()
+            ret = (
+                await client.get(f"{CUSTOMER_SERVICE}/returns/{return_id}", headers=WAREHOUSE_AUTH)
+            ).json()
             inspected = [
                 {
                     "sku": item["sku"],
@@ -227,7 +265,9 @@ async def after_sales(client: httpx.AsyncClient, rng: random.Random, tally: Tall
                 for item in ret["lines"]
             ]
             reply = await client.post(
-                f"{CUSTOMER_SERVICE}/returns/{return_id}/receipt", json={"lines": inspected}
+                f"{CUSTOMER_SERVICE}/returns/{return_id}/receipt",
+                json={"lines": inspected},
+                headers=WAREHOUSE_AUTH,
             )
             tally.returns_received += reply.status_code == 200
         else:
@@ -241,13 +281,19 @@ async def after_sales(client: httpx.AsyncClient, rng: random.Random, tally: Tall
 
 
 async def restock(client: httpx.AsyncClient) -> None:
-    reply = await client.get(f"{INVENTORY}/stock", params={"below_threshold": "true"})
+    reply = await client.get(
+        f"{INVENTORY}/stock", params={"below_threshold": "true"}, headers=WAREHOUSE_AUTH
+    )
     if reply.status_code != 200:
         return
     for item in reply.json():
         if item["sku"] in ("LAMP-LIMITED", "SNEAKER-42-RARE"):
             continue  # scarce on purpose
-        await client.post(f"{INVENTORY}/stock/{item['sku']}/receipts", json={"quantity": 100})
+        await client.post(
+            f"{INVENTORY}/stock/{item['sku']}/receipts",
+            json={"quantity": 100},
+            headers=WAREHOUSE_AUTH,
+        )
 
 
 async def main() -> None:
@@ -255,6 +301,8 @@ async def main() -> None:
         print("demo traffic is off (FULFIL_DEMO=0)")
         return
     rate = float(os.environ.get("FULFIL_DEMO_RATE", "2"))
+    WAREHOUSE_AUTH.update(bearer(WAREHOUSE, "demo-warehouse"))
+    AGENT_AUTH.update(bearer(AGENT, "demo-agent"))
     rng = random.Random()
     customers = [str(uuid.uuid4()) for _ in range(40)]  # repeat customers, for repurchase KPIs
     tally = Tally()

@@ -48,7 +48,7 @@ announce() {
   fi
   echo ">>> The fulfilment platform is up:"
   for name in orders inventory payments shipping customer-service; do
-    printf '>>>   %-17s http://127.0.0.1:%s   (API docs: /docs, health: /livez /readyz, metrics: /metrics)\n' \
+    printf '>>>   %-17s http://127.0.0.1:%s   (OpenAPI: /openapi.json with a token; open: /livez /readyz /metrics)\n' \
       "$name" "${PORTS[$name]}"
   done
   echo ">>>   Kafka             ${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:19092}"
@@ -56,7 +56,16 @@ announce() {
   if [[ ${FULFIL_DEMO:-1} == 0 ]]; then
     echo ">>> Demo traffic is off (FULFIL_DEMO=0)."
   fi
-  echo ">>> Try: curl -s -X POST http://127.0.0.1:8001/orders -H 'content-type: application/json' -d @deploy/local/sample-order.json"
+  echo ">>> Every API call needs a bearer token. One per role from the dev issuer (DEV ONLY, valid 8 h;"
+  echo ">>> more with \`.venv/bin/fulfil auth token --role ROLE [--sub ID]\`), the customer's for the sample order:"
+  local role sub customer
+  customer="$("$repo/.venv/bin/python" -c 'import json; print(json.load(open("deploy/local/sample-order.json"))["customer_id"])')"
+  for role in customer agent warehouse finance ops service; do
+    sub=()
+    [[ $role == customer ]] && sub=(--sub "$customer")
+    printf '>>>   export TOKEN_%s=%s\n' "${role^^}" "$("$repo/.venv/bin/fulfil" auth token --role "$role" "${sub[@]}")"
+  done
+  echo ">>> Try: curl -s -X POST http://127.0.0.1:8001/orders -H \"Authorization: Bearer \$TOKEN_CUSTOMER\" -H 'content-type: application/json' -d @deploy/local/sample-order.json"
   echo ">>> Ops CLI: .venv/bin/fulfil --help. Ctrl-C (or \`make stop\` elsewhere) ends it."
 }
 
@@ -66,6 +75,8 @@ case "${1:-start}" in
     mkdir -p "$state"
     stop >/dev/null
     unset FULFIL_HTTP_PORT  # each service listens on its own default port (PORTS above)
+    # The dev issuer's key pair and secrets (dev only), before the services read them.
+    "$repo/.venv/bin/fulfil" auth token --role ops >/dev/null
     announce &
     echo $$ >"$pidfile"
     FULFIL_RUN_TAG="$(date +%s)-$$"
