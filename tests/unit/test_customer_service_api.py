@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from customer_service.clock import ServiceClock
 from customer_service.contracts import to_public
 from customer_service.domain import case_id_for
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
-from tests.support.auth import staff_headers
+from tests.support.auth import as_role, staff_headers
 from tests.unit.test_customer_service_policy import (
     deliver,
     delivered_order,
@@ -43,7 +44,7 @@ def client_for(
     routers = [router, clock_router] if test_clock else [router]
     api = create_http_app(runtime, routers=routers, title="customer-service")
     api.state.clock = clock
-    return TestClient(api, headers=staff_headers())
+    return TestClient(api, headers=staff_headers(), client=("127.0.0.1", 50000))
 
 
 @pytest.fixture
@@ -216,3 +217,29 @@ def test_the_test_clock_is_not_mounted_by_default(
 ) -> None:
     client = client_for(app, clock, test_clock=False)
     assert client.post("/_test/clock", json={"advance_s": 60}).status_code == 404
+
+
+def test_the_test_clock_answers_loopback_callers_with_the_ops_role_only(
+    app: CustomerServiceApplication, clock: ServiceClock
+) -> None:
+    local = client_for(app, clock, test_clock=True)
+    assert local.post("/_test/clock", json={"advance_s": 60}).status_code == 200
+    as_role(local, "agent")
+    assert local.post("/_test/clock", json={"advance_s": 60}).status_code == 403
+    remote = TestClient(local.app, headers=staff_headers(), client=("203.0.113.7", 4000))
+    assert remote.post("/_test/clock", json={"advance_s": 60}).status_code == 404
+    assert remote.get("/_test/clock").status_code == 404
+    assert clock.offset.total_seconds() == 60
+
+
+def test_the_test_clock_is_refused_on_a_non_loopback_host(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from customer_service import main
+
+    monkeypatch.setenv("FULFIL_PERSISTENCE", "sqlite")
+    monkeypatch.setenv("FULFIL_SQLITE_DIR", str(tmp_path))
+    monkeypatch.setenv("FULFIL_TEST_CLOCK", "1")
+    monkeypatch.setenv("FULFIL_HTTP_HOST", "0.0.0.0")
+    with pytest.raises(RuntimeError, match="loopback"):
+        main.create_app()

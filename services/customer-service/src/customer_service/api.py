@@ -53,7 +53,7 @@ LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 async def loopback_only(request: Request) -> None:
     """The test clock answers only callers on this machine (it is for tests, never exposed)."""
     client = request.client.host if request.client else None
-    if client not in LOOPBACK and client != "testclient":
+    if client not in LOOPBACK:
         raise not_found("route", request.url.path)
 
 
