@@ -21,6 +21,7 @@ import pytest
 
 from fulfilment_kit.http.errors import DATABASE_RETRY_AFTER_S
 from tests.support.polling import eventually
+from tests.support.auth import signed
 from tests.support.processes import running_service
 from tests.support.stack import create_database, drop_database
 
@@ -107,7 +108,7 @@ async def test_database_outage_is_503_problem_and_the_same_key_gives_one_result(
         "POST /stock/{sku}/receipts": receive,
         "GET /stock": lambda: inventory.get("/stock"),
         "POST /carrier/webhooks": lambda: shipping.post(
-            "/carrier/webhooks", json={"tracking_number": "SBXOUTAGE1", "status": "delivered"}
+            "/carrier/webhooks", **signed({"tracking_number": "SBXOUTAGE1", "status": "delivered"})
         ),
         "POST /payments/{id}/refunds": lambda: payments.post(
             f"/payments/{unknown}/refunds", json={"amount_minor": 100, "reason": "goodwill"}

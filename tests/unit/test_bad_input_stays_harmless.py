@@ -15,9 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
+from tests.support.auth import signed, staff_headers, webhook_secret
 
 SAMPLE = json.loads((Path(__file__).parents[2] / "deploy/local/sample-order.json").read_text())
 UNKNOWN = str(uuid.uuid4())
+STAFF = staff_headers()
 
 
 def _orders() -> TestClient:
@@ -27,7 +29,7 @@ def _orders() -> TestClient:
 
     app = OrdersApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     runtime = ServiceRuntime(service="orders", app=app, mapper=to_public, output_topics=[])
-    return TestClient(create_http_app(runtime, routers=[router], title="orders"))
+    return TestClient(create_http_app(runtime, routers=[router], title="orders"), headers=STAFF)
 
 
 def _inventory() -> TestClient:
@@ -37,21 +39,23 @@ def _inventory() -> TestClient:
 
     app = InventoryApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     runtime = ServiceRuntime(service="inventory", app=app, mapper=to_public, output_topics=[])
-    return TestClient(create_http_app(runtime, routers=[router], title="inventory"))
+    return TestClient(create_http_app(runtime, routers=[router], title="inventory"), headers=STAFF)
 
 
 def _shipping() -> TestClient:
-    from shipping.api import router
+    from shipping.api import WEBHOOK_PATH, router
     from shipping.application import ShippingApplication
     from shipping.contracts import to_public
-    from shipping.gateway import RetryingCarrier, SandboxCarrier
+    from shipping.gateway import SANDBOX_CARRIER, RetryingCarrier, SandboxCarrier
 
     app = ShippingApplication(
         env={"PERSISTENCE_MODULE": "eventsourcing.popo"},
         carrier=RetryingCarrier(SandboxCarrier(), sleep=lambda _: None),
     )
     runtime = ServiceRuntime(service="shipping", app=app, mapper=to_public, output_topics=[])
-    return TestClient(create_http_app(runtime, routers=[router], title="shipping"))
+    api = create_http_app(runtime, routers=[router], title="shipping", public_paths=[WEBHOOK_PATH])
+    api.state.carrier_webhook_secrets = {SANDBOX_CARRIER: webhook_secret()}
+    return TestClient(api, headers=STAFF)
 
 
 def _customer_service() -> TestClient:
@@ -67,7 +71,7 @@ def _customer_service() -> TestClient:
     )
     api = create_http_app(runtime, routers=[router], title="customer-service")
     api.state.clock = clock
-    return TestClient(api)
+    return TestClient(api, headers=STAFF)
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +178,8 @@ CONTROL_CHARACTERS: list[tuple[str, str, dict[str, Any], str]] = [
 def test_free_text_with_control_characters_is_422_naming_the_field(
     clients: dict[str, TestClient], service: str, path: str, body: dict[str, Any], field: str
 ) -> None:
-    problem = _assert_problem(clients[service].post(path, json=body), 422)
+    sent = signed(body) if path == "/carrier/webhooks" else {"json": body}
+    problem = _assert_problem(clients[service].post(path, **sent), 422)
     assert [e["field"] for e in problem["errors"]] == [field], problem
     assert "control characters" in problem["errors"][0]["message"]
 
