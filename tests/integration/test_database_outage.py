@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from fulfilment_kit.http.errors import DATABASE_RETRY_AFTER_S
-from tests.support.polling import eventually
 from tests.support.auth import signed
+from tests.support.polling import eventually
 from tests.support.processes import running_service
 from tests.support.stack import create_database, drop_database
 
