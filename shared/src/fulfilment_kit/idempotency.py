@@ -40,9 +40,8 @@ def fingerprint(*parts: str | BaseModel) -> str:
 def check_fingerprint(key: str | None, stored: str | None, given: str) -> None:
     """Raise IdempotencyConflict when `key` came before with another request."""
     if stored != given:
-        raise IdempotencyConflict(
-            f"Idempotency-Key {key!r} was already used for a different request"
-        )
+        # The key is not quoted: the API passes the caller-scoped digest of the client's key.
+        raise IdempotencyConflict("this Idempotency-Key was already used for a different request")
 
 
 @dataclass(frozen=True)

@@ -268,7 +268,7 @@ class PaymentsApplication(InboxApplication):
                     command.reason,
                 ):
                     raise IdempotencyConflict(
-                        f"Idempotency-Key {command.idempotency_key!r} was already used for a "
+                        "this Idempotency-Key was already used for a "
                         f"refund of {existing.amount_minor} minor units ({existing.reason})"
                     )
                 return RefundIssued(payment, existing, created=False)
