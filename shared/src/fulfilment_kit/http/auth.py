@@ -14,6 +14,7 @@ import hmac
 import json
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,9 @@ BEARER_SCHEME = "bearerAuth"
 REALM = "fulfilment"
 PRINCIPAL_SCOPE_KEY = "fulfil.principal"
 MAX_TOKEN_LENGTH = 8192
+VERIFIED_CACHE_SIZE = 4096
+VERIFIED_CACHE_S = 60.0
+"""A verified token is trusted again for at most this long (and never past its expiry)."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,9 @@ class Authenticator:
             refresh_min_s=self.settings.jwks_refresh_min_s,
         )
         self._key_secret = self._idempotency_secret()
+        # token -> (principal, monotonic deadline): PyJWT spends ~1 ms of CPU per decode (its
+        # base64 checks), so a client's repeated token is checked once a minute, not per call.
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     def _idempotency_secret(self) -> bytes:
         secret = self.settings.idempotency_secret
@@ -223,6 +230,21 @@ class Authenticator:
             raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
         if len(token) > MAX_TOKEN_LENGTH:
             raise Unauthenticated("the token is too long")
+        cached = self._verified.get(token)
+        if cached is not None:
+            if time.monotonic() < cached[1]:
+                self._verified.move_to_end(token)
+                return cached[0]
+            del self._verified[token]
+        principal, expires_at = await self._verify(token)
+        trusted_for = min(VERIFIED_CACHE_S, expires_at + self.settings.leeway_s - time.time())
+        if trusted_for > 0:
+            self._verified[token] = (principal, time.monotonic() + trusted_for)
+            if len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -256,7 +278,7 @@ class Authenticator:
             raise Unauthenticated("the token's signature is invalid") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated("the token is invalid") from exc
-        return _principal(claims)
+        return _principal(claims), float(claims["exp"])
 
     def scoped_key(self, principal: Principal, idempotency_key: str) -> str:
         """An Idempotency-Key as this caller's own: the same (caller, key) gives the same
