@@ -1,5 +1,6 @@
 """Every operation of every service's OpenAPI is protected, as its OpenAPI says: without a
-token 401, with a role it does not list 403, with each role it lists neither 401 nor 403.
+token or with a forged one 401, with a role it does not list 403, with each role it lists neither
+401 nor 403.
 
 The apps are the services' own `create_app()` (on SQLite, no Kafka started), so a route a
 service adds anywhere is walked here: a new route cannot ship unprotected.
@@ -8,6 +9,7 @@ service adds anywhere is walked here: a new route cannot ship unprotected.
 from __future__ import annotations
 
 import importlib
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from fulfilment_kit.http.auth import BEARER_SCHEME, ROLES
 from tests.support.auth import bearer, signed
+from tests.unit.test_auth import signed_with_dev_key, unsigned_none
 
 SERVICES = ("orders", "inventory", "payments", "shipping", "customer_service")
 MIN_OPERATIONS = {"orders": 4, "inventory": 7, "payments": 3, "shipping": 4, "customer_service": 18}
@@ -74,6 +77,8 @@ def test_every_operation_accepts_exactly_its_documented_roles(
         assert security, f"{name} documents no security"
         url = concrete(path, operation)
         assert call(client, method, url, {}) == 401, name
+        for forged in (unsigned_none(), signed_with_dev_key(exp=int(time.time()) - 120)):
+            assert call(client, method, url, {"Authorization": f"Bearer {forged}"}) == 401, name
         if [list(r) for r in security] != [[BEARER_SCHEME]] * len(security):
             continue  # authenticated otherwise (a signed webhook): walked below
         roles = operation["x-roles"]
