@@ -90,3 +90,15 @@ def test_listing_stock_issues_a_bounded_number_of_queries(
     assert [item.sku for item in listed] == [*skus, "SKU-NEW"]
     assert all(item.on_hand == 6 for item in listed[:-1])
     assert executed.calls <= 4, f"{executed.calls} queries to list {len(listed)} SKUs"
+
+
+def test_a_page_of_the_listing_loads_only_that_page(inventory: InventoryApplication) -> None:
+    skus = [f"PAGE-{n:02}" for n in range(30)]
+    for sku in skus:
+        _receive(inventory, sku, 1)
+    first = inventory.list_stock(limit=10)
+    assert [item.sku for item in first] == skus[:11]  # one more: a next page exists
+    rest = inventory.list_stock(after=skus[24], limit=10)
+    assert [item.sku for item in rest] == skus[25:]
+    below = inventory.list_stock(True, after=skus[24], limit=10)  # a filter loads them all
+    assert [item.sku for item in below] == skus[25:]

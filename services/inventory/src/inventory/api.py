@@ -275,7 +275,9 @@ async def list_stock(
     limit: PageSize = DEFAULT_PAGE_SIZE,
 ) -> list[StockView]:
     """Known SKUs sorted by SKU, a page at a time (follow `Link: rel="next"`)."""
-    items = await asyncio.to_thread(_inventory(request).list_stock, below_threshold)
+    items = await asyncio.to_thread(
+        lambda: _inventory(request).list_stock(below_threshold, after=after, limit=limit)
+    )
     page, next_after = page_after(items, lambda item: item.sku, after, limit)
     set_next_link(request, response, None if next_after is None else {"after": next_after})
     return [StockView.of(item) for item in page]

@@ -221,9 +221,20 @@ class InventoryApplication(InboxApplication):
             raise SkuNotFound(sku)
         return item
 
-    def list_stock(self, below_threshold: bool | None = None) -> list[StockItem]:
-        """Every known SKU sorted by SKU, optionally only those below (or not below) threshold."""
-        ids = {stock_item_id(sku): sku for sku in self.known_skus()}
+    def list_stock(
+        self,
+        below_threshold: bool | None = None,
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[StockItem]:
+        """Known SKUs sorted by SKU (after `after`), optionally only those below (or not below)
+        threshold. Unfiltered, at most `limit` + 1 are loaded: one more than a page, so the
+        caller knows whether another page follows."""
+        skus = [sku for sku in self.known_skus() if after is None or sku > after]
+        if below_threshold is None and limit is not None:
+            skus = skus[: limit + 1]
+        ids = {stock_item_id(sku): sku for sku in skus}
         loaded = load_aggregates(self, list(ids))  # one query, each SKU from its snapshot
         items = [loaded[i] for i in ids if i in loaded]
         if below_threshold is None:
