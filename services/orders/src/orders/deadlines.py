@@ -123,6 +123,7 @@ class DeadlineWatch:
         return flagged
 
     def _project(self, events: Sequence[Any], writes: Writes) -> None:
+        writes.prefetch("deadline", (str(e.originator_id) for e in events))
         for event in events:
             key = str(event.originator_id)
             previous = writes.get("deadline", key)

@@ -23,7 +23,7 @@ import abc
 import contextlib
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -72,10 +72,21 @@ class Transaction(abc.ABC):
     def get(self, follower: str, kind: str, key: str) -> Item | None: ...
 
     @abc.abstractmethod
+    def get_many(self, follower: str, kind: str, keys: Sequence[str]) -> dict[str, Item]: ...
+
+    @abc.abstractmethod
     def put(self, follower: str, item: Item) -> None: ...
 
     @abc.abstractmethod
     def drop(self, follower: str, kind: str, key: str) -> None: ...
+
+    def write(self, follower: str, changes: Mapping[tuple[str, str], Item | None]) -> None:
+        """Apply (kind, key) -> item (None: drop) changes."""
+        for (kind, key), item in changes.items():
+            if item is None:
+                self.drop(follower, kind, key)
+            else:
+                self.put(follower, item)
 
     @abc.abstractmethod
     def select(
@@ -171,6 +182,34 @@ class _PostgresTransaction(Transaction):
         )
         row = self.cursor.fetchone()
         return _item(row) if row else None
+
+    def get_many(self, follower: str, kind: str, keys: Sequence[str]) -> dict[str, Item]:
+        self.cursor.execute(
+            "SELECT kind, key, due_at, data FROM fulfil_followed_item "
+            "WHERE follower = %s AND kind = %s AND key = ANY(%s)",
+            (follower, kind, list(keys)),
+        )
+        return {row["key"]: _item(row) for row in self.cursor.fetchall()}
+
+    def write(self, follower: str, changes: Mapping[tuple[str, str], Item | None]) -> None:
+        puts = [
+            (follower, item.kind, item.key, item.due_at, Jsonb(dict(item.data)))
+            for item in changes.values()
+            if item is not None
+        ]
+        drops = [(follower, kind, key) for (kind, key), item in changes.items() if item is None]
+        if puts:
+            self.cursor.executemany(
+                "INSERT INTO fulfil_followed_item (follower, kind, key, due_at, data) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (follower, kind, key) "
+                "DO UPDATE SET due_at = EXCLUDED.due_at, data = EXCLUDED.data",
+                puts,
+            )
+        if drops:
+            self.cursor.executemany(
+                "DELETE FROM fulfil_followed_item WHERE follower = %s AND kind = %s AND key = %s",
+                drops,
+            )
 
     def put(self, follower: str, item: Item) -> None:
         self.cursor.execute(
@@ -271,6 +310,10 @@ class _MemoryTransaction(Transaction):
         k = (follower, kind, key)
         return self.items[k] if k in self.items else self.store.items.get(k)
 
+    def get_many(self, follower: str, kind: str, keys: Sequence[str]) -> dict[str, Item]:
+        found = {key: self.get(follower, kind, key) for key in keys}
+        return {key: item for key, item in found.items() if item is not None}
+
     def put(self, follower: str, item: Item) -> None:
         self.items[(follower, item.kind, item.key)] = item
 
@@ -358,20 +401,46 @@ def follower_store(app: Application[Any]) -> FollowerStore:
 
 
 class Writes:
-    """What a projector may do to its follower's items inside the catch-up transaction."""
+    """What a projector (or a claim) does to its follower's items inside one transaction.
+
+    Changes are buffered and written together at the end (`flush`); `get` sees them.
+    `prefetch` loads many items with one query before a batch reads them one by one.
+    """
 
     def __init__(self, tx: Transaction, follower: str) -> None:
         self.tx = tx
         self.follower = follower
+        self._pending: dict[tuple[str, str], Item | None] = {}
+        self._loaded: dict[tuple[str, str], Item | None] = {}
+
+    def prefetch(self, kind: str, keys: Iterable[str]) -> None:
+        wanted = [k for k in dict.fromkeys(keys) if (kind, k) not in self._loaded]
+        if wanted:
+            found = self.tx.get_many(self.follower, kind, wanted)
+            for key in wanted:
+                self._loaded[(kind, key)] = found.get(key)
 
     def get(self, kind: str, key: str) -> Item | None:
-        return self.tx.get(self.follower, kind, key)
+        if (kind, key) in self._pending:
+            return self._pending[(kind, key)]
+        if (kind, key) not in self._loaded:
+            self._loaded[(kind, key)] = self.tx.get(self.follower, kind, key)
+        return self._loaded[(kind, key)]
 
     def put(self, kind: str, key: str, /, *, due_at: datetime | None = None, **data: Any) -> None:
-        self.tx.put(self.follower, Item(kind, key, due_at, data))
+        self._pending[(kind, key)] = Item(kind, key, due_at, data)
+
+    def put_item(self, item: Item) -> None:
+        self._pending[(item.kind, item.key)] = item
 
     def drop(self, kind: str, key: str) -> None:
-        self.tx.drop(self.follower, kind, key)
+        self._pending[(kind, key)] = None
+
+    def flush(self) -> None:
+        if self._pending:
+            self.tx.write(self.follower, self._pending)
+            self._loaded.update(self._pending)
+            self._pending = {}
 
 
 Projector = Callable[[Sequence[Any], Writes], None]
@@ -423,7 +492,9 @@ class LogFollower:
             )
             events = [self.app.mapper.to_domain_event(n) for n in notifications]
             if events:
-                self.project(events, Writes(tx, self.name))
+                writes = Writes(tx, self.name)
+                self.project(events, writes)
+                writes.flush()
             full = len(notifications) == self.batch
             # A short batch read everything of our topics up to `newest`.
             tx.set_position(self.name, notifications[-1].id if full else newest)
@@ -446,7 +517,9 @@ class LogFollower:
         Act on each, then `done` it (dropped) or `put` it back changed; everything the block
         did to the items commits when it ends. An exception releases them unchanged."""
         with self.store.transaction() as tx:
-            yield Claim(tx.claim_due(self.name, kind, now, limit), Writes(tx, self.name))
+            writes = Writes(tx, self.name)
+            yield Claim(tx.claim_due(self.name, kind, now, limit), writes)
+            writes.flush()
 
 
 @dataclass
@@ -460,4 +533,4 @@ class Claim:
         self.writes.drop(item.kind, item.key)
 
     def put(self, item: Item) -> None:
-        self.writes.tx.put(self.writes.follower, item)
+        self.writes.put_item(item)
