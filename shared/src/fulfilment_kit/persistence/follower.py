@@ -116,6 +116,9 @@ class FollowerStore(abc.ABC):
         with self.transaction() as tx:
             return tx.lock_position(name)
 
+    def create_tables(self) -> None:  # noqa: B027 - nothing to create in memory
+        """Create the tables if missing (also done on first use)."""
+
 
 # -- PostgreSQL -----------------------------------------------------------------------------
 
@@ -279,13 +282,16 @@ class PostgresFollowerStore(FollowerStore):
         self.datastore = datastore
         self._created = False
 
+    def create_tables(self) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            cursor.execute(_SCHEMA)
+        self._created = True
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Transaction]:
         if not self._created:
-            with self.datastore.transaction(commit=True) as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                cursor.execute(_SCHEMA)
-            self._created = True
+            self.create_tables()
         with self.datastore.transaction(commit=True) as cursor:
             yield _PostgresTransaction(cursor)
 
