@@ -3,8 +3,9 @@
     python -m fulfilment_kit.migrate orders.main:create_app
 
 Building the service's app creates what it needs (the event store's tables with
-eventsourcing's CREATE_TABLE, read-model tables where a service has them); nothing is
-served and Kafka is not contacted.
+eventsourcing's CREATE_TABLE, read-model tables where a service has them) and the kit's
+follower tables (positions, followed items, relay quarantine); nothing is served and
+Kafka is not contacted.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from fulfilment_kit.persistence.follower import follower_store
 
 
 def migrate(factory_path: str) -> None:
@@ -24,6 +27,7 @@ def migrate(factory_path: str) -> None:
     app = factory()
     runtime = getattr(getattr(app, "state", None), "runtime", None)
     if runtime is not None:
+        follower_store(runtime.app).create_tables()
         runtime.app.close()
     print(f"migrated: {factory_path}")
 

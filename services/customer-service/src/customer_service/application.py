@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -59,7 +58,8 @@ from fulfilment_kit.idempotency import ConcurrentUpdate as ConcurrentUpdate  # r
 from fulfilment_kit.idempotency import IdempotencyConflict as IdempotencyConflict  # re-exported
 from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
 from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
-from fulfilment_kit.persistence.follower import LogFollower
+from fulfilment_kit.persistence.batch_load import load_aggregates
+from fulfilment_kit.persistence.follower import LogFollower, Writes
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.tracing import Trace
 
@@ -504,25 +504,52 @@ CASE_EVENT_TOPICS = tuple(
 
 
 class CaseDirectory:
-    """Every case, kept current by following the case events of the notification log.
+    """Every case's filterable fields and pending SLA deadlines, in the kit follower's table.
 
-    Rebuilt from the start of the log at process start; each query first catches up with the
-    log, so a case saved before the query is always in it. The SLA watch reads it too.
+    Followed from the case events of the notification log from its persisted position (a
+    restart reads only what is new); each query first catches up, so a case saved before
+    the query is always in it. The SLA watch claims the due deadlines from it.
     """
+
+    FOLLOWER = "customer-service-cases"
 
     def __init__(self, app: CustomerServiceApplication) -> None:
         self.app = app
-        self.follower = LogFollower(app, topics=CASE_EVENT_TOPICS)
-        self.cases: dict[UUID, Case] = {}
-        self._lock = threading.Lock()
+        self.follower = LogFollower(app, self.FOLLOWER, self._project, topics=CASE_EVENT_TOPICS)
 
     def refresh(self) -> None:
         """Catch up with the log (blocking: call from a worker thread)."""
-        with self._lock:
-            for domain_event in self.follower.read_sync():
-                self.cases[domain_event.originator_id] = domain_event.mutate(
-                    self.cases.get(domain_event.originator_id)
-                )
+        self.follower.catch_up()
+
+    def _project(self, events: Sequence[Any], writes: Writes) -> None:
+        touched = list(dict.fromkeys(event.originator_id for event in events))
+        cases = load_aggregates(self.app, touched)  # their current state: later events agree
+        for case_id in touched:
+            case = cases.get(case_id)
+            if not isinstance(case, Case):
+                continue
+            writes.put(
+                "case",
+                str(case.id),
+                status=str(case.status),
+                kind=case.kind,
+                assignee=case.assignee,
+                order_id=None if case.order_id is None else str(case.order_id),
+                opened_at=case.opened_at.isoformat(),
+            )
+            for sla in SLA_KINDS:
+                key = f"{case.id}:{sla}"
+                if sla in case.breached or case.sla_met(sla):
+                    writes.drop("sla", key)
+                else:
+                    writes.put(
+                        "sla",
+                        key,
+                        due_at=case.due(sla),
+                        case_id=str(case.id),
+                        sla=sla,
+                        priority=case.priority,
+                    )
 
     def query(
         self,
@@ -533,24 +560,18 @@ class CaseDirectory:
         order_id: UUID | None = None,
     ) -> list[Case]:
         self.refresh()
-        with self._lock:
-            found = [
-                case
-                for case in self.cases.values()
-                if (status is None or case.status == status)
-                and (kind is None or case.kind == kind)
-                and (assignee is None or case.assignee == assignee)
-                and (order_id is None or case.order_id == order_id)
-            ]
+        where: dict[str, Any] = {}
+        if status is not None:
+            where["status"] = status
+        if kind is not None:
+            where["kind"] = kind
+        if assignee is not None:
+            where["assignee"] = assignee
+        if order_id is not None:
+            where["order_id"] = str(order_id)
+        ids = [UUID(item.key) for item in self.follower.items("case", **where)]
+        found = [c for c in load_aggregates(self.app, ids).values() if isinstance(c, Case)]
         return sorted(found, key=lambda case: (case.opened_at, str(case.id)))
 
-    def overdue(self, now: datetime) -> list[tuple[UUID, SlaKind]]:
-        """(case, sla) of every deadline passed and not reported, earliest first."""
-        self.refresh()
-        with self._lock:
-            due = [
-                (case.due(sla), case.id, sla)
-                for case in self.cases.values()
-                for sla in case.overdue(now)
-            ]
-        return [(case_id, sla) for _, case_id, sla in sorted(due, key=lambda d: d[0])]
+
+SLA_KINDS: tuple[SlaKind, ...] = ("first_response", "resolution")

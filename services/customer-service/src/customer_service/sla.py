@@ -1,10 +1,11 @@
 """SLA watch: no case waits silently past its deadline. Follows the case log, reports breaches.
 
-Like `orders.deadlines.DeadlineWatch`: the case directory is rebuilt from the notification
-log at process start and caught up each round; every first-response or resolution deadline
-that passed on the service clock without being met is recorded once as `Case.SlaBreached`
-(published as CaseSlaBreached). Several replicas are safe: a second report of the same
-breach is a version conflict or a no-op.
+Like `orders.deadlines.DeadlineWatch`: the case directory's table of pending deadlines is
+caught up with the log each round (from its persisted position); every first-response or
+resolution deadline that passed on the service clock without being met is recorded once as
+`Case.SlaBreached` (published as CaseSlaBreached). Several replicas are safe: each claims
+due deadlines with `SKIP LOCKED`, and a second report of the same breach would be a
+version conflict or a no-op.
 """
 
 from __future__ import annotations
@@ -60,14 +61,19 @@ class SlaWatch:
     def step(self) -> list[tuple[UUID, str]]:
         now = self.clock()
         reported: list[tuple[UUID, str]] = []
-        for case_id, sla in self.app.cases.overdue(now):
-            try:
-                done = self.app.breach_sla(case_id, sla, now)
-            except CaseNotFound:
-                done = False
-            if done:
-                case = self.app.cases.cases.get(case_id)
-                priority = case.priority if case is not None else "unknown"
+        self.app.cases.refresh()
+        with self.app.cases.follower.claim_due("sla", now) as claim:
+            for item in claim.items:
+                case_id, sla = UUID(item.data["case_id"]), item.data["sla"]
+                try:
+                    done = self.app.breach_sla(case_id, sla, now)
+                except CaseNotFound:
+                    claim.done(item)
+                    continue
+                if not done:
+                    continue  # met or changed meanwhile: the log tells, next round
+                claim.done(item)
+                priority = str(item.data.get("priority", "unknown"))
                 CASE_SLA_BREACHES.labels(sla, priority).inc()
                 log.warning("case sla breached", case_id=str(case_id), sla=sla, priority=priority)
                 reported.append((case_id, sla))

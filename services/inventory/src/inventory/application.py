@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import functools
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 import structlog
@@ -29,7 +28,7 @@ from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
 from fulfilment_kit.messaging.cloudevents import Envelope
 from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
 from fulfilment_kit.persistence.batch_load import load_aggregates
-from fulfilment_kit.persistence.follower import LogFollower
+from fulfilment_kit.persistence.follower import LogFollower, Writes
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.tracing import Trace
 from inventory.domain import (
@@ -139,10 +138,10 @@ class InventoryApplication(InboxApplication):
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
         self.default_threshold = default_threshold(self.env)
-        # SKUs known so far, followed incrementally from the log of creations.
-        self._creations = LogFollower(self, topics=[get_topic(StockItem.Created)])
-        self._skus: set[str] = set()
-        self._skus_lock = threading.Lock()
+        # SKUs known so far: a table followed from the log of creations (persisted position).
+        self._creations = LogFollower(
+            self, "inventory-skus", _project_skus, topics=[get_topic(StockItem.Created)]
+        )
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -246,9 +245,8 @@ class InventoryApplication(InboxApplication):
 
         No catalogue aggregate: one would make concurrent first receipts of different
         SKUs conflict with each other."""
-        with self._skus_lock:  # requests run in worker threads
-            self._skus.update(event.sku for event in self._creations.read_sync())
-            return sorted(self._skus)
+        self._creations.catch_up()
+        return sorted(item.key for item in self._creations.items("sku"))
 
     def get_reservation(self, order_id: UUID) -> Reservation:
         reservation = self.find(reservation_id(order_id), Reservation)
@@ -407,3 +405,8 @@ class InventoryApplication(InboxApplication):
 def _available(item: StockItem | None) -> int:
     """Available units of a SKU; an unknown SKU has none."""
     return 0 if item is None else item.available
+
+
+def _project_skus(events: Sequence[Any], writes: Writes) -> None:
+    for event in events:
+        writes.put("sku", event.sku)

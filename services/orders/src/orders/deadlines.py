@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import structlog
+from eventsourcing.utils import get_topic
 from prometheus_client import Counter, Gauge, Histogram
 
 from fulfilment_kit.observability.metrics import REGISTRY
-from fulfilment_kit.persistence.follower import LogFollower
+from fulfilment_kit.persistence.follower import LogFollower, Writes
 from orders.application import OrderNotFound, OrdersApplication
 from orders.domain import Order, OrderStatus
 
@@ -66,16 +67,20 @@ def deadlines_from_env() -> dict[str, float]:
     }
 
 
-@dataclass
-class _Waiting:
-    stage: str
-    entered_at: datetime
-    flagged: bool = False
+FOLLOWER = "orders-deadlines"
+_WATCHED: list[type[Any]] = [*_ENTERS, Order.Flagged]
+WATCHED_TOPICS = tuple(get_topic(cls) for cls in _WATCHED)
 
 
 @dataclass
 class DeadlineWatch:
-    """Keeps each live order's stage from the log; flags those past their stage's deadline."""
+    """Keeps each live order's stage in a table followed from the log; flags the overdue.
+
+    The table holds one row per order in a stage with a deadline (placed, stock locked,
+    paid, shipped), due when the deadline passes; it is followed from the persisted
+    position, so a restart reads only the new events. Replicas claim due rows with
+    `SKIP LOCKED`: each overdue order is flagged by one of them.
+    """
 
     app: OrdersApplication
     deadlines_s: dict[str, float] = field(default_factory=deadlines_from_env)
@@ -83,8 +88,7 @@ class DeadlineWatch:
     interval_s: float = 1.0
 
     def __post_init__(self) -> None:
-        self.follower = LogFollower(self.app)
-        self.waiting: dict[UUID, _Waiting] = {}
+        self.follower = LogFollower(self.app, FOLLOWER, self._project, topics=WATCHED_TOPICS)
 
     async def run(self) -> None:
         while True:
@@ -96,51 +100,60 @@ class DeadlineWatch:
 
     async def tick(self) -> list[UUID]:
         """Catch up with the log, then flag every order past its deadline; returns those flagged."""
-        for event in await self.follower.read():
-            self._apply(event)
-        now = self.clock()
+        return await asyncio.to_thread(self.step)
+
+    def step(self) -> list[UUID]:
+        self.follower.catch_up()
         flagged = []
-        for order_id, waiting in list(self.waiting.items()):
-            deadline_s = self.deadlines_s.get(waiting.stage)
-            if waiting.flagged or deadline_s is None:
-                continue
-            deadline_at = waiting.entered_at + timedelta(seconds=deadline_s)
-            if now < deadline_at:
-                continue
-            try:
-                done = await asyncio.to_thread(
-                    self.app.flag_overdue, order_id, waiting.stage, deadline_at
-                )
-            except OrderNotFound:
-                done = False
-            if done:
-                waiting.flagged = True
-                flagged.append(order_id)
-                ORDERS_FLAGGED.labels(waiting.stage).inc()
-                log.warning("order overdue", order_id=str(order_id), stage=waiting.stage)
+        with self.follower.claim_due("deadline", self.clock()) as claim:
+            for item in claim.items:
+                order_id, stage = UUID(item.key), str(item.data["stage"])
+                assert item.due_at is not None
+                try:
+                    done = self.app.flag_overdue(order_id, stage, item.due_at)
+                except OrderNotFound:
+                    claim.done(item)
+                    continue
+                if done:  # else it moved on or changed meanwhile: the log tells, next round
+                    claim.put(replace(item, due_at=None, data={**item.data, "flagged": True}))
+                    flagged.append(order_id)
+                    ORDERS_FLAGGED.labels(stage).inc()
+                    log.warning("order overdue", order_id=str(order_id), stage=stage)
         self._update_overdue_gauge()
         return flagged
 
-    def _apply(self, event: Any) -> None:
-        order_id = event.originator_id
-        if isinstance(event, Order.Flagged):
-            if (waiting := self.waiting.get(order_id)) and waiting.stage == event.stage:
-                waiting.flagged = True
-            return
-        stage = _ENTERS.get(type(event))
-        if stage is None:
-            return
-        previous = self.waiting.pop(order_id, None)
-        if previous is not None:
-            spent = (event.timestamp - previous.entered_at).total_seconds()
-            STAGE_SECONDS.labels(previous.stage).observe(max(spent, 0.0))
-        if stage in DEFAULT_DEADLINES_S:
-            self.waiting[order_id] = _Waiting(str(stage), event.timestamp)
+    def _project(self, events: Sequence[Any], writes: Writes) -> None:
+        writes.prefetch("deadline", (str(e.originator_id) for e in events))
+        for event in events:
+            key = str(event.originator_id)
+            previous = writes.get("deadline", key)
+            if isinstance(event, Order.Flagged):
+                if previous is not None and previous.data["stage"] == event.stage:
+                    writes.put("deadline", key, due_at=None, **{**previous.data, "flagged": True})
+                continue
+            stage = str(_ENTERS[type(event)])
+            if previous is not None:
+                entered_at = datetime.fromisoformat(previous.data["entered_at"])
+                spent = (event.timestamp - entered_at).total_seconds()
+                STAGE_SECONDS.labels(previous.data["stage"]).observe(max(spent, 0.0))
+            if stage not in DEFAULT_DEADLINES_S:
+                writes.drop("deadline", key)
+                continue
+            deadline_s = self.deadlines_s.get(stage)
+            due_at = None if deadline_s is None else event.timestamp + timedelta(seconds=deadline_s)
+            writes.put(
+                "deadline",
+                key,
+                due_at=due_at,
+                stage=stage,
+                entered_at=event.timestamp.isoformat(),
+                flagged=False,
+            )
 
     def _update_overdue_gauge(self) -> None:
         counts = dict.fromkeys(self.deadlines_s, 0)
-        for waiting in self.waiting.values():
-            if waiting.flagged:
-                counts[waiting.stage] = counts.get(waiting.stage, 0) + 1
+        for item in self.follower.items("deadline", flagged=True):
+            stage = str(item.data["stage"])
+            counts[stage] = counts.get(stage, 0) + 1
         for stage, n in counts.items():
             ORDERS_OVERDUE.labels(stage).set(n)

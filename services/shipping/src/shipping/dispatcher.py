@@ -1,18 +1,19 @@
 """Auto-dispatch: ships packing shipments once they have been packing for a while.
 
-The loop finds them by tailing this service's own notification log, the way the outbox
-relay does: packing started adds a shipment to an in-memory set, shipped or cancelled
-removes it. The set is rebuilt from the beginning of the log at process start, so no
-state besides the event store is needed, and several replicas are safe (a second dispatch
-of the same shipment is a version conflict, then a refusal, and the carrier booking is
-idempotent per shipment).
+The loop finds them by following this service's own notification log with the kit's
+`LogFollower`: packing started adds a row (due `after_s` later) to the follower's table,
+shipped or cancelled removes it. The follower's position is persisted with the rows, so a
+restart reads only the new events. Several replicas are safe: each claims due rows with
+`SKIP LOCKED`, so a shipment is dispatched by one of them (and should two ever race, the
+second is a version conflict, then a refusal; the carrier booking is idempotent per
+shipment).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ import structlog
 from eventsourcing.utils import get_topic
 
 from fulfilment_kit.observability.health import Heartbeat
-from fulfilment_kit.persistence.follower import LogFollower
+from fulfilment_kit.persistence.follower import Claim, Item, LogFollower, Writes
 from fulfilment_kit.tracing import Trace
 from shipping.application import (
     CarrierRefused,
@@ -48,6 +49,9 @@ class Packing:
     correlation_id: str
 
 
+FOLLOWER = "shipping-auto-dispatch"
+
+
 class AutoDispatcher:
     """Dispatches every shipment that has been packing for at least `after_s` seconds."""
 
@@ -71,76 +75,93 @@ class AutoDispatcher:
         self.poll_interval_s = poll_interval_s or min(max(after_s / 4, 0.05), 1.0)
         self.on_dispatched = on_dispatched
         self.heartbeat = heartbeat
-        self.log = LogFollower(app, topics=WATCHED_TOPICS, batch=batch_size)
-        self.packing: dict[uuid.UUID, Packing] = {}
+        self.log = LogFollower(
+            app, FOLLOWER, self._project, topics=WATCHED_TOPICS, batch=batch_size
+        )
 
     # -- the log --------------------------------------------------------------------------
 
     def catch_up(self) -> None:
-        """Read the notification log from where we left off to its current end."""
-        for domain_event in self.log.read_sync():
-            self.observe(domain_event)
+        """Follow the notification log from the stored position to its current end."""
+        self.log.catch_up()
 
-    def observe(self, domain_event: Any) -> None:
-        if isinstance(domain_event, Shipment.PackingStarted):
-            self.packing[domain_event.originator_id] = Packing(
-                domain_event.timestamp, domain_event.trace.correlation_id
-            )
-        elif isinstance(domain_event, Shipment.Shipped | Shipment.Cancelled):
-            self.packing.pop(domain_event.originator_id, None)
+    def _project(self, events: Sequence[Any], writes: Writes) -> None:
+        for domain_event in events:
+            key = str(domain_event.originator_id)
+            if isinstance(domain_event, Shipment.PackingStarted):
+                writes.put(
+                    "packing",
+                    key,
+                    due_at=domain_event.timestamp + self.after,
+                    since=domain_event.timestamp.isoformat(),
+                    correlation_id=domain_event.trace.correlation_id,
+                )
+            else:  # shipped or cancelled
+                writes.drop("packing", key)
+
+    @property
+    def packing(self) -> dict[uuid.UUID, Packing]:
+        """The shipments packing, as last read from the log."""
+        return {uuid.UUID(item.key): _packing(item) for item in self.log.items("packing")}
 
     # -- dispatching ----------------------------------------------------------------------
 
     def due(self, now: datetime) -> list[uuid.UUID]:
         """Shipments packing for at least the delay, longest-waiting first."""
-        ready = [(p.since, sid) for sid, p in self.packing.items() if now - p.since >= self.after]
-        return [sid for _, sid in sorted(ready)]
+        return [uuid.UUID(item.key) for item in self.log.due("packing", now)]
 
     def dispatch_due(self) -> int:
         """Dispatch what is due; returns how many shipped. Failures wait for the next round."""
-        due = self.due(self.clock())
-        if len(due) > 1:
-            batch = due[:BATCH]
+        shipped = 0
+        while True:
+            with self.log.claim_due("packing", self.clock(), limit=BATCH) as claim:
+                if not claim.items:
+                    return shipped
+                done, go_on = self._dispatch(claim)
+            shipped += done
+            if not go_on or len(claim.items) < BATCH:
+                return shipped
+
+    def _dispatch(self, claim: Claim) -> tuple[int, bool]:
+        """Dispatch the claimed shipments: (how many shipped, whether to claim more)."""
+        if len(claim.items) > 1:
+            traces = {uuid.UUID(item.key): _trace(item) for item in claim.items}
             try:
-                shipped_ids = self.app.dispatch_batch({sid: self._trace(sid) for sid in batch})
+                shipped_ids = set(self.app.dispatch_batch(traces))
             except Exception as exc:  # one of them is not dispatchable: go one by one
                 log.info("auto-dispatch: batch fell back to one by one", reason=str(exc))
             else:
-                for shipment_id in shipped_ids:
-                    self.packing.pop(shipment_id, None)
-                return len(shipped_ids)
-        return self._dispatch_one_by_one(due)
+                for item in claim.items:
+                    if uuid.UUID(item.key) in shipped_ids:
+                        claim.done(item)
+                return len(shipped_ids), True
+        return self._dispatch_one_by_one(claim)
 
-    def _trace(self, shipment_id: uuid.UUID) -> Trace:
-        return Trace(
-            correlation_id=self.packing[shipment_id].correlation_id,
-            causation_id=f"auto-dispatch:{shipment_id}",
-        )
-
-    def _dispatch_one_by_one(self, due: list[uuid.UUID]) -> int:
+    def _dispatch_one_by_one(self, claim: Claim) -> tuple[int, bool]:
         shipped = 0
-        for shipment_id in due:
+        for item in claim.items:
+            shipment_id = uuid.UUID(item.key)
             try:
-                self.app.dispatch_shipment(shipment_id, self._trace(shipment_id))
+                self.app.dispatch_shipment(shipment_id, _trace(item))
             except CarrierUnavailable as exc:
                 log.warning("auto-dispatch: carrier unavailable, next round", error=str(exc))
-                break  # do not hammer a carrier that is down
+                return shipped, False  # do not hammer a carrier that is down
             except ConcurrentChange:
                 continue
             except (InvalidTransition, ShipmentNotFound) as exc:
                 log.info("auto-dispatch: not dispatchable", reason=str(exc))
-                self.packing.pop(shipment_id, None)
+                claim.done(item)
             except CarrierRefused as exc:
                 log.error(
                     "auto-dispatch: carrier refused, dispatch it by hand",
                     shipment_id=str(shipment_id),
                     error=str(exc),
                 )
-                self.packing.pop(shipment_id, None)
+                claim.done(item)
             else:
-                self.packing.pop(shipment_id, None)
+                claim.done(item)
                 shipped += 1
-        return shipped
+        return shipped, True
 
     def step(self) -> int:
         """One round: read the log, then dispatch what is due (blocking; run in a thread)."""
@@ -161,3 +182,13 @@ class AutoDispatcher:
             if self.heartbeat is not None:
                 self.heartbeat.beat()
             await asyncio.sleep(self.poll_interval_s)
+
+
+def _packing(item: Item) -> Packing:
+    return Packing(datetime.fromisoformat(item.data["since"]), item.data["correlation_id"])
+
+
+def _trace(item: Item) -> Trace:
+    return Trace(
+        correlation_id=item.data["correlation_id"], causation_id=f"auto-dispatch:{item.key}"
+    )

@@ -3,8 +3,16 @@
 The event store is the outbox. Each batch of notifications is published in one Kafka
 transaction, and every record carries its notification id in `ce_sequence`. On start the
 relay fences any previous instance (same transactional id), which aborts its open
-transaction, and resumes after the highest `ce_sequence` committed on its topics. So a
-crash at any point neither loses nor duplicates an event.
+transaction, and resumes after the highest `ce_sequence` committed on its topics or the
+position it stored in the service's database after its last committed transaction,
+whichever is higher (retention may have emptied the topics). So a crash at any point
+neither loses nor duplicates an event.
+
+With several replicas of a service exactly one relay publishes: the one holding the
+service's relay lease (a PostgreSQL advisory lock, `persistence.lease`); the others stand
+by and take over within about `lease_poll_s` of the leader's death. A notification that
+cannot be mapped to its public events is quarantined (recorded, counted, logged without
+its payload) and the relay carries on behind it.
 """
 
 from __future__ import annotations
@@ -20,15 +28,36 @@ import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 from eventsourcing.application import Application
 from eventsourcing.persistence import Notification
+from prometheus_client import Counter, Gauge
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.contracts.base import IntegrationEvent
 from fulfilment_kit.messaging import cloudevents, kafka
 from fulfilment_kit.observability import metrics
 from fulfilment_kit.observability.health import Heartbeat
+from fulfilment_kit.observability.metrics import REGISTRY
+from fulfilment_kit.persistence.follower import Quarantined, follower_store
+from fulfilment_kit.persistence.lease import Lease
 from fulfilment_kit.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
+
+RELAY_QUARANTINED = Counter(
+    "fulfil_relay_quarantined_total",
+    "Notifications the relay could not map to public events and set aside (alert on any)",
+    ["service"],
+    registry=REGISTRY,
+)
+RELAY_ACTIVE = Gauge(
+    "fulfil_relay_active",
+    "1 while this replica holds the service's relay lease and publishes, 0 on standby",
+    ["service"],
+    registry=REGISTRY,
+)
+
+
+class LeaseLost(RuntimeError):
+    """This replica no longer holds the relay lease: another may be publishing."""
 
 
 class TopicAheadOfStoreError(RuntimeError):
@@ -101,6 +130,7 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval_s: float = 0.05,
         heartbeat: Heartbeat | None = None,
+        lease_poll_s: float = 1.0,
     ) -> None:
         self.service = service
         self.app = app
@@ -112,34 +142,84 @@ class OutboxRelay:
         self.heartbeat = heartbeat
         self.source = source_of(service)
         self.position: int | None = None
+        self.lease = Lease(app, f"relay:{service}")
+        self.lease_poll_s = lease_poll_s
+        self.store = follower_store(app)
+        self.position_name = f"relay:{service}"
         self._wakeup = asyncio.Event()
         self._stopping = False
+        self._lease_checked = 0.0
 
     def wake(self) -> None:
         """Tell the relay new events were just committed (saves a poll interval)."""
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Publish until cancelled; any error restarts from the topic tail."""
+        """Publish while holding the lease, until stopped; any error restarts from the tail."""
         backoff = 0.5
-        while not self._stopping:
-            try:
-                await self._run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self.heartbeat:
-                    self.heartbeat.beat()  # retrying is alive: Kafka being down is not our death
-                metrics.RELAY_RESTARTS.labels(self.service).inc()
-                log.warning("relay restarting", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-            else:
-                backoff = 0.5
+        standing_by = False
+        try:
+            while not self._stopping:
+                try:
+                    if not await asyncio.to_thread(self.lease.try_acquire):
+                        if not standing_by:
+                            log.info("relay standing by", lease=self.lease.name)
+                            standing_by = True
+                        RELAY_ACTIVE.labels(self.service).set(0)
+                        if self.heartbeat:
+                            self.heartbeat.beat()
+                        await self._pause(self.lease_poll_s)
+                        continue
+                    standing_by = False
+                    RELAY_ACTIVE.labels(self.service).set(1)
+                    log.info("relay active", lease=self.lease.name)
+                    await self._run_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    RELAY_ACTIVE.labels(self.service).set(0)
+                    if isinstance(exc, LeaseLost):
+                        await asyncio.to_thread(self.lease.release)
+                    if self.heartbeat:
+                        self.heartbeat.beat()  # retrying is alive: Kafka down is not our death
+                    metrics.RELAY_RESTARTS.labels(self.service).inc()
+                    log.warning("relay restarting", error=f"{type(exc).__name__}: {exc}")
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                else:
+                    backoff = 0.5
+        finally:
+            RELAY_ACTIVE.labels(self.service).set(0)
+            await asyncio.to_thread(self.lease.release)
+
+    async def _pause(self, seconds: float) -> None:
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
 
     def stop(self) -> None:
         self._stopping = True
         self._wakeup.set()
+
+    def quarantined(self) -> list[Quarantined]:
+        """The notifications this service's relay set aside (blocking)."""
+        with self.store.transaction() as tx:
+            return tx.quarantined(self.service)
+
+    def _stored_position(self) -> int:
+        return self.store.position(self.position_name)
+
+    def _store_position(self, position: int) -> None:
+        with self.store.transaction() as tx:
+            tx.set_position(self.position_name, position)
+
+    async def _check_lease(self) -> None:
+        now = time.monotonic()
+        if now - self._lease_checked < self.lease_poll_s:
+            return
+        if not await asyncio.to_thread(self.lease.still_held):
+            raise LeaseLost(f"the relay lease {self.lease.name} was lost")
+        self._lease_checked = now
 
     async def _run_once(self) -> None:
         producer = kafka.producer(
@@ -149,7 +229,9 @@ class OutboxRelay:
         )
         await asyncio.wait_for(producer.start(), self.kafka_settings.request_timeout_s)
         try:
-            self.position = await self._committed_position()
+            tail = await self._committed_position()
+            stored = await asyncio.to_thread(self._stored_position)
+            self.position = max(tail, stored)
             newest = await asyncio.to_thread(self.app.recorder.max_notification_id) or 0
             if self.position > newest:
                 # Resuming would silently skip this store's events 1..position.
@@ -158,8 +240,12 @@ class OutboxRelay:
                     f"store's newest is {newest}: the topics belong to another event store "
                     "(use new topics, e.g. FULFIL_TOPIC_PREFIX, after resetting a database)"
                 )
-            log.info("relay resuming", after_notification=self.position)
+            log.info(
+                "relay resuming", after_notification=self.position, topic_tail=tail, stored=stored
+            )
+            self._lease_checked = time.monotonic()
             while not self._stopping:
+                await self._check_lease()
                 published = await self._publish_next_batch(producer)
                 if self.heartbeat:
                     self.heartbeat.beat()
@@ -183,7 +269,12 @@ class OutboxRelay:
         if not notifications:
             return 0
         began = time.perf_counter()
-        records = [r for n in notifications for r in self._records_for(n)]
+        records = []
+        for notification in notifications:
+            try:
+                records.extend(self._records_for(notification))
+            except Exception as exc:  # a mapping bug must not wedge every later event
+                await asyncio.to_thread(self._quarantine, notification, exc)
         if records:
             async with producer.transaction():
                 sends = [
@@ -195,6 +286,8 @@ class OutboxRelay:
             for topic, *_ in records:
                 metrics.RELAY_PUBLISHED.labels(self.service, topic).inc()
         self.position = notifications[-1].id
+        # After the Kafka commit: a crash before this store resumes from the topic's tail.
+        await asyncio.to_thread(self._store_position, self.position)
         metrics.RELAY_BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - began)
         return len(records) or len(notifications)
 
@@ -205,6 +298,28 @@ class OutboxRelay:
             (topics.physical(r.topic), r.key, r.value, r.headers)
             for r in public_records(self.app, self.mapper, self.source, notification)
         ]
+
+    def _quarantine(self, notification: Notification, exc: Exception) -> None:
+        record = Quarantined(
+            service=self.service,
+            notification_id=notification.id,
+            originator_id=str(notification.originator_id),
+            originator_version=notification.originator_version,
+            topic=notification.topic,
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+        )
+        with self.store.transaction() as tx:
+            tx.quarantine(record)
+        RELAY_QUARANTINED.labels(self.service).inc()
+        # No payload and no exception text (it may quote the payload): those are in the table.
+        log.error(
+            "relay quarantined a notification it cannot map",
+            notification_id=record.notification_id,
+            originator_id=record.originator_id,
+            originator_version=record.originator_version,
+            event_topic=record.topic,
+            error_type=type(exc).__name__,
+        )
 
     async def _update_lag(self, batch: Sequence[Notification]) -> None:
         if len(batch) == self.batch_size or self.position is None:

@@ -1,41 +1,542 @@
-"""Follow a service's own notification log in-process (for local process managers)."""
+"""Follow a service's own notification log into a small table, with a persisted position.
+
+A background loop (stage deadlines, auto-dispatch, SLA deadlines, the case directory, the
+SKU listing) needs to know a few things of its own service's log: which orders wait in
+which stage since when, which shipments are packing, which case deadlines are pending.
+`LogFollower` reads the log from its tracked position and lets a *projector* turn each
+batch of domain events into rows of one shared table of followed items (`kind`, `key`, an
+optional `due_at`, a JSON `data`). The rows and the follower's new position are written in
+one transaction, so a restart reads only what was recorded since (no full replay) and the
+table holds only the live items, not everything ever seen.
+
+Loops act on due rows with `claim_due`, which locks them `FOR UPDATE SKIP LOCKED`: with
+several replicas against one database each due item is acted on by one of them at a time.
+Several replicas may also catch up at once: the position row is locked for the batch.
+
+On PostgreSQL the tables live in the service's database; on the in-memory (popo) and
+SQLite stores they live in memory, per application (rebuilt at process start).
+"""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
+import abc
+import contextlib
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from eventsourcing.application import Application
+from eventsourcing.postgres import PostgresDatastore
+from psycopg.types.json import Jsonb
+
+ItemKey = tuple[str, str, str]
+"""(follower, kind, key) of one followed item."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One row of a follower's table: something it keeps track of, maybe due at a time."""
+
+    kind: str
+    key: str
+    due_at: datetime | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A notification the outbox relay could not map to its public events."""
+
+    service: str
+    notification_id: int
+    originator_id: str
+    originator_version: int
+    topic: str
+    error: str
+
+
+class Transaction(abc.ABC):
+    """One database transaction over the tracking and items tables."""
+
+    @abc.abstractmethod
+    def lock_position(self, name: str) -> int:
+        """The tracked position of `name` (0 if none), locked until the end of the transaction."""
+
+    @abc.abstractmethod
+    def set_position(self, name: str, position: int) -> None: ...
+
+    @abc.abstractmethod
+    def get(self, follower: str, kind: str, key: str) -> Item | None: ...
+
+    @abc.abstractmethod
+    def get_many(self, follower: str, kind: str, keys: Sequence[str]) -> dict[str, Item]: ...
+
+    @abc.abstractmethod
+    def put(self, follower: str, item: Item) -> None: ...
+
+    @abc.abstractmethod
+    def drop(self, follower: str, kind: str, key: str) -> None: ...
+
+    def write(self, follower: str, changes: Mapping[tuple[str, str], Item | None]) -> None:
+        """Apply (kind, key) -> item (None: drop) changes."""
+        for (kind, key), item in changes.items():
+            if item is None:
+                self.drop(follower, kind, key)
+            else:
+                self.put(follower, item)
+
+    @abc.abstractmethod
+    def select(
+        self, follower: str, kind: str, where: Mapping[str, Any], *, due_by: datetime | None
+    ) -> list[Item]:
+        """Items of `kind` whose data contains `where` (and due by `due_by`), due first."""
+
+    @abc.abstractmethod
+    def claim_due(self, follower: str, kind: str, now: datetime, limit: int) -> list[Item]:
+        """Items due by `now`, earliest first, locked; those another transaction holds skipped."""
+
+    @abc.abstractmethod
+    def quarantine(self, record: Quarantined) -> None: ...
+
+    @abc.abstractmethod
+    def quarantined(self, service: str) -> list[Quarantined]: ...
+
+
+class FollowerStore(abc.ABC):
+    """Where followers keep their positions and items: the service's own database."""
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[Transaction]:
+        """A transaction, committed when the block ends without an exception."""
+
+    def position(self, name: str) -> int:
+        with self.transaction() as tx:
+            return tx.lock_position(name)
+
+    def create_tables(self) -> None:  # noqa: B027 - nothing to create in memory
+        """Create the tables if missing (also done on first use)."""
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS fulfil_follower_position (
+    name text PRIMARY KEY,
+    position bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fulfil_followed_item (
+    follower text NOT NULL,
+    kind text NOT NULL,
+    key text NOT NULL,
+    due_at timestamptz,
+    data jsonb NOT NULL DEFAULT '{}',
+    PRIMARY KEY (follower, kind, key)
+);
+CREATE INDEX IF NOT EXISTS fulfil_followed_item_due
+    ON fulfil_followed_item (follower, kind, due_at) WHERE due_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS fulfil_relay_quarantine (
+    service text NOT NULL,
+    notification_id bigint NOT NULL,
+    originator_id text NOT NULL,
+    originator_version bigint NOT NULL,
+    topic text NOT NULL,
+    error text NOT NULL,
+    quarantined_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (service, notification_id)
+);
+"""
+_SCHEMA_LOCK = 0x66756C66696C  # advisory lock serialising the CREATEs of concurrent replicas
+
+
+def _item(row: Mapping[str, Any]) -> Item:
+    return Item(row["kind"], row["key"], row["due_at"], row["data"])
+
+
+class _PostgresTransaction(Transaction):
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+
+    def lock_position(self, name: str) -> int:
+        self.cursor.execute(
+            "INSERT INTO fulfil_follower_position (name, position) VALUES (%s, 0) "
+            "ON CONFLICT (name) DO NOTHING",
+            (name,),
+        )
+        self.cursor.execute(
+            "SELECT position FROM fulfil_follower_position WHERE name = %s FOR UPDATE", (name,)
+        )
+        return int(self.cursor.fetchone()["position"])
+
+    def set_position(self, name: str, position: int) -> None:
+        self.cursor.execute(
+            "INSERT INTO fulfil_follower_position (name, position) VALUES (%s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position",
+            (name, position),
+        )
+
+    def get(self, follower: str, kind: str, key: str) -> Item | None:
+        self.cursor.execute(
+            "SELECT kind, key, due_at, data FROM fulfil_followed_item "
+            "WHERE follower = %s AND kind = %s AND key = %s",
+            (follower, kind, key),
+        )
+        row = self.cursor.fetchone()
+        return _item(row) if row else None
+
+    def get_many(self, follower: str, kind: str, keys: Sequence[str]) -> dict[str, Item]:
+        self.cursor.execute(
+            "SELECT kind, key, due_at, data FROM fulfil_followed_item "
+            "WHERE follower = %s AND kind = %s AND key = ANY(%s)",
+            (follower, kind, list(keys)),
+        )
+        return {row["key"]: _item(row) for row in self.cursor.fetchall()}
+
+    def write(self, follower: str, changes: Mapping[tuple[str, str], Item | None]) -> None:
+        puts = [
+            (follower, item.kind, item.key, item.due_at, Jsonb(dict(item.data)))
+            for item in changes.values()
+            if item is not None
+        ]
+        drops = [(follower, kind, key) for (kind, key), item in changes.items() if item is None]
+        if puts:
+            self.cursor.executemany(
+                "INSERT INTO fulfil_followed_item (follower, kind, key, due_at, data) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (follower, kind, key) "
+                "DO UPDATE SET due_at = EXCLUDED.due_at, data = EXCLUDED.data",
+                puts,
+            )
+        if drops:
+            self.cursor.executemany(
+                "DELETE FROM fulfil_followed_item WHERE follower = %s AND kind = %s AND key = %s",
+                drops,
+            )
+
+    def put(self, follower: str, item: Item) -> None:
+        self.cursor.execute(
+            "INSERT INTO fulfil_followed_item (follower, kind, key, due_at, data) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (follower, kind, key) "
+            "DO UPDATE SET due_at = EXCLUDED.due_at, data = EXCLUDED.data",
+            (follower, item.kind, item.key, item.due_at, Jsonb(dict(item.data))),
+        )
+
+    def drop(self, follower: str, kind: str, key: str) -> None:
+        self.cursor.execute(
+            "DELETE FROM fulfil_followed_item WHERE follower = %s AND kind = %s AND key = %s",
+            (follower, kind, key),
+        )
+
+    def select(
+        self, follower: str, kind: str, where: Mapping[str, Any], *, due_by: datetime | None
+    ) -> list[Item]:
+        sql = (
+            "SELECT kind, key, due_at, data FROM fulfil_followed_item "
+            "WHERE follower = %s AND kind = %s AND data @> %s"
+        )
+        params: list[Any] = [follower, kind, Jsonb(dict(where))]
+        if due_by is not None:
+            sql += " AND due_at <= %s"
+            params.append(due_by)
+        self.cursor.execute(sql + " ORDER BY due_at, key", params)
+        return [_item(row) for row in self.cursor.fetchall()]
+
+    def claim_due(self, follower: str, kind: str, now: datetime, limit: int) -> list[Item]:
+        self.cursor.execute(
+            "SELECT kind, key, due_at, data FROM fulfil_followed_item "
+            "WHERE follower = %s AND kind = %s AND due_at <= %s "
+            "ORDER BY due_at, key LIMIT %s FOR UPDATE SKIP LOCKED",
+            (follower, kind, now, limit),
+        )
+        return [_item(row) for row in self.cursor.fetchall()]
+
+    def quarantine(self, record: Quarantined) -> None:
+        self.cursor.execute(
+            "INSERT INTO fulfil_relay_quarantine (service, notification_id, originator_id, "
+            "originator_version, topic, error) VALUES (%s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (service, notification_id) DO NOTHING",
+            (
+                record.service,
+                record.notification_id,
+                record.originator_id,
+                record.originator_version,
+                record.topic,
+                record.error,
+            ),
+        )
+
+    def quarantined(self, service: str) -> list[Quarantined]:
+        self.cursor.execute(
+            "SELECT service, notification_id, originator_id, originator_version, topic, error "
+            "FROM fulfil_relay_quarantine WHERE service = %s ORDER BY notification_id",
+            (service,),
+        )
+        return [Quarantined(**row) for row in self.cursor.fetchall()]
+
+
+class PostgresFollowerStore(FollowerStore):
+    """The tables in the service's PostgreSQL database, through the event store's pool."""
+
+    def __init__(self, datastore: PostgresDatastore) -> None:
+        self.datastore = datastore
+        self._created = False
+
+    def create_tables(self) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            cursor.execute(_SCHEMA)
+        self._created = True
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        if not self._created:
+            self.create_tables()
+        with self.datastore.transaction(commit=True) as cursor:
+            yield _PostgresTransaction(cursor)
+
+
+# -- in memory (popo and SQLite stores) ---------------------------------------------------
+
+
+class _MemoryTransaction(Transaction):
+    def __init__(self, store: MemoryFollowerStore) -> None:
+        self.store = store
+        self.positions: dict[str, int] = {}
+        self.items: dict[ItemKey, Item | None] = {}
+        self.quarantines: list[Quarantined] = []
+
+    def lock_position(self, name: str) -> int:
+        return self.positions.get(name, self.store.positions.get(name, 0))
+
+    def set_position(self, name: str, position: int) -> None:
+        self.positions[name] = position
+
+    def get(self, follower: str, kind: str, key: str) -> Item | None:
+        k = (follower, kind, key)
+        return self.items[k] if k in self.items else self.store.items.get(k)
+
+    def get_many(self, follower: str, kind: str, keys: Sequence[str]) -> dict[str, Item]:
+        found = {key: self.get(follower, kind, key) for key in keys}
+        return {key: item for key, item in found.items() if item is not None}
+
+    def put(self, follower: str, item: Item) -> None:
+        self.items[(follower, item.kind, item.key)] = item
+
+    def drop(self, follower: str, kind: str, key: str) -> None:
+        self.items[(follower, kind, key)] = None
+
+    def _current(self, follower: str, kind: str) -> list[Item]:
+        merged = {**self.store.items, **self.items}
+        return [
+            item
+            for (f, k, _), item in merged.items()
+            if item is not None and f == follower and k == kind
+        ]
+
+    def select(
+        self, follower: str, kind: str, where: Mapping[str, Any], *, due_by: datetime | None
+    ) -> list[Item]:
+        found = [
+            item
+            for item in self._current(follower, kind)
+            if all(item.data.get(name) == value for name, value in where.items())
+            and (due_by is None or (item.due_at is not None and item.due_at <= due_by))
+        ]
+        return sorted(found, key=_due_order)
+
+    def claim_due(self, follower: str, kind: str, now: datetime, limit: int) -> list[Item]:
+        return self.select(follower, kind, {}, due_by=now)[:limit]
+
+    def quarantine(self, record: Quarantined) -> None:
+        self.quarantines.append(record)
+
+    def quarantined(self, service: str) -> list[Quarantined]:
+        return [q for q in self.store.quarantines + self.quarantines if q.service == service]
+
+
+def _due_order(item: Item) -> tuple[bool, datetime | None, str]:
+    return (item.due_at is None, item.due_at, item.key)
+
+
+class MemoryFollowerStore(FollowerStore):
+    """The same tables in memory: transactions run one at a time and apply on success."""
+
+    def __init__(self) -> None:
+        self.positions: dict[str, int] = {}
+        self.items: dict[ItemKey, Item] = {}
+        self.quarantines: list[Quarantined] = []
+        self._lock = threading.RLock()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self._lock:
+            tx = _MemoryTransaction(self)
+            yield tx
+            self.positions.update(tx.positions)
+            for key, item in tx.items.items():
+                if item is None:
+                    self.items.pop(key, None)
+                else:
+                    self.items[key] = item
+            self.quarantines.extend(tx.quarantines)
+
+
+_MEMORY_STORES: weakref.WeakKeyDictionary[Application[Any], MemoryFollowerStore] = (
+    weakref.WeakKeyDictionary()
+)
+_STORES_LOCK = threading.Lock()
+
+
+def follower_store(app: Application[Any]) -> FollowerStore:
+    """The store of `app`'s followers: its PostgreSQL database, or memory of this process."""
+    with _STORES_LOCK:
+        store = getattr(app, "_fulfil_follower_store", None)
+        if isinstance(store, FollowerStore):
+            return store
+        datastore = getattr(app.recorder, "datastore", None)
+        if isinstance(datastore, PostgresDatastore):
+            store = PostgresFollowerStore(datastore)
+        else:
+            store = _MEMORY_STORES.setdefault(app, MemoryFollowerStore())
+        app._fulfil_follower_store = store  # type: ignore[attr-defined]
+        return store
+
+
+# -- the follower ---------------------------------------------------------------------------
+
+
+class Writes:
+    """What a projector (or a claim) does to its follower's items inside one transaction.
+
+    Changes are buffered and written together at the end (`flush`); `get` sees them.
+    `prefetch` loads many items with one query before a batch reads them one by one.
+    """
+
+    def __init__(self, tx: Transaction, follower: str) -> None:
+        self.tx = tx
+        self.follower = follower
+        self._pending: dict[tuple[str, str], Item | None] = {}
+        self._loaded: dict[tuple[str, str], Item | None] = {}
+
+    def prefetch(self, kind: str, keys: Iterable[str]) -> None:
+        wanted = [k for k in dict.fromkeys(keys) if (kind, k) not in self._loaded]
+        if wanted:
+            found = self.tx.get_many(self.follower, kind, wanted)
+            for key in wanted:
+                self._loaded[(kind, key)] = found.get(key)
+
+    def get(self, kind: str, key: str) -> Item | None:
+        if (kind, key) in self._pending:
+            return self._pending[(kind, key)]
+        if (kind, key) not in self._loaded:
+            self._loaded[(kind, key)] = self.tx.get(self.follower, kind, key)
+        return self._loaded[(kind, key)]
+
+    def put(self, kind: str, key: str, /, *, due_at: datetime | None = None, **data: Any) -> None:
+        self._pending[(kind, key)] = Item(kind, key, due_at, data)
+
+    def put_item(self, item: Item) -> None:
+        self._pending[(item.kind, item.key)] = item
+
+    def drop(self, kind: str, key: str) -> None:
+        self._pending[(kind, key)] = None
+
+    def flush(self) -> None:
+        if self._pending:
+            self.tx.write(self.follower, self._pending)
+            self._loaded.update(self._pending)
+            self._pending = {}
+
+
+Projector = Callable[[Sequence[Any], Writes], None]
+"""Turns a batch of domain events, in log order, into changes of the follower's items."""
 
 
 class LogFollower:
-    """Reads an application's notification log from the start, in order, batch by batch."""
+    """Follows an application's notification log from its persisted position into items."""
 
-    def __init__(self, app: Application[Any], *, topics: Sequence[str] = (), batch: int = 500):
+    def __init__(
+        self,
+        app: Application[Any],
+        name: str,
+        project: Projector,
+        *,
+        topics: Sequence[str] = (),
+        batch: int = 500,
+    ) -> None:
         self.app = app
+        self.name = name
+        self.project = project
         self.topics = tuple(topics)
         self.batch = batch
-        self.position = 0
-        """The notification id up to which the log has been read."""
+        self.store = follower_store(app)
 
-    async def read(self) -> list[Any]:
-        """The domain events recorded since the last read (possibly none)."""
-        return await asyncio.to_thread(self.read_sync)
+    @property
+    def position(self) -> int:
+        """The notification id up to which the log has been followed."""
+        return self.store.position(self.name)
 
-    def read_sync(self) -> list[Any]:
-        """`read()` for callers already off the event loop."""
-        recorder = self.app.recorder
-        events: list[Any] = []
+    def catch_up(self) -> int:
+        """Follow the log to its current end (blocking); returns how many events were read."""
+        read = 0
         while True:
+            count, more = self._next_batch()
+            read += count
+            if not more:
+                return read
+
+    def _next_batch(self) -> tuple[int, bool]:
+        recorder = self.app.recorder
+        with self.store.transaction() as tx:
+            position = tx.lock_position(self.name)
             newest = recorder.max_notification_id() or 0
-            if newest <= self.position:
-                return events
+            if newest <= position:
+                return 0, False
             notifications = recorder.select_notifications(
-                self.position + 1, self.batch, stop=newest, topics=self.topics
+                position + 1, self.batch, stop=newest, topics=self.topics
             )
-            events.extend(self.app.mapper.to_domain_event(n) for n in notifications)
-            if len(notifications) < self.batch:
-                self.position = newest  # nothing else of our topics up to `newest`
-                return events
-            self.position = notifications[-1].id
+            events = [self.app.mapper.to_domain_event(n) for n in notifications]
+            if events:
+                writes = Writes(tx, self.name)
+                self.project(events, writes)
+                writes.flush()
+            full = len(notifications) == self.batch
+            # A short batch read everything of our topics up to `newest`.
+            tx.set_position(self.name, notifications[-1].id if full else newest)
+            return len(events), full
+
+    def items(self, kind: str, /, **where: Any) -> list[Item]:
+        """The items of `kind` whose data has the values `where`, earliest due first."""
+        with self.store.transaction() as tx:
+            return tx.select(self.name, kind, where, due_by=None)
+
+    def due(self, kind: str, now: datetime) -> list[Item]:
+        """The items of `kind` due by `now`, earliest first (without claiming them)."""
+        with self.store.transaction() as tx:
+            return tx.select(self.name, kind, {}, due_by=now)
+
+    @contextlib.contextmanager
+    def claim_due(self, kind: str, now: datetime, limit: int = 500) -> Iterator[Claim]:
+        """Lock up to `limit` items due by `now` for this block; other replicas skip them.
+
+        Act on each, then `done` it (dropped) or `put` it back changed; everything the block
+        did to the items commits when it ends. An exception releases them unchanged."""
+        with self.store.transaction() as tx:
+            writes = Writes(tx, self.name)
+            yield Claim(tx.claim_due(self.name, kind, now, limit), writes)
+            writes.flush()
+
+
+@dataclass
+class Claim:
+    """Due items locked for one replica to act on."""
+
+    items: list[Item]
+    writes: Writes
+
+    def done(self, item: Item) -> None:
+        self.writes.drop(item.kind, item.key)
+
+    def put(self, item: Item) -> None:
+        self.writes.put_item(item)

@@ -1,0 +1,147 @@
+"""Background loops on the kit's log follower, against the real PostgreSQL.
+
+Issue 7 defect 8 / issue 13 move 4: a loop resumes from its persisted position instead of
+replaying the whole log into memory. Issue 8: with two replicas against one database each
+due item is acted on once (claimed `FOR UPDATE SKIP LOCKED`), not twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import pytest
+from eventsourcing.application import Application
+
+from customer_service.application import CustomerServiceApplication
+from customer_service.clock import ServiceClock
+from customer_service.domain import Case, case_id_for
+from customer_service.sla import SlaWatch
+from fulfilment_kit.persistence import eventsourcing_env
+from fulfilment_kit.settings import PostgresSettings, ServiceSettings
+from orders.application import OrdersApplication
+from orders.deadlines import DeadlineWatch
+from orders.domain import Order
+from shipping.application import ShippingApplication
+from shipping.dispatcher import AutoDispatcher
+from shipping.domain import ShipmentStatus
+from shipping.gateway import SandboxCarrier
+from tests.unit.test_customer_service_policy import deliver, exception_of
+from tests.unit.test_orders_lifecycle import place
+from tests.unit.test_shipping_policy import Feed, paid, placed
+
+A = TypeVar("A", bound=Application[Any])
+R = TypeVar("R")
+
+
+@pytest.fixture
+def replicas(database: str) -> Iterator[Callable[..., Any]]:
+    """Builds application instances on one database, as the replicas of a service are."""
+    made: list[Application[Any]] = []
+
+    def make(cls: type[A], service: str, **kwargs: Any) -> A:
+        env = eventsourcing_env(service, ServiceSettings(), PostgresSettings(dbname=database))
+        made.append(cls(env=env, **kwargs))
+        return made[-1]  # type: ignore[return-value]
+
+    yield make
+    for app in made:
+        app.close()
+
+
+def at_once(*rounds: Callable[[], R]) -> list[R]:
+    """Run the rounds in threads released together (replicas polling at the same moment)."""
+    barrier = threading.Barrier(len(rounds))
+    results: list[Any] = [None] * len(rounds)
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        barrier.wait()
+        try:
+            results[n] = rounds[n]()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(rounds))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    return results
+
+
+def test_a_restarted_loop_resumes_from_its_stored_position(replicas: Any) -> None:
+    first = replicas(OrdersApplication, "orders")
+    orders = [place(first) for _ in range(30)]
+    watch = DeadlineWatch(first, deadlines_s={"placed": 60.0})
+    assert watch.follower.catch_up() == 30
+    restarted = DeadlineWatch(replicas(OrdersApplication, "orders"), deadlines_s={"placed": 60.0})
+    assert restarted.follower.position == first.recorder.max_notification_id()
+    assert restarted.follower.catch_up() == 0  # nothing replayed
+    assert {item.key for item in restarted.follower.items("deadline")} == {str(o) for o in orders}
+
+
+def test_two_replicas_of_auto_dispatch_book_each_due_shipment_once(replicas: Any) -> None:
+    carrier = SandboxCarrier()  # the one carrier both replicas call
+    one = replicas(ShippingApplication, "shipping", carrier=carrier)
+    two = replicas(ShippingApplication, "shipping", carrier=carrier)
+    feed = Feed(one)
+    order_ids = [uuid.uuid4() for _ in range(40)]
+    for order_id in order_ids:
+        feed.send(feed.message(placed(order_id)), feed.message(paid(order_id)))
+    later = datetime.now(UTC) + timedelta(seconds=61)
+    dispatchers = [AutoDispatcher(app, after_s=60, clock=lambda: later) for app in (one, two)]
+
+    shipped = at_once(*(d.step for d in dispatchers))
+    shipped += at_once(*(d.step for d in dispatchers))  # a second round finds nothing
+
+    assert sum(shipped) == 40
+    assert carrier.calls == 40  # one booking per shipment, not one per replica
+    assert {one.get_shipment(o).status for o in order_ids} == {ShipmentStatus.SHIPPED}
+    assert dispatchers[0].packing == {}
+
+
+def test_two_replicas_of_the_deadline_watch_flag_each_overdue_order_once(
+    replicas: Any,
+) -> None:
+    one = replicas(OrdersApplication, "orders")
+    two = replicas(OrdersApplication, "orders")
+    orders = [place(one) for _ in range(40)]
+    later = datetime.now(UTC) + timedelta(seconds=61)
+    watches = [
+        DeadlineWatch(app, deadlines_s={"placed": 60.0}, clock=lambda: later) for app in (one, two)
+    ]
+
+    flagged = at_once(*(w.step for w in watches))
+    flagged += at_once(*(w.step for w in watches))
+
+    every = [order_id for round_ in flagged for order_id in round_]
+    assert sorted(every) == sorted(orders)  # each flagged by exactly one replica, once
+    for order_id in orders:
+        events = one.events.get(order_id)
+        assert [type(e) for e in events].count(Order.Flagged) == 1
+
+
+def test_two_replicas_of_the_sla_watch_report_each_breach_once(replicas: Any) -> None:
+    start = datetime.now(UTC)
+    clock = ServiceClock(lambda: start)
+    one = replicas(CustomerServiceApplication, "customer-service", clock=clock)
+    two = replicas(CustomerServiceApplication, "customer-service", clock=clock)
+    order_ids = [uuid.uuid4() for _ in range(20)]
+    deliver(one, *(exception_of(o) for o in order_ids))  # high: 4 h to a first response
+    clock.advance(4 * 3600 + 1)
+    watches = [SlaWatch(app, clock=clock) for app in (one, two)]
+
+    reported = at_once(*(w.step for w in watches))
+    reported += at_once(*(w.step for w in watches))
+
+    every = sorted(pair for round_ in reported for pair in round_)
+    expected = sorted((case_id_for("delivery_exception", o), "first_response") for o in order_ids)
+    assert every == expected
+    for order_id in order_ids:
+        events = one.events.get(case_id_for("delivery_exception", order_id))
+        assert [type(e) for e in events].count(Case.SlaBreached) == 1
