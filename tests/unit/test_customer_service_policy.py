@@ -38,6 +38,7 @@ from fulfilment_kit.contracts import (
     OrderLine,
     OrderPlaced,
     PaymentFailed,
+    PaymentUnresolved,
     ShipmentException,
     ShippingAddress,
 )
@@ -459,3 +460,26 @@ def test_manual_case_lifecycle_and_filters(app: CustomerServiceApplication) -> N
     resolved_event = published(app)[-1]
     assert (resolved_event.outcome, resolved_event.note) == ("answered", "it is on its way")
     assert resolved_event.customer_id == first.aggregate.customer_id
+
+
+def test_a_payment_unresolved_past_the_deadline_opens_one_payment_problem_case(
+    app: CustomerServiceApplication,
+) -> None:
+    """Issue 7, defect 2: an unknown capture outcome becomes a case for a human."""
+    order = placed(uuid.uuid4())
+    deliver(app, order)
+    now = datetime.now(UTC)
+    unresolved = PaymentUnresolved(
+        order_id=order.order_id,
+        payment_id=uuid.uuid4(),
+        amount_minor=2500,
+        currency="EUR",
+        unknown_since=now - timedelta(minutes=6),
+        lookups=8,
+        flagged_at=now,
+    )
+    deliver(app, unresolved, unresolved)
+    [case] = app.list_cases(order_id=order.order_id)
+    assert (case.kind, case.priority) == ("payment_problem", "high")
+    assert case.customer_id == order.customer_id
+    assert "unknown" in case.summary

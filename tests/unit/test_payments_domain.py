@@ -31,19 +31,16 @@ def ready(amount: int = 1000) -> Payment:
 
 def captured(amount: int = 1000) -> Payment:
     payment = ready(amount)
+    payment.request_capture(idempotency_key=str(payment.id), trace=TRACE)
     payment.capture(provider_reference="ch_1", trace=TRACE)
     return payment
 
 
 def refund(payment: Payment, amount: int, refund_id: uuid.UUID | None = None) -> None:
-    payment.refund(
-        refund_id=refund_id or uuid.uuid4(),
-        amount_minor=amount,
-        reason="goodwill",
-        provider_reference="re_1",
-        refunded_at=NOW,
-        trace=TRACE,
-    )
+    """Requested (recorded first), then confirmed by the provider."""
+    refund_id = refund_id or uuid.uuid4()
+    payment.request_refund(refund_id=refund_id, amount_minor=amount, reason="goodwill", trace=TRACE)
+    payment.refund(refund_id=refund_id, provider_reference="re_1", refunded_at=NOW, trace=TRACE)
 
 
 def test_payment_id_is_deterministic_per_order() -> None:

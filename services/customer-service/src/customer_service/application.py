@@ -4,9 +4,12 @@ reacting to the other services' events.
 Policy (runs in the inbox's worker thread, one transaction per batch with its tracking):
 - OrderPlaced / OrderDelivered / OrderCancelled / OrderRejected keep the local `OrderRecord`
   replica that return requests are verified against.
-- ShipmentException, OrderFlagged and PaymentFailed open a case whose id is derived from the
-  cause, the order id and how many such cases ended before: one active case per cause and
-  order, a new one once it was resolved or closed, and a redelivered message opens none.
+- ShipmentException, OrderFlagged, PaymentFailed and PaymentUnresolved (a capture whose
+  outcome stayed unknown past the deadline) open a case whose id is derived from the cause,
+  the order id and how many such cases ended before: one active case per cause and order, a
+  new one once it was resolved or closed, and a redelivered message opens none.
+- The cancellation protocol's events (cancellation requested, shipment cancelled, refused)
+  need no reaction here: the replica ends on OrderCancelled; the timeline shows them all.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from fulfilment_kit.contracts import (
     OrderPlaced,
     OrderRejected,
     PaymentFailed,
+    PaymentUnresolved,
     ShipmentException,
 )
 from fulfilment_kit.idempotency import ConcurrentUpdate as ConcurrentUpdate  # re-exported
@@ -124,6 +128,7 @@ class CustomerServiceApplication(InboxApplication):
         ShipmentException,
         OrderFlagged,
         PaymentFailed,
+        PaymentUnresolved,
     )
 
     def __init__(
@@ -444,6 +449,17 @@ class CustomerServiceApplication(InboxApplication):
         summary = f"payment of {event.amount_minor} {event.currency} failed: {event.reason_code}"
         self._open_automatically(
             processing, "payment_problem", "normal", summary, event.order_id, None, message
+        )
+
+    @_react.register
+    def _(self, event: PaymentUnresolved, message: InboundMessage, processing: Any) -> None:
+        summary = (
+            f"payment of {event.amount_minor} {event.currency}: the provider's answer is unknown "
+            f"since {event.unknown_since.isoformat()} ({event.lookups} lookups); the card may "
+            "have been charged"
+        )
+        self._open_automatically(
+            processing, "payment_problem", "high", summary, event.order_id, None, message
         )
 
     def _open_automatically(

@@ -32,6 +32,7 @@ PaymentStatusName = Literal[
     "awaiting_order",
     "awaiting_stock",
     "authorising",
+    "unknown",
     "captured",
     "failed",
     "cancelled",
@@ -78,6 +79,8 @@ class PaymentView(BaseModel):
     refunded_minor: int
     refunds: list[RefundView]
     failure_reason: str | None
+    pending_refund_minor: int = 0
+    """Refunds requested and not confirmed by the provider yet."""
 
     @classmethod
     def of(cls, payment: Payment) -> PaymentView:
@@ -91,6 +94,7 @@ class PaymentView(BaseModel):
             refunded_minor=payment.refunded_minor,
             refunds=[RefundView.of(r) for r in payment.refunds],
             failure_reason=payment.failure_reason,
+            pending_refund_minor=payment.pending_refund_minor,
         )
 
 
@@ -136,7 +140,8 @@ async def get_payment(order_id: uuid.UUID, request: Request, _: PaymentReader) -
         s404="No payment for this order",
         s409="Not captured, more than refundable, or Idempotency-Key reused",
         s502="The payment provider refused the refund",
-        s503="Payment provider or database unavailable: retry with the same key",
+        s503="Payment provider or database unavailable: a refund is recorded and will be made; "
+        "retry with the same key to see it",
     ),
 )
 async def refund(

@@ -1,21 +1,27 @@
 """The payments application: the capture/refund policy over the Payment aggregate, and commands.
 
-Policy (runs in the inbox's worker thread, one transaction per batch with its tracking):
-- OrderPlaced and StockLocked, in either order: when both have arrived, charge the order
-  total through the gateway (idempotency key = payment id) -> captured or failed.
-- OrderCancelled: captured -> refund what is left (key = uuid5 of the message's ce_id);
-  not captured yet -> cancelled, never captured afterwards.
+Policy (runs in the inbox's worker thread, one transaction per batch with its tracking). It
+never calls the provider: it records intents, and the provider worker (`payments.worker`)
+makes the calls outside any consumer transaction, each with its own timeout.
+- OrderPlaced and StockLocked, in either order: when both have arrived, the capture is
+  requested (idempotency key = payment id).
+- ShipmentCancelled (shipping held the parcel) or OrderCancelled: captured -> the
+  cancellation refund of what is left is requested (refund id = uuid5 of the order id, one
+  per order whichever message caused it); capture not requested yet -> cancelled, never
+  captured; capture in flight -> cancelled, and refunded once the provider says it captured.
 - StockRejected: voided, never captured.
-- ReturnReceived with a refund: refund it (reason "return_received", refund id = uuid5 of the
-  return id), capped at what is left of the capture (the cap is logged).
+- ReturnReceived with a refund: its refund is requested (refund id = uuid5 of the return id),
+  capped at what is left of the capture (the cap is logged).
+- PaymentUnresolved is published when an outcome stays unknown past the deadline.
 Anything else is ignored. Every step first checks the aggregate's state, so a message
-redelivered at another offset has no second effect; the gateway's idempotency keys cover a
-transaction that failed after the gateway call and is applied again.
+redelivered at another offset has no second effect; the provider's idempotency keys cover a
+call repeated after a crash.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,18 +35,26 @@ from fulfilment_kit.contracts import (
     OrderCancelled,
     OrderPlaced,
     ReturnReceived,
+    ShipmentCancelled,
     StockLocked,
     StockRejected,
 )
 from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.tracing import Trace
-from payments.domain import Payment, Refund, payment_id_for, refund_id_for
+from payments.domain import (
+    Payment,
+    Refund,
+    cancellation_refund_id,
+    payment_id_for,
+    refund_id_for,
+)
 from payments.gateway import (
     GatewaySettings,
     PaymentGateway,
+    RefundRejectedError,
+    RefundResult,
     RetryPolicy,
-    TransientGatewayError,
     gateway_from_settings,
 )
 from payments.metrics import PAYMENTS_TOTAL
@@ -83,6 +97,7 @@ class PaymentsApplication(InboxApplication):
         StockLocked,
         StockRejected,
         OrderCancelled,
+        ShipmentCancelled,
         ReturnReceived,
     )
     conflict_attempts = 5
@@ -98,10 +113,19 @@ class PaymentsApplication(InboxApplication):
         settings = GatewaySettings()
         self.gateway = gateway if gateway is not None else gateway_from_settings(settings)
         self.retry = retry if retry is not None else RetryPolicy.from_settings(settings)
+        self.on_provider_work: Callable[[], None] | None = None
+        """Called after a commit that gave the provider worker something to do."""
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         register_dataclasses(transcoder, Trace)
+
+    def close(self) -> None:
+        """Close the provider client (its connection pool) and the event store."""
+        close = getattr(self.gateway, "close", None)
+        if callable(close):
+            close()
+        super().close()
 
     # -- policy -----------------------------------------------------------------------------
 
@@ -121,24 +145,27 @@ class PaymentsApplication(InboxApplication):
                     payment_token=event.payment_token,
                     trace=trace,
                 )
-                self._settle(payment, trace)
+                self._request_capture(payment, trace)
         elif isinstance(event, StockLocked):
             payment = self._payment(processing, event.order_id, trace)
             if not payment.stock_locked:
                 payment.note_stock_locked(trace=trace)
-                self._settle(payment, trace)
+                self._request_capture(payment, trace)
         elif isinstance(event, StockRejected):
             payment = self._payment(processing, event.order_id, trace)
-            if not payment.is_settled:
-                payment.void(trace=trace)
-            elif payment.is_captured:
+            if payment.is_captured:
                 log.warning("stock rejected after capture: ignored", order_id=str(event.order_id))
-        elif isinstance(event, OrderCancelled):
+            elif not (payment.failure_reason is not None or payment.stopped):
+                payment.void(trace=trace)
+        elif isinstance(event, OrderCancelled | ShipmentCancelled):
             payment = self._payment(processing, event.order_id, trace)
             if payment.is_captured:
-                self._refund_rest(payment, message.envelope.id, trace)
-            elif not payment.is_settled:
+                if not self.request_cancellation_refund(payment, trace):
+                    return
+            elif payment.failure_reason is None and not payment.stopped:
                 payment.cancel(trace=trace)
+            else:
+                return
         elif isinstance(event, ReturnReceived):
             found = self.get_for_update(processing, payment_id_for(event.order_id), Payment)
             if found is None or not self._refund_return(found, event, trace):
@@ -153,57 +180,36 @@ class PaymentsApplication(InboxApplication):
         payment = self.get_for_update(processing, payment_id_for(order_id), Payment)
         return payment if payment is not None else Payment.open(order_id=order_id, trace=trace)
 
-    def _settle(self, payment: Payment, trace: Trace) -> None:
-        """Capture once order and stock are both there (and nothing settled it before)."""
+    def _request_capture(self, payment: Payment, trace: Trace) -> None:
+        """Once order and stock are both there: record the capture's intent (or fail at once
+        without a token). The provider worker calls the provider after the commit."""
         if not payment.ready_to_capture:
             return
-        token = payment.payment_token
-        if token is None:
+        if payment.payment_token is None:
             payment.fail(reason_code="card_declined", trace=trace)
             log.info("payment failed: no payment token", order_id=str(payment.order_id))
             return
-        amount, currency = payment.amount_minor, payment.currency
-        assert amount is not None
-        assert currency is not None
-        try:
-            result = self.retry.call(
-                "charge",
-                lambda: self.gateway.charge(
-                    idempotency_key=str(payment.id),
-                    amount_minor=amount,
-                    currency=currency,
-                    token=token,
-                ),
-            )
-        except TransientGatewayError:
-            payment.fail(reason_code="provider_unavailable", trace=trace)
-            log.warning("payment failed: provider unavailable", order_id=str(payment.order_id))
-            return
-        if result.captured:
-            assert result.provider_reference is not None
-            payment.capture(provider_reference=result.provider_reference, trace=trace)
-            log.info("payment captured", order_id=str(payment.order_id), amount_minor=amount)
-        else:
-            assert result.failure_code is not None
-            payment.fail(reason_code=result.failure_code, trace=trace)
-            log.info("payment declined", order_id=str(payment.order_id), reason=result.failure_code)
+        payment.request_capture(idempotency_key=str(payment.id), trace=trace)
 
-    def _refund_rest(self, payment: Payment, cause: str, trace: Trace) -> None:
-        """Refund whatever is still refundable because the order was cancelled."""
+    @staticmethod
+    def request_cancellation_refund(payment: Payment, trace: Trace) -> bool:
+        """Request the refund of whatever is left because the order was cancelled; True if
+        requested now (once per order, whichever message or worker step asks)."""
+        refund_id = cancellation_refund_id(payment.order_id)
         remaining = payment.refundable_minor
-        refund_id = refund_id_for(f"message:{cause}")
-        if remaining == 0 or payment.refund_by_id(refund_id) is not None:
-            return
-        # A provider still down after the retries raises: the inbox retries the message and
-        # finally dead-letters it (replayable); a refund is never dropped.
-        self._refund_through_gateway(payment, refund_id, remaining, "order_cancelled", trace)
-        log.info("payment refunded: order cancelled", order_id=str(payment.order_id))
+        if remaining == 0 or payment.knows_refund(refund_id):
+            return False
+        payment.request_refund(
+            refund_id=refund_id, amount_minor=remaining, reason="order_cancelled", trace=trace
+        )
+        log.info("refund requested: order cancelled", order_id=str(payment.order_id))
+        return True
 
     def _refund_return(self, payment: Payment, event: ReturnReceived, trace: Trace) -> bool:
-        """Refund what the return policy granted, never more than is left; True if refunded."""
+        """Request what the return policy granted, never more than is left; True if requested."""
         refund_id = refund_id_for(f"return:{event.return_id}")
         order_id = str(event.order_id)
-        if event.refund_minor <= 0 or payment.refund_by_id(refund_id) is not None:
+        if event.refund_minor <= 0 or payment.knows_refund(refund_id):
             return False
         if not payment.is_captured:
             log.warning("return received for a payment never captured", order_id=order_id)
@@ -218,33 +224,29 @@ class PaymentsApplication(InboxApplication):
             )
         if amount == 0:
             return False
-        self._refund_through_gateway(payment, refund_id, amount, "return_received", trace)
-        log.info("payment refunded: return received", order_id=order_id, amount_minor=amount)
+        payment.request_refund(
+            refund_id=refund_id, amount_minor=amount, reason="return_received", trace=trace
+        )
+        log.info("refund requested: return received", order_id=order_id, amount_minor=amount)
         return True
 
-    def _refund_through_gateway(
-        self, payment: Payment, refund_id: UUID, amount_minor: int, reason: str, trace: Trace
-    ) -> None:
-        payment.check_refund(refund_id, amount_minor)
+    # -- provider calls (outside any transaction) -------------------------------------------
+
+    def call_refund(self, payment: Payment, refund_id: UUID) -> RefundResult:
+        """Ask the provider for a requested refund (idempotency key = the refund id)."""
+        pending = payment.pending_refund(refund_id)
         reference, currency = payment.provider_reference, payment.currency
+        assert pending is not None
         assert reference is not None
         assert currency is not None
-        result = self.retry.call(
+        return self.retry.call(
             "refund",
             lambda: self.gateway.refund(
                 idempotency_key=str(refund_id),
                 provider_reference=reference,
-                amount_minor=amount_minor,
+                amount_minor=pending.amount_minor,
                 currency=currency,
             ),
-        )
-        payment.refund(
-            refund_id=refund_id,
-            amount_minor=amount_minor,
-            reason=reason,
-            provider_reference=result.provider_reference,
-            refunded_at=datetime.now(UTC),
-            trace=trace,
         )
 
     # -- commands and queries ---------------------------------------------------------------
@@ -252,6 +254,9 @@ class PaymentsApplication(InboxApplication):
     def refund(self, command: RequestRefund) -> RefundIssued:
         """Refund part of a captured payment, once per Idempotency-Key.
 
+        The refund is recorded as requested first, then the provider is called, then the
+        outcome recorded. A provider still down leaves it requested: the provider worker
+        finishes it, and a retry with the same key answers its result.
         Raises PaymentNotFound, IdempotencyConflict, domain NotRefundable (incl.
         RefundExceedsCapture), TransientGatewayError, RefundRejectedError, ConcurrentUpdate.
         """
@@ -259,9 +264,30 @@ class PaymentsApplication(InboxApplication):
             refund_id = uuid.uuid4()
         else:
             refund_id = refund_id_for(f"http:{command.order_id}:{command.idempotency_key}")
+        payment = self._record_refund_request(command, refund_id)
+        done = payment.refund_by_id(refund_id)
+        if done is not None:
+            return RefundIssued(payment, done, created=False)
+        try:
+            result = self.call_refund(payment, refund_id)
+        except RefundRejectedError as exc:
+            refused = str(exc)
+            self.record_provider_outcome(
+                payment.order_id, lambda p: _reject(p, refund_id, refused, command.trace)
+            )
+            raise
+        payment = self.record_provider_outcome(
+            payment.order_id, lambda p: _complete(p, refund_id, result, command.trace)
+        )
+        refund = payment.refund_by_id(refund_id)
+        assert refund is not None
+        return RefundIssued(payment, refund, created=True)
+
+    def _record_refund_request(self, command: RequestRefund, refund_id: UUID) -> Payment:
+        """The payment with the refund requested (or found requested/done before)."""
         for _ in range(self.conflict_attempts):
             payment = self.get_payment(command.order_id)
-            existing = payment.refund_by_id(refund_id)
+            existing = payment.refund_by_id(refund_id) or payment.pending_refund(refund_id)
             if existing is not None:
                 if (existing.amount_minor, existing.reason) != (
                     command.amount_minor,
@@ -271,18 +297,33 @@ class PaymentsApplication(InboxApplication):
                         "this Idempotency-Key was already used for a "
                         f"refund of {existing.amount_minor} minor units ({existing.reason})"
                     )
-                return RefundIssued(payment, existing, created=False)
-            self._refund_through_gateway(
-                payment, refund_id, command.amount_minor, command.reason, command.trace
+                return payment
+            payment.request_refund(
+                refund_id=refund_id,
+                amount_minor=command.amount_minor,
+                reason=command.reason,
+                trace=command.trace,
             )
             try:
                 self.save(payment)
             except IntegrityError:
-                continue  # changed meanwhile: check again (the gateway call is idempotent)
-            refund = payment.refund_by_id(refund_id)
-            assert refund is not None
-            return RefundIssued(payment, refund, created=True)
+                continue  # changed meanwhile: check again
+            return payment
         raise ConcurrentUpdate(f"payment of order {command.order_id} kept changing; retry")
+
+    def record_provider_outcome(self, order_id: UUID, change: Callable[[Payment], bool]) -> Payment:
+        """Apply `change` to the newest payment and save it, retrying on a concurrent change;
+        `change` returns False when there is nothing (more) to record."""
+        for _ in range(self.conflict_attempts):
+            payment = self.get_payment(order_id)
+            if not change(payment):
+                return payment
+            try:
+                self.save(payment)
+            except IntegrityError:
+                continue
+            return payment
+        raise ConcurrentUpdate(f"payment of order {order_id} kept changing; retry")
 
     def get_payment(self, order_id: UUID) -> Payment:
         payment = self.find(payment_id_for(order_id), Payment)
@@ -290,18 +331,48 @@ class PaymentsApplication(InboxApplication):
             raise PaymentNotFound(str(order_id))
         return payment
 
-    # -- metrics, after each commit ---------------------------------------------------------
+    # -- metrics and the worker's wake-up, after each commit ----------------------------------
 
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
         super()._notify(recordings)
+        work = False
         for recording in recordings:
-            outcome = _OUTCOMES.get(type(recording.domain_event))
+            kind = type(recording.domain_event)
+            outcome = _OUTCOMES.get(kind)
             if outcome is not None:
                 PAYMENTS_TOTAL.labels(outcome).inc()
+            work = work or kind in PROVIDER_WORK
+        if work and self.on_provider_work is not None:
+            self.on_provider_work()
 
+
+def _complete(payment: Payment, refund_id: UUID, result: RefundResult, trace: Trace) -> bool:
+    if payment.pending_refund(refund_id) is None:
+        return False  # the worker recorded it meanwhile
+    payment.refund(
+        refund_id=refund_id,
+        provider_reference=result.provider_reference,
+        refunded_at=datetime.now(UTC),
+        trace=trace,
+    )
+    return True
+
+
+def _reject(payment: Payment, refund_id: UUID, reason: str, trace: Trace) -> bool:
+    if payment.pending_refund(refund_id) is None:
+        return False
+    payment.reject_refund(refund_id=refund_id, reason=reason, trace=trace)
+    return True
+
+
+PROVIDER_WORK: frozenset[type[Any]] = frozenset(
+    {Payment.CaptureRequested, Payment.Cancelled, Payment.Voided, Payment.RefundRequested}
+)
+"""Recorded events after which the provider worker has a call to make."""
 
 _OUTCOMES: dict[type[Any], str] = {
     Payment.Captured: "captured",
     Payment.Failed: "failed",
+    Payment.OutcomeUnknown: "unknown",
     Payment.Refunded: "refunded",
 }

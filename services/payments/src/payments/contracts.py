@@ -6,14 +6,19 @@ from collections.abc import Sequence
 from functools import singledispatch
 from typing import Any
 
-from fulfilment_kit.contracts import PaymentCaptured, PaymentFailed, PaymentRefunded
+from fulfilment_kit.contracts import (
+    PaymentCaptured,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentUnresolved,
+)
 from fulfilment_kit.messaging.relay import Outbound
 from payments.domain import Payment
 
 
 @singledispatch
 def to_public(domain_event: Any) -> Sequence[Outbound]:
-    """Domain events not listed below stay private (opened, noted, cancelled, voided)."""
+    """Domain events not listed below stay private (opened, noted, requested, cancelled, ...)."""
     return ()
 
 
@@ -60,3 +65,17 @@ def _refunded(e: Any) -> Sequence[Outbound]:
         refunded_at=e.refunded_at,
     )
     return _outbound(refunded, e)
+
+
+@to_public.register(Payment.Unresolved)
+def _unresolved(e: Any) -> Sequence[Outbound]:
+    unresolved = PaymentUnresolved(
+        order_id=e.order_id,
+        payment_id=e.originator_id,
+        amount_minor=e.amount_minor,
+        currency=e.currency,
+        unknown_since=e.unknown_since,
+        lookups=e.lookups,
+        flagged_at=e.flagged_at,
+    )
+    return _outbound(unresolved, e)

@@ -1,9 +1,14 @@
 """The Payment aggregate: one per order. Pure domain: no I/O, no frameworks, no clocks.
 
 A payment is opened by whichever of "order placed" and "stock locked" arrives first. Once
-both have arrived it is captured or it fails, exactly once. Captured money can be refunded,
-in parts, but never more than was captured. A payment cancelled (order cancelled) or voided
-(stock rejected) before capture is never captured afterwards.
+both have arrived the capture is *requested* (the intent, with its idempotency key, is
+recorded before anyone calls the provider); its outcome is then recorded as captured, failed
+(a definite decline only) or unknown (an unclear answer, resolved later by looking the charge
+up at the provider). Captured money can be refunded, in parts, but never more than was
+captured; every refund is requested (recorded with its id, the provider's idempotency key)
+before the provider is called. A payment cancelled (order cancelled) or voided (stock
+rejected) before its capture was requested is never captured; one cancelled while the
+capture was in flight is resolved at the provider and, if the money was taken, refunded.
 
 The payment token is stored (the capture may happen long after the order was placed) but it
 is never part of a public event, a view, or a log line.
@@ -36,11 +41,20 @@ def refund_id_for(cause: str) -> UUID:
     return uuid.uuid5(PAYMENTS_NAMESPACE, f"refund:{cause}")
 
 
+def cancellation_refund_id(order_id: UUID) -> UUID:
+    """The one refund a cancellation of the order gives back (whichever message caused it)."""
+    return refund_id_for(f"cancellation:{order_id}")
+
+
 class PaymentStatus(StrEnum):
     AWAITING_ORDER = "awaiting_order"
     AWAITING_STOCK = "awaiting_stock"
     AUTHORISING = "authorising"
-    """Order and stock are both known; never stored, because the same transaction settles it."""
+    """The capture is requested (intent recorded with its idempotency key); the provider
+    worker calls the provider outside any consumer transaction."""
+    UNKNOWN = "unknown"
+    """The provider's answer was unclear (timeout, lost response, 5xx): reconciliation looks
+    the charge up at the provider. Never treated as a failure."""
     CAPTURED = "captured"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -72,6 +86,15 @@ class RefundExceedsCapture(NotRefundable):
 
 
 @dataclass(frozen=True)
+class PendingRefund:
+    """A refund recorded as requested; the provider has not confirmed it yet."""
+
+    refund_id: UUID
+    amount_minor: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Refund:
     refund_id: UUID
     amount_minor: int
@@ -94,6 +117,45 @@ class Payment(Aggregate):
         trace: Trace
 
     class StockNoted(Aggregate.Event):
+        trace: Trace
+
+    class CaptureRequested(Aggregate.Event):
+        order_id: UUID
+        idempotency_key: str
+        amount_minor: int
+        currency: str
+        trace: Trace
+
+    class OutcomeUnknown(Aggregate.Event):
+        reason: str
+        since: datetime
+        trace: Trace
+
+    class Unresolved(Aggregate.Event):
+        order_id: UUID
+        amount_minor: int
+        currency: str
+        unknown_since: datetime
+        lookups: int
+        flagged_at: datetime
+        trace: Trace
+
+    class CaptureAbandoned(Aggregate.Event):
+        """Cancelled while the capture was in flight, and the provider has no such charge."""
+
+        trace: Trace
+
+    class RefundRequested(Aggregate.Event):
+        order_id: UUID
+        refund_id: UUID
+        amount_minor: int
+        currency: str
+        reason: str
+        trace: Trace
+
+    class RefundRejected(Aggregate.Event):
+        refund_id: UUID
+        reason: str
         trace: Trace
 
     class Captured(Aggregate.Event):
@@ -137,6 +199,8 @@ class Payment(Aggregate):
     @event(Opened)
     def __init__(self, id: UUID, order_id: UUID, trace: Trace) -> None:
         self.order_id = order_id
+        self.correlation_id = trace.correlation_id
+        """Of the last intent: the provider worker's outcomes carry it on."""
         self.amount_minor: int | None = None
         self.currency: str | None = None
         self.payment_token: str | None = None
@@ -148,6 +212,12 @@ class Payment(Aggregate):
         self.cancelled = False
         self.voided = False
         self.refunds: list[Refund] = []
+        self.capture_key: str | None = None
+        self.unknown_since: datetime | None = None
+        self.unresolved_flagged = False
+        self.abandoned = False
+        self.pending_refunds: list[PendingRefund] = []
+        self.rejected_refunds: list[UUID] = []
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -156,9 +226,33 @@ class Payment(Aggregate):
         return self.provider_reference is not None
 
     @property
+    def capture_pending(self) -> bool:
+        """The capture was requested and its outcome is not known (authorising or unknown)."""
+        return (
+            self.capture_key is not None
+            and not self.is_captured
+            and self.failure_reason is None
+            and not self.abandoned
+        )
+
+    @property
+    def outcome_unknown(self) -> bool:
+        return self.capture_pending and self.unknown_since is not None
+
+    @property
+    def stopped(self) -> bool:
+        """Cancelled or voided: no capture may begin, captured money goes back."""
+        return self.cancelled or self.voided
+
+    @property
     def is_settled(self) -> bool:
-        """Captured, failed, cancelled or voided: no capture can happen any more."""
-        return self.is_captured or self.failure_reason is not None or self.cancelled or self.voided
+        """Captured, failed, cancelled or voided, or a capture in flight: none may begin."""
+        return (
+            self.is_captured
+            or self.failure_reason is not None
+            or self.stopped
+            or self.capture_key is not None
+        )
 
     @property
     def ready_to_capture(self) -> bool:
@@ -169,22 +263,40 @@ class Payment(Aggregate):
         return sum(r.amount_minor for r in self.refunds)
 
     @property
+    def pending_refund_minor(self) -> int:
+        return sum(r.amount_minor for r in self.pending_refunds)
+
+    @property
     def refundable_minor(self) -> int:
-        return self.captured_minor - self.refunded_minor
+        """What may still be requested: captured minus refunded minus refunds in flight."""
+        return self.captured_minor - self.refunded_minor - self.pending_refund_minor
 
     def refund_by_id(self, refund_id: UUID) -> Refund | None:
         return next((r for r in self.refunds if r.refund_id == refund_id), None)
+
+    def pending_refund(self, refund_id: UUID) -> PendingRefund | None:
+        return next((r for r in self.pending_refunds if r.refund_id == refund_id), None)
+
+    def knows_refund(self, refund_id: UUID) -> bool:
+        """Requested before (done, in flight or refused by the provider)."""
+        return (
+            self.refund_by_id(refund_id) is not None
+            or self.pending_refund(refund_id) is not None
+            or refund_id in self.rejected_refunds
+        )
 
     @property
     def status(self) -> PaymentStatus:
         if self.is_captured:
             if not self.refunds:
                 return PaymentStatus.CAPTURED
-            if self.refundable_minor == 0:
+            if self.captured_minor - self.refunded_minor == 0:
                 return PaymentStatus.REFUNDED
             return PaymentStatus.PARTIALLY_REFUNDED
         if self.failure_reason is not None:
             return PaymentStatus.FAILED
+        if self.capture_pending:
+            return PaymentStatus.UNKNOWN if self.outcome_unknown else PaymentStatus.AUTHORISING
         if self.voided:
             return PaymentStatus.VOIDED
         if self.cancelled:
@@ -226,9 +338,33 @@ class Payment(Aggregate):
     def _stock_noted(self, trace: Trace) -> None:
         self.stock_locked = True
 
+    def request_capture(self, *, idempotency_key: str, trace: Trace) -> None:
+        """Record the intent to capture the order total, before the provider is called."""
+        if not self.ready_to_capture:
+            raise NotCapturable(f"the payment is {self.status}: no capture may begin")
+        if not idempotency_key:
+            raise PaymentError("a capture needs an idempotency key")
+        assert self.amount_minor is not None
+        assert self.currency is not None
+        self._capture_requested(
+            order_id=self.order_id,
+            idempotency_key=idempotency_key,
+            amount_minor=self.amount_minor,
+            currency=self.currency,
+            trace=trace,
+        )
+
+    @event(CaptureRequested)
+    def _capture_requested(
+        self, order_id: UUID, idempotency_key: str, amount_minor: int, currency: str, trace: Trace
+    ) -> None:
+        self.capture_key = idempotency_key
+        self.correlation_id = trace.correlation_id
+
     def capture(self, *, provider_reference: str, trace: Trace) -> None:
-        """Record the capture of the order total (the gateway took the money)."""
-        self._check_capturable()
+        """Record the capture of the order total (the provider took the money). Allowed even
+        after a cancellation that arrived while the capture was in flight: it happened."""
+        self._check_in_flight()
         assert self.amount_minor is not None
         assert self.currency is not None
         if not provider_reference:
@@ -254,8 +390,9 @@ class Payment(Aggregate):
         self.provider_reference = provider_reference
 
     def fail(self, *, reason_code: str, trace: Trace) -> None:
-        """Record that the payment could not be captured."""
-        self._check_capturable()
+        """Record a definite decline (or a capture that cannot begin: no payment token)."""
+        if not (self.capture_pending or self.ready_to_capture):
+            raise NotCapturable(f"the payment is {self.status} and cannot fail")
         assert self.amount_minor is not None
         assert self.currency is not None
         self._failed(
@@ -272,17 +409,73 @@ class Payment(Aggregate):
     ) -> None:
         self.failure_reason = reason_code
 
-    def _check_capturable(self) -> None:
+    def _check_in_flight(self) -> None:
+        if self.capture_pending:
+            return
         if self.is_captured:
             raise NotCapturable("the payment is already captured")
-        if self.is_settled:
-            raise NotCapturable(f"the payment is {self.status} and cannot be captured")
         if not (self.order_known and self.stock_locked):
             raise NotCapturable(f"the payment is {self.status}: order and stock are both needed")
+        raise NotCapturable(f"the payment is {self.status}: no capture is in flight")
+
+    def note_outcome_unknown(self, *, reason: str, at: datetime, trace: Trace) -> bool:
+        """The provider's answer was unclear; False if that is known already."""
+        if not self.capture_pending:
+            raise NotCapturable(f"the payment is {self.status}: no capture is in flight")
+        if self.unknown_since is not None:
+            return False
+        self._outcome_unknown(reason=reason[:200], since=at, trace=trace)
+        return True
+
+    @event(OutcomeUnknown)
+    def _outcome_unknown(self, reason: str, since: datetime, trace: Trace) -> None:
+        self.unknown_since = since
+
+    def flag_unresolved(self, *, lookups: int, at: datetime, trace: Trace) -> bool:
+        """The outcome stayed unknown past the deadline (once): a case for a human."""
+        if not self.outcome_unknown or self.unresolved_flagged:
+            return False
+        assert self.unknown_since is not None
+        assert self.amount_minor is not None
+        assert self.currency is not None
+        self._unresolved(
+            order_id=self.order_id,
+            amount_minor=self.amount_minor,
+            currency=self.currency,
+            unknown_since=self.unknown_since,
+            lookups=lookups,
+            flagged_at=at,
+            trace=trace,
+        )
+        return True
+
+    @event(Unresolved)
+    def _unresolved(
+        self,
+        order_id: UUID,
+        amount_minor: int,
+        currency: str,
+        unknown_since: datetime,
+        lookups: int,
+        flagged_at: datetime,
+        trace: Trace,
+    ) -> None:
+        self.unresolved_flagged = True
+
+    def abandon_capture(self, *, trace: Trace) -> None:
+        """Stopped while in flight and the provider has no such charge: never captured."""
+        if not (self.capture_pending and self.stopped):
+            raise NotCapturable(f"the payment is {self.status}: nothing to abandon")
+        self._capture_abandoned(trace=trace)
+
+    @event(CaptureAbandoned)
+    def _capture_abandoned(self, trace: Trace) -> None:
+        self.abandoned = True
 
     def cancel(self, *, trace: Trace) -> None:
-        """The order was cancelled before capture: never capture it afterwards."""
-        if self.is_settled:
+        """The order was cancelled before capture: never begin one afterwards (a capture in
+        flight is resolved at the provider, and refunded if the money was taken)."""
+        if self.is_captured or self.failure_reason is not None or self.stopped:
             raise PaymentError(f"a {self.status} payment cannot be cancelled")
         self._cancelled(trace=trace)
 
@@ -292,7 +485,7 @@ class Payment(Aggregate):
 
     def void(self, *, trace: Trace) -> None:
         """Stock was rejected before capture: never capture it."""
-        if self.is_settled:
+        if self.is_captured or self.failure_reason is not None or self.stopped:
             raise PaymentError(f"a {self.status} payment cannot be voided")
         self._voided(trace=trace)
 
@@ -301,36 +494,67 @@ class Payment(Aggregate):
         self.voided = True
 
     def check_refund(self, refund_id: UUID, amount_minor: int) -> None:
-        """Raise unless a refund `refund_id` of `amount_minor` may be issued now."""
+        """Raise unless a refund `refund_id` of `amount_minor` may be requested now."""
         if not self.is_captured:
             raise NotRefundable(f"the payment is {self.status}: only captured money is refundable")
-        if self.refund_by_id(refund_id) is not None:
-            raise NotRefundable(f"refund {refund_id} was already issued")
+        if self.knows_refund(refund_id):
+            raise NotRefundable(f"refund {refund_id} was already issued (or requested)")
         if amount_minor <= 0:
             raise NotRefundable("a refund must be positive")
         if amount_minor > self.refundable_minor:
             raise RefundExceedsCapture(amount_minor, self.refundable_minor, self.currency or "")
 
-    def refund(
-        self,
-        *,
-        refund_id: UUID,
-        amount_minor: int,
-        reason: str,
-        provider_reference: str,
-        refunded_at: datetime,
-        trace: Trace,
+    def request_refund(
+        self, *, refund_id: UUID, amount_minor: int, reason: str, trace: Trace
     ) -> None:
-        """Record a refund the gateway made: the sum of refunds never exceeds the capture."""
+        """Record a refund before the provider is called (its id is the idempotency key)."""
         self.check_refund(refund_id, amount_minor)
         assert self.currency is not None
-        total = self.refunded_minor + amount_minor
-        self._refunded(
+        self._refund_requested(
             order_id=self.order_id,
             refund_id=refund_id,
             amount_minor=amount_minor,
             currency=self.currency,
             reason=reason,
+            trace=trace,
+        )
+
+    @event(RefundRequested)
+    def _refund_requested(
+        self,
+        order_id: UUID,
+        refund_id: UUID,
+        amount_minor: int,
+        currency: str,
+        reason: str,
+        trace: Trace,
+    ) -> None:
+        self.correlation_id = trace.correlation_id
+        self.pending_refunds = [
+            *self.pending_refunds,
+            PendingRefund(refund_id, amount_minor, reason),
+        ]
+
+    def refund(
+        self,
+        *,
+        refund_id: UUID,
+        provider_reference: str,
+        refunded_at: datetime,
+        trace: Trace,
+    ) -> None:
+        """Record that the provider made a requested refund."""
+        pending = self.pending_refund(refund_id)
+        if pending is None:
+            raise NotRefundable(f"refund {refund_id} is not in flight")
+        assert self.currency is not None
+        total = self.refunded_minor + pending.amount_minor
+        self._refunded(
+            order_id=self.order_id,
+            refund_id=refund_id,
+            amount_minor=pending.amount_minor,
+            currency=self.currency,
+            reason=pending.reason,
             provider_reference=provider_reference,
             refunded_at=refunded_at,
             total_refunded_minor=total,
@@ -352,6 +576,18 @@ class Payment(Aggregate):
         full_refund: bool,
         trace: Trace,
     ) -> None:
+        self.pending_refunds = [r for r in self.pending_refunds if r.refund_id != refund_id]
         self.refunds.append(
             Refund(refund_id, amount_minor, reason, provider_reference, refunded_at)
         )
+
+    def reject_refund(self, *, refund_id: UUID, reason: str, trace: Trace) -> None:
+        """The provider refused a requested refund for good (it needs a human)."""
+        if self.pending_refund(refund_id) is None:
+            raise NotRefundable(f"refund {refund_id} is not in flight")
+        self._refund_rejected(refund_id=refund_id, reason=reason[:200], trace=trace)
+
+    @event(RefundRejected)
+    def _refund_rejected(self, refund_id: UUID, reason: str, trace: Trace) -> None:
+        self.pending_refunds = [r for r in self.pending_refunds if r.refund_id != refund_id]
+        self.rejected_refunds = [*self.rejected_refunds, refund_id]

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar, get_args
+from urllib.parse import quote
 
 import httpx
 from pydantic import Field, SecretStr
@@ -75,6 +76,11 @@ class PaymentGateway(Protocol):
         """Give back part or all of a charge; raise TransientGatewayError to be retried."""
         ...
 
+    def lookup(self, *, idempotency_key: str) -> ChargeResult | None:
+        """What became of the charge sent with `idempotency_key`: captured or declined, or
+        None when the provider never received it. TransientGatewayError: ask again later."""
+        ...
+
 
 # -- sandbox ---------------------------------------------------------------------------------
 
@@ -88,14 +94,17 @@ SANDBOX_DECLINES: dict[str, PaymentFailureCode] = {
 
 SANDBOX_UNAVAILABLE = frozenset({"tok_gateway_down"})
 SANDBOX_FLAKY = frozenset({"tok_flaky"})
+SANDBOX_LOST_RESPONSE = frozenset({"tok_lost_response"})
 
 
 class SandboxGateway:
     """Deterministic outcomes by token; remembers idempotency keys (in memory).
 
     tok_decline / tok_insufficient_funds / tok_expired / tok_fraud decline with that code;
-    tok_gateway_down is always unavailable; tok_flaky is unavailable on the first attempt of
-    each idempotency key, then approves; any other token approves. A key seen before returns
+    tok_gateway_down is always unavailable (charges and lookups); tok_flaky is unavailable on
+    the first attempt of each idempotency key, then approves; tok_lost_response approves (the
+    money moves) but the answer is lost on the way back (transient), so only a lookup tells;
+    any other token approves. A key seen before returns
     its first result and moves no money. Refunds beyond a known charge are refused.
     """
 
@@ -106,7 +115,9 @@ class SandboxGateway:
         self._refunds: dict[str, RefundResult] = {}
         self._refunded: dict[str, int] = {}  # provider reference -> refunded so far
         self._attempts: dict[str, int] = {}
+        self._down: set[str] = set()  # keys whose charge met tok_gateway_down
         self.money_moves = 0
+        self.lookups = 0
 
     def charge(
         self, *, idempotency_key: str, amount_minor: int, currency: str, token: str
@@ -114,8 +125,12 @@ class SandboxGateway:
         with self._lock:
             known = self._charges.get(idempotency_key)
             if known is not None:
+                if token in SANDBOX_LOST_RESPONSE:
+                    raise TransientGatewayError("sandbox: the response was lost")
                 return known
             attempt = self._attempts[idempotency_key] = self._attempts.get(idempotency_key, 0) + 1
+            if token in SANDBOX_UNAVAILABLE:
+                self._down.add(idempotency_key)
             if token in SANDBOX_UNAVAILABLE or (token in SANDBOX_FLAKY and attempt == 1):
                 raise TransientGatewayError("sandbox: provider unavailable")
             declined = SANDBOX_DECLINES.get(token)
@@ -127,7 +142,16 @@ class SandboxGateway:
                 self._charged[reference] = amount_minor
                 self.money_moves += 1
             self._charges[idempotency_key] = result
+            if token in SANDBOX_LOST_RESPONSE:
+                raise TransientGatewayError("sandbox: the response was lost")
             return result
+
+    def lookup(self, *, idempotency_key: str) -> ChargeResult | None:
+        with self._lock:
+            self.lookups += 1
+            if idempotency_key in self._down:
+                raise TransientGatewayError("sandbox: provider unavailable")
+            return self._charges.get(idempotency_key)
 
     def refund(
         self, *, idempotency_key: str, provider_reference: str, amount_minor: int, currency: str
@@ -158,6 +182,8 @@ class HttpPaymentGateway:
     POST /v1/charges {amount_minor, currency, token} -> 2xx {"id"}; 402 {"code"} is a decline.
     POST /v1/refunds {charge, amount_minor, currency} -> 2xx {"id"}.
     Both send `Idempotency-Key`. 5xx, 429, timeouts and connection errors are transient.
+    GET /v1/charges/by-idempotency-key/{key} -> 200 {"id", "status": "captured"} or
+    {"status": "declined", "code"}; 404: the provider never received that charge.
     """
 
     def __init__(
@@ -207,6 +233,27 @@ class HttpPaymentGateway:
         self._raise_for_status(reply, "refund")
         return RefundResult(_reference(reply))
 
+    def lookup(self, *, idempotency_key: str) -> ChargeResult | None:
+        path = f"/v1/charges/by-idempotency-key/{quote(idempotency_key, safe='')}"
+        try:
+            reply = self._client.get(path)
+        except httpx.TimeoutException as exc:
+            raise TransientGatewayError("provider timed out on a lookup") from exc
+        except httpx.TransportError as exc:
+            raise TransientGatewayError(
+                f"provider unreachable on a lookup: {type(exc).__name__}"
+            ) from exc
+        if reply.status_code == 404:
+            return None
+        self._raise_for_status(reply, "lookup")
+        data = _json(reply)
+        if data.get("status") == "declined":
+            code = data.get("code")
+            return ChargeResult.declined(code if code in FAILURE_CODES else "card_declined")  # type: ignore[arg-type]
+        if data.get("status") != "captured":
+            raise TransientGatewayError(f"provider lookup answered status {data.get('status')!r}")
+        return ChargeResult.approved(_reference(reply))
+
     def _post(self, path: str, idempotency_key: str, body: dict[str, object]) -> httpx.Response:
         try:
             return self._client.post(path, json=body, headers={"Idempotency-Key": idempotency_key})
@@ -251,9 +298,21 @@ class GatewaySettings(BaseSettings):
     gateway: Literal["sandbox", "http"] = "sandbox"
     provider_url: str = "http://127.0.0.1:8090"
     provider_key: SecretStr = SecretStr("")
-    provider_timeout_s: float = Field(default=10.0, gt=0)
+    provider_timeout_s: float = Field(default=5.0, gt=0)
+    """Timeout of each call to the provider (calls run outside any database transaction)."""
     gateway_attempts: int = Field(default=3, ge=1, le=20)
     gateway_backoff_s: float = Field(default=0.05, ge=0)
+    reconcile_first_s: float = Field(default=0.5, gt=0)
+    """Wait before the first lookup of an unknown outcome; it doubles after each unclear one."""
+    reconcile_max_s: float = Field(default=30.0, gt=0)
+    """Longest wait between two lookups of one payment."""
+    reconcile_attempts: int = Field(default=8, ge=1)
+    """Unclear lookups after which a payment-problem case is opened (the deadline, whichever
+    comes first); lookups go on at the longest interval afterwards."""
+    unknown_deadline_s: float = Field(default=300.0, gt=0)
+    """How long an outcome may stay unknown before a payment-problem case is opened."""
+    worker_round_s: float = Field(default=2.0, gt=0)
+    """No new provider call starts in a worker round after this long (bounds a round)."""
 
 
 def gateway_from_settings(settings: GatewaySettings | None = None) -> PaymentGateway:

@@ -16,6 +16,7 @@ from payments.api import router
 from payments.application import PaymentsApplication
 from payments.contracts import to_public
 from payments.gateway import PaymentGateway
+from payments.worker import ProviderWorker
 
 SERVICE = "payments"
 DEFAULT_PORT = 8003
@@ -25,14 +26,24 @@ def create_runtime(
     settings: ServiceSettings | None = None, gateway: PaymentGateway | None = None
 ) -> ServiceRuntime:
     settings = settings or ServiceSettings()
-    return ServiceRuntime(
+    app = PaymentsApplication(env=eventsourcing_env(SERVICE, settings), gateway=gateway)
+    runtime = ServiceRuntime(
         service=SERVICE,
-        app=PaymentsApplication(env=eventsourcing_env(SERVICE, settings), gateway=gateway),
+        app=app,
         mapper=to_public,
         output_topics=[topics.PAYMENTS],
-        source_topics=(topics.INVENTORY, topics.ORDERS, topics.CUSTOMER_SERVICE),
+        source_topics=(topics.INVENTORY, topics.ORDERS, topics.SHIPPING, topics.CUSTOMER_SERVICE),
         settings=settings,
     )
+    if settings.consumers_enabled:
+        # The provider calls the policy recorded as intents, outside its transactions.
+        worker = ProviderWorker(
+            app,
+            on_recorded=runtime.relay.wake,
+            heartbeat=runtime.health.heartbeat("provider-worker"),
+        )
+        runtime.background.append(worker.run)
+    return runtime
 
 
 def create_app() -> FastAPI:

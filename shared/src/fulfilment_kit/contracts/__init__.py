@@ -25,6 +25,7 @@ from fulfilment_kit.contracts.inventory import (
     StockShortage,
 )
 from fulfilment_kit.contracts.orders import (
+    OrderCancellationRequested,
     OrderCancelled,
     OrderDelivered,
     OrderFlagged,
@@ -39,9 +40,20 @@ from fulfilment_kit.contracts.orders import (
     ReturnedLine,
     ShippingAddress,
 )
-from fulfilment_kit.contracts.payments import PaymentCaptured, PaymentFailed, PaymentRefunded
+from fulfilment_kit.contracts.payments import (
+    PaymentCaptured,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentUnresolved,
+)
 from fulfilment_kit.contracts.registry import EVENT_TYPES, event_class_for
-from fulfilment_kit.contracts.shipping import ShipmentDelivered, ShipmentException, ShipmentShipped
+from fulfilment_kit.contracts.shipping import (
+    ShipmentCancellationRefused,
+    ShipmentCancelled,
+    ShipmentDelivered,
+    ShipmentException,
+    ShipmentShipped,
+)
 
 __all__ = [
     "EVENT_TYPES",
@@ -50,6 +62,7 @@ __all__ = [
     "CaseSlaBreached",
     "InspectedLine",
     "IntegrationEvent",
+    "OrderCancellationRequested",
     "OrderCancelled",
     "OrderDelivered",
     "OrderFlagged",
@@ -64,12 +77,15 @@ __all__ = [
     "PaymentCaptured",
     "PaymentFailed",
     "PaymentRefunded",
+    "PaymentUnresolved",
     "ReturnAuthorised",
     "ReturnLine",
     "ReturnReceived",
     "ReturnRejected",
     "ReturnRequested",
     "ReturnedLine",
+    "ShipmentCancellationRefused",
+    "ShipmentCancelled",
     "ShipmentDelivered",
     "ShipmentException",
     "ShipmentShipped",

@@ -23,6 +23,7 @@ from fulfilment_kit.contracts.types import (
 )
 
 __all__ = [
+    "OrderCancellationRequested",
     "OrderCancelled",
     "OrderDelivered",
     "OrderFlagged",
@@ -93,8 +94,28 @@ class OrderPlaced(IntegrationEvent):
     """How the customer pays (a provider token); payments captures with it."""
 
 
+class OrderCancellationRequested(IntegrationEvent):
+    """The customer asked to cancel a paid order; shipping answers (held or refused).
+
+    Nothing moves yet: shipping publishes `ShipmentCancelled` when it held the parcel (then
+    payments refunds, inventory releases, the order is cancelled) or
+    `ShipmentCancellationRefused` when the parcel had already left (the order goes on)."""
+
+    ce_type: ClassVar[str] = "fulfilment.order.cancellation_requested.v1"
+    topic: ClassVar[str] = topics.ORDERS
+    schema_version: ClassVar[int] = 1
+
+    order_id: UUID
+    customer_id: UUID
+    requested_by: Literal["customer", "operator"]
+    reason: ReasonText
+    requested_at: AwareDatetime
+
+
 class OrderCancelled(IntegrationEvent):
-    """The order was cancelled before shipment; stock is released and any payment refunded."""
+    """The order was cancelled before shipment; stock is released and any payment refunded.
+
+    A paid order is cancelled only after shipping held its parcel (`ShipmentCancelled`)."""
 
     ce_type: ClassVar[str] = "fulfilment.order.cancelled.v1"
     topic: ClassVar[str] = topics.ORDERS

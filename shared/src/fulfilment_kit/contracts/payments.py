@@ -5,13 +5,19 @@ from __future__ import annotations
 from typing import ClassVar, Literal, Self
 from uuid import UUID
 
-from pydantic import AwareDatetime, model_validator
+from pydantic import AwareDatetime, Field, model_validator
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.contracts.base import IntegrationEvent
 from fulfilment_kit.contracts.types import CurrencyCode, PositiveMinorAmount
 
-__all__ = ["PaymentCaptured", "PaymentFailed", "PaymentFailureCode", "PaymentRefunded"]
+__all__ = [
+    "PaymentCaptured",
+    "PaymentFailed",
+    "PaymentFailureCode",
+    "PaymentRefunded",
+    "PaymentUnresolved",
+]
 
 PaymentFailureCode = Literal[
     "card_declined",
@@ -74,3 +80,22 @@ class PaymentRefunded(IntegrationEvent):
         if self.refund_minor > self.total_refunded_minor:
             raise ValueError("refund_minor cannot exceed total_refunded_minor")
         return self
+
+
+class PaymentUnresolved(IntegrationEvent):
+    """The provider's answer to a capture stayed unclear past the deadline (a timeout, a lost
+    response, 5xx): the card may or may not have been charged. Nothing is cancelled;
+    reconciliation goes on and customer service opens a payment-problem case."""
+
+    ce_type: ClassVar[str] = "fulfilment.payment.unresolved.v1"
+    topic: ClassVar[str] = topics.PAYMENTS
+    schema_version: ClassVar[int] = 1
+
+    order_id: UUID
+    payment_id: UUID
+    amount_minor: PositiveMinorAmount
+    currency: CurrencyCode
+    unknown_since: AwareDatetime
+    lookups: int = Field(ge=0)
+    """How many times the provider was asked so far."""
+    flagged_at: AwareDatetime

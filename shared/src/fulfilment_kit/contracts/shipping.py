@@ -11,7 +11,14 @@ from fulfilment_kit.contracts import topics
 from fulfilment_kit.contracts.base import IntegrationEvent
 from fulfilment_kit.contracts.types import CarrierName, ReasonText, TrackingNumber
 
-__all__ = ["ShipmentDelivered", "ShipmentException", "ShipmentExceptionCode", "ShipmentShipped"]
+__all__ = [
+    "ShipmentCancellationRefused",
+    "ShipmentCancelled",
+    "ShipmentDelivered",
+    "ShipmentException",
+    "ShipmentExceptionCode",
+    "ShipmentShipped",
+]
 
 ShipmentExceptionCode = Literal[
     "address_not_found",
@@ -61,3 +68,30 @@ class ShipmentException(IntegrationEvent):
     reason_code: ShipmentExceptionCode
     reason: ReasonText
     occurred_at: AwareDatetime
+
+
+class ShipmentCancelled(IntegrationEvent):
+    """Shipping held the parcel: it never left and never will (the order's cancellation is
+    confirmed). Payments refunds what was captured, inventory releases the reservation."""
+
+    ce_type: ClassVar[str] = "fulfilment.shipment.cancelled.v1"
+    topic: ClassVar[str] = topics.SHIPPING
+    schema_version: ClassVar[int] = 1
+
+    order_id: UUID
+    shipment_id: UUID
+    cancelled_at: AwareDatetime
+
+
+class ShipmentCancellationRefused(IntegrationEvent):
+    """The parcel had already left when the cancellation request arrived: the order stays on
+    its shipping path (the customer may return it). Nothing is refunded or released."""
+
+    ce_type: ClassVar[str] = "fulfilment.shipment.cancellation_refused.v1"
+    topic: ClassVar[str] = topics.SHIPPING
+    schema_version: ClassVar[int] = 1
+
+    order_id: UUID
+    shipment_id: UUID
+    status: Literal["shipped", "in_transit", "delivered", "exception"]
+    refused_at: AwareDatetime

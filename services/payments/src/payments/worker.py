@@ -1,0 +1,299 @@
+"""The provider worker: makes the calls to the payment provider that the policy recorded as
+intents (capture requested, refund requested), outside any consumer transaction, and records
+their outcomes. An unclear capture outcome is reconciled by looking the charge up.
+
+It finds its work by tailing the service's own notification log (from the start at process
+start, then incrementally; the policy also wakes it after each commit that asks for a call).
+Several replicas are safe: every call carries the intent's idempotency key, and recording an
+outcome that another replica recorded first is a version conflict, then a no-op.
+
+A round is bounded in time (`worker_round_s`; each call also has the client's own timeout):
+no call keeps a consumer batch, or this loop, waiting for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+import structlog
+from eventsourcing.utils import get_topic
+
+from fulfilment_kit.observability.health import Heartbeat
+from fulfilment_kit.persistence.follower import LogFollower
+from fulfilment_kit.tracing import Trace
+from payments.application import ConcurrentUpdate, PaymentsApplication, _complete, _reject
+from payments.domain import Payment
+from payments.gateway import (
+    ChargeResult,
+    GatewaySettings,
+    RefundRejectedError,
+    TransientGatewayError,
+)
+
+log = structlog.get_logger(__name__)
+
+WATCHED = (
+    Payment.CaptureRequested,
+    Payment.OutcomeUnknown,
+    Payment.Cancelled,
+    Payment.Voided,
+    Payment.RefundRequested,
+    Payment.Captured,
+)
+
+
+def has_provider_work(payment: Payment) -> bool:
+    return payment.capture_pending or bool(payment.pending_refunds)
+
+
+class ProviderWorker:
+    """Calls the provider for recorded intents and records what it answered."""
+
+    def __init__(
+        self,
+        app: PaymentsApplication,
+        *,
+        settings: GatewaySettings | None = None,
+        clock: Callable[[], datetime] | None = None,
+        heartbeat: Heartbeat | None = None,
+        on_recorded: Callable[[], None] | None = None,
+        poll_interval_s: float = 1.0,
+    ) -> None:
+        self.app = app
+        self.settings = settings or GatewaySettings()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.heartbeat = heartbeat
+        self.on_recorded = on_recorded
+        self.poll_interval_s = poll_interval_s
+        self.follower = LogFollower(app, topics=[get_topic(cls) for cls in WATCHED])
+        self.todo: dict[UUID, None] = {}
+        """Payments (by id) that may have a call to make, oldest first."""
+        self.not_before: dict[UUID, datetime] = {}
+        self.tries: dict[UUID, int] = {}
+        """Unclear answers in a row, per payment (lookups, or refund attempts)."""
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- finding work -----------------------------------------------------------------------
+
+    def catch_up(self) -> None:
+        for domain_event in self.follower.read_sync():
+            self.todo.setdefault(domain_event.originator_id, None)
+
+    def _done(self, payment_id: UUID) -> None:
+        self.todo.pop(payment_id, None)
+        self.not_before.pop(payment_id, None)
+        self.tries.pop(payment_id, None)
+
+    # -- one round --------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """One round (blocking: run it in a thread); returns the outcomes recorded."""
+        self.catch_up()
+        started = time.monotonic()
+        recorded = 0
+        for payment_id in list(self.todo):
+            if time.monotonic() - started > self.settings.worker_round_s:
+                break  # the rest waits for the next round
+            now = self.clock()
+            if self.not_before.get(payment_id, now) > now:
+                continue
+            payment = self.app.find(payment_id, Payment)
+            if payment is None or not has_provider_work(payment):
+                self._done(payment_id)
+                continue
+            try:
+                recorded += self._serve(payment, now)
+            except ConcurrentUpdate:
+                continue  # next round
+        return recorded
+
+    def drain(self, rounds: int = 20) -> int:
+        """Rounds until nothing is due now (tests and tools)."""
+        total = 0
+        for _ in range(rounds):
+            recorded = self.step()
+            total += recorded
+            if not recorded:
+                return total
+        return total
+
+    def _serve(self, payment: Payment, now: datetime) -> int:
+        if payment.capture_pending:
+            return self._resolve_capture(payment, now)
+        recorded = 0
+        for pending in list(payment.pending_refunds):
+            recorded += self._refund(payment, pending.refund_id, now)
+        return recorded
+
+    # -- captures ---------------------------------------------------------------------------
+
+    def _resolve_capture(self, payment: Payment, now: datetime) -> int:
+        key = payment.capture_key
+        assert key is not None
+        if payment.outcome_unknown or payment.stopped:
+            # Never charge blindly after an unclear answer or a cancellation: ask first.
+            try:
+                found = self.app.gateway.lookup(idempotency_key=key)
+            except TransientGatewayError as exc:
+                return self._unclear(payment, now, f"lookup: {exc}")
+            if found is not None:
+                return self._record(payment, found)
+            if payment.stopped:
+                return self._change(payment, _abandon)
+            # The provider never received it: charging again with the same key is safe.
+        token, amount, currency = payment.payment_token, payment.amount_minor, payment.currency
+        assert token is not None
+        assert amount is not None
+        assert currency is not None
+        try:
+            result = self.app.retry.call(
+                "charge",
+                lambda: self.app.gateway.charge(
+                    idempotency_key=key, amount_minor=amount, currency=currency, token=token
+                ),
+            )
+        except TransientGatewayError as exc:
+            return self._unclear(payment, now, f"charge: {exc}")
+        return self._record(payment, result)
+
+    def _record(self, payment: Payment, result: ChargeResult) -> int:
+        trace = _trace(payment, "capture")
+
+        def change(p: Payment) -> bool:
+            if not p.capture_pending:
+                return False
+            if result.captured:
+                assert result.provider_reference is not None
+                p.capture(provider_reference=result.provider_reference, trace=trace)
+                if p.stopped:  # cancelled while in flight: the money goes back
+                    self.app.request_cancellation_refund(p, trace)
+            else:
+                assert result.failure_code is not None
+                p.fail(reason_code=result.failure_code, trace=trace)
+            return True
+
+        recorded = self._change(payment, change)
+        order_id = str(payment.order_id)
+        if result.captured:
+            log.info("payment captured", order_id=order_id, amount_minor=payment.amount_minor)
+        else:
+            log.info("payment declined", order_id=order_id, reason=result.failure_code)
+        return recorded
+
+    def _unclear(self, payment: Payment, now: datetime, reason: str) -> int:
+        """No clear answer: unknown (never failed); look again later; a case past the bound."""
+        s = self.settings
+        tries = self.tries[payment.id] = self.tries.get(payment.id, 0) + 1
+        delay = min(s.reconcile_first_s * 2 ** (tries - 1), s.reconcile_max_s)
+        self.not_before[payment.id] = now + timedelta(seconds=delay)
+        log.warning(
+            "payment outcome unknown, will look it up",
+            order_id=str(payment.order_id),
+            reason=reason[:200],
+            tries=tries,
+            next_in_s=delay,
+        )
+        trace = _trace(payment, "reconcile")
+
+        def change(p: Payment) -> bool:
+            if not p.capture_pending:
+                return False
+            changed = p.note_outcome_unknown(reason=reason, at=now, trace=trace)
+            since = p.unknown_since
+            assert since is not None
+            overdue = now - since >= timedelta(seconds=s.unknown_deadline_s)
+            if overdue or tries >= s.reconcile_attempts:
+                flagged = p.flag_unresolved(lookups=tries, at=now, trace=trace)
+                if flagged:
+                    log.error("payment outcome unresolved: case opened", order_id=str(p.order_id))
+                changed = changed or flagged
+            return changed
+
+        return self._change(payment, change)
+
+    # -- refunds ----------------------------------------------------------------------------
+
+    def _refund(self, payment: Payment, refund_id: UUID, now: datetime) -> int:
+        trace = _trace(payment, f"refund:{refund_id}")
+        try:
+            result = self.app.call_refund(payment, refund_id)
+        except RefundRejectedError as exc:
+            log.error("provider refused a refund: needs a human", order_id=str(payment.order_id))
+            refused = str(exc)
+            return self._change(payment, lambda p: _reject(p, refund_id, refused, trace))
+        except TransientGatewayError as exc:
+            # Retried until done, with backoff: a cancellation refund always happens.
+            s = self.settings
+            tries = self.tries[payment.id] = self.tries.get(payment.id, 0) + 1
+            delay = min(s.reconcile_first_s * 2 ** (tries - 1), s.reconcile_max_s)
+            self.not_before[payment.id] = now + timedelta(seconds=delay)
+            log.warning(
+                "refund not done yet, retrying", order_id=str(payment.order_id), error=str(exc)
+            )
+            return 0
+        recorded = self._change(payment, lambda p: _complete(p, refund_id, result, trace))
+        log.info("payment refunded", order_id=str(payment.order_id))
+        return recorded
+
+    def _change(self, payment: Payment, change: Callable[[Payment], bool]) -> int:
+        before = payment.version
+        after = self.app.record_provider_outcome(payment.order_id, change)
+        if not has_provider_work(after):
+            self._done(payment.id)
+        return 1 if after.version != before else 0
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Called from any thread after a commit that asks for a provider call."""
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        """Rounds until cancelled; an error (e.g. the database down) waits for the next one."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self.app.on_provider_work = self.wake
+        log.info("payment provider worker started")
+        while True:
+            self._wake.clear()
+            try:
+                recorded = await asyncio.to_thread(self.step)
+            except Exception as exc:
+                log.warning("provider worker round failed", error=f"{type(exc).__name__}: {exc}")
+                recorded = 0
+            if recorded and self.on_recorded is not None:
+                self.on_recorded()
+            if self.heartbeat is not None:
+                self.heartbeat.beat()
+            if recorded:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._next_wait())
+
+    def _next_wait(self) -> float:
+        if not self.not_before:
+            return self.poll_interval_s
+        soonest = min(self.not_before.values())
+        wait = (soonest - self.clock()).total_seconds()
+        return max(0.01, min(wait, self.poll_interval_s))
+
+
+def _abandon(payment: Payment) -> bool:
+    if not (payment.capture_pending and payment.stopped):
+        return False
+    payment.abandon_capture(trace=_trace(payment, "abandon"))
+    return True
+
+
+def _trace(payment: Payment, what: str) -> Trace:
+    return Trace(
+        correlation_id=payment.correlation_id or str(payment.order_id),
+        causation_id=f"provider-worker:{payment.id}:{what}",
+    )
