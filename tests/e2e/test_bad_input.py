@@ -111,7 +111,8 @@ async def test_state_conflicts_are_409_and_change_nothing(platform: Platform) ->
     assert below_reserved.status_code == 409, below_reserved.text
     await platform.shipment_reaches(order_id, "packing")
     async with platform["orders"].client() as client:
-        assert (await client.post(f"/orders/{order_id}/cancel")).status_code == 200
+        # paid: a cancellation request shipping answers (202; issue 7 defect 3, was 200)
+        assert (await client.post(f"/orders/{order_id}/cancel")).status_code == 202
     await platform.shipment_reaches(order_id, "cancelled")
     async with platform["shipping"].client() as client:
         refused = await client.post(f"/shipments/{order_id}/dispatch")

@@ -6,9 +6,10 @@ import asyncio
 from typing import Any
 
 from fulfilment_kit.contracts import topics
-from tests.e2e.platform import Platform, events_of, new_sku, types_of
+from tests.e2e.platform import E2E_SETTINGS, Platform, events_of, new_sku, types_of
 from tests.support.auth import signed
 from tests.support.polling import eventually
+from tests.support.processes import service_process, wait_ready
 
 
 async def dispatch(platform: Platform, order_id: str) -> dict[str, Any]:
@@ -94,6 +95,8 @@ async def test_declined_card_cancels_and_releases_stock(platform: Platform) -> N
 async def test_cancel_after_payment_refunds_and_releases_and_after_shipment_is_409(
     platform: Platform,
 ) -> None:
+    """A paid order's cancellation is a request (202, issue 7 defect 3; was 200 and at once):
+    shipping holds the parcel, then payments refunds and inventory releases."""
     sku = new_sku()
     await platform.receive_stock(sku, 6)
     paid = await platform.place_order([(sku, 2, 1500)])
@@ -105,8 +108,11 @@ async def test_cancel_after_payment_refunds_and_releases_and_after_shipment_is_4
         reply = await client.post(
             f"/orders/{paid['order_id']}/cancel", json={"reason": "changed mind"}
         )
-        assert reply.status_code == 200, reply.text
+        assert reply.status_code == 202, reply.text
+        assert reply.json()["status"] == "cancellation_requested"
     await platform.order_reaches(paid["order_id"], "cancelled")
+    kinds = types_of(await events_of(topics.SHIPPING, paid["order_id"]))
+    assert "fulfilment.shipment.cancelled.v1" in kinds
 
     async def refunded() -> Any:
         return await platform.get("payments", f"/payments/{paid['order_id']}")
@@ -167,3 +173,85 @@ async def test_fifty_concurrent_orders_for_ten_units_lock_exactly_ten(platform: 
     history = await platform.stock_history(sku)
     assert min(history) >= 0, history
     assert history[-1] == 0
+
+
+async def test_a_cancellation_arriving_after_dispatch_is_refused_and_the_order_ships(
+    platform: Platform,
+) -> None:
+    """Issue 7, defect 3: shipping is the authority. The parcel left before the request
+    reached it: refused, the order stays shipped, nothing refunded or released; stock
+    committed equals units shipped."""
+    sku = new_sku()
+    await platform.receive_stock(sku, 10)
+    order = await platform.place_order([(sku, 2, 1500)])
+    refused_order = order["order_id"]
+    await platform.order_reaches(refused_order, "paid")
+    await platform.shipment_reaches(refused_order, "packing")
+    # The request is in flight while the parcel leaves: shipping's consumer is paused (the
+    # process runs without consumers) while the warehouse dispatches; then it resumes and
+    # reads the request, after the parcel left.
+    shipping = platform["shipping"]
+    platform.stop("shipping")
+    async with platform["orders"].client() as client:
+        reply = await client.post(f"/orders/{refused_order}/cancel", json={"reason": "too late"})
+    assert reply.status_code == 202, reply.text
+    paused = service_process(
+        "shipping",
+        shipping.database,
+        shipping.port,
+        log_name=f"e2e-shipping-paused-{shipping.database}",
+        **E2E_SETTINGS,
+        FULFIL_CONSUMERS_ENABLED="false",
+    ).start()
+    try:
+        await wait_ready(shipping.url, paused, timeout=90)
+        async with shipping.client() as client:
+            shipped = await client.post(f"/shipments/{refused_order}/dispatch")
+            assert shipped.status_code == 200, shipped.text
+        await eventually(  # published before the process stops
+            lambda: events_of(topics.SHIPPING, refused_order),
+            until=lambda r: "fulfilment.shipment.shipped.v1" in types_of(r),
+            what="shipped on the shipping topic",
+        )
+    finally:
+        paused.stop()
+        await platform.start("shipping")
+    shipped_units = 2
+
+    async def refused() -> Any:
+        return types_of(await events_of(topics.SHIPPING, refused_order))
+
+    await eventually(
+        refused,
+        until=lambda kinds: "fulfilment.shipment.cancellation_refused.v1" in kinds,
+        what="shipping refused the cancellation",
+    )
+    final_order = await platform.order_reaches(refused_order, "shipped")
+    assert final_order["cancelled_by"] is None
+    payment = await platform.get("payments", f"/payments/{refused_order}")
+    assert (payment["status"], payment["refunded_minor"]) == ("captured", 0)
+    order_kinds = types_of(await events_of(topics.ORDERS, refused_order))
+    assert "fulfilment.order.cancellation_requested.v1" in order_kinds
+    assert "fulfilment.order.cancelled.v1" not in order_kinds
+
+    async def stock() -> Any:
+        return await platform.get("inventory", f"/stock/{sku}")
+
+    final = await eventually(stock, until=lambda s: s["reserved"] == 0, what="stock settled")
+    assert 10 - final["on_hand"] == shipped_units  # committed = shipped, nothing released
+
+    async def timeline() -> Any:
+        found = await platform.get("customer-service", f"/timeline/{refused_order}")
+        return [e["ce_type"] for e in found["events"]] if found else []
+
+    await eventually(  # the read model shows the protocol's events like any other
+        timeline,
+        until=lambda kinds: (
+            {
+                "fulfilment.order.cancellation_requested.v1",
+                "fulfilment.shipment.cancellation_refused.v1",
+            }
+            <= set(kinds)
+        ),
+        what="the timeline shows the request and the refusal",
+    )

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import Tracking
 from fastapi.testclient import TestClient
 
+from fulfilment_kit.contracts import PaymentCaptured, StockLine, StockLocked
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
 from orders.api import router
 from orders.application import OrdersApplication
 from orders.contracts import to_public
 from tests.support.auth import staff_headers
+from tests.support.messages import inbound
 
 SAMPLE = json.loads((Path(__file__).parents[2] / "deploy/local/sample-order.json").read_text())
 
@@ -120,3 +125,37 @@ def test_unknown_order_is_404_and_malformed_id_is_422(client: TestClient) -> Non
     assert missing.status_code == 404
     assert "does not exist" in missing.json()["detail"]
     assert client.get("/orders/nope").status_code == 422
+
+
+def test_cancel_before_payment_is_200_cancelled_and_of_a_paid_order_is_202_requested(
+    client: TestClient,
+) -> None:
+    """Issue 7, defect 3: a paid order's cancellation is a request (202) shipping answers."""
+    app = client.app.state.runtime.app  # type: ignore[attr-defined]
+    early = client.post("/orders", json=SAMPLE).json()
+    reply = client.post(f"/orders/{early['order_id']}/cancel", json={"reason": "too slow"})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["status"] == "cancelled"
+
+    paid = client.post("/orders", json=SAMPLE).json()
+    order_id = uuid.UUID(paid["order_id"])
+    now = datetime.now(UTC)
+    for offset, event in enumerate(
+        [
+            StockLocked(order_id=order_id, lines=[StockLine(sku="MUG", quantity=1)], locked_at=now),
+            PaymentCaptured(
+                order_id=order_id,
+                payment_id=uuid.uuid4(),
+                amount_minor=paid["total_minor"],
+                currency="EUR",
+                captured_at=now,
+            ),
+        ]
+    ):
+        app.process_messages([inbound(event, offset=offset)], Tracking("t:x:0", offset + 1))
+    reply = client.post(f"/orders/{order_id}/cancel", json={"reason": "changed my mind"})
+    assert reply.status_code == 202, reply.text
+    assert reply.json()["status"] == "cancellation_requested"
+    again = client.post(f"/orders/{order_id}/cancel")
+    assert again.status_code == 202  # asked already: the same answer
+    assert client.get(f"/orders/{order_id}").json()["status"] == "cancellation_requested"

@@ -12,6 +12,8 @@ from eventsourcing.persistence import Tracking
 from fulfilment_kit.contracts import (
     PaymentCaptured,
     PaymentFailed,
+    ShipmentCancellationRefused,
+    ShipmentCancelled,
     ShipmentDelivered,
     ShipmentShipped,
     StockLine,
@@ -87,6 +89,16 @@ def shipped(order_id: uuid.UUID) -> ShipmentShipped:
     )
 
 
+def held(order_id: uuid.UUID) -> ShipmentCancelled:
+    return ShipmentCancelled(order_id=order_id, shipment_id=uuid.uuid4(), cancelled_at=NOW)
+
+
+def refused(order_id: uuid.UUID) -> ShipmentCancellationRefused:
+    return ShipmentCancellationRefused(
+        order_id=order_id, shipment_id=uuid.uuid4(), status="shipped", refused_at=NOW
+    )
+
+
 def test_happy_path_publishes_every_transition(app: OrdersApplication) -> None:
     order_id = place(app)
     delivered = ShipmentDelivered(order_id=order_id, shipment_id=uuid.uuid4(), delivered_at=NOW)
@@ -124,26 +136,60 @@ def test_out_of_stock_rejects_and_payment_failure_cancels(app: OrdersApplication
 
 
 def test_cancel_until_shipment_then_409(app: OrdersApplication) -> None:
-    paid_id, shipped_id = place(app), place(app)
+    """Issue 7, defect 3: a paid order's cancellation is a request shipping answers (was:
+    cancelled at once, refunded and released while the parcel could still leave)."""
+    placed_id, paid_id, shipped_id = place(app), place(app), place(app)
+    deliver(app, locked(placed_id))
     deliver(app, locked(paid_id), captured(paid_id))
     deliver(app, locked(shipped_id), captured(shipped_id), shipped(shipped_id))
+    before, changed = app.cancel_order(placed_id, "changed my mind", Trace("c", "c"))
+    assert changed
+    assert before.status is OrderStatus.CANCELLED  # before payment: at once, as before
     order, changed = app.cancel_order(paid_id, "changed my mind", Trace("c", "c"))
     assert changed
-    assert order.status is OrderStatus.CANCELLED
+    assert order.status is OrderStatus.CANCELLATION_REQUESTED
+    assert public_types(app, paid_id)[-1] == "cancellation_requested"
     assert app.cancel_order(paid_id, "again", Trace("c", "c"))[1] is False
     with pytest.raises(OrderConflict, match="can no longer be cancelled"):
         app.cancel_order(shipped_id, "too late", Trace("c", "c"))
     assert public_types(app, shipped_id)[-1] == "shipped"
+    deliver(app, held(paid_id))
+    order = app.get_order(paid_id)
+    assert (order.status, order.cancelled_by) == (OrderStatus.CANCELLED, "customer")
+    assert order.cancel_reason == "changed my mind"
+    assert public_types(app, paid_id)[-2:] == ["cancellation_requested", "cancelled"]
 
 
-def test_shipped_after_cancellation_is_recorded_not_applied(app: OrdersApplication) -> None:
+def test_a_cancellation_refused_by_shipping_keeps_the_order_on_its_shipping_path(
+    app: OrdersApplication,
+) -> None:
+    """The parcel left before shipping saw the request: shipped, then refused; never
+    cancelled (was: `cancelled` while the parcel travelled, ShippedAfterCancellation)."""
     order_id = place(app)
     deliver(app, locked(order_id), captured(order_id))
     app.cancel_order(order_id, "late cancel", Trace("c", "c"))
-    deliver(app, shipped(order_id))
+    deliver(app, shipped(order_id), refused(order_id))
     order = app.get_order(order_id)
-    assert order.status is OrderStatus.CANCELLED
+    assert order.status is OrderStatus.SHIPPED
     assert order.tracking_number == "SBX123"
+    assert (order.cancelled_by, order.cancel_reason) == (None, None)
+    assert "cancelled" not in public_types(app, order_id)
+    deliver(app, ShipmentDelivered(order_id=order_id, shipment_id=uuid.uuid4(), delivered_at=NOW))
+    assert app.get_order(order_id).status is OrderStatus.DELIVERED
+
+
+def test_a_refusal_before_the_shipped_event_returns_the_order_to_paid(
+    app: OrdersApplication,
+) -> None:
+    order_id = place(app)
+    deliver(app, locked(order_id), captured(order_id))
+    app.cancel_order(order_id, "late cancel", Trace("c", "c"))
+    deliver(app, refused(order_id))
+    assert app.get_order(order_id).status is OrderStatus.PAID
+    with pytest.raises(OrderConflict):  # shipping said the parcel left: cancel no more
+        app.cancel_order(order_id, "again", Trace("c", "c"))
+    deliver(app, shipped(order_id))
+    assert app.get_order(order_id).status is OrderStatus.SHIPPED
 
 
 async def test_deadline_watch_flags_once_per_stage_with_an_injected_clock(

@@ -20,6 +20,7 @@ from fulfilment_kit.contracts import (
     OrderPlaced,
     PaymentFailed,
     ReturnReceived,
+    ShipmentCancelled,
     ShipmentShipped,
 )
 from fulfilment_kit.idempotency import ConcurrentUpdate as ConcurrentUpdate  # re-exported
@@ -130,6 +131,7 @@ class InventoryApplication(InboxApplication):
         OrderCancelled,
         PaymentFailed,
         ShipmentShipped,
+        ShipmentCancelled,
         ReturnReceived,
     )
     snapshotting_intervals = {StockItem: SNAPSHOT_INTERVAL}
@@ -322,6 +324,13 @@ class InventoryApplication(InboxApplication):
         self, event: PaymentFailed, envelope: Envelope, processing: ProcessingEvent[UUID]
     ) -> None:
         self._release(event.order_id, "payment_failed", envelope, processing)
+
+    @_react.register(ShipmentCancelled)
+    def _shipment_cancelled(
+        self, event: ShipmentCancelled, envelope: Envelope, processing: ProcessingEvent[UUID]
+    ) -> None:
+        """Shipping held the parcel (it never leaves): the reservation is released."""
+        self._release(event.order_id, "order_cancelled", envelope, processing)
 
     @_react.register(ShipmentShipped)
     def _shipment_shipped(

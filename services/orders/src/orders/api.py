@@ -29,7 +29,15 @@ from orders.application import (
     OrdersApplication,
     PlaceOrder,
 )
-from orders.domain import MAX_LINES, Address, InvalidOrder, Order, OrderConflict, OrderLine
+from orders.domain import (
+    MAX_LINES,
+    Address,
+    InvalidOrder,
+    Order,
+    OrderConflict,
+    OrderLine,
+    OrderStatus,
+)
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["orders"])
@@ -222,14 +230,27 @@ class CancelRequest(BaseModel):
 @router.post(
     "/orders/{order_id}/cancel",
     response_model=OrderView,
-    responses=problem_responses(
-        404, 409, s409="The order has shipped or ended and cannot be cancelled"
-    ),
+    responses={
+        202: {
+            "description": "The order is paid: the cancellation is requested (status "
+            "cancellation_requested); shipping answers: parcel held -> cancelled and refunded, "
+            "parcel already left -> the order goes on (return it instead)",
+            "model": OrderView,
+        },
+        **problem_responses(
+            404, 409, s409="The order has shipped or ended and cannot be cancelled"
+        ),
+    },
 )
 async def cancel_order(
-    order_id: uuid.UUID, request: Request, caller: Canceller, body: CancelRequest | None = None
+    order_id: uuid.UUID,
+    request: Request,
+    response: Response,
+    caller: Canceller,
+    body: CancelRequest | None = None,
 ) -> OrderView:
-    """Cancel an order before it ships: stock is released and any payment refunded."""
+    """Cancel an order. Before payment: cancelled at once (200), stock released. A paid order:
+    202, a cancellation request that shipping, the authority on whether goods left, answers."""
     await _own_order(request, order_id, caller)
     body = body or CancelRequest()
     trace = Trace(
@@ -246,5 +267,7 @@ async def cancel_order(
         raise conflict(str(exc)) from exc
     if changed:
         request.app.state.runtime.relay.wake()
-        log.info("order cancelled", order_id=str(order_id))
+        log.info("order cancellation", order_id=str(order_id), status=str(order.status))
+    if order.status is OrderStatus.CANCELLATION_REQUESTED:
+        response.status_code = status.HTTP_202_ACCEPTED
     return OrderView.of(order)

@@ -15,6 +15,8 @@ from fulfilment_kit.contracts import (
     PaymentCaptured,
     PaymentFailed,
     ReturnReceived,
+    ShipmentCancellationRefused,
+    ShipmentCancelled,
     ShipmentDelivered,
     ShipmentShipped,
     StockLocked,
@@ -62,6 +64,8 @@ class OrdersApplication(InboxApplication):
         PaymentCaptured,
         PaymentFailed,
         ShipmentShipped,
+        ShipmentCancelled,
+        ShipmentCancellationRefused,
         ShipmentDelivered,
         ReturnReceived,
     )
@@ -105,12 +109,19 @@ class OrdersApplication(InboxApplication):
         return order
 
     def cancel_order(self, order_id: uuid.UUID, reason: str, trace: Trace) -> tuple[Order, bool]:
-        """Cancel on the customer's request; (order, whether this call cancelled it)."""
-        order = self.get_order(order_id)
-        changed = order.cancel(reason, trace)
-        if changed:
-            self.save(order)
-        return order, changed
+        """The customer's cancellation: cancelled at once before payment, requested from
+        shipping once paid; (order, whether this call changed it)."""
+        for _ in range(3):
+            order = self.get_order(order_id)
+            changed = order.cancel(reason, trace)
+            if not changed:
+                return order, False
+            try:
+                self.save(order)
+            except IntegrityError:
+                continue  # a reaction changed it meanwhile (e.g. paid): decide again
+            return order, True
+        raise IntegrityError(f"order {order_id} kept changing; retry")
 
     def flag_overdue(self, order_id: uuid.UUID, stage: str, deadline_at: datetime) -> bool:
         """Flag an order stuck in `stage` past its deadline; False if it moved on meanwhile."""
@@ -177,6 +188,20 @@ class OrdersApplication(InboxApplication):
     def _(self, event: ShipmentShipped, message: InboundMessage, processing: Any) -> None:
         if order := self._order(processing, event.order_id):
             order.shipment_shipped(event.carrier, event.tracking_number, _trace(message))
+            processing.collect_events(order)
+
+    @_react.register
+    def _(self, event: ShipmentCancelled, message: InboundMessage, processing: Any) -> None:
+        if order := self._order(processing, event.order_id):
+            order.shipment_cancelled(_trace(message))
+            processing.collect_events(order)
+
+    @_react.register
+    def _(
+        self, event: ShipmentCancellationRefused, message: InboundMessage, processing: Any
+    ) -> None:
+        if order := self._order(processing, event.order_id):
+            order.cancellation_refused(_trace(message))
             processing.collect_events(order)
 
     @_react.register

@@ -7,6 +7,7 @@ from functools import singledispatch
 from typing import Any
 
 from fulfilment_kit.contracts import (
+    OrderCancellationRequested,
     OrderCancelled,
     OrderDelivered,
     OrderFlagged,
@@ -112,6 +113,20 @@ def _cancelled(e: Any) -> Sequence[Outbound]:
             cancelled_by=e.cancelled_by,
             reason=e.reason,
             cancelled_at=e.timestamp,
+        ),
+    )
+
+
+@to_public.register(Order.CancellationRequested)
+def _cancellation_requested(e: Any) -> Sequence[Outbound]:
+    return _out(
+        e,
+        OrderCancellationRequested(
+            order_id=e.originator_id,
+            customer_id=e.customer_id,
+            requested_by=e.requested_by,
+            reason=e.reason,
+            requested_at=e.timestamp,
         ),
     )
 

@@ -18,6 +18,8 @@ class OrderStatus(StrEnum):
     PLACED = "placed"
     STOCK_LOCKED = "stock_locked"
     PAID = "paid"
+    CANCELLATION_REQUESTED = "cancellation_requested"
+    """The customer asked to cancel a paid order; shipping has not answered yet."""
     SHIPPED = "shipped"
     DELIVERED = "delivered"
     REJECTED = "rejected"
@@ -34,6 +36,9 @@ WAITING_STAGES = (
     OrderStatus.SHIPPED,
 )
 CANCELLABLE = (OrderStatus.PLACED, OrderStatus.STOCK_LOCKED, OrderStatus.PAID)
+# Cancelled at once (nothing can ship: payment has not been taken); a paid order's
+# cancellation is a request that shipping, the authority on whether goods left, answers.
+CANCELLED_AT_ONCE = (OrderStatus.PLACED, OrderStatus.STOCK_LOCKED)
 TERMINAL = (
     OrderStatus.DELIVERED,
     OrderStatus.REJECTED,
@@ -124,6 +129,18 @@ class Order(Aggregate):
         customer_id: UUID
         cancelled_by: str
         reason: str
+        trace: Trace
+
+    class CancellationRequested(Aggregate.Event):
+        customer_id: UUID
+        requested_by: str
+        reason: str
+        trace: Trace
+
+    class CancellationRefused(Aggregate.Event):
+        """Shipping refused the cancellation: the parcel had left (the order goes on)."""
+
+        customer_id: UUID
         trace: Trace
 
     class Shipped(Aggregate.Event):
@@ -230,6 +247,9 @@ class Order(Aggregate):
         self.tracking_number: str | None = None
         self.cancelled_by: str | None = None
         self.cancel_reason: str | None = None
+        self.cancellation_pending = False
+        """A cancellation was requested and shipping has not answered yet."""
+        self.refused_cancellation = False
         self.returned: dict[str, int] = {}
         """Units received back per SKU, over all returns."""
         self.return_ids: list[UUID] = []
@@ -278,7 +298,8 @@ class Order(Aggregate):
             )
 
     def shipment_shipped(self, carrier: str, tracking_number: str, trace: Trace) -> None:
-        if self.status is OrderStatus.PAID:
+        # Shipped while a cancellation was requested: the parcel left, shipping will refuse.
+        if self.status in (OrderStatus.PAID, OrderStatus.CANCELLATION_REQUESTED):
             self._ship(
                 customer_id=self.customer_id,
                 carrier=carrier,
@@ -292,6 +313,22 @@ class Order(Aggregate):
                 tracking_number=tracking_number,
                 trace=trace,
             )
+
+    def shipment_cancelled(self, trace: Trace) -> None:
+        """Shipping held the parcel: the requested cancellation is done (refund and release
+        follow from shipping's event)."""
+        if self.status is OrderStatus.CANCELLATION_REQUESTED:
+            self._cancel(
+                customer_id=self.customer_id,
+                cancelled_by=self.cancelled_by or "customer",
+                reason=self.cancel_reason or "cancelled by the customer",
+                trace=trace,
+            )
+
+    def cancellation_refused(self, trace: Trace) -> None:
+        """Shipping refused: the parcel had left. The order goes on along its shipping path."""
+        if self.cancellation_pending:
+            self._refuse_cancellation(customer_id=self.customer_id, trace=trace)
 
     def shipment_delivered(self, trace: Trace) -> None:
         if self.status is OrderStatus.SHIPPED:
@@ -327,14 +364,20 @@ class Order(Aggregate):
     # --- commands ---
 
     def cancel(self, reason: str, trace: Trace) -> bool:
-        """Cancel on the customer's request; False if it already was cancelled."""
-        if self.status is OrderStatus.CANCELLED:
+        """The customer's cancellation: before payment it cancels at once; a paid order gets
+        a cancellation *request* (shipping answers). False if either happened already."""
+        if self.status in (OrderStatus.CANCELLED, OrderStatus.CANCELLATION_REQUESTED):
             return False
-        if self.status not in CANCELLABLE:
+        if self.status not in CANCELLABLE or self.refused_cancellation:
             raise OrderConflict(f"order {self.id} is {self.status} and can no longer be cancelled")
-        self._cancel(
-            customer_id=self.customer_id, cancelled_by="customer", reason=reason, trace=trace
-        )
+        if self.status in CANCELLED_AT_ONCE:
+            self._cancel(
+                customer_id=self.customer_id, cancelled_by="customer", reason=reason, trace=trace
+            )
+        else:
+            self._request_cancellation(
+                customer_id=self.customer_id, requested_by="customer", reason=reason, trace=trace
+            )
         return True
 
     def flag_overdue(self, stage: str, deadline_at: datetime, trace: Trace) -> bool:
@@ -372,9 +415,28 @@ class Order(Aggregate):
 
     @event(Cancelled)
     def _cancel(self, customer_id: UUID, cancelled_by: str, reason: str, trace: Trace) -> None:
+        self.cancellation_pending = False
         self.cancelled_by = cancelled_by
         self.cancel_reason = reason
         self._enter(OrderStatus.CANCELLED)
+
+    @event(CancellationRequested)
+    def _request_cancellation(
+        self, customer_id: UUID, requested_by: str, reason: str, trace: Trace
+    ) -> None:
+        self.cancelled_by = requested_by
+        self.cancel_reason = reason
+        self.cancellation_pending = True
+        self._enter(OrderStatus.CANCELLATION_REQUESTED)
+
+    @event(CancellationRefused)
+    def _refuse_cancellation(self, customer_id: UUID, trace: Trace) -> None:
+        self.cancellation_pending = False
+        self.refused_cancellation = True
+        self.cancelled_by = None
+        self.cancel_reason = None
+        if self.status is OrderStatus.CANCELLATION_REQUESTED:
+            self._enter(OrderStatus.SHIPPED if self.tracking_number else OrderStatus.PAID)
 
     @event(Shipped)
     def _ship(self, customer_id: UUID, carrier: str, tracking_number: str, trace: Trace) -> None:

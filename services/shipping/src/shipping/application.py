@@ -14,7 +14,13 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 from prometheus_client import Counter
 
-from fulfilment_kit.contracts import OrderCancelled, OrderPaid, OrderPlaced, OrderRejected
+from fulfilment_kit.contracts import (
+    OrderCancellationRequested,
+    OrderCancelled,
+    OrderPaid,
+    OrderPlaced,
+    OrderRejected,
+)
 from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
 from fulfilment_kit.observability.metrics import REGISTRY
 from fulfilment_kit.persistence.batch_load import load_aggregates
@@ -27,6 +33,7 @@ from shipping.domain import (
     InvalidTransition,
     Shipment,
     ShipmentLine,
+    ShipmentStatus,
     TrackingIndex,
     WebhookDelivery,
     shipment_id_for,
@@ -45,7 +52,8 @@ log = structlog.get_logger(__name__)
 
 SHIPMENTS = Counter(
     "fulfil_shipments_total",
-    "Shipments that reached an outcome: shipped, delivered or a delivery exception",
+    "Shipments that reached an outcome: shipped, delivered, a delivery exception, or a "
+    "cancellation request held or refused",
     ["outcome"],
     registry=REGISTRY,
 )
@@ -127,6 +135,7 @@ class ShippingApplication(InboxApplication):
         OrderPaid,
         OrderCancelled,
         OrderRejected,
+        OrderCancellationRequested,
     )
 
     def __init__(
@@ -166,6 +175,8 @@ class ShippingApplication(InboxApplication):
             self._on_paid(public, trace, processing)
         elif isinstance(public, OrderCancelled | OrderRejected):
             self._on_cancelled(public.order_id, trace, processing)
+        elif isinstance(public, OrderCancellationRequested):
+            self._on_cancellation_requested(public.order_id, trace, processing)
         # Anything else on our source topics is not ours to act on.
 
     def _on_placed(
@@ -211,6 +222,21 @@ class ShippingApplication(InboxApplication):
                 order_id=str(order_id),
                 status=str(shipment.status),
             )
+
+    def _on_cancellation_requested(
+        self, order_id: uuid.UUID, trace: Trace, processing: ProcessingEvent[uuid.UUID]
+    ) -> None:
+        """Shipping answers: held (not dispatched: cancelled, then refund and release follow)
+        or refused (already left). The shipment's version decides a race with dispatch."""
+        shipment = self.get_for_update(processing, shipment_id_for(order_id), Shipment)
+        if shipment is None:
+            # OrderPlaced precedes the request on the same partition: fail loudly (DLQ).
+            raise ShipmentNotFound(f"cancellation of order {order_id} never seen placed")
+        if shipment.answer_cancellation(trace):
+            processing.collect_events(shipment)
+            answer = "held" if shipment.status is ShipmentStatus.CANCELLED else "refused"
+            SHIPMENTS.labels(f"cancellation_{answer}").inc()
+            log.info("cancellation answered", order_id=str(order_id), answer=answer)
 
     # -- commands -------------------------------------------------------------------------
 

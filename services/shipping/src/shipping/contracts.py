@@ -6,7 +6,13 @@ from collections.abc import Sequence
 from functools import singledispatch
 from typing import Any
 
-from fulfilment_kit.contracts import ShipmentDelivered, ShipmentException, ShipmentShipped
+from fulfilment_kit.contracts import (
+    ShipmentCancellationRefused,
+    ShipmentCancelled,
+    ShipmentDelivered,
+    ShipmentException,
+    ShipmentShipped,
+)
 from fulfilment_kit.messaging.relay import Outbound
 from shipping.domain import Shipment
 
@@ -47,3 +53,21 @@ def _exception(e: Any) -> Sequence[Outbound]:
         occurred_at=e.occurred_at,
     )
     return (Outbound(problem, e.trace.correlation_id, e.trace.causation_id),)
+
+
+@to_public.register(Shipment.Cancelled)
+def _cancelled(e: Any) -> Sequence[Outbound]:
+    if e.order_id is None:
+        return ()  # recorded before the cancellation protocol: it stays private
+    held = ShipmentCancelled(
+        order_id=e.order_id, shipment_id=e.originator_id, cancelled_at=e.timestamp
+    )
+    return (Outbound(held, e.trace.correlation_id, e.trace.causation_id),)
+
+
+@to_public.register(Shipment.CancellationRefused)
+def _cancellation_refused(e: Any) -> Sequence[Outbound]:
+    refused = ShipmentCancellationRefused(
+        order_id=e.order_id, shipment_id=e.originator_id, status=e.status, refused_at=e.timestamp
+    )
+    return (Outbound(refused, e.trace.correlation_id, e.trace.causation_id),)

@@ -5,6 +5,8 @@ Status machine::
     awaiting_payment --paid--> packing --dispatch--> shipped --> in_transit --> delivered
            |                      |                     \\            |          ^
            +------cancel----------+--> cancelled          +--> exception ------+
+    (an order's cancellation request: held = cancelled before dispatch; once dispatched it is
+    refused, recorded once, and the parcel goes on)
                                                                (carrier problem; the carrier
                                                                 may still move or deliver it)
 
@@ -143,6 +145,15 @@ class Shipment(Aggregate):
 
     class Cancelled(Aggregate.Event):
         trace: Trace
+        order_id: uuid.UUID | None = None
+        """Set since the cancellation protocol (older stored events have none)."""
+
+    class CancellationRefused(Aggregate.Event):
+        """A cancellation request arrived after the parcel had left."""
+
+        order_id: uuid.UUID
+        status: str
+        trace: Trace
 
     @classmethod
     def create(
@@ -189,6 +200,7 @@ class Shipment(Aggregate):
         self.dispatch_key: str | None = None
         self.delivered_at: datetime | None = None
         self.problem: DeliveryProblem | None = None
+        self.cancellation_refused = False
 
     # -- payment and cancellation (policies) ---------------------------------------------
 
@@ -205,15 +217,30 @@ class Shipment(Aggregate):
         self.correlation_id = trace.correlation_id
 
     def cancel(self, trace: Trace) -> bool:
-        """The order was cancelled: stop unless the parcel has left. False: no change."""
+        """Hold the parcel for good unless it has left. False: no change. Shipping is the
+        authority on whether goods left: once cancelled, dispatch refuses it."""
         if self.status not in (ShipmentStatus.AWAITING_PAYMENT, ShipmentStatus.PACKING):
             return False  # already cancelled, or shipped (too late: returns handle that)
-        self._cancelled(trace=trace)
+        self._cancelled(trace=trace, order_id=self.order_id)
         return True
 
     @event(Cancelled)
-    def _cancelled(self, trace: Trace) -> None:
+    def _cancelled(self, trace: Trace, order_id: uuid.UUID | None) -> None:
         self.status = ShipmentStatus.CANCELLED
+
+    def answer_cancellation(self, trace: Trace) -> bool:
+        """A cancellation request: hold the parcel if it has not left (cancelled), else
+        refuse once (the order goes on). False: answered before, nothing recorded."""
+        if self.cancel(trace):
+            return True
+        if self.status not in DISPATCHED or self.cancellation_refused:
+            return False  # cancelled already (held): the answer stands
+        self._cancellation_refused(order_id=self.order_id, status=str(self.status), trace=trace)
+        return True
+
+    @event(CancellationRefused)
+    def _cancellation_refused(self, order_id: uuid.UUID, status: str, trace: Trace) -> None:
+        self.cancellation_refused = True
 
     # -- dispatch -------------------------------------------------------------------------
 
