@@ -40,6 +40,9 @@ class Ledger:
     dropped_responses: int = 0
     lookups: int = 0
     money_moves: int = 0
+    answered_charges: int = 0
+    charge_delay_s: float = 0.0
+    """A slow provider: each charge is answered only after this long."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -76,6 +79,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if self.path == "/v1/charges":
             token = str(body.get("token"))
+            if ledger.charge_delay_s:
+                threading.Event().wait(ledger.charge_delay_s)  # the provider is slow
             with ledger.lock:
                 ledger.charge_requests += 1
                 charge = ledger.charges.get(key)
@@ -90,6 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
                     ledger.charges[key] = charge
                 if token == LOST_RESPONSE:
                     ledger.dropped_responses += 1
+                ledger.answered_charges += token != LOST_RESPONSE
             if token == LOST_RESPONSE:
                 self._drop()
             elif charge["status"] == "declined":

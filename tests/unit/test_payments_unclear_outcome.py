@@ -15,12 +15,14 @@ from fulfilment_kit.contracts import (
     PaymentFailed,
     PaymentRefunded,
     PaymentUnresolved,
+    ShipmentCancelled,
 )
 from fulfilment_kit.tracing import Trace
 from payments.application import PaymentsApplication, RequestRefund
 from payments.domain import PaymentStatus, cancellation_refund_id, payment_id_for
 from payments.gateway import HttpPaymentGateway, RefundResult, TransientGatewayError
 from tests.unit.test_payments_policy import (
+    NOW,
     TOTAL,
     Feed,
     RecordingGateway,
@@ -220,3 +222,19 @@ def test_closing_the_application_closes_the_provider_client() -> None:
     )
     make_app(http).close()
     assert http._client.is_closed
+
+
+def test_shipment_cancelled_and_order_cancelled_give_one_cancellation_refund(
+    app: PaymentsApplication, feed: Feed, gateway: RecordingGateway
+) -> None:
+    """Issue 7, defect 3: payments refunds on shipping's answer; the order's cancelled event
+    that follows it is the same cancellation (refund id from the order id)."""
+    order_id = uuid.uuid4()
+    feed.send(placed(order_id), locked(order_id))
+    held = ShipmentCancelled(order_id=order_id, shipment_id=uuid.uuid4(), cancelled_at=NOW)
+    feed.send(held, cancelled(order_id), held)
+    refunds = [e for e in published(app) if isinstance(e, PaymentRefunded)]
+    assert [(r.refund_id, r.refund_minor) for r in refunds] == [
+        (cancellation_refund_id(order_id), TOTAL)
+    ]
+    assert len(gateway.refunds) == 1

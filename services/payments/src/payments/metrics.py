@@ -8,7 +8,8 @@ from fulfilment_kit.observability.metrics import REGISTRY
 
 PAYMENTS_TOTAL = Counter(
     "fulfil_payments_total",
-    "Payment outcomes recorded: captured, failed, refunded (one per refund)",
+    "Payment outcomes recorded: captured, failed (definite declines), unknown (an unclear "
+    "provider answer, reconciled by lookup), refunded (one per refund)",
     ["outcome"],
     registry=REGISTRY,
 )

@@ -39,11 +39,14 @@ log = structlog.get_logger(__name__)
 
 WATCHED = (
     Payment.CaptureRequested,
-    Payment.OutcomeUnknown,
+    Payment.Captured,
+    Payment.Failed,
+    Payment.CaptureAbandoned,
     Payment.Cancelled,
     Payment.Voided,
     Payment.RefundRequested,
-    Payment.Captured,
+    Payment.Refunded,
+    Payment.RefundRejected,
 )
 
 
@@ -76,14 +79,30 @@ class ProviderWorker:
         self.not_before: dict[UUID, datetime] = {}
         self.tries: dict[UUID, int] = {}
         """Unclear answers in a row, per payment (lookups, or refund attempts)."""
+        self._captures: set[UUID] = set()
+        self._refunds: dict[UUID, set[UUID]] = {}
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- finding work -----------------------------------------------------------------------
 
     def catch_up(self) -> None:
-        for domain_event in self.follower.read_sync():
-            self.todo.setdefault(domain_event.originator_id, None)
+        """Read the log since the last round: which payments have a call open (no loads)."""
+        for e in self.follower.read_sync():
+            payment_id = e.originator_id
+            if isinstance(e, Payment.CaptureRequested):
+                self._captures.add(payment_id)
+            elif isinstance(e, Payment.Captured | Payment.Failed | Payment.CaptureAbandoned):
+                self._captures.discard(payment_id)
+            elif isinstance(e, Payment.RefundRequested):
+                self._refunds.setdefault(payment_id, set()).add(e.refund_id)
+            elif isinstance(e, Payment.Refunded | Payment.RefundRejected):
+                self._refunds.get(payment_id, set()).discard(e.refund_id)
+                if not self._refunds.get(payment_id, True):
+                    del self._refunds[payment_id]
+            # Cancelled or Voided: a capture in flight is now looked up instead of charged.
+            if payment_id in self._captures or payment_id in self._refunds:
+                self.todo.setdefault(payment_id, None)
 
     def _done(self, payment_id: UUID) -> None:
         self.todo.pop(payment_id, None)
