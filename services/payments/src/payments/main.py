@@ -32,7 +32,7 @@ def create_runtime(
         app=app,
         mapper=to_public,
         output_topics=[topics.PAYMENTS],
-        source_topics=(topics.INVENTORY, topics.ORDERS, topics.SHIPPING, topics.CUSTOMER_SERVICE),
+        source_topics=topics.CONSUMERS[SERVICE],
         settings=settings,
     )
     if settings.consumers_enabled:

@@ -18,7 +18,7 @@ ALL: tuple[str, ...] = (ORDERS, INVENTORY, PAYMENTS, SHIPPING, CUSTOMER_SERVICE)
 # against each service's `reacts_to`); a DLQ topic exists per (source topic, consumer).
 CONSUMERS: dict[str, tuple[str, ...]] = {
     "inventory": (ORDERS, PAYMENTS, SHIPPING, CUSTOMER_SERVICE),
-    "payments": (INVENTORY, ORDERS, CUSTOMER_SERVICE),
+    "payments": (INVENTORY, ORDERS, SHIPPING, CUSTOMER_SERVICE),
     "shipping": (ORDERS,),
     "orders": (INVENTORY, PAYMENTS, SHIPPING, CUSTOMER_SERVICE),
     "customer-service": (ORDERS, PAYMENTS, SHIPPING),
