@@ -2,10 +2,13 @@
 intents (capture requested, refund requested), outside any consumer transaction, and records
 their outcomes. An unclear capture outcome is reconciled by looking the charge up.
 
-It finds its work by tailing the service's own notification log (from the start at process
-start, then incrementally; the policy also wakes it after each commit that asks for a call).
-Several replicas are safe: every call carries the intent's idempotency key, and recording an
-outcome that another replica recorded first is a version conflict, then a no-op.
+It finds its work by following the service's own notification log into the kit's follower
+table (`LogFollower`, persisted position: a restart reads only what is new): one row per
+capture and per refund still open. The policy also wakes it after each commit that asks
+for a call. Several replicas are safe: every call carries the intent's idempotency key, and
+recording an outcome another replica recorded first is a version conflict, then a no-op.
+Rows are read, not claimed: a claim would hold a database transaction open across the
+provider call, which is what this worker exists to avoid.
 
 A round is bounded in time (`worker_round_s`; each call also has the client's own timeout):
 no call keeps a consumer batch, or this loop, waiting for long.
@@ -16,15 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import structlog
 from eventsourcing.utils import get_topic
 
 from fulfilment_kit.observability.health import Heartbeat
-from fulfilment_kit.persistence.follower import LogFollower
+from fulfilment_kit.persistence.follower import LogFollower, Writes
 from fulfilment_kit.tracing import Trace
 from payments.application import ConcurrentUpdate, PaymentsApplication, _complete, _reject
 from payments.domain import Payment
@@ -37,17 +41,31 @@ from payments.gateway import (
 
 log = structlog.get_logger(__name__)
 
+FOLLOWER = "payments-provider-calls"
+
 WATCHED = (
     Payment.CaptureRequested,
     Payment.Captured,
     Payment.Failed,
     Payment.CaptureAbandoned,
-    Payment.Cancelled,
-    Payment.Voided,
     Payment.RefundRequested,
     Payment.Refunded,
     Payment.RefundRejected,
 )
+
+
+def _project(events: Sequence[Any], writes: Writes) -> None:
+    """Rows of the calls still open: "capture" per payment, "refund" per refund."""
+    for e in events:
+        payment_id = str(e.originator_id)
+        if isinstance(e, Payment.CaptureRequested):
+            writes.put("capture", payment_id, due_at=e.timestamp)
+        elif isinstance(e, Payment.Captured | Payment.Failed | Payment.CaptureAbandoned):
+            writes.drop("capture", payment_id)
+        elif isinstance(e, Payment.RefundRequested):
+            writes.put("refund", str(e.refund_id), due_at=e.timestamp, payment=payment_id)
+        elif isinstance(e, Payment.Refunded | Payment.RefundRejected):
+            writes.drop("refund", str(e.refund_id))
 
 
 def has_provider_work(payment: Payment) -> bool:
@@ -73,39 +91,29 @@ class ProviderWorker:
         self.heartbeat = heartbeat
         self.on_recorded = on_recorded
         self.poll_interval_s = poll_interval_s
-        self.follower = LogFollower(app, topics=[get_topic(cls) for cls in WATCHED])
-        self.todo: dict[UUID, None] = {}
-        """Payments (by id) that may have a call to make, oldest first."""
+        self.follower = LogFollower(
+            app, FOLLOWER, _project, topics=[get_topic(cls) for cls in WATCHED]
+        )
         self.not_before: dict[UUID, datetime] = {}
         self.tries: dict[UUID, int] = {}
         """Unclear answers in a row, per payment (lookups, or refund attempts)."""
-        self._captures: set[UUID] = set()
-        self._refunds: dict[UUID, set[UUID]] = {}
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- finding work -----------------------------------------------------------------------
 
     def catch_up(self) -> None:
-        """Read the log since the last round: which payments have a call open (no loads)."""
-        for e in self.follower.read_sync():
-            payment_id = e.originator_id
-            if isinstance(e, Payment.CaptureRequested):
-                self._captures.add(payment_id)
-            elif isinstance(e, Payment.Captured | Payment.Failed | Payment.CaptureAbandoned):
-                self._captures.discard(payment_id)
-            elif isinstance(e, Payment.RefundRequested):
-                self._refunds.setdefault(payment_id, set()).add(e.refund_id)
-            elif isinstance(e, Payment.Refunded | Payment.RefundRejected):
-                self._refunds.get(payment_id, set()).discard(e.refund_id)
-                if not self._refunds.get(payment_id, True):
-                    del self._refunds[payment_id]
-            # Cancelled or Voided: a capture in flight is now looked up instead of charged.
-            if payment_id in self._captures or payment_id in self._refunds:
-                self.todo.setdefault(payment_id, None)
+        """Follow the log since the last round into the open-calls rows."""
+        self.follower.catch_up()
+
+    def open_payments(self) -> list[UUID]:
+        """Payments with a call open (as the rows say), oldest first; the backoff of each is
+        kept in memory (`not_before`): after a restart every open call is tried again."""
+        ids = [UUID(item.key) for item in self.follower.items("capture")]
+        ids += [UUID(str(item.data["payment"])) for item in self.follower.items("refund")]
+        return list(dict.fromkeys(ids))
 
     def _done(self, payment_id: UUID) -> None:
-        self.todo.pop(payment_id, None)
         self.not_before.pop(payment_id, None)
         self.tries.pop(payment_id, None)
 
@@ -116,7 +124,7 @@ class ProviderWorker:
         self.catch_up()
         started = time.monotonic()
         recorded = 0
-        for payment_id in list(self.todo):
+        for payment_id in self.open_payments():
             if time.monotonic() - started > self.settings.worker_round_s:
                 break  # the rest waits for the next round
             now = self.clock()
