@@ -661,14 +661,21 @@ class Inbox:
         self._unsaved_skips[name] = 0
         self._next[name] = max(self._next.get(name, 0), next_offset)
 
+    def replay_name(self, letter: DeadLetter) -> str:
+        return f"{self.group_id}:replay:{letter.topic}:{letter.partition}:{letter.offset}"
+
+    async def replayed(self, letter: DeadLetter) -> bool:
+        """Whether `letter` was applied by a replay already."""
+        return await asyncio.to_thread(self.app.next_offset, self.replay_name(letter)) is not None
+
     async def replay(self, letter: DeadLetter) -> ReplayOutcome:
         """Apply one dead-lettered record through this inbox's applier, at most once.
 
         Its own tracking name (`<group>:replay:<topic>:<partition>:<offset>`, from the record's
         original coordinates) is recorded with its effects, so replaying it again, or a second
         copy of it on the DLQ, has no effect."""
-        name = f"{self.group_id}:replay:{letter.topic}:{letter.partition}:{letter.offset}"
-        if await asyncio.to_thread(self.app.next_offset, name) is not None:
+        name = self.replay_name(letter)
+        if await self.replayed(letter):
             return "already-applied"
         try:
             envelope = cloudevents.decode(letter.value, letter.headers)
