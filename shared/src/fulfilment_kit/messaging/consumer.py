@@ -5,7 +5,7 @@ inbox could not get past (database down, a conflict, a fenced write, a projectio
 a retention gap) is *held*: the partition is sought back to its tracked offset, paused, and
 resumed with backoff, so aiokafka's position never runs ahead of the database. A retention
 gap is resumed only after an operator accepted it (`fulfil consumers accept-gap`).
-See docs/adr/0007-inbox-never-skips.md.
+See docs/adr/0014-inbox-never-skips.md.
 """
 
 from __future__ import annotations
