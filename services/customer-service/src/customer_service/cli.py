@@ -25,8 +25,8 @@ from customer_service.projections.store import datastore
 from customer_service.projections.tables import PROJECTIONS, projection_names
 from fulfilment_kit import devauth
 from fulfilment_kit.http.auth import CUSTOMER, ROLES
-from fulfilment_kit.settings import AuthSettings
 from fulfilment_kit.operator import cli as operator_cli
+from fulfilment_kit.settings import AuthSettings
 
 console = Console(stderr=True)
 
