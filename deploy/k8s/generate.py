@@ -395,12 +395,15 @@ def kafka_user(d: Deployable) -> dict[str, Any]:
 
 
 def kafka_topics() -> list[dict[str, Any]]:
-    week, month = 7 * 24 * 3600 * 1000, 30 * 24 * 3600 * 1000
+    week, forever = 7 * 24 * 3600 * 1000, -1
+    # A dead letter is never deleted unless replayed or discarded (fulfil dlq): no retention
+    # on DLQ topics nor on the operators' audit topic (topics.kept_forever).
     names = [(t, week) for t in topics.ALL] + [
-        (topics.dlq(t, consumer), month)
+        (topics.dlq(t, consumer), forever)
         for consumer, sources in topics.CONSUMERS.items()
         for t in sources
     ]
+    names.append((topics.OPERATOR_AUDIT, forever))
     return [
         {
             "apiVersion": "kafka.strimzi.io/v1",

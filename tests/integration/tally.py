@@ -5,6 +5,7 @@ Its effect is deliberately not idempotent (a counter), so a record applied twice
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any
 from uuid import UUID
@@ -35,11 +36,16 @@ def tally_id(order_id: UUID) -> UUID:
 class TallyApplication(InboxApplication):
     name = "tally"
 
+    def __init__(self, env: Any = None) -> None:
+        super().__init__(env)
+        # The handler "fixed" by configuration: FULFIL_TALLY_REFUSE_POISON=false.
+        self.refuse_poison = os.environ.get("FULFIL_TALLY_REFUSE_POISON", "true") != "false"
+
     def handle(self, message: InboundMessage, processing: ProcessingEvent[UUID]) -> None:
         placed: Any = message.envelope.event
         if not isinstance(placed, OrderPlaced):
             return
-        if any(line.sku == POISON_SKU for line in placed.lines):
+        if self.refuse_poison and any(line.sku == POISON_SKU for line in placed.lines):
             raise RuntimeError("this consumer cannot handle POISON lines")
         tid = tally_id(placed.order_id)
         tally = self.get_for_update(processing, tid, Tally) or Tally(id=tid)
@@ -52,3 +58,25 @@ class TallyApplication(InboxApplication):
         except Exception:
             return 0
         return int(tally.count)
+
+
+def create_runtime(settings: Any = None) -> Any:
+    """The tally consumer declared as a service declares its consumers, for the operator tools
+    (FULFIL_CONSUMER_RUNTIMES=<group>=tests.integration.tally:create_runtime): group
+    FULFIL_TALLY_GROUP on database FULFIL_TALLY_DATABASE."""
+    from fulfilment_kit.contracts import topics
+    from fulfilment_kit.persistence import eventsourcing_env
+    from fulfilment_kit.runtime import ServiceRuntime
+    from fulfilment_kit.settings import PostgresSettings, ServiceSettings
+
+    settings = settings or ServiceSettings()
+    database = PostgresSettings(dbname=os.environ["FULFIL_TALLY_DATABASE"])
+    app = TallyApplication(env=eventsourcing_env("tally", settings, database))
+    return ServiceRuntime(
+        service=os.environ["FULFIL_TALLY_GROUP"],
+        app=app,
+        mapper=lambda _: (),
+        output_topics=[],
+        source_topics=[topics.ORDERS],
+        settings=settings,
+    )

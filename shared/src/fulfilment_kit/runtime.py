@@ -82,7 +82,7 @@ class ServiceRuntime:
         self.inbox: Inbox | None = None
         self._subscriber: Any = None
         self.consumers: list[_Consumer] = []
-        if self.source_topics and self.settings.consumers_enabled:
+        if self.source_topics:  # registered even when disabled: operator tools use its inbox
             assert isinstance(self.app, InboxApplication), "a consuming service needs an inbox"
             main = self.add_consumer(self.service, self.app, self.source_topics, "consumer")
             self.inbox, self._subscriber = main.inbox, main.subscriber

@@ -3,6 +3,8 @@
 fulfil projections rebuild NAME|all [--source topics|logs] [--dry-run]
 fulfil projections compare NAME|all [--source topics|logs]
 fulfil auth token --role ROLE [--role ROLE ...] [--sub SUBJECT] [--ttl SECONDS]   (dev only)
+fulfil dlq list | show | replay | discard ...      (the kit's: fulfilment_kit.operator.cli)
+fulfil consumers accept-gap CONSUMER TOPIC PARTITION --reason TEXT
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from customer_service.projections.store import datastore
 from customer_service.projections.tables import PROJECTIONS, projection_names
 from fulfilment_kit import devauth
 from fulfilment_kit.http.auth import CUSTOMER, ROLES
+from fulfilment_kit.operator import cli as operator_cli
 from fulfilment_kit.settings import AuthSettings
 
 console = Console(stderr=True)
@@ -59,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--role", action="append", choices=ROLES, required=True)
     token.add_argument("--sub", help="the subject; a customer token's is the customer id")
     token.add_argument("--ttl", type=float, default=devauth.DEFAULT_TTL_S, help="seconds")
+    operator_cli.add_commands(groups)
     return parser
 
 
@@ -134,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"[red]error:[/red] {exc}")
             return 1
         return 0
+    if args.group in operator_cli.GROUPS:
+        return operator_cli.run(args)
     projections = projection_names(args.name)
     mode: Mode = "compare" if args.command == "compare" else "dry-run" if args.dry_run else "swap"
     try:

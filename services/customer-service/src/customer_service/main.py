@@ -107,6 +107,13 @@ def create_runtime(
     return runtime
 
 
+def create_operator_runtime(settings: ServiceSettings | None = None) -> ServiceRuntime:
+    """The runtime with the read models' consumer attached (operator tools: `fulfil dlq`)."""
+    runtime = create_runtime(settings)
+    attach_projections(runtime)
+    return runtime
+
+
 def create_app() -> FastAPI:
     cs = CustomerServiceSettings()
     clock = ServiceClock()

@@ -14,6 +14,10 @@ CUSTOMER_SERVICE = "fulfilment.customer-service.v1"
 
 ALL: tuple[str, ...] = (ORDERS, INVENTORY, PAYMENTS, SHIPPING, CUSTOMER_SERVICE)
 
+OPERATOR_AUDIT = "fulfilment.operator-audit.v1"
+"""What operators did to consumers: DLQ records replayed or discarded (with the reason),
+retention gaps accepted. Written by `fulfil dlq` / `fulfil consumers`; kept forever."""
+
 # Consumer groups and the topics they subscribe to: those of the events they react to (tested
 # against each service's `reacts_to`); a DLQ topic exists per (source topic, consumer).
 CONSUMERS: dict[str, tuple[str, ...]] = {
@@ -71,9 +75,15 @@ def transactional_id(service: str, topic_prefix: str | None = None) -> str:
     return f"{prefix() if topic_prefix is None else topic_prefix}fulfil-relay-{service}"
 
 
+def kept_forever(name: str) -> bool:
+    """DLQ and audit topics: nothing on them is deleted by retention, only by an operator."""
+    return ".dlq." in name or name.endswith(OPERATOR_AUDIT)
+
+
 def all_physical_topics() -> list[str]:
     """Every topic the platform needs, DLQs included, as named on the broker."""
     names = [physical(t) for t in ALL]
+    names.append(physical(OPERATOR_AUDIT))
     for consumer, sources in CONSUMERS.items():
         names.extend(dlq(physical(t), consumer) for t in sources)
     return names

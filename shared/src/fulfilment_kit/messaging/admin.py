@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from fulfilment_kit.contracts import topics
@@ -46,10 +47,37 @@ async def ensure_topics(
             # TopicAlreadyExists: created concurrently by another process.
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [NewTopic(n, partitions, replication_factor) for n in missing]
+                    [
+                        NewTopic(n, partitions, replication_factor, topic_configs=_configs(n))
+                        for n in missing
+                    ]
                 )
         await _wait_until_listed(admin, names, deadline)
         return missing
+    finally:
+        await admin.close()
+
+
+KEPT_FOREVER = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+def _configs(name: str) -> dict[str, str]:
+    """A DLQ record is never deleted unless replayed or discarded: no retention there."""
+    return dict(KEPT_FOREVER) if topics.kept_forever(name) else {}
+
+
+async def keep_forever(names: Sequence[str], settings: KafkaSettings | None = None) -> None:
+    """Turn retention off on existing DLQ and audit topics (created before it was the rule)."""
+    settings = settings or KafkaSettings()
+    kept = [n for n in names if topics.kept_forever(n)]
+    if not kept:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, n, configs=KEPT_FOREVER) for n in kept]
+        )
     finally:
         await admin.close()
 
@@ -74,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("\n".join(names))
         return
     created = asyncio.run(ensure_topics(names))
+    asyncio.run(keep_forever(names))
     print(f"topics: {len(names)} present, {len(created)} created")
 
 

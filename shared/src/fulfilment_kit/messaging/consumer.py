@@ -5,7 +5,7 @@ inbox could not get past (database down, a conflict, a fenced write, a projectio
 a retention gap) is *held*: the partition is sought back to its tracked offset, paused, and
 resumed with backoff, so aiokafka's position never runs ahead of the database. A retention
 gap is resumed only after an operator accepted it (`fulfil consumers accept-gap`).
-See docs/adr/0007-inbox-never-skips.md.
+See docs/adr/0014-inbox-never-skips.md.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class PartitionGate:
                 lost_records=lost,
                 **fields,
             )
-        elif kind in ("handler", "conflict"):
+        elif kind in ("handler", "conflict", "error"):
             log.error("partition stopped at a failing record, retrying", kind=kind, **fields)
         else:
             log.warning("partition held at its tracked offset, retrying", kind=kind, **fields)
@@ -342,7 +342,14 @@ def subscribe_inbox(
             for r in message.raw_message
             if (tp := TopicPartition(r.topic, r.partition)) in assigned and not gate.holding(tp)
         ]
-        failures = await inbox.apply_records(records)
+        try:
+            failures = await inbox.apply_records(records)
+        except Exception as exc:  # whatever it is, the batch is not skipped
+            log.exception("consumer failed on a batch; holding its partitions")
+            failures = [
+                PartitionBlocked(tp, "error", inbox.resume_at(tp, records), safe_reason(exc))
+                for tp in {TopicPartition(r.topic, r.partition) for r in records}
+            ]
         for blocked in failures:
             gate.hold_blocked(consumer, blocked)
         failed = {f.tp for f in failures}

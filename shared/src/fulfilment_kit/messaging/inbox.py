@@ -190,7 +190,8 @@ class PartitionBlocked(Exception):
     kind: database (unreachable or failing over), conflict (optimistic concurrency, still
     conflicting after retries), moved (another writer moved the tracking position: fenced),
     handler (on_failure="stop" and the handler fails), gap (retention deleted records that
-    were never applied), kafka (the log start could not be read to rule out a gap).
+    were never applied), kafka (the log start could not be read to rule out a gap), error
+    (an unexpected failure of the inbox itself: held and retried, never skipped).
     """
 
     def __init__(
@@ -366,7 +367,7 @@ class Inbox:
             if database_down is not None:  # do not wait for the same outage once per partition
                 failures.append(
                     PartitionBlocked(
-                        tp, "database", self._resume_at(tp, ordered), database_down.reason
+                        tp, "database", self.resume_at(tp, ordered), database_down.reason
                     )
                 )
                 continue
@@ -377,20 +378,23 @@ class Inbox:
                 if blocked.kind == "database":
                     database_down = blocked
             except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                down = PartitionBlocked(
-                    tp, "database", self._resume_at(tp, ordered), safe_reason(exc)
-                )
+                resume_at = self.resume_at(tp, ordered)
+                if not is_transient(exc):  # a bug here must not skip the batch either
+                    log.exception("inbox failed on a batch", topic=topic, partition=partition)
+                    failures.append(PartitionBlocked(tp, "error", resume_at, safe_reason(exc)))
+                    continue
+                down = PartitionBlocked(tp, "database", resume_at, safe_reason(exc))
                 failures.append(down)
                 database_down = down
         return failures
 
-    def _resume_at(self, tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]]) -> int:
+    def resume_at(self, tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]]) -> int:
+        """Where to seek `tp` back to after `records` (some of them on `tp`) were not applied."""
         name = self.tracking_name(tp.topic, tp.partition)
         if name in self._next:
             return self._next[name]
-        return min(r.offset for r in records) if records else 0
+        mine = [r.offset for r in records if (r.topic, r.partition) == (tp.topic, tp.partition)]
+        return min(mine) if mine else 0
 
     async def _handle_partition(
         self, topic: str, partition: int, records: list[ConsumerRecord[Any, Any]]
@@ -661,14 +665,21 @@ class Inbox:
         self._unsaved_skips[name] = 0
         self._next[name] = max(self._next.get(name, 0), next_offset)
 
+    def replay_name(self, letter: DeadLetter) -> str:
+        return f"{self.group_id}:replay:{letter.topic}:{letter.partition}:{letter.offset}"
+
+    async def replayed(self, letter: DeadLetter) -> bool:
+        """Whether `letter` was applied by a replay already."""
+        return await asyncio.to_thread(self.app.next_offset, self.replay_name(letter)) is not None
+
     async def replay(self, letter: DeadLetter) -> ReplayOutcome:
         """Apply one dead-lettered record through this inbox's applier, at most once.
 
         Its own tracking name (`<group>:replay:<topic>:<partition>:<offset>`, from the record's
         original coordinates) is recorded with its effects, so replaying it again, or a second
         copy of it on the DLQ, has no effect."""
-        name = f"{self.group_id}:replay:{letter.topic}:{letter.partition}:{letter.offset}"
-        if await asyncio.to_thread(self.app.next_offset, name) is not None:
+        name = self.replay_name(letter)
+        if await self.replayed(letter):
             return "already-applied"
         try:
             envelope = cloudevents.decode(letter.value, letter.headers)

@@ -6,7 +6,7 @@ partition's new owner when its position is higher (both would apply the same rec
 A `FencedTracking` carries the position the batch was read from (`expected`); a fenced
 recorder writes it as a compare-and-set in the batch's own transaction, and raises
 `TrackingMoved` (an IntegrityError, so nothing of the batch is recorded) when another
-writer moved the position meanwhile. See docs/adr/0007-inbox-never-skips.md.
+writer moved the position meanwhile. See docs/adr/0014-inbox-never-skips.md.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Operator tools over the consumers: the DLQ (`fulfil dlq`), positions (`fulfil consumers`)."""
