@@ -32,7 +32,14 @@ import httpx
 import psycopg
 
 from .load import demand, drive_orders, make_catalogue, make_orders, seed_stock
-from .platform import SERVICES, BenchPlatform, create_database, database_dsn, poll_until
+from .platform import (
+    SERVICES,
+    BenchPlatform,
+    api_headers,
+    create_database,
+    database_dsn,
+    poll_until,
+)
 
 FOLLOWERS = {
     "orders": ["orders-deadlines"],
@@ -136,7 +143,7 @@ async def timed_start(
             if not followers:
                 return ready_s, ready_s
             if name == "inventory":  # its SKU follower catches up when the stock is listed
-                listed = await client.get("/stock", timeout=600)
+                listed = await client.get("/stock", timeout=600, headers=api_headers())
                 assert listed.status_code == 200, listed.text
             await poll_until(
                 lambda: asyncio.to_thread(followers_behind, service.database, name),
