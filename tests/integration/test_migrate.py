@@ -7,8 +7,8 @@ import sys
 
 import psycopg
 
+from fulfilment_kit.settings import PostgresSettings
 from tests.support.processes import service_env
-from tests.support.stack import PostgresSettings
 
 
 def tables(database: str) -> set[str]:
