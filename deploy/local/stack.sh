@@ -340,6 +340,7 @@ kafka_up() {
     fi
     log "kafka: running (pid $pid) but not answering yet; waiting"
     kafka_wait_ready "$pid"
+    if scram_enabled; then scram_apply; fi
     return 0
   fi
   rm -f "$K_PID"
