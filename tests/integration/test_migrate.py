@@ -35,4 +35,4 @@ def test_migrate_creates_the_tables_without_serving_or_kafka(database: str) -> N
     created = tables(database)
     # the event store (events + inbox tracking) and the read models
     assert {"public.customer-service_events", "public.customer-service_tracking"} <= created
-    assert {"readmodels.timeline", "readmodels.customers", "readmodels.tracking"} <= created
+    assert {"readmodels.timeline", "readmodels.tracking"} <= created
