@@ -335,10 +335,12 @@ kafka_up() {
     fi
     if kafka_probe 127.0.0.1 "$KAFKA_PORT"; then
       log "kafka: already running (pid $pid) at 127.0.0.1:$KAFKA_PORT"
+      if scram_enabled; then scram_apply; fi # the registry may have grown since
       return 0
     fi
     log "kafka: running (pid $pid) but not answering yet; waiting"
     kafka_wait_ready "$pid"
+    if scram_enabled; then scram_apply; fi
     return 0
   fi
   rm -f "$K_PID"

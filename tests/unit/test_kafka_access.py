@@ -100,3 +100,15 @@ def test_sasl_settings_reach_every_client_option() -> None:
         KafkaSettings(security_protocol="SASL_PLAINTEXT").client_options()
     assert "sasl_mechanism" not in KafkaSettings().client_options()
     assert KafkaSettings().faststream_security() is None
+
+
+def test_pruning_touches_only_platform_names_of_its_own_prefix() -> None:
+    from fulfilment_kit.messaging.security import _ours
+
+    assert _ours("fulfilment.orders.v1", "")
+    assert _ours("fulfil-relay-orders", "")
+    assert _ours("customer-service-projections", "")
+    assert _ours("it-1.fulfilment.orders.v1", "it-1.")
+    assert not _ours("it-1.fulfilment.orders.v1", "it-2.")
+    assert not _ours("it-1.fulfilment.orders.v1", "")  # another prefix's, left alone
+    assert not _ours("someone-elses-topic", "")

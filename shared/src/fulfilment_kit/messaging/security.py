@@ -34,7 +34,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from fulfilment_kit.contracts import access
+from fulfilment_kit.contracts import access, topics
 from fulfilment_kit.settings import KafkaSettings
 
 SCRAM_ITERATIONS = 4096
@@ -51,12 +51,24 @@ _OPERATION = {
 }
 
 
+_ANY_ACL = AclBindingFilter(  # None: any name, principal, host (the stubs say str)
+    ResourceType.ANY,
+    None,  # type: ignore[arg-type]
+    ResourcePatternType.ANY,
+    None,  # type: ignore[arg-type]
+    None,  # type: ignore[arg-type]
+    AclOperation.ANY,
+    AclPermissionType.ANY,
+)
+
+
 def admin_client(settings: KafkaSettings | None = None) -> AdminClient:
     """A confluent-kafka admin client with the same connection settings as our clients."""
     options = (settings or KafkaSettings()).client_options()
     config = {
         "bootstrap.servers": options["bootstrap_servers"],
         "security.protocol": options["security_protocol"],
+        "log_level": 4,  # warnings and worse (librdkafka's notices on exit are noise)
     }
     if "sasl_mechanism" in options:
         config["sasl.mechanism"] = options["sasl_mechanism"]
@@ -100,18 +112,9 @@ def _wait_until_in_force(admin: AdminClient, bindings: Sequence[AclBinding]) -> 
     """The controller has committed the ACLs; wait until the broker's authorizer has them
     (DescribeAcls answers from it), so a client started next is not refused."""
     wanted = {_key(b) for b in bindings}
-    any_acl = AclBindingFilter(  # None: any name, principal, host (the stubs say str)
-        ResourceType.ANY,
-        None,  # type: ignore[arg-type]
-        ResourcePatternType.ANY,
-        None,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
-        AclOperation.ANY,
-        AclPermissionType.ANY,
-    )
     deadline = time.monotonic() + _TIMEOUT_S
     while True:
-        present = {_key(b) for b in admin.describe_acls(any_acl).result(timeout=_TIMEOUT_S)}
+        present = {_key(b) for b in admin.describe_acls(_ANY_ACL).result(timeout=_TIMEOUT_S)}
         if wanted <= present:
             return
         if time.monotonic() > deadline:
@@ -123,22 +126,46 @@ def _key(b: AclBinding) -> tuple[object, ...]:
     return (b.restype, b.name, b.resource_pattern_type, b.principal, b.host, b.operation)
 
 
+def prune(prefix: str, admin: AdminClient | None = None) -> int:
+    """Delete our users' ACLs on names of this prefix that the derivation no longer grants
+    (a consumer group or topic removed from the registry); returns how many."""
+    admin = admin or admin_client()
+    wanted = {_key(b) for a in access.all_access(prefix).values() for b in acl_bindings(a)}
+    principals = {f"User:{u}" for u in access.users()}
+    stale = [
+        b
+        for b in admin.describe_acls(_ANY_ACL).result(timeout=_TIMEOUT_S)
+        if b.principal in principals and _ours(b.name, prefix) and _key(b) not in wanted
+    ]
+    if stale:
+        _wait(admin.delete_acls([_filter(b) for b in stale], request_timeout=_TIMEOUT_S))
+    return len(stale)
+
+
+def _ours(name: str, prefix: str) -> bool:
+    """A platform name (topic, group, transactional id) under exactly this prefix."""
+    if not name.startswith(prefix):
+        return False
+    rest = name[len(prefix) :]
+    return rest.startswith(("fulfilment.", "fulfil-relay-")) or rest in topics.CONSUMERS
+
+
+def _filter(b: AclBinding) -> AclBindingFilter:
+    return AclBindingFilter(
+        b.restype,
+        b.name,
+        b.resource_pattern_type,
+        b.principal,
+        b.host,
+        b.operation,
+        b.permission_type,
+    )
+
+
 def revoke(prefix: str, admin: AdminClient | None = None) -> None:
     """Delete the ACLs `grant(prefix)` created (a test run's own, afterwards)."""
     admin = admin or admin_client()
-    filters = [
-        AclBindingFilter(
-            b.restype,
-            b.name,
-            b.resource_pattern_type,
-            b.principal,
-            b.host,
-            b.operation,
-            b.permission_type,
-        )
-        for a in access.all_access(prefix).values()
-        for b in acl_bindings(a)
-    ]
+    filters = [_filter(b) for a in access.all_access(prefix).values() for b in acl_bindings(a)]
     _wait(admin.delete_acls(filters, request_timeout=_TIMEOUT_S))
 
 
@@ -187,7 +214,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     admin = admin_client()
     if args.command == "apply":
         ensure_users(ensure_passwords(args.passwords, access.users()), admin)
-        print(f"kafka users: {len(access.users())}; acls: {grant(args.prefix, admin)}")
+        granted = grant(args.prefix, admin)
+        pruned = prune(args.prefix, admin)
+        print(f"kafka users: {len(access.users())}; acls: {granted} (removed {pruned} stale)")
     elif args.command == "grant":
         print(f"acls: {grant(args.prefix, admin)}")
     else:
