@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +25,10 @@ SERVICES = tuple(
         "FULFIL_SCHEMATHESIS_SERVICES", "orders,inventory,payments,shipping,customer-service"
     ).split(",")
 )
-MAX_EXAMPLES = int(os.environ.get("FULFIL_SCHEMATHESIS_MAX_EXAMPLES", "10"))
+MAX_EXAMPLES = int(os.environ.get("FULFIL_SCHEMATHESIS_MAX_EXAMPLES", "8"))
 SEED = os.environ.get("FULFIL_SCHEMATHESIS_SEED", "20261201")
 PHASES = "examples,fuzzing,stateful"
+RUN_TIMEOUT_S = 240
 
 
 def auth_headers(service: str) -> list[str]:
@@ -60,28 +62,35 @@ def schemathesis_command(base_url: str, service: str) -> list[str]:
     ]
 
 
-async def run_schemathesis(base_url: str, service: str) -> tuple[int, str]:
-    """Exit code and output of one schemathesis run against `base_url`."""
+def run_schemathesis(base_url: str, service: str) -> tuple[int, str]:
+    """Exit code and output of one schemathesis run against `base_url` (the output is kept
+    in .local/test-logs, also when the run is cut off)."""
     env = {
         **os.environ,
         "SCHEMATHESIS_HOOKS": "tests.support.schemathesis_hooks",
         "PYTHONPATH": str(REPO),
     }
-    process = await asyncio.create_subprocess_exec(
-        *schemathesis_command(base_url, service),
-        env=env,
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        stdin=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        out, _ = await asyncio.wait_for(process.communicate(), timeout=300)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        return -1, f"schemathesis against {service} did not finish within 300 s"
-    return process.returncode or 0, out.decode(errors="replace")
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = LOG_DIR / f"schemathesis-{service}.txt"
+    with log_path.open("w") as log:
+        try:
+            done = subprocess.run(
+                schemathesis_command(base_url, service),
+                env=env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=RUN_TIMEOUT_S,
+                check=False,
+            )
+            code = done.returncode
+        except subprocess.TimeoutExpired:
+            code = -1
+    output = log_path.read_text(errors="replace")
+    if code == -1:
+        output += f"\n(cut off after {RUN_TIMEOUT_S} s)"
+    return code, output
 
 
 @pytest.fixture
@@ -93,20 +102,21 @@ def databases() -> Iterator[dict[str, str]]:
 
 
 async def test_schemathesis_finds_no_failure_on_any_service(databases: dict[str, str]) -> None:
-    """The five services at once, each with its own schemathesis run (in parallel)."""
+    """The five services, each with its own schemathesis run (one after another: on two
+    cores parallel runs only contend)."""
     async with contextlib.AsyncExitStack() as stack:
         clients = {
             name: await stack.enter_async_context(running_service(name, databases[name]))
             for name in SERVICES
         }
-        runs = await asyncio.gather(
-            *(run_schemathesis(str(c.base_url).rstrip("/"), n) for n, c in clients.items())
-        )
+        runs = [
+            await asyncio.to_thread(run_schemathesis, str(c.base_url).rstrip("/"), n)
+            for n, c in clients.items()
+        ]
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     summaries: list[str] = []
     failed: list[str] = []
     for service, (code, output) in zip(SERVICES, runs, strict=True):
-        (LOG_DIR / f"schemathesis-{service}.txt").write_text(output)
         tested = re.search(r"Tested: (\d+)", output)
         generated = re.search(r"(\d+) generated", output)
         summaries.append(
