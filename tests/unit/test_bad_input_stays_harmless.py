@@ -291,3 +291,12 @@ def test_a_valid_correlation_id_is_echoed(clients: dict[str, TestClient]) -> Non
     reply = clients["orders"].get(f"/orders/{UNKNOWN}", headers={"X-Correlation-Id": value})
     assert reply.status_code == 404
     assert reply.headers["x-correlation-id"] == value
+
+
+@pytest.mark.parametrize("text", ["\n", "   ", "\t \n"])
+def test_blank_text_is_422_in_the_request_not_later_in_the_domain(
+    clients: dict[str, TestClient], text: str
+) -> None:
+    reply = clients["customer-service"].post("/cases", json={"kind": "inquiry", "summary": text})
+    problem = _assert_problem(reply, 422)
+    assert [e["field"] for e in problem["errors"]] == ["summary"]

@@ -114,6 +114,6 @@ def test_request_schemas_are_as_strict_as_the_server(clients: dict[str, TestClie
     assert "XTS" not in order["currency"]["enum"]
     address = schemas["ShippingAddressInput"]["properties"]
     assert "DE" in address["country_code"]["enum"]
-    assert address["recipient_name"]["pattern"].startswith("^[^\\u0000")
+    assert "\\u0000-\\u001F" in address["recipient_name"]["pattern"]
     line = schemas["OrderLine"]["properties"]
     assert line["quantity"]["type"] == "integer"

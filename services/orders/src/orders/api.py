@@ -56,7 +56,7 @@ class ShippingAddressInput(BaseModel):
 
     recipient_name: Annotated[str, Strict(), _line(200), NoControlCharacters()]
     line1: Annotated[str, Strict(), _line(200), NoControlCharacters()]
-    line2: Annotated[str, Strict(), _line(200, 0), NoControlCharacters()] | None = None
+    line2: Annotated[str, Strict(), _line(200, 0), NoControlCharacters(blank=True)] | None = None
     city: Annotated[str, Strict(), _line(100), NoControlCharacters()]
     postal_code: Annotated[str, Strict(), _line(20), NoControlCharacters()]
     country_code: InputCountryCode

@@ -91,7 +91,16 @@ class ShipmentView(BaseModel):
 class CarrierWebhook(BaseModel):
     """A carrier's status report for one parcel."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"status": {"const": "exception"}}, "required": ["status"]},
+            "then": {
+                "required": ["reason_code"],
+                "properties": {"reason_code": {"type": "string"}},
+            },
+        },
+    )
 
     tracking_number: TrackingNumber
     status: Literal["in_transit", "delivered", "exception"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -144,20 +145,31 @@ _CONTROL_RE = {
     True: re.compile(f"[{_CONTROL_MULTILINE}]"),
     False: re.compile(f"[{_CONTROL_SINGLE_LINE}]"),
 }
-# The same classes in JSON Schema (ECMA-262) syntax, so generated clients and fuzzers know.
-_TEXT_PATTERN = {
-    True: r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$",
-    False: r"^[^\u0000-\u001F\u007F-\u009F]*$",
+# The JSON Schema (ECMA-262) patterns, also used by the server (Python's `re` reads the same
+# escapes), so that the OpenAPI and the validation agree exactly: no control characters and,
+# unless blanks are allowed, a visible character after at most some leading blanks.
+_CONTROLS = {
+    True: r"\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F",
+    False: r"\u0000-\u001F\u007F-\u009F",
 }
+_LEADING_BLANKS = {True: r"[\t\n\r ]*", False: r"[ ]*"}
+
+
+def _text_pattern(multiline: bool, blank: bool) -> str:
+    controls = _CONTROLS[multiline]
+    if blank:
+        return rf"^[^{controls}]*$"
+    return rf"^{_LEADING_BLANKS[multiline]}[^\s{controls}][^{controls}]*$"
 
 
 @dataclass(frozen=True)
 class NoControlCharacters:
     """`Annotated` metadata of a free-text request field: refuses control characters (NUL,
-    escapes, DEL, C1, lone surrogates); `multiline` allows tab, CR and LF. Documented in the
-    JSON Schema as a `pattern` so that generated clients and fuzzers know."""
+    escapes, DEL, C1, lone surrogates; `multiline` allows tab, CR and LF) and, unless `blank`,
+    text without a visible character. Documented in the JSON Schema as the same `pattern`."""
 
     multiline: bool = False
+    blank: bool = False
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
@@ -168,7 +180,7 @@ class NoControlCharacters:
         self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         json_schema = handler(schema)
-        json_schema["pattern"] = _TEXT_PATTERN[self.multiline]
+        json_schema["pattern"] = _text_pattern(self.multiline, self.blank)
         return json_schema
 
     def _check(self, value: str) -> str:
@@ -184,7 +196,18 @@ class NoControlCharacters:
                     "position": found.start(),
                 },
             )
+        if _pattern(self.multiline, self.blank).fullmatch(value) is None:
+            raise PydanticCustomError(
+                "blank_text",
+                "must contain a visible character (after at most leading spaces{newlines})",
+                {"newlines": ", tabs and newlines" if self.multiline else ""},
+            )
         return value
+
+
+@functools.cache
+def _pattern(multiline: bool, blank: bool) -> re.Pattern[str]:
+    return re.compile(_text_pattern(multiline, blank))
 
 
 InputReasonText = Annotated[
