@@ -16,6 +16,7 @@ from payments.api import router
 from payments.application import PaymentsApplication
 from payments.contracts import to_public
 from payments.gateway import PaymentGateway
+from payments.metrics import payment_meter
 
 SERVICE = "payments"
 DEFAULT_PORT = 8003
@@ -32,6 +33,7 @@ def create_runtime(
         output_topics=[topics.PAYMENTS],
         source_topics=(topics.INVENTORY, topics.ORDERS, topics.CUSTOMER_SERVICE),
         settings=settings,
+        meter=payment_meter(),
     )
 
 

@@ -173,6 +173,9 @@ def _log_context(message: InboundMessage) -> Iterator[None]:
         partition=message.partition,
         offset=message.offset,
     ):
+        # One line per record handled, so grepping a correlation id tells an order's story
+        # in every service (a service's own lines for the step follow with the same context).
+        log.info("handling event")
         yield
 
 
