@@ -25,6 +25,7 @@ from fulfilment_kit.settings import KafkaSettings
 from tests.e2e.platform import SERVICES, Platform, new_sku
 from tests.e2e.test_after_sales import delivered_order, receive, return_accepted
 from tests.e2e.test_lifecycle import dispatch
+from tests.support.auth import signed
 from tests.support.polling import eventually
 from tests.support.processes import REPO
 from tests.support.prometheus import (
@@ -144,7 +145,7 @@ async def traffic(platform: Platform, prometheus: PrometheusServer) -> Traffic:
     shipment = await dispatch(platform, seen.sentinel_order)
     async with platform["shipping"].client() as client:
         hook = {"tracking_number": shipment["tracking_number"], "status": "delivered"}
-        assert (await client.post("/carrier/webhooks", json=hook)).status_code == 200
+        assert (await client.post("/carrier/webhooks", **signed(hook))).status_code == 200
     await platform.order_reaches(seen.sentinel_order, "delivered")
     await _poison_orders_topic()
     seen.order_ids = [

@@ -272,8 +272,6 @@ def create_http_app(
         max_json_depth=runtime.settings.http_max_json_depth,
     )
     _document_kit_behaviour(api)
-    # Added last, so outermost: it times everything, error handling included.
-    api.add_middleware(HttpMetricsMiddleware, service=runtime.service)
     publish_build_info(runtime.service)
 
     @api.get("/livez", include_in_schema=False)
@@ -296,6 +294,8 @@ def create_http_app(
     for router in routers:
         api.include_router(router)
     install_auth(api, public_paths=public_paths)
+    # Outside auth, so refused requests (401) are counted and timed too.
+    api.add_middleware(HttpMetricsMiddleware, service=runtime.service)
     api.add_middleware(RequestContextMiddleware)  # outermost: 401s carry a correlation id too
     return api
 
