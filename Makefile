@@ -10,7 +10,8 @@ STACK := bash deploy/local/stack.sh
 WITH_KAFKA := KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${KAFKA_PORT:-19092}}
 PY := $(WITH_KAFKA) $(UV) run --locked --no-sync python
 
-.PHONY: help install stack topics run stop test test-unit test-integration lint fmt typecheck schemas bench clean test-scram stack-scram k8s-tools manifests
+.PHONY: help install stack topics run stop test test-unit test-integration lint fmt typecheck schemas bench clean test-scram stack-scram k8s-tools manifests \
+	prometheus-tools dashboards dashboards-check dashboards-preview rules-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -29,11 +30,13 @@ stack: install ## start local Kafka + PostgreSQL (or check the external ones) an
 topics: install ## create any missing topic (and DLQ topic)
 	@$(PY) -m fulfilment_kit.messaging.admin ensure-topics
 
-run: stack ## start the whole system in the foreground (Ctrl-C or `make stop` to end)
+run: stack prometheus-tools ## start the whole system in the foreground (Ctrl-C or `make stop` to end)
+	@echo ">>> Prometheus (scraping every service, alert rules loaded): $$(bash deploy/local/prometheus.sh up)"
 	@$(WITH_KAFKA) bash deploy/local/run.sh
 
 stop: ## stop the services and the local Kafka + PostgreSQL
 	@bash deploy/local/run.sh stop
+	@bash deploy/local/prometheus.sh down
 	@$(STACK) down
 	@$(SCRAM_STACK) kafka-down
 
@@ -47,6 +50,7 @@ fmt: install ## format and fix what ruff can
 
 typecheck: install ## mypy (strict on the kit and the domain modules)
 	@$(UV) run --no-sync mypy
+	@$(UV) run --no-sync mypy --strict deploy/grafana/dashboards.py
 
 schemas: install ## regenerate the committed JSON Schemas and AsyncAPI document
 	@$(PY) -m fulfilment_kit.contracts.schema_files
@@ -57,13 +61,31 @@ test-unit: install ## unit + contract tests (no servers needed)
 test-integration: stack ## integration tests against the real Kafka + PostgreSQL
 	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q tests/integration
 
+prometheus-tools: ## install Debian's prometheus + promtool if missing
+	@bash deploy/local/prometheus.sh ensure
+
+dashboards: install ## regenerate the Grafana dashboards' JSON and ConfigMaps from deploy/grafana/dashboards.py
+	@$(UV) run --no-sync python deploy/grafana/dashboards.py
+
+dashboards-check: install ## fail if the committed dashboards drifted from the code
+	@$(UV) run --no-sync python deploy/grafana/dashboards.py --check
+
+rules-test: prometheus-tools ## promtool check + unit tests of the alert rules
+	@promtool check rules deploy/prometheus/rules/*.yml
+	@promtool test rules deploy/prometheus/tests/*.yml
+
+dashboards-preview: stack prometheus-tools ## e2e traffic, then every panel rendered from Prometheus to PNG
+	@FULFIL_DASHBOARD_PREVIEW_DIR=$${FULFIL_DASHBOARD_PREVIEW_DIR:-$(CURDIR)/.local/dashboards-preview} \
+		$(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider tests/e2e/test_observability.py -k panels
+	@echo "PNGs in $${FULFIL_DASHBOARD_PREVIEW_DIR:-$(CURDIR)/.local/dashboards-preview}"
+
 k8s-tools: install ## kustomize + kubeconform (pinned, into .local/bin) and the Kubernetes schemas
 	@bash deploy/k8s/tools.sh
 
 manifests: install ## regenerate deploy/k8s/base from the code (topics, ACLs, rules, dashboards)
 	@$(UV) run --no-sync python deploy/k8s/generate.py
 
-test: lint typecheck k8s-tools stack ## everything: lint, types, unit, contract, integration, e2e, SCRAM
+test: lint typecheck k8s-tools stack prometheus-tools ## everything: lint, types, unit, contract, integration, e2e, SCRAM
 	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider -m "not kafka_security" tests
 	@$(MAKE) --no-print-directory test-scram
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging.admin import ensure_topics
 from tests.e2e.platform import Platform
+from tests.support.prometheus import PrometheusServer
 from tests.support.stack import delete_topics
 
 
@@ -24,3 +25,14 @@ async def platform() -> AsyncIterator[Platform]:
         running.stop()
         running.drop_databases()
         await delete_topics(names)
+
+
+@pytest.fixture(scope="session")
+def prometheus(platform: Platform) -> Iterator[PrometheusServer]:
+    """A real Prometheus scraping the platform's five services every second, rules loaded."""
+    targets = {name: f"127.0.0.1:{service.port}" for name, service in platform.services.items()}
+    server = PrometheusServer(targets, scrape_interval="1s").start()
+    try:
+        yield server
+    finally:
+        server.stop()

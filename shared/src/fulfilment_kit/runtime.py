@@ -15,14 +15,19 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from fulfilment_kit.contracts import topics
 from fulfilment_kit.http.auth import OPS, SERVICE, install_auth, require
 from fulfilment_kit.http.context import CORRELATION_PARAMETER, RequestContextMiddleware
 from fulfilment_kit.http.errors import document_problems, install_error_handlers
 from fulfilment_kit.http.events import events_router
 from fulfilment_kit.http.limits import RequestLimitsMiddleware
+from fulfilment_kit.http.metrics import HttpMetricsMiddleware
 from fulfilment_kit.messaging.consumer import ConsumerWatch, PartitionGate, subscribe_inbox
 from fulfilment_kit.messaging.inbox import Applier, Inbox, InboxApplication, OnFailure
 from fulfilment_kit.messaging.relay import EventMapper, OutboxRelay
+from fulfilment_kit.observability import metrics as kit_metrics
+from fulfilment_kit.observability.build import publish_build_info
+from fulfilment_kit.observability.business import EventMeter
 from fulfilment_kit.observability.health import Health
 from fulfilment_kit.observability.logging import configure_logging
 from fulfilment_kit.observability.metrics import REGISTRY
@@ -30,6 +35,9 @@ from fulfilment_kit.settings import KafkaSettings, ServiceSettings
 
 log = structlog.get_logger(__name__)
 
+
+DLQ_REASONS = ("undecodable", "handler-failed")
+"""The reasons the inbox dead-letters a record for (the `reason` label of the DLQ counter)."""
 
 ExtraConsumer = tuple[str, Applier, Sequence[str]]
 """(consumer group, applier, logical source topics) of a consumer besides the service's own."""
@@ -61,6 +69,8 @@ class ServiceRuntime:
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     extra_consumers: list[ExtraConsumer] = field(default_factory=list)
     """More consumer groups in this process (e.g. projections), each with its own inbox."""
+    meter: EventMeter | None = None
+    """The service's business metrics, counted from the events its relay publishes."""
 
     def __post_init__(self) -> None:
         self.broker = KafkaBroker(
@@ -79,6 +89,12 @@ class ServiceRuntime:
             poll_interval_s=self.settings.relay_poll_interval_s,
             heartbeat=self.health.heartbeat("relay"),
         )
+        if self.meter is not None:
+            self.relay.on_published = self.meter.observe
+        kit_metrics.RELAY_RESTARTS.labels(self.service)
+        kit_metrics.RELAY_LAG.labels(self.service)
+        for topic in self.output_topics:
+            kit_metrics.RELAY_PUBLISHED.labels(self.service, topics.physical(topic))
         self.inbox: Inbox | None = None
         self._subscriber: Any = None
         self.consumers: list[_Consumer] = []
@@ -91,6 +107,20 @@ class ServiceRuntime:
         self.health.readiness_checks["database"] = self._database_ready
         self.health.readiness_checks["kafka"] = self._kafka_ready
         self.health.readiness_checks["consumers"] = self._consumers_ready
+        self.background.append(self._record_readiness)
+
+    async def _record_readiness(self, interval_s: float = 2.0) -> None:
+        """Readiness as metrics, refreshed every few seconds (a scrape must stay cheap)."""
+        ready = kit_metrics.READY.labels(self.service)
+        ready.set(0)
+        while True:
+            problems = await self.health.readiness()
+            ready.set(0 if problems else 1)
+            for check in self.health.readiness_checks:
+                kit_metrics.READINESS_PROBLEMS.labels(self.service, check).set(
+                    int(check in problems)
+                )
+            await asyncio.sleep(interval_s)
 
     def add_consumer(
         self,
@@ -127,6 +157,13 @@ class ServiceRuntime:
                 resume_from=self.settings.consumer_resume_from,
                 gate=gate,
             )
+        for topic in map(topics.physical, source_topics):  # every series exists from 0
+            kit_metrics.INBOX_APPLIED.labels(group_id, topic)
+            kit_metrics.INBOX_DUPLICATES.labels(group_id, topic)
+            for kind in ("database", "handler", "conflict"):
+                kit_metrics.INBOX_RETRIES.labels(group_id, topic, kind)
+            for reason in DLQ_REASONS:
+                kit_metrics.DLQ_PUBLISHED.labels(group_id, topic, reason)
         consumer = _Consumer(inbox, subscriber, heartbeat or f"consumer:{group_id}", applier, gate)
         self.consumers.append(consumer)
         return consumer
@@ -235,6 +272,7 @@ def create_http_app(
         max_json_depth=runtime.settings.http_max_json_depth,
     )
     _document_kit_behaviour(api)
+    publish_build_info(runtime.service)
 
     @api.get("/livez", include_in_schema=False)
     async def livez() -> Response:
@@ -256,6 +294,8 @@ def create_http_app(
     for router in routers:
         api.include_router(router)
     install_auth(api, public_paths=public_paths)
+    # Outside auth, so refused requests (401) are counted and timed too.
+    api.add_middleware(HttpMetricsMiddleware, service=runtime.service)
     api.add_middleware(RequestContextMiddleware)  # outermost: 401s carry a correlation id too
     return api
 

@@ -15,9 +15,11 @@ from customer_service.clock import ServiceClock
 from customer_service.contracts import to_public
 from customer_service.domain import ReturnPolicy, SlaPolicy
 from customer_service.gateway import RetryingLabels, SandboxLabels
+from customer_service.metrics import CaseSampler, customer_service_meter
 from customer_service.projections.wiring import attach_projections
 from customer_service.sla import SlaWatch
 from fulfilment_kit.contracts import topics
+from fulfilment_kit.observability.business import sampler
 from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.relay_only import run_relay_only
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
@@ -95,7 +97,9 @@ def create_runtime(
         output_topics=[topics.CUSTOMER_SERVICE],
         source_topics=SOURCE_TOPICS,
         settings=settings,
+        meter=customer_service_meter(app),
     )
+    runtime.background.append(sampler(CaseSampler(app).sample, interval_s=5.0))
     watch = SlaWatch(
         app,
         clock=clock,

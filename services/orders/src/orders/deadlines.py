@@ -37,7 +37,9 @@ STAGE_SECONDS = Histogram(
     "fulfil_order_stage_seconds",
     "Time an order spent in a stage before moving on",
     ["stage"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
+    # An edge on each default stage deadline (120 s, 2 d, 14 d), so "within the deadline"
+    # is one bucket: fulfil_order_stage_seconds_bucket{le="120"} / _count.
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 3600, 86400, 172800, 1209600),
     registry=REGISTRY,
 )
 

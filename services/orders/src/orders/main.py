@@ -16,6 +16,7 @@ from orders.api import router
 from orders.application import OrdersApplication
 from orders.contracts import to_public
 from orders.deadlines import DeadlineWatch
+from orders.metrics import order_meter
 
 SERVICE = "orders"
 DEFAULT_PORT = 8001
@@ -32,6 +33,7 @@ def create_runtime(settings: ServiceSettings | None = None) -> ServiceRuntime:
         output_topics=[topics.ORDERS],
         source_topics=SOURCE_TOPICS,
         settings=settings,
+        meter=order_meter(),
     )
     runtime.background.append(DeadlineWatch(app).run)
     return runtime

@@ -16,6 +16,7 @@ from payments.api import router
 from payments.application import PaymentsApplication
 from payments.contracts import to_public
 from payments.gateway import PaymentGateway
+from payments.metrics import payment_meter
 from payments.worker import ProviderWorker
 
 SERVICE = "payments"
@@ -34,6 +35,7 @@ def create_runtime(
         output_topics=[topics.PAYMENTS],
         source_topics=topics.CONSUMERS[SERVICE],
         settings=settings,
+        meter=payment_meter(),
     )
     if settings.consumers_enabled:
         # The provider calls the policy recorded as intents, outside its transactions.

@@ -28,6 +28,7 @@ from shipping.gateway import (
     SandboxCarrier,
     webhook_secret_name,
 )
+from shipping.metrics import initialise_metrics
 
 SERVICE = "shipping"
 DEFAULT_PORT = 8004
@@ -103,6 +104,7 @@ def create_runtime(
         source_topics=topics.CONSUMERS[SERVICE],
         settings=settings,
     )
+    initialise_metrics()
     if shipping.shipping_auto_dispatch_s > 0:
         dispatcher = AutoDispatcher(
             app,

@@ -411,7 +411,11 @@ class ConsumerWatch:
                 continue
             # Caught up when the consumer has read to the high-water mark: the last offsets
             # may be transaction markers, which are never tracked, so compare positions.
-            caught_up = await consumer.position(tp) >= highwater
+            position = await consumer.position(tp)
+            caught_up = position >= highwater
+            labels = (self.inbox.group_id, tp.topic, str(tp.partition))
+            metrics.CONSUMER_LAG.labels(*labels).set(max(0, highwater - position))
+            metrics.CONSUMER_TRACKED_OFFSET.labels(*labels).set(tracked)
             if not caught_up and self._last.get(tp) == tracked:
                 waiting.append(f"{tp.topic}/{tp.partition}")
             self._last[tp] = tracked

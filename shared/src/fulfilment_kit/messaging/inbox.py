@@ -47,6 +47,9 @@ from fulfilment_kit.persistence.fencing import FencedTracking, fenced_process_re
 from fulfilment_kit.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
+# The per-record story line has its own logger proxy: structlog caches a proxy's
+# configuration on first use, and this one is used on every record.
+_story = structlog.get_logger(__name__)
 
 TAggregate = TypeVar("TAggregate", bound=Aggregate)
 
@@ -173,6 +176,9 @@ def _log_context(message: InboundMessage) -> Iterator[None]:
         partition=message.partition,
         offset=message.offset,
     ):
+        # One line per record handled, so grepping a correlation id tells an order's story
+        # in every service (a service's own lines for the step follow with the same context).
+        _story.info("handling event")
         yield
 
 

@@ -149,6 +149,10 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._lease_checked = 0.0
+        self._oldest_unpublished_at: float | None = None
+        self.on_published: Callable[[Sequence[tuple[str, bytes, bytes, cloudevents.Headers]]], None]
+        self.on_published = _ignore  # e.g. the service's business metrics (EventMeter.observe)
+        metrics.RELAY_LAG_SECONDS.labels(service).set_function(self._lag_seconds)
 
     def wake(self) -> None:
         """Tell the relay new events were just committed (saves a poll interval)."""
@@ -183,6 +187,8 @@ class OutboxRelay:
                     if self.heartbeat:
                         self.heartbeat.beat()  # retrying is alive: Kafka down is not our death
                     metrics.RELAY_RESTARTS.labels(self.service).inc()
+                    with contextlib.suppress(Exception):  # the database may be down as well
+                        await self._measure_lag_while_stalled()
                     log.warning("relay restarting", error=f"{type(exc).__name__}: {exc}")
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10.0)
@@ -285,6 +291,7 @@ class OutboxRelay:
                 future.result()  # the transaction committed, so each send has its result
             for topic, *_ in records:
                 metrics.RELAY_PUBLISHED.labels(self.service, topic).inc()
+            self.on_published(records)
         self.position = notifications[-1].id
         # After the Kafka commit: a crash before this store resumes from the topic's tail.
         await asyncio.to_thread(self._store_position, self.position)
@@ -328,6 +335,24 @@ class OutboxRelay:
             newest = batch[-1].id if batch else self.position
         lag = max(0, (newest or 0) - (self.position or 0))
         metrics.RELAY_LAG.labels(self.service).set(lag)
+        self._oldest_unpublished_at = self._recorded_at(batch[0]) if batch else None
+
+    def _recorded_at(self, notification: Notification) -> float:
+        domain_event: Any = self.app.mapper.to_domain_event(notification)
+        return float(domain_event.timestamp.timestamp())
+
+    def _lag_seconds(self) -> float:
+        oldest = self._oldest_unpublished_at
+        return max(0.0, time.time() - oldest) if oldest is not None else 0.0
+
+    async def _measure_lag_while_stalled(self) -> None:
+        """Keep both lag gauges true while Kafka refuses the relay (no batch is read then)."""
+        recorder = self.app.recorder
+        start = (self.position or 0) + 1
+        first = await asyncio.to_thread(recorder.select_notifications, start, 1)
+        newest = await asyncio.to_thread(recorder.max_notification_id) or 0
+        metrics.RELAY_LAG.labels(self.service).set(max(0, newest - (self.position or 0)))
+        self._oldest_unpublished_at = self._recorded_at(first[0]) if first else None
 
     async def _committed_position(self) -> int:
         """Highest notification id committed on the output topics (0 when none)."""
@@ -350,6 +375,10 @@ class OutboxRelay:
             return max(positions, default=0)
         finally:
             await consumer.stop()
+
+
+def _ignore(_: object) -> None:
+    return None
 
 
 async def _partitions_for(consumer: Any, topic: str) -> set[int]:

@@ -106,3 +106,64 @@ INBOX_RETENTION_GAP = Gauge(
     ["consumer", "topic", "partition"],
     registry=REGISTRY,
 )
+RELAY_LAG_SECONDS = Gauge(
+    "fulfil_relay_lag_seconds",
+    "Age of the oldest event committed to the event store but not yet published (0 when none)",
+    ["service"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "fulfil_consumer_lag_records",
+    "Records on the partition after the consumer's read position (Kafka high-water minus position)",
+    ["consumer", "topic", "partition"],
+    registry=REGISTRY,
+)
+CONSUMER_TRACKED_OFFSET = Gauge(
+    "fulfil_consumer_tracked_offset",
+    "Next offset the consumer will apply, as tracked in the database",
+    ["consumer", "topic", "partition"],
+    registry=REGISTRY,
+)
+
+# --- HTTP RED (labelled by route template, never the raw path) -------------------------
+# Bucket edges on the latency objectives (p99 under 250 ms for commands, 1 s worst case).
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+HTTP_REQUESTS = Counter(
+    "fulfil_http_requests_total",
+    "HTTP requests served, by route template and status code",
+    ["service", "method", "route", "status"],
+    registry=REGISTRY,
+)
+HTTP_DURATION = Histogram(
+    "fulfil_http_request_duration_seconds",
+    "Time to serve an HTTP request, by route template",
+    ["service", "method", "route"],
+    buckets=HTTP_BUCKETS,
+    registry=REGISTRY,
+)
+HTTP_IN_FLIGHT = Gauge(
+    "fulfil_http_requests_in_flight",
+    "HTTP requests being served now",
+    ["service"],
+    registry=REGISTRY,
+)
+
+# --- what the process is and whether it can serve ----------------------------------------
+BUILD_INFO = Gauge(
+    "fulfil_build_info",
+    "Always 1: the service's name, version and source revision",
+    ["service", "version", "revision"],
+    registry=REGISTRY,
+)
+READY = Gauge(
+    "fulfil_ready",
+    "1 when the service's readiness checks pass (refreshed every 2 s), else 0",
+    ["service"],
+    registry=REGISTRY,
+)
+READINESS_PROBLEMS = Gauge(
+    "fulfil_readiness_problem",
+    "1 for each readiness check that fails now (check names are fixed per service)",
+    ["service", "check"],
+    registry=REGISTRY,
+)

@@ -1,0 +1,90 @@
+"""Business metrics counted from the public events a service has published.
+
+Counting at the relay, after the Kafka transaction committed, counts each fact once: not
+again when a command is replayed idempotently or a consumer retries a batch. Each service
+declares its counters and says which public event moves which one (its `metrics.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeVar
+
+import structlog
+
+from fulfilment_kit.contracts.base import IntegrationEvent
+from fulfilment_kit.messaging import cloudevents
+
+log = structlog.get_logger(__name__)
+
+E = TypeVar("E", bound=IntegrationEvent)
+
+PublishedRecord = tuple[str, bytes, bytes, cloudevents.Headers]
+"""(physical topic, key, value, headers) of a record the relay committed."""
+
+
+class EventMeter:
+    """Observers of published public events, by event class."""
+
+    def __init__(self) -> None:
+        self._observers: dict[str, tuple[type[IntegrationEvent], list[Callable[[Any], None]]]] = {}
+
+    def on(self, event_type: type[E], observer: Callable[[E], None]) -> None:
+        """Call `observer` with each published `event_type` event."""
+        entry = self._observers.setdefault(event_type.ce_type, (event_type, []))
+        entry[1].append(observer)
+
+    def observe(self, records: Iterable[PublishedRecord]) -> None:
+        """Feed the records of one committed relay batch (never raises: metrics are not data)."""
+        if not self._observers:
+            return
+        for _topic, _key, value, headers in records:
+            ce_type = _ce_type(headers)
+            entry = self._observers.get(ce_type) if ce_type else None
+            if entry is None:
+                continue
+            event_type, observers = entry
+            try:
+                event = event_type.model_validate_json(value)
+                for observer in observers:
+                    observer(event)
+            except Exception as exc:
+                log.warning("business metric not counted", ce_type=ce_type, error=str(exc))
+
+
+def _ce_type(headers: cloudevents.Headers) -> str | None:
+    for key, raw in headers:
+        if key == "ce_type":
+            return raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
+    return None
+
+
+def sampler(
+    sample: Callable[[], None], interval_s: float = 10.0
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """A background job that refreshes state gauges (open cases, low-stock SKUs) periodically.
+
+    `sample` blocks (it may read the database) and runs in a worker thread; a failing round
+    is logged and the next one tries again.
+    """
+
+    async def run_sampler() -> None:
+        while True:
+            try:
+                await asyncio.to_thread(sample)
+            except Exception as exc:
+                log.info("metric sample skipped", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(interval_s)
+
+    run_sampler.__qualname__ = f"sampler:{getattr(sample, '__qualname__', 'sample')}"
+    return run_sampler
+
+
+def expected_currencies() -> tuple[str, ...]:
+    """Currencies whose money series exist from the start (FULFIL_METRIC_CURRENCIES, default
+    EUR,USD,GBP): Prometheus cannot see the first increase of a series it never saw at 0.
+    Other currencies still count; their series appear with their first order."""
+    raw = os.environ.get("FULFIL_METRIC_CURRENCIES", "EUR,USD,GBP")
+    return tuple(c.strip().upper() for c in raw.split(",") if len(c.strip()) == 3)
