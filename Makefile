@@ -21,7 +21,7 @@ $(UV):
 	python3 -m pip install --user --quiet uv || python3 -m pip install --user --quiet --break-system-packages uv
 
 install: $(UV) ## install Python 3.11 deps of every package into .venv (from uv.lock)
-	@$(UV) sync --locked --quiet
+	@$(UV) sync --locked --quiet --compile-bytecode
 
 stack: install ## start local Kafka + PostgreSQL (or check the external ones) and create topics
 	@$(STACK) up
