@@ -199,6 +199,10 @@ class PartitionGate:
             # out of range, and auto_offset_reset="earliest" moves to the first record.
             # (seek_to_beginning would wait ~0.5 s per partition for an offset lookup.)
             consumer.seek(tp, position or 0)
+            # Placed without a gap: the series exists (at 0) for the retention-gap alert.
+            metrics.INBOX_RETENTION_GAP.labels(
+                self.inbox.group_id, tp.topic, str(tp.partition)
+            ).set(0)
             hold = self.holds.get(tp)
             if hold is not None:
                 consumer.resume(tp)
