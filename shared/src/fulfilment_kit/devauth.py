@@ -60,13 +60,20 @@ def dev_secret(name: str, directory: Path | None = None) -> bytes:
 
 @functools.lru_cache(maxsize=8)
 def _private_key(directory: Path) -> rsa.RSAPrivateKey:
-    fresh = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = fresh.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    key = serialization.load_pem_private_key(_write_once(directory / PRIVATE_KEY_FILE, pem), None)
+    path = directory / PRIVATE_KEY_FILE
+    try:
+        pem = path.read_bytes()
+    except FileNotFoundError:  # the first run generates it (RSA generation costs CPU)
+        fresh = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = _write_once(
+            path,
+            fresh.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+    key = serialization.load_pem_private_key(pem, None)
     assert isinstance(key, rsa.RSAPrivateKey)
     return key
 
