@@ -4,6 +4,7 @@ read-your-own-write, and redelivered records without a second effect."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import uuid
 from collections.abc import AsyncIterator
@@ -184,3 +185,26 @@ async def test_the_projections_consume_all_topics_as_their_own_group(
 
 async def _tracked(rm: ProjectionsProcess, name: str) -> int | None:
     return await asyncio.to_thread(rm.applier.next_offset, name)
+
+
+async def test_text_with_nul_from_an_older_producer_is_projected_not_stopped(
+    rm: ProjectionsProcess,
+) -> None:
+    """PostgreSQL refuses NUL in text and jsonb; an event accepted before requests refused
+    control characters must still reach the read models (the character replaced)."""
+    f = EventFactory()
+    ada = uuid.uuid4()
+    order_id, order_events = f.order(ada, price=1000, until="paid")
+    case = f.case(ada, order_id)[0]
+    opened = dataclasses.replace(
+        case, event=case.event.model_copy(update={"summary": "parcel\u0000late"})
+    )
+    after = f.stock_low("MUG", 2)
+    await produce([*order_events, opened, after])
+
+    reply = await get(rm.client, "/kpis", wait_for=after.ce_id, timeout_s=10)
+    assert reply.status_code == 200, reply.text
+    timeline = (await get(rm.client, f"/timeline/{order_id}")).json()["events"]
+    case_rows = [e for e in timeline if e["ce_id"] == opened.ce_id]
+    assert len(case_rows) == 1
+    assert case_rows[0]["summary"]["summary"] == "parcel\ufffdlate"

@@ -82,10 +82,25 @@ def apply_batch(
     return BatchResult(len(fresh), len(envelopes) - len(fresh))
 
 
+def storable(value: Any) -> Any:
+    """`value` with NUL replaced by U+FFFD in every string: PostgreSQL's text and jsonb refuse
+    NUL, and events accepted before requests refused control characters still carry it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {k: storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable(v) for v in value]
+    return value
+
+
 def _upsert(curs: Cursor[DictRow], schema: str, changes: Sequence[Change]) -> None:
     grouped: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
     for change in changes:
-        row = {k: Jsonb(v) if isinstance(v, dict) else v for k, v in change.row.items()}
+        row = {
+            k: Jsonb(storable(v)) if isinstance(v, dict) else storable(v)
+            for k, v in change.row.items()
+        }
         grouped[(change.table, change.columns)].append(row)
     for (table, columns), rows in grouped.items():
         # Rows in key order: two consumers upserting the same rows lock them in one order.
