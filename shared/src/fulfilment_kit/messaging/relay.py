@@ -147,6 +147,7 @@ class OutboxRelay:
         self.store = follower_store(app)
         self.position_name = f"relay:{service}"
         self._wakeup = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._stopping = False
         self._lease_checked = 0.0
         self._oldest_unpublished_at: float | None = None
@@ -199,12 +200,13 @@ class OutboxRelay:
             await asyncio.to_thread(self.lease.release)
 
     async def _pause(self, seconds: float) -> None:
-        self._wakeup.clear()
+        """Wait on standby; commits' wake-ups do not shorten it (only stopping does)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), seconds)
+            await asyncio.wait_for(self._stopped.wait(), seconds)
 
     def stop(self) -> None:
         self._stopping = True
+        self._stopped.set()
         self._wakeup.set()
 
     def quarantined(self) -> list[Quarantined]:
