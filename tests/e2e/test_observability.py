@@ -123,7 +123,9 @@ async def traffic(platform: Platform, prometheus: PrometheusServer) -> Traffic:
     await platform.order_reaches(cancelled["order_id"], "paid")
     async with platform["orders"].client() as client:
         reply = await client.post(f"/orders/{cancelled['order_id']}/cancel")
-        assert reply.status_code == 200, reply.text
+        # A paid order's cancellation is a request shipping answers (ADR 12).
+        assert reply.status_code == 202, reply.text
+    await platform.order_reaches(cancelled["order_id"], "cancelled")
     await platform.order_reaches(declined["order_id"], "cancelled")
     await platform.order_reaches(rejected["order_id"], "rejected")
 

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
-from structlog.testing import capture_logs
 
 from fulfilment_kit.contracts import topics
+from fulfilment_kit.messaging import relay as relay_module
 from fulfilment_kit.messaging.relay import RELAY_QUARANTINED, Outbound, OutboxRelay
 from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.settings import KafkaSettings, PostgresSettings, ServiceSettings
@@ -30,6 +30,7 @@ from fulfilment_kit.tracing import Trace
 from orders.application import OrdersApplication, PlaceOrder
 from orders.contracts import to_public
 from orders.domain import Address, Order, OrderLine
+from tests.support.logs import captured_logs
 from tests.support.polling import eventually
 from tests.support.processes import ServiceProcess, service_command, service_env
 from tests.support.stack import end_offsets, read_topic
@@ -144,7 +145,7 @@ async def test_an_unmappable_notification_is_quarantined_and_the_relay_moves_on(
 
     before = RELAY_QUARANTINED.labels("orders")._value.get()
     relay = relay_of(app, mapper)
-    with capture_logs() as logs:
+    with captured_logs(relay_module) as logs:
         async with running(relay):
             await published(after)
     assert str(poison) not in await keys_on_topic()

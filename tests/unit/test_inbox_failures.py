@@ -11,15 +11,16 @@ from typing import Any
 from aiokafka import ConsumerRecord, TopicPartition
 from eventsourcing.application import ProcessingEvent
 from eventsourcing.persistence import Tracking
-from structlog.testing import capture_logs
 
 from fulfilment_kit.contracts import OrderPlaced
 from fulfilment_kit.contracts.base import IntegrationEvent
 from fulfilment_kit.messaging import cloudevents
+from fulfilment_kit.messaging import inbox as inbox_module
 from fulfilment_kit.messaging.inbox import InboundMessage, Inbox
 from fulfilment_kit.observability import metrics
 from fulfilment_kit.settings import KafkaSettings
 from tests.integration.tally import TallyApplication, tally_id
+from tests.support.logs import captured_logs
 from tests.unit.test_inbox_skipping import placed
 
 TOPIC = "failures-test"
@@ -152,7 +153,7 @@ async def test_a_projection_failure_stops_its_partition_and_never_dead_letters()
     projection = FailingProjection(bad.order_id)
     inbox, letters = inbox_of(projection, on_failure="stop")
     records = [record(good, 0), record(bad, 1), record(after, 2)]
-    with capture_logs() as logs:
+    with captured_logs(inbox_module) as logs:
         blocked = await inbox.apply_records(records)
     assert [(b.kind, b.resume_at) for b in blocked] == [("handler", 1)]
     assert letters.sent == []
@@ -168,7 +169,7 @@ async def test_a_dead_lettered_record_is_logged_without_quoting_its_payload() ->
     bad = placed()
     projection = FailingProjection(bad.order_id)
     inbox, letters = inbox_of(projection, max_attempts=2)
-    with capture_logs() as logs:
+    with captured_logs(inbox_module) as logs:
         await inbox.handle_records([record(bad, 0)])
     assert [topic for topic, _ in letters.sent] == ["failures-test.dlq.g"]
     dead = [line for line in logs if line["event"] == "record dead-lettered"]
