@@ -31,6 +31,9 @@ FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 fulfil \
     && useradd --system --uid 10001 --gid fulfil --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin fulfil
+# The dev issuer's key directory, owned by the user so that a volume mounted there (compose's
+# shared `auth-dev`) is writable; a deployment configures a JWKS and never writes it.
+RUN install -d -o 10001 -g 10001 -m 0700 /var/lib/fulfil/auth
 COPY --from=build /app/.venv /app/.venv
 ENV PATH=/app/.venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     FULFIL_HTTP_HOST=0.0.0.0 FULFIL_HTTP_PORT=8000

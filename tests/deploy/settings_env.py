@@ -5,9 +5,10 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
-from fulfilment_kit.settings import KafkaSettings, PostgresSettings, ServiceSettings
+from fulfilment_kit.settings import AuthSettings, KafkaSettings, PostgresSettings, ServiceSettings
 
 # Imported so that every service's own settings classes are defined.
 SERVICE_MODULES = (
@@ -25,6 +26,21 @@ CONNECTION: dict[type[BaseSettings], tuple[str, ...]] = {
     PostgresSettings: ("host", "port", "user", "password", "dbname"),
     ServiceSettings: ("http_host", "http_port"),
 }
+
+# What every deployed service process needs to check bearer tokens without the dev issuer: a
+# JWKS (the URL; a mounted `jwks_file` would do too), the real issuer and audience, the
+# allowed algorithms, the dev issuer refused, and the idempotency secret shared by replicas.
+AUTH: tuple[str, ...] = (
+    "issuer",
+    "audience",
+    "algorithms",
+    "dev_issuer",
+    "idempotency_secret",
+)
+JWKS: tuple[str, ...] = ("jwks_url", "jwks_file")
+
+# A secret typed as a plain string (the local stack's dev default is a literal).
+SECRET_STRINGS = {"POSTGRES_PASSWORD"}
 
 
 def env_name(cls: type[BaseSettings], field: str) -> str:
@@ -58,6 +74,31 @@ def read_names() -> set[str]:
         assert name in (repo / path).read_text(), f"{path} no longer reads {name}"
     names = {env_name(cls, f) for cls in settings_classes() for f in cls.model_fields}
     return names | set(OTHER_READS)
+
+
+def _is_secret(annotation: object) -> bool:
+    return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+
+
+def secret_names() -> set[str]:
+    """Every variable holding a secret: the settings typed SecretStr (also inside Optional or
+    a dict of them, e.g. the carriers' webhook secrets), and the string-typed ones."""
+    names = {
+        env_name(cls, f)
+        for cls in settings_classes()
+        for f, info in cls.model_fields.items()
+        if _is_secret(info.annotation)
+        or any(_is_secret(a) for a in getattr(info.annotation, "__args__", ()))
+    }
+    return names | SECRET_STRINGS
+
+
+def auth_names() -> tuple[set[str], set[str]]:
+    """(what every deployment must set, the JWKS sources of which it must set one)."""
+    for fields in (AUTH, JWKS):
+        missing = set(fields) - set(AuthSettings.model_fields)
+        assert not missing, f"AuthSettings no longer has {missing}"
+    return {env_name(AuthSettings, f) for f in AUTH}, {env_name(AuthSettings, f) for f in JWKS}
 
 
 def required_names() -> set[str]:

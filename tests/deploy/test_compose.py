@@ -77,3 +77,34 @@ def test_every_service_gets_the_environment_the_code_reads() -> None:
             assert services[name]["command"] == [f"fulfil-{name}"]
         unknown = set(env) - known
         assert not unknown, f"{name} sets variables no settings class reads: {unknown}"
+
+
+def test_the_dev_issuer_keeps_one_key_pair_in_a_volume_every_service_shares() -> None:
+    """No JWKS is configured, so the services use the dev issuer: its key directory must be
+    one writable named volume mounted by every service and the demo (which mints tokens),
+    or each container would generate its own key pair on a read-only root filesystem."""
+    data = compose()
+    services = data["services"]
+    mounts = set()
+    for name in sorted(APP_SERVICES | {"demo"}):
+        svc = services[name]
+        env = svc["environment"]
+        assert "FULFIL_AUTH_JWKS_URL" not in env
+        assert "FULFIL_AUTH_JWKS_FILE" not in env
+        assert str(env.get("FULFIL_AUTH_DEV_ISSUER", "true")).lower() == "true"
+        assert svc["read_only"] is True
+        directory = env.get("FULFIL_AUTH_DEV_DIR")
+        assert directory, f"{name}: FULFIL_AUTH_DEV_DIR not set"
+        at = [m for m in svc.get("volumes") or [] if (m + ":").split(":")[1] == directory]
+        assert len(at) == 1, f"{name}: no volume mounted at {directory}"
+        [mount] = at
+        source, _, mode = (mount + ":rw").split(":")[:3]
+        assert mode != "ro", f"{name}: the dev issuer's directory is read-only"
+        assert not source.startswith((".", "/")), f"{name}: {source} is not a named volume"
+        mounts.add((source, directory))
+    assert len(mounts) == 1, f"the services do not share one key directory: {mounts}"
+    [(volume, directory)] = mounts
+    assert volume in data["volumes"]
+    # the image creates the directory owned by its user, so the new volume is writable by it
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(rf"install -d -o 10001 -g 10001 .*{re.escape(directory)}\b", dockerfile)

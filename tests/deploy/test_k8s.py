@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from fulfilment_kit.contracts import access, topics
-from tests.deploy.settings_env import read_names, required_names
+from fulfilment_kit.settings import AuthSettings
+from tests.deploy.settings_env import auth_names, read_names, required_names, secret_names
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = REPO / ".local/bin"
@@ -132,8 +133,50 @@ def policy_violations(objects: list[Obj]) -> list[str]:
         ]
         if not scalers or scalers[0]["spec"]["maxReplicaCount"] > topics_partitions():
             problems.append(f"Deployment/{name}: no ScaledObject capped at the partition count")
+    problems += environment_violations(objects)
     for secretish in of_kind(objects, "Secret"):
         problems.append(f"Secret/{secretish['metadata']['name']}: secret values in the manifests")
+    return problems
+
+
+def container_environment(objects: list[Obj], c: Obj) -> dict[str, Obj]:
+    """A container's variables: its `env` entries, and {"configMap": name, "value": v} for
+    each key of a ConfigMap it takes with envFrom."""
+    maps = {m["metadata"]["name"]: m for m in of_kind(objects, "ConfigMap")}
+    found: dict[str, Obj] = {}
+    for source in c.get("envFrom", []):
+        name = source["configMapRef"]["name"]
+        for key, value in maps.get(name, {}).get("data", {}).items():
+            found[key] = {"configMap": name, "value": value}
+    for entry in c.get("env", []):
+        found[entry["name"]] = entry
+    return found
+
+
+def environment_violations(objects: list[Obj]) -> list[str]:
+    """Every container checks tokens against a configured JWKS with the dev issuer refused,
+    and every secret it is given comes from a Secret by reference, never a value in a file."""
+    problems: list[str] = []
+    required, jwks = auth_names()
+    secrets = secret_names()
+    for d in of_kind(objects, "Deployment"):
+        pod = d["spec"]["template"]["spec"]
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            where = f"Deployment/{d['metadata']['name']} container {c['name']}"
+            env = container_environment(objects, c)
+            for name in sorted(required - set(env)):
+                problems.append(f"{where}: lacks auth setting {name}")
+            if not jwks & set(env):
+                problems.append(f"{where}: lacks auth setting {' or '.join(sorted(jwks))}")
+            refusal = env.get("FULFIL_AUTH_DEV_ISSUER", {}).get("value")
+            if refusal is not None and str(refusal).lower() != "false":
+                problems.append(f"{where}: the dev issuer is not refused ({refusal!r})")
+            for name in sorted(secrets & set(env)):
+                entry = env[name]
+                if "configMap" in entry or "value" in entry:
+                    problems.append(f"{where}: secret {name} inline, not from a Secret")
+                elif "secretKeyRef" not in entry.get("valueFrom", {}):
+                    problems.append(f"{where}: secret {name} not from a Secret")
     return problems
 
 
@@ -309,9 +352,52 @@ def _writable_root(o: list[Obj]) -> None:
     c["securityContext"]["readOnlyRootFilesystem"] = False
 
 
+def _service_config(o: list[Obj]) -> dict[str, Any]:
+    name = _first(o, "Deployment")["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]
+    [cm] = [
+        c for c in of_kind(o, "ConfigMap") if c["metadata"]["name"] == name["configMapRef"]["name"]
+    ]
+    data: dict[str, Any] = cm["data"]
+    return data
+
+
+def _no_idempotency_secret(o: list[Obj]) -> None:
+    c = _first(o, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    c["env"] = [e for e in c["env"] if e["name"] != "FULFIL_AUTH_IDEMPOTENCY_SECRET"]
+
+
+def _no_jwks(o: list[Obj]) -> None:
+    del _service_config(o)["FULFIL_AUTH_JWKS_URL"]
+
+
+def _dev_issuer_allowed(o: list[Obj]) -> None:
+    _service_config(o)["FULFIL_AUTH_DEV_ISSUER"] = "true"
+
+
+def _inline_secret(o: list[Obj]) -> None:
+    c = _first(o, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    for e in c["env"]:
+        if e["name"] == "FULFIL_AUTH_IDEMPOTENCY_SECRET":
+            e.pop("valueFrom")
+            e["value"] = "x" * 32
+
+
+def _secret_in_config_map(o: list[Obj]) -> None:
+    c = _first(o, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    c["env"] = [e for e in c["env"] if e["name"] != "POSTGRES_PASSWORD"]
+    for init in _first(o, "Deployment")["spec"]["template"]["spec"]["initContainers"]:
+        init["env"] = [e for e in init["env"] if e["name"] != "POSTGRES_PASSWORD"]
+    _service_config(o)["POSTGRES_PASSWORD"] = "hunter2"
+
+
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
+        (_no_idempotency_secret, "lacks auth setting FULFIL_AUTH_IDEMPOTENCY_SECRET"),
+        (_no_jwks, "lacks auth setting FULFIL_AUTH_JWKS_FILE or FULFIL_AUTH_JWKS_URL"),
+        (_dev_issuer_allowed, "the dev issuer is not refused"),
+        (_inline_secret, "secret FULFIL_AUTH_IDEMPOTENCY_SECRET inline"),
+        (_secret_in_config_map, "secret POSTGRES_PASSWORD inline"),
         (_no_readiness, "no readinessProbe"),
         (_root, "not runAsNonRoot"),
         (_latest, "no pinned tag"),
@@ -344,5 +430,48 @@ def test_every_deployment_gets_the_environment_the_code_reads(
             assert required_names() <= names, required_names() - names
             assert names <= known, names - known
             secrets = {e["name"] for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})}
-            assert secrets == {"KAFKA_SASL_PASSWORD", "POSTGRES_PASSWORD"}
+            expected = {
+                "KAFKA_SASL_PASSWORD",
+                "POSTGRES_PASSWORD",
+                "FULFIL_AUTH_IDEMPOTENCY_SECRET",
+            }
+            if d["metadata"]["name"] == "shipping":
+                expected.add("FULFIL_CARRIER_WEBHOOK_SECRETS")
+            assert secrets == expected
+            assert names & secret_names() == secrets
             assert all("value" not in e for e in c["env"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_names_its_identity_provider_and_the_kit_accepts_it(
+    built: dict[str, list[Obj]], overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The base's placeholder provider (.invalid) never reaches a cluster, and each service's
+    ConfigMap plus its idempotency secret is a valid, non-dev AuthSettings."""
+    for d in of_kind(built[overlay], "Deployment"):
+        env = container_environment(built[overlay], d["spec"]["template"]["spec"]["containers"][0])
+        url = env["FULFIL_AUTH_JWKS_URL"]["value"]
+        assert url.startswith("https://"), url
+        assert GENERATE.AUTH_PLACEHOLDER not in url + env["FULFIL_AUTH_ISSUER"]["value"]
+        for name, entry in env.items():
+            if name.startswith("FULFIL_AUTH_") and "value" in entry:
+                monkeypatch.setenv(name, str(entry["value"]))
+        monkeypatch.setenv("FULFIL_AUTH_IDEMPOTENCY_SECRET", "s" * 32)
+        settings = AuthSettings()
+        assert not settings.dev
+        assert not settings.dev_issuer
+        assert settings.jwks_url == url
+
+
+def test_every_secret_the_pods_reference_is_documented(built: dict[str, list[Obj]]) -> None:
+    """The platform creates these Secrets (no values in the repo): docs/deploy.md says which."""
+    docs = (REPO / "docs/deploy.md").read_text()
+    strimzi = set(access.users())  # Strimzi's KafkaUser secrets, named after the user
+    for d in of_kind(built["prod"], "Deployment"):
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            for e in c["env"]:
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref and ref["name"] not in strimzi:
+                    name = ref["name"].replace(d["metadata"]["name"], "<service>")
+                    assert f"`{name}`" in docs or f"`{ref['name']}`" in docs, ref
+                    assert f"`{ref['key']}`" in docs, ref

@@ -165,6 +165,22 @@ def test_a_configured_jwks_needs_the_real_issuer_and_a_secret() -> None:
         AuthSettings(jwks_url="http://127.0.0.1:1/jwks", issuer="https://idp.test")
 
 
+def test_the_dev_issuer_can_be_forbidden(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """FULFIL_AUTH_DEV_ISSUER=false (the deployments' setting): no JWKS is a refusal to start,
+    never a key pair generated on the pod's disk."""
+    monkeypatch.setenv("FULFIL_AUTH_DEV_ISSUER", "false")
+    monkeypatch.setenv("FULFIL_AUTH_DEV_DIR", str(tmp_path / "auth"))
+    with pytest.raises(ValidationError, match="FULFIL_AUTH_DEV_ISSUER=false"):
+        AuthSettings()
+    with pytest.raises(ValidationError, match="FULFIL_AUTH_DEV_ISSUER=false"):
+        Authenticator()
+    assert not (tmp_path / "auth").exists()
+    configured = AuthSettings(
+        jwks_url="https://idp.test/jwks", issuer="https://idp.test", idempotency_secret="s" * 32
+    )
+    assert not configured.dev
+
+
 # --- an identity provider on loopback, keys rotating by kid -----------------------------------
 
 

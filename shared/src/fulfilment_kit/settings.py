@@ -150,6 +150,8 @@ class AuthSettings(BaseSettings):
     idempotency_secret: SecretStr | None = None
     """Server secret that derives ids from (caller, Idempotency-Key); the same on every replica."""
     dev_dir: Path = Field(default_factory=lambda: state_dir() / "auth")
+    dev_issuer: bool = True
+    """False refuses to start on the dev issuer: a JWKS must be configured (deployments)."""
 
     @property
     def dev(self) -> bool:
@@ -167,6 +169,11 @@ class AuthSettings(BaseSettings):
             )
         if self.jwks_url and self.jwks_file:
             raise ValueError("set FULFIL_AUTH_JWKS_URL or FULFIL_AUTH_JWKS_FILE, not both")
+        if self.dev and not self.dev_issuer:
+            raise ValueError(
+                "FULFIL_AUTH_DEV_ISSUER=false forbids the dev issuer: set FULFIL_AUTH_JWKS_URL "
+                "or FULFIL_AUTH_JWKS_FILE"
+            )
         if not self.dev:
             if self.issuer == DEV_ISSUER:
                 raise ValueError("a configured JWKS needs FULFIL_AUTH_ISSUER (the real issuer)")
