@@ -264,10 +264,12 @@ class PaymentsApplication(InboxApplication):
             refund_id = uuid.uuid4()
         else:
             refund_id = refund_id_for(f"http:{command.order_id}:{command.idempotency_key}")
-        payment = self._record_refund_request(command, refund_id)
+        payment, requested_now = self._record_refund_request(command, refund_id)
         done = payment.refund_by_id(refund_id)
         if done is not None:
             return RefundIssued(payment, done, created=False)
+        # A request that found the refund requested by a concurrent twin finishes it too (the
+        # provider's idempotency key is the refund id: money moves once) and answers a replay.
         try:
             result = self.call_refund(payment, refund_id)
         except RefundRejectedError as exc:
@@ -281,10 +283,13 @@ class PaymentsApplication(InboxApplication):
         )
         refund = payment.refund_by_id(refund_id)
         assert refund is not None
-        return RefundIssued(payment, refund, created=True)
+        return RefundIssued(payment, refund, created=requested_now)
 
-    def _record_refund_request(self, command: RequestRefund, refund_id: UUID) -> Payment:
-        """The payment with the refund requested (or found requested/done before)."""
+    def _record_refund_request(
+        self, command: RequestRefund, refund_id: UUID
+    ) -> tuple[Payment, bool]:
+        """The payment with the refund requested, and whether this call requested it (False:
+        found requested or done before)."""
         for _ in range(self.conflict_attempts):
             payment = self.get_payment(command.order_id)
             existing = payment.refund_by_id(refund_id) or payment.pending_refund(refund_id)
@@ -297,7 +302,7 @@ class PaymentsApplication(InboxApplication):
                         "this Idempotency-Key was already used for a "
                         f"refund of {existing.amount_minor} minor units ({existing.reason})"
                     )
-                return payment
+                return payment, False
             payment.request_refund(
                 refund_id=refund_id,
                 amount_minor=command.amount_minor,
@@ -308,7 +313,7 @@ class PaymentsApplication(InboxApplication):
                 self.save(payment)
             except IntegrityError:
                 continue  # changed meanwhile: check again
-            return payment
+            return payment, True
         raise ConcurrentUpdate(f"payment of order {command.order_id} kept changing; retry")
 
     def record_provider_outcome(self, order_id: UUID, change: Callable[[Payment], bool]) -> Payment:
