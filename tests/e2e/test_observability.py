@@ -165,6 +165,8 @@ async def traffic(platform: Platform, prometheus: PrometheusServer) -> Traffic:
             f'sum(fulfil_orders_total{{deployment="{DEPLOYMENT}", outcome="delivered"}}) >= 2'
             f' and on() sum(fulfil_dlq_published_total{{deployment="{DEPLOYMENT}"}}) >= 1'
             f' and on() sum(fulfil_cases_open{{deployment="{DEPLOYMENT}"}}) >= 1'
+            f' and on() sum(fulfil_case_first_response_seconds_count{{deployment="{DEPLOYMENT}"}})'
+            " >= 1"
             f' and on() count(fulfil_consumer_lag_records{{deployment="{DEPLOYMENT}"}}) > 0'
         )
 

@@ -33,8 +33,30 @@ class TrackingMoved(IntegrityError):
     """The tracking position is not the one the batch was based on: another writer moved it."""
 
 
+# Serialises the CREATE ... IF NOT EXISTS of replicas starting at once on one database
+# (PostgreSQL answers a concurrent one with "tuple concurrently updated"); the log
+# followers' tables take the same lock.
+SCHEMA_LOCK = 0x66756C66696C
+
+
 class FencedPostgresTrackingMixin(PostgresTrackingRecorder):
     """A PostgreSQL tracking recorder that writes `FencedTracking` as a compare-and-set."""
+
+    def create_table(self) -> None:
+        for attempt in range(3):
+            try:
+                super().create_table()
+                return
+            except IntegrityError:
+                # eventsourcing checks whether the tables exist before its transaction: a
+                # replica that created them (and their migration record) in between makes
+                # this one's insert collide. Checked again, they exist.
+                if attempt == 2:
+                    raise
+
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        curs.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,), prepare=False)
+        super()._create_table(curs)
 
     def _insert_tracking(self, curs: Cursor[DictRow], tracking: Tracking) -> None:
         if not isinstance(tracking, FencedTracking) or not self.datastore.single_row_tracking:

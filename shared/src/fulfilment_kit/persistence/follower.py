@@ -32,6 +32,8 @@ from eventsourcing.application import Application
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.types.json import Jsonb
 
+from fulfilment_kit.persistence.fencing import SCHEMA_LOCK
+
 ItemKey = tuple[str, str, str]
 """(follower, kind, key) of one followed item."""
 
@@ -148,7 +150,6 @@ CREATE TABLE IF NOT EXISTS fulfil_relay_quarantine (
     PRIMARY KEY (service, notification_id)
 );
 """
-_SCHEMA_LOCK = 0x66756C66696C  # advisory lock serialising the CREATEs of concurrent replicas
 
 
 def _item(row: Mapping[str, Any]) -> Item:
@@ -284,7 +285,7 @@ class PostgresFollowerStore(FollowerStore):
 
     def create_tables(self) -> None:
         with self.datastore.transaction(commit=True) as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
             cursor.execute(_SCHEMA)
         self._created = True
 
