@@ -259,11 +259,11 @@ def _bad_signature(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stale(body: dict[str, Any]) -> dict[str, Any]:
-    return signed(body, timestamp=int(time.time()) - 301)
+    return signed(body, timestamp=int(time.time()) - 360)
 
 
 def _future(body: dict[str, Any]) -> dict[str, Any]:
-    return signed(body, timestamp=int(time.time()) + 301)
+    return signed(body, timestamp=int(time.time()) + 360)
 
 
 def _unknown_carrier(body: dict[str, Any]) -> dict[str, Any]:
