@@ -99,7 +99,8 @@ SCRAM_STACK = env -u KAFKA_BOOTSTRAP_SERVERS FULFIL_STATE_DIR=$(CURDIR)/.local/s
 # The ACL tests plus an integration subset in which every service is its own Kafka user.
 SCRAM_TESTS = tests/integration/test_kafka_acls.py tests/integration/test_orders_service.py \
 	tests/integration/test_inventory_service.py tests/integration/test_shipping_service.py \
-	tests/integration/test_payments_service.py tests/integration/test_customer_service_returns.py
+	tests/integration/test_payments_service.py tests/integration/test_customer_service_returns.py \
+	tests/integration/test_read_models_process.py
 
 stack-scram: install ## start (or reuse) the SCRAM + ACL broker; prints its settings
 	@$(SCRAM_STACK) kafka-up

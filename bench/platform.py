@@ -32,6 +32,9 @@ from fulfilment_kit.settings import KafkaSettings, PostgresSettings
 REPO = Path(__file__).resolve().parents[1]
 LOG_DIR = REPO / ".local" / "bench-logs"
 SERVICES = ("orders", "inventory", "payments", "shipping", "customer-service")
+READ_MODELS = "read-models"
+"""The read-models process: on customer-service's database, not one of `services` (no
+database or `GET /events` of its own), started and stopped with them."""
 
 T = TypeVar("T")
 
@@ -161,6 +164,7 @@ class BenchPlatform:
     log_level: str = "WARNING"
     prefix: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}.")
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    read_models: ServiceProcess | None = None
     topic_names: list[str] = field(default_factory=list)
     databases: list[str] = field(default_factory=list)
 
@@ -188,9 +192,20 @@ class BenchPlatform:
             )
             log_path = LOG_DIR / f"{stamp}-{name}.log"
             self.services[name] = ServiceProcess(name, port, database, env, log_path)
-        for service in self.services.values():
+        customer_service = self.services["customer-service"]
+        port = free_port()
+        env = dict(customer_service.env, FULFIL_HTTP_PORT=str(port))
+        log_path = LOG_DIR / f"{stamp}-{READ_MODELS}.log"
+        self.read_models = ServiceProcess(
+            READ_MODELS, port, customer_service.database, env, log_path
+        )
+        for service in self.processes():
             service.start()
-        await asyncio.gather(*(self._wait_ready(s, ready_timeout) for s in self.services.values()))
+        await asyncio.gather(*(self._wait_ready(s, ready_timeout) for s in self.processes()))
+
+    def processes(self) -> list[ServiceProcess]:
+        """The services and the read-models process."""
+        return [*self.services.values(), *([self.read_models] if self.read_models else [])]
 
     async def _wait_ready(self, service: ServiceProcess, timeout: float) -> None:
         async with httpx.AsyncClient(base_url=service.url, timeout=5) as client:
@@ -212,12 +227,12 @@ class BenchPlatform:
         """Services whose process has exited, with their exit status."""
         return [
             f"{s.name} (exit status {s.proc.returncode}, log {s.log_path})"
-            for s in self.services.values()
+            for s in self.processes()
             if s.proc is not None and s.proc.poll() is not None
         ]
 
     def stop_processes(self, timeout: float = 15) -> None:
-        running = [s for s in self.services.values() if s.proc and s.proc.poll() is None]
+        running = [s for s in self.processes() if s.proc and s.proc.poll() is None]
         for service in running:
             assert service.proc is not None
             service.proc.terminate()

@@ -91,18 +91,27 @@ class Deployable:
     """Services whose `GET /events` it calls (read-model rebuilds from the services' logs)."""
     secrets: tuple[SecretEnv, ...] = ()
     """Settings of its own that are secrets, besides the ones every service has."""
+    database_of: str | None = None
+    """The service whose database (and database role) it uses; None: its own."""
+    api: bool = True
+    """It serves an API (callers through the gateway, tokens checked against the identity
+    provider); False: only its probes and metrics (the read models)."""
+
+    @property
+    def database(self) -> str:
+        """The service whose database it uses (the read models: customer-service's)."""
+        return self.database_of or self.name
 
     def secret_env(self) -> tuple[SecretEnv, ...]:
+        postgres = f"fulfil-{self.database}-postgres"
         return (
             SecretEnv(KafkaSettings, "sasl_password", self.name, "password"),  # Strimzi's
-            SecretEnv(PostgresSettings, "password", f"fulfil-{self.name}-postgres", "password"),
+            SecretEnv(PostgresSettings, "password", postgres, "password"),
             SecretEnv(AuthSettings, "idempotency_secret", AUTH_SECRET_NAME, "idempotency-secret"),
             *self.secrets,
         )
 
 
-# The read-models process does not exist as a deployable of its own yet: customer-service
-# runs the projections (its group customer-service-projections) in its own process.
 DEPLOYABLES = (
     Deployable("orders", "orders.main:create_app"),
     Deployable("inventory", "inventory.main:create_app"),
@@ -124,6 +133,14 @@ DEPLOYABLES = (
         "customer-service",
         "customer_service.main:create_app",
         reads_logs_of=("orders", "inventory", "payments", "shipping"),
+    ),
+    # The projections' consumer group in a process of its own (ADR 17): it writes schema
+    # `readmodels` of customer-service's database, which customer-service's API reads.
+    Deployable(
+        "read-models",
+        "customer_service.projections.main:create_app",
+        database_of="customer-service",
+        api=False,
     ),
 )
 
@@ -151,8 +168,8 @@ def config_map(d: Deployable) -> dict[str, Any]:
             "KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
             "POSTGRES_HOST": "postgresql",
             "POSTGRES_PORT": "5432",
-            "POSTGRES_USER": database_name(d.name),
-            "POSTGRES_DBNAME": database_name(d.name),
+            "POSTGRES_USER": database_name(d.database),
+            "POSTGRES_DBNAME": database_name(d.database),
             "FULFIL_HTTP_HOST": "0.0.0.0",
             "FULFIL_HTTP_PORT": str(HTTP_PORT),
             "FULFIL_LOG_LEVEL": "INFO",
@@ -306,6 +323,8 @@ def network_policy(d: Deployable) -> dict[str, Any]:
         {"namespaceSelector": {"matchLabels": {"fulfil.io/api-gateway": "true"}}},
         {"namespaceSelector": {"matchLabels": {"fulfil.io/monitoring": "true"}}},
     ]
+    if not d.api:  # probes come from the kubelet (not subject to policies), metrics scraped
+        callers = callers[1:]
     callers += [
         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": other.name}}}
         for other in DEPLOYABLES
@@ -326,15 +345,18 @@ def network_policy(d: Deployable) -> dict[str, Any]:
             "to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "postgresql"}}}],
             "ports": [_tcp(5432)],
         },
-        # The identity provider's JWKS, in the cluster (its namespace labelled so; any port:
-        # policies see the pod's port, not the Service's) or outside it over HTTPS, which is
-        # also how payments and shipping reach their outside provider.
-        {"to": [{"namespaceSelector": {"matchLabels": IDENTITY_PROVIDER_NAMESPACE}}]},
-        {
-            "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}}],
-            "ports": [_tcp(443)],
-        },
     ]
+    if d.api:
+        egress += [
+            # The identity provider's JWKS, in the cluster (its namespace labelled so; any
+            # port: policies see the pod's port, not the Service's) or outside it over
+            # HTTPS, which is also how payments and shipping reach their outside provider.
+            {"to": [{"namespaceSelector": {"matchLabels": IDENTITY_PROVIDER_NAMESPACE}}]},
+            {
+                "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": list(PRIVATE_RANGES)}}],
+                "ports": [_tcp(443)],
+            },
+        ]
     if d.reads_logs_of:
         egress.append(
             {

@@ -6,7 +6,7 @@ state="${FULFIL_STATE_DIR:-$repo/.local}"
 pidfile="$state/run.pid"
 cd "$repo"
 
-declare -A PORTS=([orders]=8001 [inventory]=8002 [payments]=8003 [shipping]=8004 [customer-service]=8005)
+declare -A PORTS=([orders]=8001 [inventory]=8002 [payments]=8003 [shipping]=8004 [customer-service]=8005 [read-models]=8006)
 
 stop() {
   [[ -f "$pidfile" ]] || return 0
@@ -34,7 +34,7 @@ stop() {
 announce() {
   local deadline=$((SECONDS + 90)) name supervisor=$$
   local -a late=()
-  for name in orders inventory payments shipping customer-service; do
+  for name in orders inventory payments shipping customer-service read-models; do
     until curl -fsS "http://127.0.0.1:${PORTS[$name]}/readyz" >/dev/null 2>&1; do
       kill -0 "$supervisor" 2>/dev/null || return 0  # the platform stopped: nothing to announce
       (( SECONDS > deadline )) && { late+=("$name"); break; }
@@ -47,7 +47,7 @@ announce() {
     return 0
   fi
   echo ">>> The fulfilment platform is up:"
-  for name in orders inventory payments shipping customer-service; do
+  for name in orders inventory payments shipping customer-service read-models; do
     printf '>>>   %-17s http://127.0.0.1:%s   (OpenAPI: /openapi.json with a token; open: /livez /readyz /metrics)\n' \
       "$name" "${PORTS[$name]}"
   done

@@ -79,6 +79,16 @@ def test_every_service_gets_the_environment_the_code_reads() -> None:
         assert not unknown, f"{name} sets variables no settings class reads: {unknown}"
 
 
+def test_the_read_models_run_on_customer_services_database() -> None:
+    read_models = compose()["services"]["read-models"]
+    assert read_models["command"] == ["fulfil-read-models"]
+    env = read_models["environment"]
+    assert required_names() <= set(env), required_names() - set(env)
+    assert not set(env) - read_names()
+    assert env["POSTGRES_DBNAME"] == "fulfil_customer_service"
+    assert "ports" not in read_models  # replicas (--scale) must not collide on a host port
+
+
 def test_the_dev_issuer_keeps_one_key_pair_in_a_volume_every_service_shares() -> None:
     """No JWKS is configured, so the services use the dev issuer: its key directory must be
     one writable named volume mounted by every service and the demo (which mints tokens),

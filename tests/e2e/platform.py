@@ -1,4 +1,4 @@
-"""Start, stop and talk to the five services the way `make run` runs them."""
+"""Start, stop and talk to the five services and the read models the way `make run` runs them."""
 
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ from tests.support.processes import (
 from tests.support.stack import Record, create_database, drop_database, read_topic
 
 SERVICES = ("orders", "inventory", "payments", "shipping", "customer-service")
+READ_MODELS = "read-models"
+"""The read-models process (`fulfil-read-models`): writes the tables in customer-service's
+database that customer-service's `/timeline`, `/customers`, `/kpis` read."""
+PROCESSES = (*SERVICES, READ_MODELS)
 
 # Short stage deadlines so a stuck order is flagged within the test's patience.
 E2E_SETTINGS = {
@@ -56,6 +60,8 @@ class Service:
 @dataclass
 class Platform:
     services: dict[str, Service] = field(default_factory=dict)
+    """The five services (each with its database and `GET /events`)."""
+    read_models: Service | None = None
 
     @classmethod
     def create(cls) -> Platform:
@@ -67,23 +73,31 @@ class Platform:
                 name, database, port, log_name=f"e2e-{name}-{database}", **E2E_SETTINGS
             )
             platform.services[name] = Service(name, database, port, process)
+        database, port = platform.services["customer-service"].database, free_port()
+        process = service_process(
+            READ_MODELS, database, port, log_name=f"e2e-{READ_MODELS}-{database}", **E2E_SETTINGS
+        )
+        platform.read_models = Service(READ_MODELS, database, port, process)
         return platform
 
     async def start(self, *names: str) -> None:
-        chosen = [self.services[n] for n in names or SERVICES]
+        """Start `names` (default: every process) and wait until each is ready."""
+        chosen = [self[n] for n in names or PROCESSES]
         for service in chosen:
             service.process.start()
         await asyncio.gather(*(wait_ready(s.url, s.process, timeout=90) for s in chosen))
 
     def stop(self, *names: str) -> None:
-        for name in names or SERVICES:
-            self.services[name].process.stop()
+        for name in names or PROCESSES:
+            self[name].process.stop()
 
     def drop_databases(self) -> None:
         for service in self.services.values():
             drop_database(service.database)
 
     def __getitem__(self, name: str) -> Service:
+        if name == READ_MODELS and self.read_models is not None:
+            return self.read_models
         return self.services[name]
 
     # --- conveniences over the public APIs ---

@@ -1,4 +1,5 @@
-"""A customer-service-like process that runs only the read models (attach_projections)."""
+"""The read-models process (its runtime, in this process) plus customer-service's read routes
+over the same tables, as one ASGI app to call."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from dataclasses import dataclass
 
 import httpx
 
+from customer_service.projections import GROUP
+from customer_service.projections.main import create_runtime
 from customer_service.projections.store import ProjectionsApplier
-from customer_service.projections.wiring import attach_projections
-from fulfilment_kit.messaging.inbox import Inbox, InboxApplication
-from fulfilment_kit.persistence import eventsourcing_env
-from fulfilment_kit.runtime import ServiceRuntime, create_http_app
+from customer_service.projections.wiring import read_models_router
+from fulfilment_kit.consumer_runtime import ConsumerRuntime, create_consumer_app
+from fulfilment_kit.messaging.inbox import Inbox
+from fulfilment_kit.process import ConsumerGroup
 from fulfilment_kit.settings import PostgresSettings, ServiceSettings
 from tests.support.auth import staff_headers
 from tests.support.polling import eventually
@@ -20,16 +23,21 @@ from tests.support.polling import eventually
 
 @dataclass
 class ProjectionsProcess:
-    runtime: ServiceRuntime
+    runtime: ConsumerRuntime
     client: httpx.AsyncClient
 
     @property
+    def consumer(self) -> ConsumerGroup:
+        (consumer,) = [c for c in self.runtime.consumers if c.inbox.group_id == GROUP]
+        return consumer
+
+    @property
     def inbox(self) -> Inbox:
-        return self.runtime.consumers[-1].inbox
+        return self.consumer.inbox
 
     @property
     def applier(self) -> ProjectionsApplier:
-        applier = self.runtime.consumers[-1].applier
+        applier = self.consumer.applier
         assert isinstance(applier, ProjectionsApplier)
         return applier
 
@@ -39,16 +47,10 @@ async def projections_process(database: str) -> AsyncIterator[ProjectionsProcess
     """The read models of `database` consuming the five topics, and an HTTP client to them."""
     settings = ServiceSettings(relay_enabled=False, consumer_backoff_s=0.05)
     postgres = PostgresSettings(dbname=database)
-    app = InboxApplication(env=eventsourcing_env("customer-service", settings, postgres))
-    runtime = ServiceRuntime(
-        service="customer-service",
-        app=app,
-        mapper=lambda _: (),
-        output_topics=[],
-        settings=settings,
+    runtime = create_runtime(settings, postgres)
+    http = create_consumer_app(
+        runtime, title="read models under test", routers=[read_models_router(settings, postgres)]
     )
-    router = attach_projections(runtime, postgres)
-    http = create_http_app(runtime, routers=[router], title="read models under test")
     async with runtime.running():
         await eventually(
             runtime.health.readiness, until=lambda p: not p, what="projections assigned"

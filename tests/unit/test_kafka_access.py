@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from customer_service.projections import GROUP as PROJECTIONS_GROUP
+from customer_service.projections.main import SERVICE as READ_MODELS
+from customer_service.projections.main import create_runtime as read_models_runtime
 from fulfilment_kit.contracts import access, topics
 from fulfilment_kit.runtime import ServiceRuntime
 from fulfilment_kit.settings import KafkaSettings, ServiceSettings
@@ -39,24 +41,43 @@ def test_each_service_runs_exactly_what_the_registry_declares(service: str, tmp_
             assert group in topics.GROUPS[service], f"{service} runs undeclared group {group}"
             subscribed = [t.name for t in consumer.subscriber.topics] if consumer.subscriber else []
             assert sorted(subscribed) == sorted(topics.physical(t) for t in topics.CONSUMERS[group])
-        assert {c.inbox.group_id for c in runtime.consumers} | (
-            {PROJECTIONS_GROUP} if service == "customer-service" else set()
-        ) == set(topics.GROUPS[service])
+        assert {c.inbox.group_id for c in runtime.consumers} == set(topics.GROUPS[service])
     finally:
-        runtime.app.close()
+        runtime.close()
 
 
-def test_the_projections_consume_what_their_group_declares() -> None:
-    # attached by customer_service.projections.wiring with topics.ALL (needs PostgreSQL)
-    assert PROJECTIONS_GROUP in topics.GROUPS["customer-service"]
-    assert topics.CONSUMERS[PROJECTIONS_GROUP] == topics.ALL
+def test_the_read_models_process_runs_exactly_its_declared_groups() -> None:
+    settings = ServiceSettings(persistence="postgres")
+    runtime = read_models_runtime(settings, create_tables=False)  # no database contacted
+    try:
+        assert READ_MODELS not in topics.PUBLISHES  # it consumes only: no relay, no topic
+        assert [c.inbox.group_id for c in runtime.consumers] == list(topics.GROUPS[READ_MODELS])
+        (consumer,) = runtime.consumers
+        subscribed = sorted(t.name for t in consumer.subscriber.topics)
+        assert subscribed == sorted(topics.physical(t) for t in topics.ALL)
+        assert PROJECTIONS_GROUP not in topics.GROUPS["customer-service"]
+    finally:
+        runtime.close()
+
+
+def test_the_read_models_user_reads_every_topic_and_writes_none() -> None:
+    grant = access.access_for(READ_MODELS, prefix="p.")
+    assert grant.publishes is None
+    assert grant.transactional_id is None
+    rules = {(a.resource, a.name): a.operations for a in grant.acls()}
+    assert rules[("group", f"p.{PROJECTIONS_GROUP}")] == ("Read", "Describe")
+    for topic in topics.ALL:
+        assert rules[("topic", f"p.{topic}")] == ("Read", "Describe")
+    writable = {name for (kind, name), ops in rules.items() if kind == "topic" and "Write" in ops}
+    assert writable == {f"p.{t}.dlq.{PROJECTIONS_GROUP}" for t in topics.ALL}
+    assert not [kind for kind, _ in rules if kind == "transactionalId"]
 
 
 def test_every_consumer_group_belongs_to_exactly_one_user() -> None:
     owners = [g for groups in topics.GROUPS.values() for g in groups]
     assert sorted(owners) == sorted(topics.CONSUMERS)
     assert sorted(topics.PUBLISHES.values()) == sorted(topics.ALL)
-    assert access.users() == sorted(topics.PUBLISHES)
+    assert access.users() == sorted({*topics.PUBLISHES, READ_MODELS})
 
 
 def test_least_privilege_of_orders() -> None:

@@ -27,8 +27,10 @@ def migrate(factory_path: str) -> None:
     app = factory()
     runtime = getattr(getattr(app, "state", None), "runtime", None)
     if runtime is not None:
-        follower_store(runtime.app).create_tables()
-        runtime.app.close()
+        service_app = getattr(runtime, "app", None)  # a consume-only process has none
+        if service_app is not None:
+            follower_store(service_app).create_tables()
+        runtime.close()
     print(f"migrated: {factory_path}")
 
 

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from eventsourcing.application import Application
-from fastapi import APIRouter, Depends, FastAPI, Response
-from faststream.kafka import KafkaBroker
-from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import APIRouter, Depends, FastAPI
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.http.auth import OPS, SERVICE, install_auth, require
@@ -22,7 +19,6 @@ from fulfilment_kit.http.errors import document_problems, install_error_handlers
 from fulfilment_kit.http.events import events_router
 from fulfilment_kit.http.limits import RequestLimitsMiddleware
 from fulfilment_kit.http.metrics import HttpMetricsMiddleware
-from fulfilment_kit.messaging.consumer import ConsumerWatch, PartitionGate, subscribe_inbox
 from fulfilment_kit.messaging.inbox import Applier, Inbox, InboxApplication, OnFailure
 from fulfilment_kit.messaging.relay import EventMapper, OutboxRelay
 from fulfilment_kit.observability import metrics as kit_metrics
@@ -30,28 +26,22 @@ from fulfilment_kit.observability.build import publish_build_info
 from fulfilment_kit.observability.business import EventMeter
 from fulfilment_kit.observability.health import Health
 from fulfilment_kit.observability.logging import configure_logging
-from fulfilment_kit.observability.metrics import REGISTRY
+from fulfilment_kit.process import (
+    BackgroundJob,
+    ConsumerGroup,
+    ConsumerGroups,
+    install_probes,
+    kafka_broker,
+    record_readiness,
+    supervised,
+)
 from fulfilment_kit.settings import KafkaSettings, ServiceSettings
 
 log = structlog.get_logger(__name__)
 
 
-DLQ_REASONS = ("undecodable", "handler-failed")
-"""The reasons the inbox dead-letters a record for (the `reason` label of the DLQ counter)."""
-
 ExtraConsumer = tuple[str, Applier, Sequence[str]]
 """(consumer group, applier, logical source topics) of a consumer besides the service's own."""
-
-
-@dataclass
-class _Consumer:
-    """One consumer group this process runs: its inbox, subscriber and heartbeat name."""
-
-    inbox: Inbox
-    subscriber: Any
-    heartbeat: str
-    applier: Applier
-    gate: PartitionGate
 
 
 @dataclass
@@ -66,19 +56,15 @@ class ServiceRuntime:
     settings: ServiceSettings = field(default_factory=ServiceSettings)
     kafka_settings: KafkaSettings = field(default_factory=KafkaSettings)
     health: Health = field(default_factory=Health)
-    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    background: list[BackgroundJob] = field(default_factory=list)
     extra_consumers: list[ExtraConsumer] = field(default_factory=list)
     """More consumer groups in this process (e.g. projections), each with its own inbox."""
     meter: EventMeter | None = None
     """The service's business metrics, counted from the events its relay publishes."""
 
     def __post_init__(self) -> None:
-        self.broker = KafkaBroker(
-            self.kafka_settings.bootstrap_servers,
-            security=self.kafka_settings.faststream_security(),
-            middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=self.service)],
-            logger=None,
-        )
+        self.broker = kafka_broker(self.service, self.kafka_settings)
+        self.groups = ConsumerGroups(self.broker, self.settings, self.kafka_settings)
         self.relay = OutboxRelay(
             service=self.service,
             app=self.app,
@@ -97,7 +83,6 @@ class ServiceRuntime:
             kit_metrics.RELAY_PUBLISHED.labels(self.service, topics.physical(topic))
         self.inbox: Inbox | None = None
         self._subscriber: Any = None
-        self.consumers: list[_Consumer] = []
         if self.source_topics:  # registered even when disabled: operator tools use its inbox
             assert isinstance(self.app, InboxApplication), "a consuming service needs an inbox"
             main = self.add_consumer(self.service, self.app, self.source_topics, "consumer")
@@ -105,22 +90,14 @@ class ServiceRuntime:
         for group_id, applier, group_topics in self.extra_consumers:
             self.add_consumer(group_id, applier, group_topics)
         self.health.readiness_checks["database"] = self._database_ready
-        self.health.readiness_checks["kafka"] = self._kafka_ready
-        self.health.readiness_checks["consumers"] = self._consumers_ready
-        self.background.append(self._record_readiness)
+        self.health.readiness_checks["kafka"] = self.groups.kafka_ready
+        self.health.readiness_checks["consumers"] = self.groups.consumers_ready
+        self.background.append(lambda: record_readiness(self.service, self.health))
 
-    async def _record_readiness(self, interval_s: float = 2.0) -> None:
-        """Readiness as metrics, refreshed every few seconds (a scrape must stay cheap)."""
-        ready = kit_metrics.READY.labels(self.service)
-        ready.set(0)
-        while True:
-            problems = await self.health.readiness()
-            ready.set(0 if problems else 1)
-            for check in self.health.readiness_checks:
-                kit_metrics.READINESS_PROBLEMS.labels(self.service, check).set(
-                    int(check in problems)
-                )
-            await asyncio.sleep(interval_s)
+    @property
+    def consumers(self) -> list[ConsumerGroup]:
+        """The consumer groups this process runs (the service's own first)."""
+        return self.groups.consumers
 
     def add_consumer(
         self,
@@ -129,84 +106,26 @@ class ServiceRuntime:
         source_topics: Sequence[str],
         heartbeat: str | None = None,
         on_failure: OnFailure = "dead_letter",
-    ) -> _Consumer:
-        """Run one more consumer group in this process (call before `running()`).
-
-        Its records are applied by `applier` with tracking names `<group_id>:<topic>:<p>`;
-        poison goes to `<topic>.dlq.<group_id>` (with on_failure="stop", a record its handler
-        keeps failing on stops its partition instead, retried with backoff: read models).
-        An applier with a `close()` is closed on shutdown. With FULFIL_CONSUMERS_ENABLED=false
-        it is registered but not subscribed (operator tools use its inbox: `fulfil dlq`).
-        """
-        inbox = Inbox(
-            app=applier,
-            group_id=group_id,
-            kafka_settings=self.kafka_settings,
-            max_attempts=self.settings.consumer_max_attempts,
-            backoff_s=self.settings.consumer_backoff_s,
-            on_failure=on_failure,
-        )
-        gate = PartitionGate(inbox, max_backoff_s=self.settings.consumer_max_backoff_s)
-        subscriber = None
-        if self.settings.consumers_enabled:
-            subscriber = subscribe_inbox(
-                self.broker,
-                inbox,
-                source_topics,
-                max_records=self.settings.consumer_max_records,
-                resume_from=self.settings.consumer_resume_from,
-                gate=gate,
-            )
-        for topic in map(topics.physical, source_topics):  # every series exists from 0
-            kit_metrics.INBOX_APPLIED.labels(group_id, topic)
-            kit_metrics.INBOX_DUPLICATES.labels(group_id, topic)
-            for kind in ("database", "handler", "conflict"):
-                kit_metrics.INBOX_RETRIES.labels(group_id, topic, kind)
-            for reason in DLQ_REASONS:
-                kit_metrics.DLQ_PUBLISHED.labels(group_id, topic, reason)
-        consumer = _Consumer(inbox, subscriber, heartbeat or f"consumer:{group_id}", applier, gate)
-        self.consumers.append(consumer)
-        return consumer
+    ) -> ConsumerGroup:
+        """Run one more consumer group in this process (call before `running()`): see
+        `ConsumerGroups.add`. An applier with a `close()` is closed on shutdown."""
+        return self.groups.add(group_id, applier, source_topics, heartbeat, on_failure)
 
     async def _database_ready(self) -> str | None:
         await asyncio.wait_for(asyncio.to_thread(self.app.recorder.max_notification_id), 5)
         return None
 
-    async def _kafka_ready(self) -> str | None:
-        if not await self.broker.ping(timeout=3):
-            return "broker unreachable"
-        for running in self.consumers:
-            consumer = running.subscriber.consumer if running.subscriber else None
-            if consumer is not None and not consumer.assignment():
-                return f"no partitions assigned yet to {running.inbox.group_id}"
-        return None
-
-    async def _consumers_ready(self) -> str | None:
-        """Not ready while a consumer holds partitions it cannot apply (database, Kafka)."""
-        problems = [p for c in self._active() if (p := c.gate.problem()) is not None]
-        return "; ".join(problems) or None
-
-    def _active(self) -> list[_Consumer]:
-        return [c for c in self.consumers if c.subscriber is not None]
-
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Start the broker, relay and background loops; stop them in reverse."""
         tasks: list[asyncio.Task[None]] = []
-        for consumer in self._active():
-            await consumer.inbox.start()
+        await self.groups.start_inboxes()
         await self.broker.start()
         if self.settings.relay_enabled:
             tasks.append(asyncio.create_task(self.relay.run(), name="relay"))
-        for consumer in self._active():
-            beat = self.health.heartbeat(consumer.heartbeat)
-            watch = ConsumerWatch(consumer.inbox, consumer.subscriber, beat, consumer.gate)
-            tasks.append(asyncio.create_task(watch.run(), name=f"{consumer.heartbeat}-watch"))
-            tasks.append(
-                asyncio.create_task(consumer.gate.run(), name=f"{consumer.heartbeat}-gate")
-            )
+        tasks.extend(self.groups.watch(self.health))
         tasks.extend(
-            asyncio.create_task(_supervised(job), name=getattr(job, "__qualname__", "job"))
+            asyncio.create_task(supervised(job), name=getattr(job, "__qualname__", "job"))
             for job in self.background
         )
         log.info("service started", topics_in=list(self.source_topics))
@@ -218,28 +137,13 @@ class ServiceRuntime:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.broker.stop()
-            for consumer in self._active():
-                await consumer.inbox.stop()
-            for consumer in self.consumers:
-                close = getattr(consumer.applier, "close", None)
-                if callable(close) and not isinstance(consumer.applier, Application):
-                    close()  # the service's own application is closed below
-            self.app.close()
+            await self.groups.stop_inboxes()
+            self.close()
 
-
-async def _supervised(job: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run a background loop; if it crashes, log it and start it again with backoff."""
-    delay = 0.5
-    while True:
-        try:
-            await job()
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("background task crashed, restarting", task=job.__qualname__, delay=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    def close(self) -> None:
+        """Close the consumers' appliers and the application (their connection pools)."""
+        self.groups.close_appliers(keep=self.app)
+        self.app.close()
 
 
 def create_http_app(
@@ -274,18 +178,7 @@ def create_http_app(
     _document_kit_behaviour(api)
     publish_build_info(runtime.service)
 
-    @api.get("/livez", include_in_schema=False)
-    async def livez() -> Response:
-        problems = runtime.health.liveness()
-        return _health_response(problems)
-
-    @api.get("/readyz", include_in_schema=False)
-    async def readyz() -> Response:
-        return _health_response(await runtime.health.readiness())
-
-    @api.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    install_probes(api, runtime.health)
 
     api.include_router(
         events_router(runtime.app, runtime.mapper, runtime.relay.source),
@@ -318,11 +211,3 @@ def _document_kit_behaviour(api: FastAPI) -> None:
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]
-
-
-def _health_response(problems: dict[str, str]) -> Response:
-    import json
-
-    status = 200 if not problems else 503
-    body = {"status": "ok" if not problems else "failing", "problems": problems}
-    return Response(json.dumps(body), status_code=status, media_type="application/json")

@@ -16,7 +16,7 @@ from customer_service.contracts import to_public
 from customer_service.domain import ReturnPolicy, SlaPolicy
 from customer_service.gateway import RetryingLabels, SandboxLabels
 from customer_service.metrics import CaseSampler, customer_service_meter
-from customer_service.projections.wiring import attach_projections
+from customer_service.projections.wiring import read_models_router
 from customer_service.sla import SlaWatch
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.observability.business import sampler
@@ -111,18 +111,12 @@ def create_runtime(
     return runtime
 
 
-def create_operator_runtime(settings: ServiceSettings | None = None) -> ServiceRuntime:
-    """The runtime with the read models' consumer attached (operator tools: `fulfil dlq`)."""
-    runtime = create_runtime(settings)
-    attach_projections(runtime)
-    return runtime
-
-
 def create_app() -> FastAPI:
     cs = CustomerServiceSettings()
     clock = ServiceClock()
     runtime = create_runtime(customer_service=cs, clock=clock)
-    routers = [router, attach_projections(runtime)]
+    # The read models are written by their own process (fulfil-read-models, ADR 17).
+    routers = [router, read_models_router(runtime.settings)]
     if cs.test_clock:
         if runtime.settings.http_host not in LOOPBACK:
             raise RuntimeError(

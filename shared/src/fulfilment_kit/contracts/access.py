@@ -33,20 +33,22 @@ class Access:
     """What one deployable's Kafka user may do, as physical names on the broker."""
 
     user: str
-    publishes: str
-    """The topic its outbox relay publishes."""
+    publishes: str | None
+    """The topic its outbox relay publishes (None: a consume-only deployable, the read models)."""
     dead_letters: tuple[str, ...]
     """The DLQ topics its consumer groups write poison records to."""
     reads: tuple[str, ...]
     groups: tuple[str, ...]
-    transactional_id: str
+    transactional_id: str | None
+    """Its relay's (None without a relay)."""
 
     def acls(self) -> list[Acl]:
         """The allow rules, sorted: everything not listed here is denied."""
-        rules = [
-            Acl("topic", self.publishes, ("Write", "Describe", "Read")),
-            Acl("transactionalId", self.transactional_id, ("Write", "Describe")),
-        ]
+        rules = []
+        if self.publishes is not None:
+            rules.append(Acl("topic", self.publishes, ("Write", "Describe", "Read")))
+        if self.transactional_id is not None:
+            rules.append(Acl("transactionalId", self.transactional_id, ("Write", "Describe")))
         rules += [Acl("topic", t, ("Write", "Describe")) for t in self.dead_letters]
         rules += [Acl("topic", t, ("Read", "Describe")) for t in self.reads if t != self.publishes]
         rules += [Acl("group", g, ("Read", "Describe")) for g in self.groups]
@@ -69,13 +71,14 @@ def access_for(service: str, prefix: str | None = None) -> Access:
     dead_letters = sorted(
         {topics.dlq(f"{prefix}{t}", g) for g in groups for t in topics.CONSUMERS[g]}
     )
+    publishes = topics.PUBLISHES.get(service)
     return Access(
         user=service,
-        publishes=f"{prefix}{topics.PUBLISHES[service]}",
+        publishes=None if publishes is None else f"{prefix}{publishes}",
         dead_letters=tuple(dead_letters),
         reads=tuple(reads),
         groups=tuple(f"{prefix}{g}" for g in groups),
-        transactional_id=topics.transactional_id(service, prefix),
+        transactional_id=None if publishes is None else topics.transactional_id(service, prefix),
     )
 
 

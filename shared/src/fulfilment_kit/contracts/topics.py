@@ -26,13 +26,14 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
     "shipping": (ORDERS,),
     "orders": (INVENTORY, PAYMENTS, SHIPPING, CUSTOMER_SERVICE),
     "customer-service": (ORDERS, PAYMENTS, SHIPPING),
-    # customer-service's read models (projections), a consumer group of their own
+    # the read models (projections): the read-models process (customer-service's package)
     "customer-service-projections": ALL,
 }
 
-# The deployables and what each one runs: the topic its relay publishes and the consumer
-# groups it runs (one Kafka user per deployable; fulfilment_kit.contracts.access derives
-# its ACLs, the Kubernetes KafkaUsers and the local stack's SCRAM users from this).
+# The deployables and what each one runs: the topic its relay publishes (none for the read
+# models, which only consume) and the consumer groups it runs (one Kafka user per deployable;
+# fulfilment_kit.contracts.access derives its ACLs, the Kubernetes KafkaUsers and the local
+# stack's SCRAM users from this).
 PUBLISHES: dict[str, str] = {
     "orders": ORDERS,
     "inventory": INVENTORY,
@@ -45,7 +46,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "inventory": ("inventory",),
     "payments": ("payments",),
     "shipping": ("shipping",),
-    "customer-service": ("customer-service", "customer-service-projections"),
+    "customer-service": ("customer-service",),
+    "read-models": ("customer-service-projections",),
 }
 
 

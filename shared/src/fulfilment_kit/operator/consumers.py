@@ -1,8 +1,9 @@
 """Find a consumer group's inbox by name, and accept a retention gap on one of its partitions.
 
 Services declare their runtimes under the entry-point group `fulfilment.consumers` (name =
-consumer group, value = a `create_runtime(settings)` returning a ServiceRuntime that has the
-group among its consumers). FULFIL_CONSUMER_RUNTIMES (`group=module:function,...`) adds more.
+consumer group, value = a `create_runtime(settings)` returning a ServiceRuntime or a
+ConsumerRuntime that has the group among its consumers). FULFIL_CONSUMER_RUNTIMES
+(`group=module:function,...`) adds more.
 """
 
 from __future__ import annotations
@@ -63,11 +64,7 @@ def consumer_inbox(group: str) -> Iterator[Inbox]:
                 return
         raise OperatorError(f"{target} has no consumer {group!r}")
     finally:
-        for consumer in runtime.consumers:
-            close = getattr(consumer.applier, "close", None)
-            if callable(close) and consumer.applier is not runtime.app:
-                close()
-        runtime.app.close()
+        runtime.close()  # its appliers' and application's connection pools
 
 
 def operator() -> str:

@@ -1,4 +1,5 @@
-"""Attach the read models to a service runtime: one more consumer group plus HTTP routes."""
+"""The two sides of the read models: the consumer that writes them (the read-models process)
+and the routes that read them (customer-service's `/timeline`, `/customers`, `/kpis`)."""
 
 from __future__ import annotations
 
@@ -9,26 +10,36 @@ from customer_service.projections import GROUP
 from customer_service.projections.api import projections_router, unavailable_router
 from customer_service.projections.queries import ReadModels
 from customer_service.projections.store import ProjectionsApplier, ReadModelRecorder, datastore
+from fulfilment_kit.consumer_runtime import ConsumerRuntime
 from fulfilment_kit.contracts import topics
-from fulfilment_kit.runtime import ServiceRuntime
-from fulfilment_kit.settings import PostgresSettings
+from fulfilment_kit.process import ConsumerGroup
+from fulfilment_kit.settings import PostgresSettings, ServiceSettings
 
 log = structlog.get_logger(__name__)
 
+NEEDS_POSTGRES = "the read models need PostgreSQL (FULFIL_PERSISTENCE=postgres)"
 
-def attach_projections(
-    runtime: ServiceRuntime, postgres: PostgresSettings | None = None
-) -> APIRouter:
-    """Register the projections consumer (group `customer-service-projections`, all five
-    topics) on `runtime` and return the router of `/timeline`, `/customers`, `/kpis`."""
-    if runtime.settings.persistence != "postgres":
-        reason = "the read models need PostgreSQL (FULFIL_PERSISTENCE=postgres)"
-        log.warning("read models disabled", reason=reason)
-        return unavailable_router(reason)
-    store = datastore(postgres)
-    recorder = ReadModelRecorder(store)
-    recorder.create_table()
+
+def add_projections_consumer(
+    runtime: ConsumerRuntime, recorder: ReadModelRecorder
+) -> ConsumerGroup:
+    """Register the projections' consumer group (`customer-service-projections`, the topics the
+    registry gives it) on `runtime`, writing through `recorder`."""
     # A projection failure is a bug, never a reason to miss an event the producers accepted:
     # the partition stops at it (retried with backoff, alerted), nothing is dead-lettered.
-    runtime.add_consumer(GROUP, ProjectionsApplier(recorder), topics.ALL, on_failure="stop")
+    return runtime.add_consumer(
+        GROUP, ProjectionsApplier(recorder), topics.CONSUMERS[GROUP], on_failure="stop"
+    )
+
+
+def read_models_router(
+    settings: ServiceSettings, postgres: PostgresSettings | None = None
+) -> APIRouter:
+    """The routes of `/timeline`, `/customers`, `/kpis` over the tables the read-models
+    process writes (created here when missing, so reads answer before it first ran)."""
+    if settings.persistence != "postgres":
+        log.warning("read models disabled", reason=NEEDS_POSTGRES)
+        return unavailable_router(NEEDS_POSTGRES)
+    store = datastore(postgres)
+    ReadModelRecorder(store).create_table()
     return projections_router(ReadModels(store))

@@ -1,0 +1,209 @@
+"""What every platform process runs besides its own work: consumer groups (inbox, partition
+gate, watch), supervised background loops, readiness as metrics, and the probe routes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Response
+from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from fulfilment_kit.contracts import topics
+from fulfilment_kit.messaging.consumer import ConsumerWatch, PartitionGate, subscribe_inbox
+from fulfilment_kit.messaging.inbox import Applier, Inbox, OnFailure
+from fulfilment_kit.observability import metrics as kit_metrics
+from fulfilment_kit.observability.health import Health
+from fulfilment_kit.observability.metrics import REGISTRY
+from fulfilment_kit.settings import KafkaSettings, ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+DLQ_REASONS = ("undecodable", "handler-failed")
+"""The reasons the inbox dead-letters a record for (the `reason` label of the DLQ counter)."""
+
+
+def kafka_broker(service: str, kafka_settings: KafkaSettings) -> KafkaBroker:
+    """The FastStream broker of one process, its client metrics labelled with `service`."""
+    return KafkaBroker(
+        kafka_settings.bootstrap_servers,
+        security=kafka_settings.faststream_security(),
+        middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=service)],
+        logger=None,
+    )
+
+
+@dataclass
+class ConsumerGroup:
+    """One consumer group a process runs: its inbox, subscriber and heartbeat name."""
+
+    inbox: Inbox
+    subscriber: Any
+    heartbeat: str
+    applier: Applier
+    gate: PartitionGate
+
+
+class ConsumerGroups:
+    """The consumer groups of one process on one broker, each with its own inbox."""
+
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        settings: ServiceSettings,
+        kafka_settings: KafkaSettings,
+    ) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.kafka_settings = kafka_settings
+        self.consumers: list[ConsumerGroup] = []
+
+    def add(
+        self,
+        group_id: str,
+        applier: Applier,
+        source_topics: Sequence[str],
+        heartbeat: str | None = None,
+        on_failure: OnFailure = "dead_letter",
+    ) -> ConsumerGroup:
+        """Run one more consumer group (before `start`).
+
+        Its records are applied by `applier` with tracking names `<group_id>:<topic>:<p>`;
+        poison goes to `<topic>.dlq.<group_id>` (with on_failure="stop", a record its handler
+        keeps failing on stops its partition instead, retried with backoff: read models).
+        With FULFIL_CONSUMERS_ENABLED=false it is registered but not subscribed (operator
+        tools use its inbox: `fulfil dlq`).
+        """
+        inbox = Inbox(
+            app=applier,
+            group_id=group_id,
+            kafka_settings=self.kafka_settings,
+            max_attempts=self.settings.consumer_max_attempts,
+            backoff_s=self.settings.consumer_backoff_s,
+            on_failure=on_failure,
+        )
+        gate = PartitionGate(inbox, max_backoff_s=self.settings.consumer_max_backoff_s)
+        subscriber = None
+        if self.settings.consumers_enabled:
+            subscriber = subscribe_inbox(
+                self.broker,
+                inbox,
+                source_topics,
+                max_records=self.settings.consumer_max_records,
+                resume_from=self.settings.consumer_resume_from,
+                gate=gate,
+            )
+        for topic in map(topics.physical, source_topics):  # every series exists from 0
+            kit_metrics.INBOX_APPLIED.labels(group_id, topic)
+            kit_metrics.INBOX_DUPLICATES.labels(group_id, topic)
+            for kind in ("database", "handler", "conflict"):
+                kit_metrics.INBOX_RETRIES.labels(group_id, topic, kind)
+            for reason in DLQ_REASONS:
+                kit_metrics.DLQ_PUBLISHED.labels(group_id, topic, reason)
+        group = ConsumerGroup(inbox, subscriber, heartbeat or f"consumer:{group_id}", applier, gate)
+        self.consumers.append(group)
+        return group
+
+    def active(self) -> list[ConsumerGroup]:
+        """The groups that are subscribed (all of them unless consumers are disabled)."""
+        return [c for c in self.consumers if c.subscriber is not None]
+
+    async def kafka_ready(self) -> str | None:
+        if not await self.broker.ping(timeout=3):
+            return "broker unreachable"
+        for running in self.consumers:
+            consumer = running.subscriber.consumer if running.subscriber else None
+            if consumer is not None and not consumer.assignment():
+                return f"no partitions assigned yet to {running.inbox.group_id}"
+        return None
+
+    async def consumers_ready(self) -> str | None:
+        """Not ready while a consumer holds partitions it cannot apply (database, Kafka)."""
+        problems = [p for c in self.active() if (p := c.gate.problem()) is not None]
+        return "; ".join(problems) or None
+
+    async def start_inboxes(self) -> None:
+        """Before the broker starts: each inbox's producer (DLQ) and tracking reads."""
+        for consumer in self.active():
+            await consumer.inbox.start()
+
+    def watch(self, health: Health) -> list[asyncio.Task[None]]:
+        """After the broker started: each group's watch (its heartbeat) and partition gate."""
+        tasks = []
+        for consumer in self.active():
+            beat = health.heartbeat(consumer.heartbeat)
+            watch = ConsumerWatch(consumer.inbox, consumer.subscriber, beat, consumer.gate)
+            tasks.append(asyncio.create_task(watch.run(), name=f"{consumer.heartbeat}-watch"))
+            tasks.append(
+                asyncio.create_task(consumer.gate.run(), name=f"{consumer.heartbeat}-gate")
+            )
+        return tasks
+
+    async def stop_inboxes(self) -> None:
+        for consumer in self.active():
+            await consumer.inbox.stop()
+
+    def close_appliers(self, keep: object = None) -> None:
+        """Close every applier that has a `close()` (but `keep`: its owner closes it)."""
+        for consumer in self.consumers:
+            close = getattr(consumer.applier, "close", None)
+            if callable(close) and consumer.applier is not keep:
+                close()
+
+
+BackgroundJob = Callable[[], Coroutine[Any, Any, None]]
+
+
+async def supervised(job: BackgroundJob) -> None:
+    """Run a background loop; if it crashes, log it and start it again with backoff."""
+    delay = 0.5
+    while True:
+        try:
+            await job()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background task crashed, restarting", task=job.__qualname__, delay=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+async def record_readiness(service: str, health: Health, interval_s: float = 2.0) -> None:
+    """Readiness as metrics, refreshed every few seconds (a scrape must stay cheap)."""
+    ready = kit_metrics.READY.labels(service)
+    ready.set(0)
+    while True:
+        problems = await health.readiness()
+        ready.set(0 if problems else 1)
+        for check in health.readiness_checks:
+            kit_metrics.READINESS_PROBLEMS.labels(service, check).set(int(check in problems))
+        await asyncio.sleep(interval_s)
+
+
+def install_probes(api: FastAPI, health: Health) -> None:
+    """`/livez`, `/readyz` and `/metrics`: open (no token), outside the OpenAPI."""
+
+    @api.get("/livez", include_in_schema=False)
+    async def livez() -> Response:
+        return health_response(health.liveness())
+
+    @api.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        return health_response(await health.readiness())
+
+    @api.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def health_response(problems: dict[str, str]) -> Response:
+    status = 200 if not problems else 503
+    body = {"status": "ok" if not problems else "failing", "problems": problems}
+    return Response(json.dumps(body), status_code=status, media_type="application/json")
