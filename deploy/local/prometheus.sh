@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Local Prometheus for `make run`: scrapes the five services and loads the alert rules.
+# Local Prometheus for `make run`: scrapes every process (each replica) and loads the alert rules.
 #
 #   deploy/local/prometheus.sh ensure   install Debian's prometheus (+ promtool) if missing
 #   deploy/local/prometheus.sh up       (re)start it on 127.0.0.1:${PROMETHEUS_PORT:-9090}, print its URL
@@ -21,8 +21,13 @@ PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
 SCRAPE_INTERVAL=${PROMETHEUS_SCRAPE_INTERVAL:-5s}
 DEPLOYMENT=${FULFIL_TOPIC_PREFIX:-local}
 DEPLOYMENT=${DEPLOYMENT%.}
-# service=port of each service as `make run` starts them (deploy/local/run.sh)
-SERVICES=${FULFIL_SCRAPE_SERVICES:-orders=8001 inventory=8002 payments=8003 shipping=8004 customer-service=8005}
+# service=port of each process (every replica) as `make run` starts them (deploy/local/run.sh)
+# shellcheck source=deploy/local/processes.sh
+source "$SCRIPT_DIR/processes.sh"
+if [[ -z ${FULFIL_SCRAPE_SERVICES:-} ]]; then
+  FULFIL_SCRAPE_SERVICES=$(instances | while read -r process _ port; do printf '%s=%s ' "$process" "$port"; done)
+fi
+SERVICES=$FULFIL_SCRAPE_SERVICES
 
 log() { printf '[prometheus] %s\n' "$*" >&2; }
 die() {

@@ -1,12 +1,42 @@
 #!/usr/bin/env bash
-# Runs every service in the foreground under honcho (Ctrl-C ends them); `run.sh stop` ends them from elsewhere.
+# Runs every service and the read models in the foreground under honcho (Ctrl-C ends them);
+# `run.sh stop` ends them from elsewhere; `run.sh procfile` prints what it would run.
+# FULFIL_REPLICAS=2 runs two replicas of each (deploy/local/processes.sh).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 state="${FULFIL_STATE_DIR:-$repo/.local}"
 pidfile="$state/run.pid"
 cd "$repo"
+# shellcheck source=deploy/local/processes.sh
+source "$repo/deploy/local/processes.sh"
 
-declare -A PORTS=([orders]=8001 [inventory]=8002 [payments]=8003 [shipping]=8004 [customer-service]=8005 [read-models]=8006)
+# deploy/local/Procfile with each service's line once per replica: replica 1 on the service's
+# own port, the others with FULFIL_HTTP_PORT set to theirs. Lines of other processes (the
+# demo) stay as they are.
+procfile() {
+  local line name command process replica port listing
+  local -A replicas=()
+  listing=$(instances) || return 1
+  while read -r process replica port; do
+    replicas[$process]+="$replica=$port "
+  done <<<"$listing"
+  while IFS= read -r line; do
+    if [[ $line =~ ^([a-z][a-z-]*):[[:space:]]*(.*)$ ]]; then
+      name=${BASH_REMATCH[1]} command=${BASH_REMATCH[2]}
+      if [[ -n ${replicas[$name]:-} ]]; then
+        for entry in ${replicas[$name]}; do
+          if [[ ${entry%%=*} == "$name" ]]; then
+            echo "$name: $command"
+          else
+            echo "${entry%%=*}: FULFIL_HTTP_PORT=${entry#*=} $command"
+          fi
+        done
+        continue
+      fi
+    fi
+    echo "$line"
+  done <deploy/local/Procfile
+}
 
 stop() {
   [[ -f "$pidfile" ]] || return 0
@@ -32,10 +62,12 @@ stop() {
 }
 
 announce() {
-  local deadline=$((SECONDS + 90)) name supervisor=$$
-  local -a late=()
-  for name in orders inventory payments shipping customer-service read-models; do
-    until curl -fsS "http://127.0.0.1:${PORTS[$name]}/readyz" >/dev/null 2>&1; do
+  local deadline=$((SECONDS + 90)) name process port supervisor=$$
+  local -a late=() all=()
+  mapfile -t all < <(instances)  # checked before: procfile runs first
+  for entry in "${all[@]}"; do
+    read -r process name port <<<"$entry"
+    until curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
       kill -0 "$supervisor" 2>/dev/null || return 0  # the platform stopped: nothing to announce
       (( SECONDS > deadline )) && { late+=("$name"); break; }
       sleep 0.5
@@ -47,9 +79,14 @@ announce() {
     return 0
   fi
   echo ">>> The fulfilment platform is up:"
-  for name in orders inventory payments shipping customer-service read-models; do
-    printf '>>>   %-17s http://127.0.0.1:%s   (OpenAPI: /openapi.json with a token; open: /livez /readyz /metrics)\n' \
-      "$name" "${PORTS[$name]}"
+  for entry in "${all[@]}"; do
+    read -r process name port <<<"$entry"
+    if [[ $process == read-models ]]; then
+      printf '>>>   %-19s http://127.0.0.1:%s   (writes the read models; only /livez /readyz /metrics)\n' "$name" "$port"
+    else
+      printf '>>>   %-19s http://127.0.0.1:%s   (OpenAPI: /openapi.json with a token; open: /livez /readyz /metrics)\n' \
+        "$name" "$port"
+    fi
   done
   echo ">>>   Kafka             ${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:19092}"
   echo ">>>   PostgreSQL        ${POSTGRES_HOST:-127.0.0.1}:${POSTGRES_PORT:-15432}"
@@ -71,9 +108,11 @@ announce() {
 
 case "${1:-start}" in
   stop) stop ;;
+  procfile) procfile ;;
   start)
     mkdir -p "$state"
     stop >/dev/null
+    procfile >"$state/Procfile"  # fails here on a bad FULFIL_REPLICAS, before anything starts
     unset FULFIL_HTTP_PORT  # each service listens on its own default port (PORTS above)
     # The dev issuer's key pair and secrets (dev only), before the services read them.
     "$repo/.venv/bin/fulfil" auth token --role ops >/dev/null
@@ -84,11 +123,11 @@ case "${1:-start}" in
     echo "$FULFIL_RUN_TAG" >"$state/run.tag"
     # Every process of the Procfile; without the demo when FULFIL_DEMO=0 (honcho ends all
     # processes when one exits, so a demo that is off must not run at all).
-    mapfile -t procs < <(sed -n 's/^\([a-z][a-z-]*\):.*/\1/p' deploy/local/Procfile)
+    mapfile -t procs < <(sed -n 's/^\([a-z0-9][a-z0-9-]*\):.*/\1/p' "$state/Procfile")
     if [[ ${FULFIL_DEMO:-1} == 0 ]]; then
       mapfile -t procs < <(printf '%s\n' "${procs[@]}" | grep -vx demo)
     fi
-    exec "$repo/.venv/bin/honcho" -f deploy/local/Procfile -d "$repo" start "${procs[@]}"
+    exec "$repo/.venv/bin/honcho" -f "$state/Procfile" -d "$repo" start "${procs[@]}"
     ;;
-  *) echo "usage: $0 [start|stop]" >&2; exit 2 ;;
+  *) echo "usage: $0 [start|stop|procfile]" >&2; exit 2 ;;
 esac
