@@ -25,12 +25,21 @@ from fulfilment_kit.settings import PostgresSettings, ServiceSettings
 from orders.application import OrdersApplication
 from orders.deadlines import DeadlineWatch
 from orders.domain import Order
+from payments.application import PaymentsApplication
+from payments.domain import Payment, payment_id_for
+from payments.gateway import HttpPaymentGateway
+from payments.worker import ProviderWorker
 from shipping.application import ShippingApplication
 from shipping.dispatcher import AutoDispatcher
 from shipping.domain import ShipmentStatus
 from shipping.gateway import SandboxCarrier
+from tests.support.card_provider import card_provider
 from tests.unit.test_customer_service_policy import deliver, exception_of
 from tests.unit.test_orders_lifecycle import place
+from tests.unit.test_payments_policy import WORKER_SETTINGS
+from tests.unit.test_payments_policy import Feed as PaymentsFeed
+from tests.unit.test_payments_policy import locked
+from tests.unit.test_payments_policy import placed as order_placed
 from tests.unit.test_shipping_policy import Feed, paid, placed
 
 A = TypeVar("A", bound=Application[Any])
@@ -145,3 +154,34 @@ def test_two_replicas_of_the_sla_watch_report_each_breach_once(replicas: Any) ->
     for order_id in order_ids:
         events = one.events.get(case_id_for("delivery_exception", order_id))
         assert [type(e) for e in events].count(Case.SlaBreached) == 1
+
+
+def test_two_replicas_of_the_payments_provider_worker_capture_each_payment_once(
+    replicas: Any,
+) -> None:
+    """Rows are read, not claimed (a claim would hold a transaction across the provider
+    call): both replicas may call for one payment, with the intent's idempotency key, so
+    the provider moves the money once, and the second outcome recorded is a no-op."""
+    with card_provider() as provider:
+        gateways = [HttpPaymentGateway(provider.url, provider.key, timeout_s=5) for _ in "12"]
+        try:
+            one, two = (replicas(PaymentsApplication, "payments", gateway=g) for g in gateways)
+            feed = PaymentsFeed(one, worker=False)
+            order_ids = [uuid.uuid4() for _ in range(30)]
+            for order_id in order_ids:
+                feed.send(order_placed(order_id), locked(order_id))
+            workers = [ProviderWorker(app, settings=WORKER_SETTINGS) for app in (one, two)]
+
+            recorded = at_once(*(w.step for w in workers))
+            recorded += at_once(*(w.step for w in workers))  # nothing left to call
+        finally:
+            for gateway in gateways:
+                gateway.close()
+
+    assert sum(recorded) == 30  # each capture recorded by exactly one replica
+    assert provider.ledger.money_moves == 30  # one charge per payment, not one per replica
+    assert len(provider.ledger.charges) == 30
+    for order_id in order_ids:
+        events = one.events.get(payment_id_for(order_id))
+        assert [type(e) for e in events].count(Payment.Captured) == 1
+    assert [w.open_payments() for w in workers] == [[], []]

@@ -207,7 +207,9 @@ class ProviderWorker:
 
         recorded = self._change(payment, change)
         order_id = str(payment.order_id)
-        if result.captured:
+        if not recorded:  # a twin replica recorded the same answer first
+            log.debug("provider outcome already recorded", order_id=order_id)
+        elif result.captured:
             log.info("payment captured", order_id=order_id, amount_minor=payment.amount_minor)
         else:
             log.info("payment declined", order_id=order_id, reason=result.failure_code)
@@ -265,15 +267,24 @@ class ProviderWorker:
             )
             return 0
         recorded = self._change(payment, lambda p: _complete(p, refund_id, result, trace))
-        log.info("payment refunded", order_id=str(payment.order_id))
+        if recorded:
+            log.info("payment refunded", order_id=str(payment.order_id))
         return recorded
 
     def _change(self, payment: Payment, change: Callable[[Payment], bool]) -> int:
-        before = payment.version
-        after = self.app.record_provider_outcome(payment.order_id, change)
+        """Record an outcome; 1 when this call saved it, 0 when there was nothing to record
+        (a twin replica recorded it first: the newest payment has no such work left)."""
+        saved = False
+
+        def tracked(newest: Payment) -> bool:
+            nonlocal saved
+            saved = change(newest)  # the last attempt's answer is the one that was saved
+            return saved
+
+        after = self.app.record_provider_outcome(payment.order_id, tracked)
         if not has_provider_work(after):
             self._done(payment.id)
-        return 1 if after.version != before else 0
+        return 1 if saved else 0
 
     # -- the loop ---------------------------------------------------------------------------
 
