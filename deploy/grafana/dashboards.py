@@ -146,7 +146,8 @@ OVERVIEW = (
         ),
         panel(
             "Stuck orders now (past their stage deadline)",
-            q(f"sum by (stage) (fulfil_orders_overdue{{{D}}})", "{{stage}}"),
+            # every replica counts the same table: max, not sum, across them
+            q(f"max by (stage) (fulfil_orders_overdue{{{D}}})", "{{stage}}"),
             description="Run `fulfil` against orders: GET /orders?flagged=true lists them.",
         ),
         panel(
@@ -185,7 +186,8 @@ OVERVIEW = (
         ),
         panel(
             "Low-stock SKUs",
-            q(f"sum(fulfil_stock_low_skus{{{D}}})", "SKUs at or below threshold"),
+            # every replica samples the same database: max, not sum, across them
+            q(f"max(fulfil_stock_low_skus{{{D}}})", "SKUs at or below threshold"),
             kind="stat",
             description="GET /stock?below_threshold=true on inventory names them.",
         ),
@@ -399,7 +401,8 @@ CUSTOMER_SERVICE = (
     [
         panel(
             "Open cases by priority",
-            q(f"sum by (priority) (fulfil_cases_open{{{D}}})", "{{priority}}"),
+            # every replica samples the same database: max, not sum, across them
+            q(f"max by (priority) (fulfil_cases_open{{{D}}})", "{{priority}}"),
         ),
         panel(
             "Cases opened by priority",

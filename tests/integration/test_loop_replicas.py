@@ -36,9 +36,8 @@ from shipping.gateway import SandboxCarrier
 from tests.support.card_provider import card_provider
 from tests.unit.test_customer_service_policy import deliver, exception_of
 from tests.unit.test_orders_lifecycle import place
-from tests.unit.test_payments_policy import WORKER_SETTINGS
+from tests.unit.test_payments_policy import WORKER_SETTINGS, locked
 from tests.unit.test_payments_policy import Feed as PaymentsFeed
-from tests.unit.test_payments_policy import locked
 from tests.unit.test_payments_policy import placed as order_placed
 from tests.unit.test_shipping_policy import Feed, paid, placed
 

@@ -19,7 +19,8 @@ from customer_service.projections.rebuild import Rebuild
 from customer_service.projections.sources import TopicSource
 from customer_service.projections.store import datastore
 from customer_service.projections.tables import PROJECTIONS
-from fulfilment_kit.settings import PostgresSettings
+from fulfilment_kit.contracts import topics
+from fulfilment_kit.settings import KafkaSettings, PostgresSettings
 from tests.integration.test_projections_rebuild import dump, traffic
 from tests.support.polling import eventually
 from tests.support.processes import (
@@ -145,6 +146,23 @@ def sum_of(metrics: str, name: str, **labels: str) -> float:
     return total
 
 
+def partitions_in(metrics: str) -> set[str]:
+    """`<logical topic>/<partition>` of each partition this process reports a position for."""
+    found = set()
+    for line in metrics.splitlines():
+        if line.startswith("fulfil_consumer_tracked_offset{") and f'consumer="{GROUP}"' in line:
+            topic = re.search(r'topic="([^"]+)"', line)
+            partition = re.search(r'partition="(\d+)"', line)
+            assert topic is not None, line
+            assert partition is not None, line
+            found.add(f"{topic.group(1).removeprefix(topics.prefix())}/{partition.group(1)}")
+    return found
+
+
+async def reported(client: httpx.AsyncClient) -> set[str]:
+    return partitions_in((await client.get("/metrics")).text)
+
+
 async def settle(database: str, expected: int) -> None:
     await eventually(
         lambda: asyncio.to_thread(applied_count, database),
@@ -163,6 +181,10 @@ async def test_two_replicas_share_the_partitions_and_equal_a_single_rebuild(
     assert len({e.ce_id for e in events}) == len(events)
     async with AsyncExitStack() as stack:
         one, first = await stack.enter_async_context(read_models(database, "read-models-1"))
+        every = {f"{t}/{p}" for t in topics.ALL for p in range(KafkaSettings().topic_partitions)}
+        await eventually(  # alone, it owns every partition (and reports each)
+            lambda: reported(first), until=lambda found: found == every, what="one owner"
+        )
         _, second = await stack.enter_async_context(read_models(database, "read-models-2"))
         # both ready: each has partitions assigned (readiness says none until it has)
         await eventually(
@@ -173,6 +195,19 @@ async def test_two_replicas_share_the_partitions_and_equal_a_single_rebuild(
         )
         await produce(events[:half])
         await settle(database, half)
+
+        async def owned() -> list[set[str]]:
+            return [await reported(first), await reported(second)]
+
+        # every partition reported by exactly one replica: the one that owns it (a replica
+        # drops a revoked partition's gauges, or the dashboards would count its lag twice)
+        split = await eventually(
+            owned,
+            until=lambda s: all(s) and s[0] | s[1] == every and not s[0] & s[1],
+            timeout=30,
+            what="the partitions split between the replicas, each reported by its owner only",
+        )
+        assert len(split[0]) + len(split[1]) == len(every)
         shares = [
             sum_of((await c.get("/metrics")).text, "fulfil_inbox_applied_total")
             for c in (first, second)

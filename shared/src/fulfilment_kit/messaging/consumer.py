@@ -280,6 +280,7 @@ class TrackedOffsetListener(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in revoked:
             self.inbox.forget(tp)
         self.gate.drop(revoked)
+        forget_partition_series(self.inbox.group_id, revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         consumer: AIOKafkaConsumer = self.subscriber.consumer
@@ -293,6 +294,20 @@ class TrackedOffsetListener(ConsumerRebalanceListener):  # type: ignore[misc]
         log.info(
             "partitions assigned", partitions=[f"{tp.topic}/{tp.partition}" for tp in assigned]
         )
+
+
+def forget_partition_series(group_id: str, tps: Iterable[TopicPartition]) -> None:
+    """Drop the per-partition gauges of partitions this process no longer owns: a replica
+    that kept its last values after a rebalance would count the new owner's lag twice."""
+    for tp in tps:
+        labels = (group_id, tp.topic, str(tp.partition))
+        for gauge in (
+            metrics.CONSUMER_LAG,
+            metrics.CONSUMER_TRACKED_OFFSET,
+            metrics.INBOX_TRACKED_LAG,
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
 
 
 async def _no_decode(_: Any) -> None:
