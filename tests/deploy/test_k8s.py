@@ -475,3 +475,39 @@ def test_every_secret_the_pods_reference_is_documented(built: dict[str, list[Obj
                     name = ref["name"].replace(d["metadata"]["name"], "<service>")
                     assert f"`{name}`" in docs or f"`{ref['name']}`" in docs, ref
                     assert f"`{ref['key']}`" in docs, ref
+
+
+def test_the_read_models_are_a_deployment_of_their_own_on_customer_services_database(
+    built: dict[str, list[Obj]],
+) -> None:
+    """ADR 17: probes, a disruption budget and scaling on their group's lag like the services;
+    customer-service's database and role; no caller but Prometheus, no identity provider."""
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in built["prod"]}
+    deployment = objects[("Deployment", "read-models")]
+    pod = deployment["spec"]["template"]["spec"]
+    [main] = pod["containers"]
+    assert main["command"] == ["fulfil-read-models"]
+    assert {
+        main["livenessProbe"]["httpGet"]["path"],
+        main["readinessProbe"]["httpGet"]["path"],
+    } == {
+        "/livez",
+        "/readyz",
+    }
+    [migrate] = pod["initContainers"]
+    assert migrate["command"][-1] == "customer_service.projections.main:create_app"
+    config = objects[("ConfigMap", "fulfil-read-models")]["data"]
+    assert config["POSTGRES_DBNAME"] == config["POSTGRES_USER"] == "fulfil_customer_service"
+    password = next(e for e in main["env"] if e["name"] == "POSTGRES_PASSWORD")
+    assert password["valueFrom"]["secretKeyRef"]["name"] == "fulfil-customer-service-postgres"
+    assert ("PodDisruptionBudget", "read-models") in objects
+    [trigger] = objects[("ScaledObject", "read-models")]["spec"]["triggers"]
+    assert trigger["metadata"]["consumerGroup"] == "customer-service-projections"
+    policy = objects[("NetworkPolicy", "read-models")]["spec"]
+    callers = [c for rule in policy["ingress"] for c in rule["from"]]
+    assert callers == [{"namespaceSelector": {"matchLabels": {"fulfil.io/monitoring": "true"}}}]
+    assert not [r for r in policy["egress"] if "ipBlock" in str(r) or "identity" in str(r)]
+    user = objects[("KafkaUser", "read-models")]["spec"]["authorization"]["acls"]
+    assert not [a for a in user if a["resource"]["type"] == "transactionalId"]
+    written = {a["resource"]["name"] for a in user if "Write" in a["operations"]}
+    assert written == {topics.dlq(t, "customer-service-projections") for t in topics.ALL}
