@@ -8,7 +8,7 @@ import pytest
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging.admin import ensure_topics
-from tests.e2e.platform import Platform
+from tests.e2e.platform import PROCESSES, Platform
 from tests.support.prometheus import PrometheusServer
 from tests.support.stack import delete_topics
 
@@ -29,8 +29,9 @@ async def platform() -> AsyncIterator[Platform]:
 
 @pytest.fixture(scope="session")
 def prometheus(platform: Platform) -> Iterator[PrometheusServer]:
-    """A real Prometheus scraping the platform's five services every second, rules loaded."""
-    targets = {name: f"127.0.0.1:{service.port}" for name, service in platform.services.items()}
+    """A real Prometheus scraping the five services and the read models every second, rules
+    loaded."""
+    targets = {name: f"127.0.0.1:{platform[name].port}" for name in PROCESSES}
     server = PrometheusServer(targets, scrape_interval="1s").start()
     try:
         yield server

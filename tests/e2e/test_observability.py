@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging import kafka
 from fulfilment_kit.settings import KafkaSettings
-from tests.e2e.platform import SERVICES, Platform, new_sku
+from tests.e2e.platform import PROCESSES, SERVICES, Platform, new_sku
 from tests.e2e.test_after_sales import delivered_order, receive, return_accepted
 from tests.e2e.test_lifecycle import dispatch
 from tests.support.auth import signed
@@ -105,7 +105,7 @@ async def traffic(platform: Platform, prometheus: PrometheusServer) -> Traffic:
     # Prometheus sees each counter before the traffic moves it (it cannot see an increase
     # that happened before its first scrape).
     await eventually(
-        scraping, until=lambda up: len(up) == len(SERVICES), timeout=60, what="first scrapes"
+        scraping, until=lambda up: len(up) == len(PROCESSES), timeout=60, what="first scrapes"
     )
     seen = Traffic(started=time.time())
     mug, tee, scarce = new_sku("OBS"), new_sku("OBS"), new_sku("OBS")
@@ -267,7 +267,7 @@ async def test_metric_labels_carry_no_ids_and_series_are_bounded(
     platform: Platform, traffic: Traffic
 ) -> None:
     offending: list[str] = []
-    for name in SERVICES:
+    for name in PROCESSES:
         async with platform[name].client() as client:
             text = (await client.get("/metrics")).text
         for entity in (*traffic.order_ids, *traffic.skus, *SENTINELS):
@@ -326,7 +326,7 @@ async def test_one_correlation_id_tells_an_order_story_in_all_five_logs_without_
         else:
             assert any(line.get("order_id") == order_id for line in lines)
 
-    for name in SERVICES:
+    for name in PROCESSES:
         text = platform[name].process.log_text()
         for sentinel in SENTINELS:
             assert sentinel not in text, f"{name}'s log contains personal data {sentinel!r}"
@@ -358,7 +358,7 @@ async def _status(url: str, path: str) -> int:
 async def test_livez_stays_up_while_kafka_is_down_and_readyz_follows_it(
     platform: Platform, traffic: Traffic
 ) -> None:
-    urls = {name: platform[name].url for name in SERVICES}
+    urls = {name: platform[name].url for name in PROCESSES}
     for url in urls.values():
         assert await _status(url, "/readyz") == 200
     _stack("kafka-down")
