@@ -8,14 +8,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from customer_service.domain import (
+from customer_service.cases.domain import (
     CASE_KINDS,
     Case,
     CaseStatus,
-    InspectedItem,
     InvalidCase,
+    SlaPolicy,
+    case_id_for,
+)
+from customer_service.invariants import InvalidTransition
+from customer_service.returns.domain import (
+    InspectedItem,
     InvalidReturn,
-    InvalidTransition,
     Label,
     OrderedLine,
     OrderRecord,
@@ -25,8 +29,6 @@ from customer_service.domain import (
     ReturnReasonCode,
     ReturnRequest,
     ReturnStatus,
-    SlaPolicy,
-    case_id_for,
     order_record_id,
     rma_number_for,
 )

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from functools import singledispatch
 from typing import Any
 
-from customer_service.domain import Case, ReturnRequest, reason_text
+from customer_service.cases.domain import Case
+from customer_service.returns.domain import ReturnRequest, reason_text
 from fulfilment_kit.contracts import (
     CaseOpened,
     CaseResolved,
