@@ -11,10 +11,16 @@ from pathlib import Path
 from eventsourcing.persistence import StoredEvent
 
 from customer_service.application import CustomerServiceApplication
-from customer_service.cases.domain import Case, CaseStatus
+from customer_service.cases.domain import Case, CaseStatus, SlaPolicy
 from customer_service.contracts import to_public
-from customer_service.returns.domain import OrderRecord, ReturnItem, order_record_id
+from customer_service.returns.domain import (
+    OrderedLine,
+    OrderRecord,
+    ReturnItem,
+    order_record_id,
+)
 from fulfilment_kit.contracts import CaseOpened
+from fulfilment_kit.tracing import Trace
 
 ORDER_ID = uuid.UUID("11111111-1111-4111-8111-111111111111")
 CUSTOMER_ID = uuid.UUID("22222222-2222-4222-8222-222222222222")
@@ -52,9 +58,49 @@ def test_a_case_stored_in_the_old_module_loads_is_listed_and_maps_to_its_public_
     assert isinstance(case, Case)
     assert case.status is CaseStatus.IN_PROGRESS
     assert [note.text for note in case.notes] == ["on it"]
+    assert case.opened_by == "cause-4"  # version 1 named it only in its trace
     assert [c.id for c in app.list_cases(order_id=ORDER_ID)] == [CASE_ID]
     first = app.mapper.to_domain_event(app.recorder.select_events(CASE_ID, lte=1)[0])
     [outbound] = to_public(first)
     assert isinstance(outbound.event, CaseOpened)
     assert outbound.event.case_id == CASE_ID
     assert outbound.correlation_id == "corr"
+
+
+def test_events_recorded_now_have_the_stored_names_and_fields() -> None:
+    """The same story recorded by today's code: each event's name and fields (and `trace`)
+    as stored before, Case.Opened as version 2 with `opened_by`."""
+    old = _app_with_old_events()
+    new = CustomerServiceApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    trace = Trace("corr", "cause")
+    record = OrderRecord.place(
+        order_id=ORDER_ID,
+        customer_id=CUSTOMER_ID,
+        lines=[OrderedLine("SKU-1", 2, 1500)],
+        currency="EUR",
+    )
+    record.deliver(datetime(2025, 5, 1, 12, tzinfo=UTC))
+    record.open_return(RETURN_ID, [ReturnItem("SKU-1", 1, 1500)])
+    case = Case.open(
+        case_id=CASE_ID,
+        kind="inquiry",
+        priority="normal",
+        summary="where is it",
+        order_id=ORDER_ID,
+        customer_id=CUSTOMER_ID,
+        opened_at=datetime(2025, 5, 2, 9, tzinfo=UTC),
+        sla=SlaPolicy(),
+        opened_by="cause-4",
+    )
+    case.comment("agent", "on it", datetime(2025, 5, 2, 10, tzinfo=UTC))
+    new.save(record, case, trace=trace)
+
+    def shape(app: CustomerServiceApplication) -> list[tuple[str, set[str]]]:
+        return [
+            (n.topic.rpartition(":")[2], set(json.loads(n.state)))
+            for n in app.recorder.select_notifications(1, 10)
+        ]
+
+    expected = shape(old)
+    expected[3][1].update({"opened_by", "class_version"})
+    assert shape(new) == expected

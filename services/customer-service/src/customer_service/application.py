@@ -54,7 +54,6 @@ from fulfilment_kit.contracts import (
 from fulfilment_kit.messaging.inbox import InboundMessage
 from fulfilment_kit.persistence.moved import moved_from
 from fulfilment_kit.persistence.transcodings import register_dataclasses
-from fulfilment_kit.tracing import Trace
 
 log = structlog.get_logger(__name__)
 
@@ -103,7 +102,7 @@ class CustomerServiceApplication(ReturnCommands, CaseCommands):
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
-        register_dataclasses(transcoder, OrderedLine, ReturnItem, InspectedItem, Label, Note, Trace)
+        register_dataclasses(transcoder, OrderedLine, ReturnItem, InspectedItem, Label, Note)
 
     # -- policy (Kafka): every change goes on `processing`, saved with the tracking record --
 
@@ -132,29 +131,24 @@ class CustomerServiceApplication(ReturnCommands, CaseCommands):
             customer_id=event.customer_id,
             lines=[OrderedLine(x.sku, x.quantity, x.unit_price_minor) for x in event.lines],
             currency=event.currency,
-            trace=_trace(message),
         )
         processing.collect_events(record)
 
     @_react.register
     def _(self, event: OrderDelivered, message: InboundMessage, processing: Any) -> None:
         if (record := self._order(processing, event.order_id)) and record.deliver(
-            event.delivered_at, _trace(message)
+            event.delivered_at
         ):
             processing.collect_events(record)
 
     @_react.register
     def _(self, event: OrderCancelled, message: InboundMessage, processing: Any) -> None:
-        if (record := self._order(processing, event.order_id)) and record.end(
-            "cancelled", _trace(message)
-        ):
+        if (record := self._order(processing, event.order_id)) and record.end("cancelled"):
             processing.collect_events(record)
 
     @_react.register
     def _(self, event: OrderRejected, message: InboundMessage, processing: Any) -> None:
-        if (record := self._order(processing, event.order_id)) and record.end(
-            "rejected", _trace(message)
-        ):
+        if (record := self._order(processing, event.order_id)) and record.end("rejected"):
             processing.collect_events(record)
 
     @_react.register
@@ -221,11 +215,7 @@ class CustomerServiceApplication(ReturnCommands, CaseCommands):
             customer_id=customer_id,
             opened_at=self.clock(),
             sla=self.sla,
-            trace=_trace(message),
+            opened_by=message.envelope.id,
         )
         processing.collect_events(case)
         log.info("case opened", case_id=str(case_id), kind=kind, order_id=str(order_id))
-
-
-def _trace(message: InboundMessage) -> Trace:
-    return Trace.caused_by(message.envelope.id, message.envelope.correlation_id)

@@ -24,6 +24,9 @@ COMMAND_ATTEMPTS = 5
 
 T = TypeVar("T")
 
+Change = tuple[T, list[Aggregate], Trace]
+"""What a command changed: its aggregate, the others saved with it, and the command's trace."""
+
 
 @dataclass(frozen=True)
 class Done:
@@ -38,13 +41,13 @@ class CommandsBase(InboxApplication):
 
     clock: Callable[[], datetime]
 
-    def _execute(self, change: Callable[[], tuple[T, list[Aggregate]]]) -> T:
+    def _execute(self, change: Callable[[], Change[T]]) -> T:
         """Run `change` and save what it changed atomically; retry on a concurrent write."""
         for attempt in range(1, COMMAND_ATTEMPTS + 1):
-            main, others = change()
+            main, others, trace = change()
             assert isinstance(main, Aggregate)
             try:
-                self.save(main, *others)
+                self.save(main, *others, trace=trace)
             except IntegrityError:
                 log.info("command conflicted, retrying", attempt=attempt)
                 continue

@@ -27,12 +27,14 @@ import pydantic
 import structlog
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from eventsourcing.application import Application, ProcessingEvent
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, DomainEventProtocol, MutableOrImmutableAggregate
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
+    JSONTranscoder,
     OperationalError,
     ProcessRecorder,
+    Recording,
     Tracking,
 )
 from psycopg_pool import PoolTimeout
@@ -44,7 +46,9 @@ from fulfilment_kit.messaging import cloudevents, kafka
 from fulfilment_kit.observability import metrics
 from fulfilment_kit.persistence.batch_load import load_aggregates
 from fulfilment_kit.persistence.fencing import FencedTracking, fenced_process_recorder
+from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.settings import KafkaSettings
+from fulfilment_kit.tracing import Trace, stamp
 
 log = structlog.get_logger(__name__)
 # The per-record story line has its own logger proxy: structlog caches a proxy's
@@ -107,13 +111,32 @@ class InboxApplication(Application[UUID]):
         self._prefetched[id(processing)] = (wanted, load_aggregates(self, wanted))
         try:
             for message in messages:
+                collected = len(processing.events)
                 with _log_context(message):
                     self.handle(message, processing)
+                envelope = message.envelope
+                reaction = Trace.caused_by(envelope.id, envelope.correlation_id)
+                stamp(reaction, processing.events[collected:])
         finally:
             del self._prefetched[id(processing)]
         recordings = self._record(processing)
         self._take_snapshots(processing)
         self._notify(recordings)
+
+    def save(
+        self,
+        *objs: MutableOrImmutableAggregate[UUID] | DomainEventProtocol[UUID] | None,
+        trace: Trace | None = None,
+        **kwargs: Any,
+    ) -> list[Recording[UUID]]:
+        """Save `objs`, their new events stamped with `trace` (the command's causal context)."""
+        if trace is not None:
+            stamp(trace, (e for obj in objs for e in getattr(obj, "pending_events", ())))
+        return super().save(*objs, **kwargs)
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        register_dataclasses(transcoder, Trace)  # stamped on every event
 
     def accepts(self, event_type: type[IntegrationEvent]) -> bool:
         """Whether this consumer reacts to `event_type`; others are skipped undecoded."""

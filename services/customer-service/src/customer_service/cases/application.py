@@ -10,12 +10,11 @@ from datetime import datetime
 from uuid import UUID
 
 import structlog
-from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from customer_service.cases.directory import CaseDirectory
 from customer_service.cases.domain import Case, SlaKind, SlaPolicy, case_id_for_key
-from customer_service.commands import CommandsBase, Done, correlated
+from customer_service.commands import Change, CommandsBase, Done, correlated
 from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
 from fulfilment_kit.tracing import Trace
 
@@ -64,10 +63,10 @@ class CaseCommands(CommandsBase):
                 customer_id=command.customer_id,
                 opened_at=self.clock(),
                 sla=self.sla,
-                trace=trace,
+                opened_by=trace.causation_id,
                 request_fingerprint=command.fingerprint,
             )
-            self.save(case)
+            self.save(case, trace=trace)
             log.info("case opened", case_id=str(case.id), kind=case.kind, priority=case.priority)
             return case
 
@@ -84,20 +83,20 @@ class CaseCommands(CommandsBase):
         return case
 
     def assign_case(self, case_id: UUID, assignee: str, trace: Trace) -> Case:
-        return self._change_case(case_id, lambda case, t: case.assign(assignee, t), trace)
+        return self._change_case(case_id, lambda case: case.assign(assignee), trace)
 
     def comment_case(self, case_id: UUID, author: str, text: str, trace: Trace) -> Case:
         return self._change_case(
-            case_id, lambda case, t: case.comment(author, text, self.clock(), t), trace
+            case_id, lambda case: case.comment(author, text, self.clock()), trace
         )
 
     def resolve_case(self, case_id: UUID, outcome: str, note: str | None, trace: Trace) -> Case:
         return self._change_case(
-            case_id, lambda case, t: case.resolve(outcome, note, self.clock(), t), trace
+            case_id, lambda case: case.resolve(outcome, note, self.clock()), trace
         )
 
     def close_case(self, case_id: UUID, trace: Trace) -> Case:
-        return self._change_case(case_id, lambda case, t: case.close(self.clock(), t), trace)
+        return self._change_case(case_id, lambda case: case.close(self.clock()), trace)
 
     def breach_sla(self, case_id: UUID, sla: SlaKind, now: datetime) -> bool:
         """Record a missed deadline once; False if it was met or reported meanwhile."""
@@ -105,21 +104,19 @@ class CaseCommands(CommandsBase):
         trace = Trace(
             correlation_id=str(case.order_id or case.id), causation_id=f"sla:{sla}:{case.id}"
         )
-        if not case.breach(sla, now, trace):
+        if not case.breach(sla, now):
             return False
         try:
-            self.save(case)
+            self.save(case, trace=trace)
         except IntegrityError:
             return False  # the case changed meanwhile; the watch looks again
         return True
 
-    def _change_case(
-        self, case_id: UUID, change: Callable[[Case, Trace], object], given: Trace
-    ) -> Case:
-        def run() -> tuple[Case, list[Aggregate]]:
+    def _change_case(self, case_id: UUID, change: Callable[[Case], object], given: Trace) -> Case:
+        def run() -> Change[Case]:
             case = self.get_case(case_id)
-            change(case, correlated(given, case.order_id or case.id))
-            return case, []
+            change(case)
+            return case, [], correlated(given, case.order_id or case.id)
 
         return self._execute(run)
 

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Any, ClassVar, Literal
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -24,7 +24,6 @@ from customer_service.invariants import (
     CustomerServiceError,
     InvalidTransition,
 )
-from fulfilment_kit.tracing import Trace
 
 CaseKind = Literal[
     "inquiry", "complaint", "after_sales", "delivery_exception", "payment_problem", "stuck_order"
@@ -115,47 +114,13 @@ def _check_text(name: str, value: str, limit: int = MAX_TEXT) -> None:
 class Case(Aggregate):
     """A support case and its service-level deadlines (times come from the service's clock)."""
 
-    class Opened(Aggregate.Created):
-        kind: str
-        priority: str
-        summary: str
-        order_id: UUID | None
-        customer_id: UUID | None
-        opened_at: datetime
-        first_response_due_at: datetime
-        resolution_due_at: datetime
-        request_fingerprint: str | None
-        trace: Trace
-
-    class Assigned(Aggregate.Event):
-        assignee: str
-        trace: Trace
-
-    class Commented(Aggregate.Event):
-        note: Note
-        trace: Trace
-
-    class Resolved(Aggregate.Event):
-        order_id: UUID | None
-        customer_id: UUID | None
-        outcome: str
-        note: str | None
-        resolved_at: datetime
-        trace: Trace
-
-    class Closed(Aggregate.Event):
-        closed_at: datetime
-        trace: Trace
-
-    class SlaBreached(Aggregate.Event):
-        order_id: UUID | None
-        customer_id: UUID | None
-        kind: str
-        priority: str
-        sla: str
-        due_at: datetime
-        breached_at: datetime
-        trace: Trace
+    # The events, declared by the `@event` methods below (their arguments are the fields).
+    Opened: ClassVar[type[Aggregate.Created]]
+    Assigned: ClassVar[type[Aggregate.Event]]
+    Commented: ClassVar[type[Aggregate.Event]]
+    Resolved: ClassVar[type[Aggregate.Event]]
+    Closed: ClassVar[type[Aggregate.Event]]
+    SlaBreached: ClassVar[type[Aggregate.Event]]
 
     @classmethod
     def open(
@@ -169,7 +134,7 @@ class Case(Aggregate):
         customer_id: UUID | None,
         opened_at: datetime,
         sla: SlaPolicy,
-        trace: Trace,
+        opened_by: str,
         request_fingerprint: str | None = None,
     ) -> Case:
         if kind not in CASE_KINDS:
@@ -189,10 +154,10 @@ class Case(Aggregate):
             first_response_due_at=first_due,
             resolution_due_at=resolution_due,
             request_fingerprint=request_fingerprint,
-            trace=trace,
+            opened_by=opened_by,
         )
 
-    @event(Opened)
+    @event("Opened")
     def __init__(
         self,
         id: UUID,
@@ -205,7 +170,7 @@ class Case(Aggregate):
         first_response_due_at: datetime,
         resolution_due_at: datetime,
         request_fingerprint: str | None,
-        trace: Trace,
+        opened_by: str,
     ) -> None:
         self.kind = kind
         self.priority = priority
@@ -216,7 +181,7 @@ class Case(Aggregate):
         self.first_response_due_at = first_response_due_at
         self.resolution_due_at = resolution_due_at
         self.request_fingerprint = request_fingerprint
-        self.opened_by = trace.causation_id
+        self.opened_by = opened_by
         """The message or request that opened the case (a redelivery opens no second one)."""
         self.status = CaseStatus.OPEN
         self.assignee: str | None = None
@@ -258,23 +223,23 @@ class Case(Aggregate):
         if self.status not in ACTIVE:
             raise InvalidTransition(f"cannot {action} case {self.id}: it is {self.status}")
 
-    def assign(self, assignee: str, trace: Trace) -> bool:
+    def assign(self, assignee: str) -> bool:
         _check_text("assignee", assignee, 200)
         self._require_active("assign")
         if assignee == self.assignee:
             return False
-        self._assigned(assignee=assignee, trace=trace)
+        self._assigned(assignee=assignee)
         return True
 
-    def comment(self, author: str, text: str, at: datetime, trace: Trace) -> None:
+    def comment(self, author: str, text: str, at: datetime) -> None:
         """An agent's note; the first one is the case's first response."""
         _check_text("author", author, 200)
         _check_text("text", text, 5000)
         if self.status is CaseStatus.CLOSED:
             raise InvalidTransition(f"cannot comment on case {self.id}: it is closed")
-        self._commented(note=Note(author, text, at), trace=trace)
+        self._commented(note=Note(author, text, at))
 
-    def resolve(self, outcome: str, note: str | None, at: datetime, trace: Trace) -> None:
+    def resolve(self, outcome: str, note: str | None, at: datetime) -> None:
         if outcome not in OUTCOMES:
             raise InvalidCase(f"unknown outcome {outcome!r}")
         if note is not None:
@@ -286,15 +251,14 @@ class Case(Aggregate):
             outcome=outcome,
             note=note,
             resolved_at=at,
-            trace=trace,
         )
 
-    def close(self, at: datetime, trace: Trace) -> None:
+    def close(self, at: datetime) -> None:
         if self.status is not CaseStatus.RESOLVED:
             raise InvalidTransition(f"cannot close case {self.id}: it is {self.status}")
-        self._closed(closed_at=at, trace=trace)
+        self._closed(closed_at=at)
 
-    def breach(self, sla: SlaKind, now: datetime, trace: Trace) -> bool:
+    def breach(self, sla: SlaKind, now: datetime) -> bool:
         """Report a missed deadline once; False when it is not (or no longer) missed."""
         if sla not in self.overdue(now):
             return False
@@ -306,27 +270,26 @@ class Case(Aggregate):
             sla=sla,
             due_at=self.due(sla),
             breached_at=now,
-            trace=trace,
         )
         return True
 
     # -- mutators --
 
-    @event(Assigned)
-    def _assigned(self, assignee: str, trace: Trace) -> None:
+    @event("Assigned")
+    def _assigned(self, assignee: str) -> None:
         self.assignee = assignee
         if self.status is CaseStatus.OPEN:
             self.status = CaseStatus.IN_PROGRESS
 
-    @event(Commented)
-    def _commented(self, note: Note, trace: Trace) -> None:
+    @event("Commented")
+    def _commented(self, note: Note) -> None:
         self.notes = [*self.notes, note]
         if self.first_response_at is None:
             self.first_response_at = note.at
         if self.status is CaseStatus.OPEN:
             self.status = CaseStatus.IN_PROGRESS
 
-    @event(Resolved)
+    @event("Resolved")
     def _resolved(
         self,
         order_id: UUID | None,
@@ -334,19 +297,18 @@ class Case(Aggregate):
         outcome: str,
         note: str | None,
         resolved_at: datetime,
-        trace: Trace,
     ) -> None:
         self.status = CaseStatus.RESOLVED
         self.outcome = outcome
         self.resolution_note = note
         self.resolved_at = resolved_at
 
-    @event(Closed)
-    def _closed(self, closed_at: datetime, trace: Trace) -> None:
+    @event("Closed")
+    def _closed(self, closed_at: datetime) -> None:
         self.status = CaseStatus.CLOSED
         self.closed_at = closed_at
 
-    @event(SlaBreached)
+    @event("SlaBreached")
     def _sla_breached(
         self,
         order_id: UUID | None,
@@ -356,6 +318,15 @@ class Case(Aggregate):
         sla: str,
         due_at: datetime,
         breached_at: datetime,
-        trace: Trace,
     ) -> None:
         self.breached = [*self.breached, sla]
+
+
+def _opened_by_from_trace(state: dict[str, Any]) -> None:
+    """Version 1 of `Case.Opened` named what opened the case only in its trace."""
+    state["opened_by"] = state["trace"].causation_id
+
+
+# Version 2 of `Case.Opened` carries `opened_by` itself.
+Case.Opened.class_version = 2  # type: ignore[attr-defined]
+Case.Opened.upcast_v1_v2 = staticmethod(_opened_by_from_trace)  # type: ignore[attr-defined]

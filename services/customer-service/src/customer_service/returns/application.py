@@ -9,9 +9,8 @@ from datetime import timedelta
 from uuid import UUID
 
 import structlog
-from eventsourcing.domain import Aggregate
 
-from customer_service.commands import COMMAND_ATTEMPTS, CommandsBase, Done, correlated
+from customer_service.commands import COMMAND_ATTEMPTS, Change, CommandsBase, Done, correlated
 from customer_service.returns.domain import (
     InspectedItem,
     Label,
@@ -77,12 +76,12 @@ class ReturnCommands(CommandsBase):
                 reason_code=command.reason_code,
                 comment=command.comment,
                 request_fingerprint=command.fingerprint,
-                trace=command.trace,
             )
-            record.open_return(return_id, items, command.trace)
+            record.open_return(return_id, items)
             if self.return_policy.authorises_automatically(ret.reason_code, record.total_minor):
-                ret.authorise(self._label(ret), "policy", command.trace)
-            self.save(record, ret)  # IntegrityError: the order or the same key changed
+                ret.authorise(self._label(ret), "policy")
+            # IntegrityError: the order or the same key changed
+            self.save(record, ret, trace=command.trace)
             log.info(
                 "return requested",
                 order_id=str(ret.order_id),
@@ -114,38 +113,35 @@ class ReturnCommands(CommandsBase):
         )
 
     def authorise_return(self, return_id: UUID, agent: str, given: Trace) -> ReturnRequest:
-        def change() -> tuple[ReturnRequest, list[Aggregate]]:
+        def change() -> Change[ReturnRequest]:
             ret = self.get_return(return_id)
-            trace = correlated(given, ret.order_id)
             ret.require_requested("authorise")  # before asking the carrier for a label
-            ret.authorise(self._label(ret), agent, trace)
-            return ret, []
+            ret.authorise(self._label(ret), agent)
+            return ret, [], correlated(given, ret.order_id)
 
         return self._execute(change)
 
     def reject_return(
         self, return_id: UUID, reason: str, agent: str, given: Trace
     ) -> ReturnRequest:
-        def change() -> tuple[ReturnRequest, list[Aggregate]]:
+        def change() -> Change[ReturnRequest]:
             ret = self.get_return(return_id)
-            trace = correlated(given, ret.order_id)
-            ret.reject(reason, agent, trace)
+            ret.reject(reason, agent)
             record = self.get_order_record(ret.order_id)
-            record.withdraw_return(ret.id, trace)
-            return ret, [record]
+            record.withdraw_return(ret.id)
+            return ret, [record], correlated(given, ret.order_id)
 
         return self._execute(change)
 
     def receive_return(
         self, return_id: UUID, inspected: list[InspectedItem], given: Trace
     ) -> ReturnRequest:
-        def change() -> tuple[ReturnRequest, list[Aggregate]]:
+        def change() -> Change[ReturnRequest]:
             ret = self.get_return(return_id)
-            trace = correlated(given, ret.order_id)
-            ret.receive(inspected, self.return_policy, trace)
+            ret.receive(inspected, self.return_policy)
             record = self.get_order_record(ret.order_id)
-            record.complete_return(ret.id, trace)
-            return ret, [record]
+            record.complete_return(ret.id)
+            return ret, [record], correlated(given, ret.order_id)
 
         return self._execute(change)
 

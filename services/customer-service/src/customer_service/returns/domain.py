@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import ClassVar, Literal
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -27,7 +27,6 @@ from customer_service.invariants import (
     CustomerServiceError,
     InvalidTransition,
 )
-from fulfilment_kit.tracing import Trace
 
 MAX_RETURN_LINES = 100
 
@@ -158,33 +157,13 @@ class ReturnPolicy:
 class OrderRecord(Aggregate):
     """What customer service knows of one order, and the units of it being or already returned."""
 
-    class Placed(Aggregate.Created):
-        order_id: UUID
-        customer_id: UUID
-        lines: list[OrderedLine]
-        currency: str
-        trace: Trace
-
-    class Delivered(Aggregate.Event):
-        delivered_at: datetime
-        trace: Trace
-
-    class Ended(Aggregate.Event):
-        status: str
-        trace: Trace
-
-    class ReturnOpened(Aggregate.Event):
-        return_id: UUID
-        lines: list[ReturnItem]
-        trace: Trace
-
-    class ReturnWithdrawn(Aggregate.Event):
-        return_id: UUID
-        trace: Trace
-
-    class ReturnCompleted(Aggregate.Event):
-        return_id: UUID
-        trace: Trace
+    # The events, declared by the `@event` methods below (their arguments are the fields).
+    Placed: ClassVar[type[Aggregate.Created]]
+    Delivered: ClassVar[type[Aggregate.Event]]
+    Ended: ClassVar[type[Aggregate.Event]]
+    ReturnOpened: ClassVar[type[Aggregate.Event]]
+    ReturnWithdrawn: ClassVar[type[Aggregate.Event]]
+    ReturnCompleted: ClassVar[type[Aggregate.Event]]
 
     @classmethod
     def place(
@@ -194,7 +173,6 @@ class OrderRecord(Aggregate):
         customer_id: UUID,
         lines: list[OrderedLine],
         currency: str,
-        trace: Trace,
     ) -> OrderRecord:
         return cls(
             id=order_record_id(order_id),
@@ -202,10 +180,9 @@ class OrderRecord(Aggregate):
             customer_id=customer_id,
             lines=lines,
             currency=currency,
-            trace=trace,
         )
 
-    @event(Placed)
+    @event("Placed")
     def __init__(
         self,
         id: UUID,
@@ -213,7 +190,6 @@ class OrderRecord(Aggregate):
         customer_id: UUID,
         lines: list[OrderedLine],
         currency: str,
-        trace: Trace,
     ) -> None:
         self.order_id = order_id
         self.customer_id = customer_id
@@ -248,17 +224,17 @@ class OrderRecord(Aggregate):
 
     # -- reactions to the orders topic (idempotent) --
 
-    def deliver(self, delivered_at: datetime, trace: Trace) -> bool:
+    def deliver(self, delivered_at: datetime) -> bool:
         if self.delivered_at is not None:
             return False
-        self._delivered(delivered_at=delivered_at, trace=trace)
+        self._delivered(delivered_at=delivered_at)
         return True
 
-    def end(self, status: str, trace: Trace) -> bool:
+    def end(self, status: str) -> bool:
         """The order was cancelled or rejected: it will never be delivered."""
         if self.status in ("cancelled", "rejected") or self.delivered_at is not None:
             return False
-        self._ended(status=status, trace=trace)
+        self._ended(status=status)
         return True
 
     # -- returns --
@@ -296,45 +272,45 @@ class OrderRecord(Aggregate):
             items.append(ReturnItem(sku, quantity, ordered.unit_price_minor))
         return items
 
-    def open_return(self, return_id: UUID, items: list[ReturnItem], trace: Trace) -> None:
+    def open_return(self, return_id: UUID, items: list[ReturnItem]) -> None:
         if return_id in self.return_ids:
             raise InvalidTransition(f"return {return_id} is already open for this order")
-        self._return_opened(return_id=return_id, lines=items, trace=trace)
+        self._return_opened(return_id=return_id, lines=items)
 
-    def withdraw_return(self, return_id: UUID, trace: Trace) -> bool:
+    def withdraw_return(self, return_id: UUID) -> bool:
         if str(return_id) not in self.open_returns:
             return False
-        self._return_withdrawn(return_id=return_id, trace=trace)
+        self._return_withdrawn(return_id=return_id)
         return True
 
-    def complete_return(self, return_id: UUID, trace: Trace) -> bool:
+    def complete_return(self, return_id: UUID) -> bool:
         if str(return_id) not in self.open_returns:
             return False
-        self._return_completed(return_id=return_id, trace=trace)
+        self._return_completed(return_id=return_id)
         return True
 
     # -- mutators --
 
-    @event(Delivered)
-    def _delivered(self, delivered_at: datetime, trace: Trace) -> None:
+    @event("Delivered")
+    def _delivered(self, delivered_at: datetime) -> None:
         self.delivered_at = delivered_at
         self.status = "delivered"
 
-    @event(Ended)
-    def _ended(self, status: str, trace: Trace) -> None:
+    @event("Ended")
+    def _ended(self, status: str) -> None:
         self.status = status
 
-    @event(ReturnOpened)
-    def _return_opened(self, return_id: UUID, lines: list[ReturnItem], trace: Trace) -> None:
+    @event("ReturnOpened")
+    def _return_opened(self, return_id: UUID, lines: list[ReturnItem]) -> None:
         self.return_ids = [*self.return_ids, return_id]
         self.open_returns[str(return_id)] = list(lines)
 
-    @event(ReturnWithdrawn)
-    def _return_withdrawn(self, return_id: UUID, trace: Trace) -> None:
+    @event("ReturnWithdrawn")
+    def _return_withdrawn(self, return_id: UUID) -> None:
         self.open_returns.pop(str(return_id), None)
 
-    @event(ReturnCompleted)
-    def _return_completed(self, return_id: UUID, trace: Trace) -> None:
+    @event("ReturnCompleted")
+    def _return_completed(self, return_id: UUID) -> None:
         for item in self.open_returns.pop(str(return_id), []):
             self.returned[item.sku] = self.returned.get(item.sku, 0) + item.quantity
 
@@ -352,40 +328,11 @@ class ReturnStatus(StrEnum):
 class ReturnRequest(Aggregate):
     """One return of units of a delivered order, under an RMA number once authorised."""
 
-    class Requested(Aggregate.Created):
-        order_id: UUID
-        customer_id: UUID
-        lines: list[ReturnItem]
-        reason_code: str
-        comment: str | None
-        currency: str
-        order_total_minor: int
-        request_fingerprint: str | None
-        trace: Trace
-
-    class Authorised(Aggregate.Event):
-        order_id: UUID
-        customer_id: UUID
-        rma_number: str
-        label: Label
-        authorised_by: str
-        trace: Trace
-
-    class Rejected(Aggregate.Event):
-        order_id: UUID
-        customer_id: UUID
-        reason: str
-        rejected_by: str
-        trace: Trace
-
-    class Received(Aggregate.Event):
-        order_id: UUID
-        customer_id: UUID
-        rma_number: str
-        lines: list[InspectedItem]
-        refund_minor: int
-        currency: str
-        trace: Trace
+    # The events, declared by the `@event` methods below (their arguments are the fields).
+    Requested: ClassVar[type[Aggregate.Created]]
+    Authorised: ClassVar[type[Aggregate.Event]]
+    Rejected: ClassVar[type[Aggregate.Event]]
+    Received: ClassVar[type[Aggregate.Event]]
 
     @classmethod
     def request(
@@ -397,7 +344,6 @@ class ReturnRequest(Aggregate):
         reason_code: str,
         comment: str | None,
         request_fingerprint: str | None,
-        trace: Trace,
     ) -> ReturnRequest:
         """A return of `items` (verified by `record.check_return`)."""
         if reason_code not in _REASON_TEXT:
@@ -416,10 +362,9 @@ class ReturnRequest(Aggregate):
             currency=record.currency,
             order_total_minor=record.total_minor,
             request_fingerprint=request_fingerprint,
-            trace=trace,
         )
 
-    @event(Requested)
+    @event("Requested")
     def __init__(
         self,
         id: UUID,
@@ -431,7 +376,6 @@ class ReturnRequest(Aggregate):
         currency: str,
         order_total_minor: int,
         request_fingerprint: str | None,
-        trace: Trace,
     ) -> None:
         self.order_id = order_id
         self.customer_id = customer_id
@@ -466,7 +410,7 @@ class ReturnRequest(Aggregate):
         """Raise unless the return still waits for a decision (authorise or reject)."""
         self._require(ReturnStatus.REQUESTED, action)
 
-    def authorise(self, label: Label, authorised_by: str, trace: Trace) -> None:
+    def authorise(self, label: Label, authorised_by: str) -> None:
         self._require(ReturnStatus.REQUESTED, "authorise")
         if not authorised_by:
             raise InvalidReturn("authorised_by must not be empty")
@@ -476,10 +420,9 @@ class ReturnRequest(Aggregate):
             rma_number=self.rma,
             label=label,
             authorised_by=authorised_by,
-            trace=trace,
         )
 
-    def reject(self, reason: str, rejected_by: str, trace: Trace) -> None:
+    def reject(self, reason: str, rejected_by: str) -> None:
         self._require(ReturnStatus.REQUESTED, "reject")
         if not reason or len(reason) > MAX_TEXT:
             raise InvalidReturn(f"reason must be 1 to {MAX_TEXT} characters")
@@ -488,7 +431,6 @@ class ReturnRequest(Aggregate):
             customer_id=self.customer_id,
             reason=reason,
             rejected_by=rejected_by,
-            trace=trace,
         )
 
     def check_receipt(self, inspected: list[InspectedItem]) -> None:
@@ -512,7 +454,7 @@ class ReturnRequest(Aggregate):
                     f"{got.get(sku, 0)} units of {sku} inspected, {quantity} were authorised"
                 )
 
-    def receive(self, inspected: list[InspectedItem], policy: ReturnPolicy, trace: Trace) -> None:
+    def receive(self, inspected: list[InspectedItem], policy: ReturnPolicy) -> None:
         """The parcel arrived and was inspected: record it with the refund the policy gives."""
         self.check_receipt(inspected)
         assert self.rma_number is not None
@@ -523,10 +465,9 @@ class ReturnRequest(Aggregate):
             lines=list(inspected),
             refund_minor=policy.refund_minor(self.reason_code, self.lines, inspected),
             currency=self.currency,
-            trace=trace,
         )
 
-    @event(Authorised)
+    @event("Authorised")
     def _authorised(
         self,
         order_id: UUID,
@@ -534,21 +475,18 @@ class ReturnRequest(Aggregate):
         rma_number: str,
         label: Label,
         authorised_by: str,
-        trace: Trace,
     ) -> None:
         self.status = ReturnStatus.AUTHORISED
         self.rma_number = rma_number
         self.label = label
         self.authorised_by = authorised_by
 
-    @event(Rejected)
-    def _rejected(
-        self, order_id: UUID, customer_id: UUID, reason: str, rejected_by: str, trace: Trace
-    ) -> None:
+    @event("Rejected")
+    def _rejected(self, order_id: UUID, customer_id: UUID, reason: str, rejected_by: str) -> None:
         self.status = ReturnStatus.REJECTED
         self.rejection_reason = reason
 
-    @event(Received)
+    @event("Received")
     def _received(
         self,
         order_id: UUID,
@@ -557,7 +495,6 @@ class ReturnRequest(Aggregate):
         lines: list[InspectedItem],
         refund_minor: int,
         currency: str,
-        trace: Trace,
     ) -> None:
         self.status = ReturnStatus.RECEIVED
         self.inspected = list(lines)
