@@ -117,10 +117,10 @@ def test_replica_reactions_are_idempotent() -> None:
     assert rec.deliver(DELIVERED)
     assert not rec.deliver(DELIVERED + timedelta(days=1))
     assert rec.delivered_at == DELIVERED
-    assert not rec.end("cancelled")  # delivered orders are not cancelled after the fact
+    assert not rec.end_undelivered("cancelled")  # delivered orders are not cancelled after the fact
     other = record(delivered=False)
-    assert other.end("cancelled")
-    assert not other.end("rejected")
+    assert other.end_undelivered("cancelled")
+    assert not other.end_undelivered("rejected")
 
 
 # --- the return itself ---------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Causal context carried by every domain event: which conversation, and what caused this step.
 
 It is messaging metadata, not domain data: aggregates never see it. The application layer
-stamps it on the events a command or a reaction records (`stamp`, `InboxApplication.save`,
+stamps it on the events a command or a reaction records (`stamp`, `ProcessApplication.save`,
 the inbox for every message it handles); it is stored in the event's state as `trace`, and
 the relay publishes it as the CloudEvents correlation and causation ids.
 """

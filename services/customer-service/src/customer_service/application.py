@@ -143,12 +143,16 @@ class CustomerServiceApplication(ReturnCommands, CaseCommands):
 
     @_react.register
     def _(self, event: OrderCancelled, message: InboundMessage, processing: Any) -> None:
-        if (record := self._order(processing, event.order_id)) and record.end("cancelled"):
+        if (record := self._order(processing, event.order_id)) and record.end_undelivered(
+            "cancelled"
+        ):
             processing.collect_events(record)
 
     @_react.register
     def _(self, event: OrderRejected, message: InboundMessage, processing: Any) -> None:
-        if (record := self._order(processing, event.order_id)) and record.end("rejected"):
+        if (record := self._order(processing, event.order_id)) and record.end_undelivered(
+            "rejected"
+        ):
             processing.collect_events(record)
 
     @_react.register

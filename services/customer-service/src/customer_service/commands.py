@@ -14,7 +14,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from fulfilment_kit.idempotency import ConcurrentUpdate
-from fulfilment_kit.messaging.inbox import InboxApplication
+from fulfilment_kit.messaging.inbox import ProcessApplication
 from fulfilment_kit.tracing import Trace
 
 log = structlog.get_logger(__name__)
@@ -24,24 +24,24 @@ COMMAND_ATTEMPTS = 5
 
 T = TypeVar("T")
 
-Change = tuple[T, list[Aggregate], Trace]
+ToSave = tuple[T, list[Aggregate], Trace]
 """What a command changed: its aggregate, the others saved with it, and the command's trace."""
 
 
 @dataclass(frozen=True)
-class Done:
+class CommandResult:
     """The aggregate a command changed, and whether this call changed it (False: a replay)."""
 
     aggregate: Any
     created: bool = True
 
 
-class CommandsBase(InboxApplication):
+class CommandsBase(ProcessApplication):
     """The customer-service application's parts that commands of both slices use."""
 
     clock: Callable[[], datetime]
 
-    def _execute(self, change: Callable[[], Change[T]]) -> T:
+    def _execute(self, change: Callable[[], ToSave[T]]) -> T:
         """Run `change` and save what it changed atomically; retry on a concurrent write."""
         for attempt in range(1, COMMAND_ATTEMPTS + 1):
             main, others, trace = change()

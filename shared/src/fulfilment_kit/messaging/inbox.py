@@ -68,8 +68,8 @@ class InboundMessage:
     offset: int
 
 
-class Applier(Protocol):
-    """What an Inbox applies records with: an InboxApplication, or a projection.
+class MessageProcessor(Protocol):
+    """What an Inbox applies records with: a ProcessApplication, or a projection.
 
     `process_messages` must record `tracking` in the same transaction as the effects of
     `messages` and raise eventsourcing's IntegrityError when the tracking position is not
@@ -83,8 +83,9 @@ class Applier(Protocol):
         """The next offset to read for `tracking_name` (None: nothing tracked yet)."""
 
 
-class InboxApplication(Application[UUID]):
-    """An eventsourcing Application whose recorder also records tracking (the inbox)."""
+class ProcessApplication(Application[UUID]):
+    """A process application: its policy (`handle`) reacts to other services' messages, and
+    its recorder records the events it causes with the inbox's tracking, atomically."""
 
     recorder: ProcessRecorder
     reacts_to: ClassVar[tuple[type[IntegrationEvent], ...]] = ()
@@ -184,6 +185,11 @@ class InboxApplication(Application[UUID]):
 
     def next_offset(self, tracking_name: str) -> int | None:
         return self.recorder.max_tracking_id(tracking_name)
+
+
+# Former names, for branches written before the rename; remove once none uses them.
+InboxApplication = ProcessApplication
+Applier = MessageProcessor
 
 
 @contextlib.contextmanager
@@ -313,7 +319,7 @@ class Inbox:
     def __init__(
         self,
         *,
-        app: Applier,
+        app: MessageProcessor,
         group_id: str,
         kafka_settings: KafkaSettings,
         max_attempts: int = 5,

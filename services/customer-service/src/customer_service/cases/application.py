@@ -14,7 +14,7 @@ from eventsourcing.persistence import IntegrityError
 
 from customer_service.cases.directory import CaseDirectory
 from customer_service.cases.domain import Case, SlaKind, SlaPolicy, case_id_for_key
-from customer_service.commands import Change, CommandsBase, Done, correlated
+from customer_service.commands import CommandResult, CommandsBase, ToSave, correlated
 from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
 from fulfilment_kit.tracing import Trace
 
@@ -45,7 +45,7 @@ class CaseCommands(CommandsBase):
 
     # -- cases: commands --------------------------------------------------------------------
 
-    def open_case(self, command: OpenCase) -> Done:
+    def open_case(self, command: OpenCase) -> CommandResult:
         """Open a case by hand, once per Idempotency-Key."""
         if command.idempotency_key is None:
             case_id = uuid.uuid4()
@@ -73,7 +73,7 @@ class CaseCommands(CommandsBase):
         outcome = run_idempotently(
             replay=lambda: self._replay_case(case_id, command), attempt=attempt
         )
-        return Done(outcome.result, created=outcome.applied)
+        return CommandResult(outcome.result, created=outcome.applied)
 
     def _replay_case(self, case_id: UUID, command: OpenCase) -> Case | None:
         case = self.find(case_id, Case)
@@ -113,7 +113,7 @@ class CaseCommands(CommandsBase):
         return True
 
     def _change_case(self, case_id: UUID, change: Callable[[Case], object], given: Trace) -> Case:
-        def run() -> Change[Case]:
+        def run() -> ToSave[Case]:
             case = self.get_case(case_id)
             change(case)
             return case, [], correlated(given, case.order_id or case.id)

@@ -10,7 +10,13 @@ from uuid import UUID
 
 import structlog
 
-from customer_service.commands import COMMAND_ATTEMPTS, Change, CommandsBase, Done, correlated
+from customer_service.commands import (
+    COMMAND_ATTEMPTS,
+    CommandResult,
+    CommandsBase,
+    ToSave,
+    correlated,
+)
 from customer_service.returns.domain import (
     InspectedItem,
     Label,
@@ -54,7 +60,7 @@ class ReturnCommands(CommandsBase):
 
     # -- returns: commands ------------------------------------------------------------------
 
-    def request_return(self, command: RequestReturn) -> Done:
+    def request_return(self, command: RequestReturn) -> CommandResult:
         """Verify a return against the order, record it, and authorise it when policy allows.
 
         Raises OrderNotFound, domain ReturnNotAllowed / InvalidReturn, IdempotencyConflict,
@@ -98,7 +104,7 @@ class ReturnCommands(CommandsBase):
             )
         except ConcurrentUpdate as exc:
             raise ConcurrentUpdate(f"order {command.order_id} kept changing; try again") from exc
-        return Done(outcome.result, created=outcome.applied)
+        return CommandResult(outcome.result, created=outcome.applied)
 
     def _replay_return(self, return_id: UUID, command: RequestReturn) -> ReturnRequest | None:
         ret = self.find(return_id, ReturnRequest)
@@ -113,7 +119,7 @@ class ReturnCommands(CommandsBase):
         )
 
     def authorise_return(self, return_id: UUID, agent: str, given: Trace) -> ReturnRequest:
-        def change() -> Change[ReturnRequest]:
+        def change() -> ToSave[ReturnRequest]:
             ret = self.get_return(return_id)
             ret.require_requested("authorise")  # before asking the carrier for a label
             ret.authorise(self._label(ret), agent)
@@ -124,7 +130,7 @@ class ReturnCommands(CommandsBase):
     def reject_return(
         self, return_id: UUID, reason: str, agent: str, given: Trace
     ) -> ReturnRequest:
-        def change() -> Change[ReturnRequest]:
+        def change() -> ToSave[ReturnRequest]:
             ret = self.get_return(return_id)
             ret.reject(reason, agent)
             record = self.get_order_record(ret.order_id)
@@ -136,7 +142,7 @@ class ReturnCommands(CommandsBase):
     def receive_return(
         self, return_id: UUID, inspected: list[InspectedItem], given: Trace
     ) -> ReturnRequest:
-        def change() -> Change[ReturnRequest]:
+        def change() -> ToSave[ReturnRequest]:
             ret = self.get_return(return_id)
             ret.receive(inspected, self.return_policy)
             record = self.get_order_record(ret.order_id)

@@ -230,7 +230,7 @@ class OrderRecord(Aggregate):
         self._delivered(delivered_at=delivered_at)
         return True
 
-    def end(self, status: str) -> bool:
+    def end_undelivered(self, status: str) -> bool:
         """The order was cancelled or rejected: it will never be delivered."""
         if self.status in ("cancelled", "rejected") or self.delivered_at is not None:
             return False
