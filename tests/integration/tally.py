@@ -14,7 +14,7 @@ from eventsourcing.application import ProcessingEvent
 from eventsourcing.domain import Aggregate, event
 
 from fulfilment_kit.contracts import OrderPlaced
-from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
+from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 
 POISON_SKU = "POISON"
 
@@ -33,7 +33,7 @@ def tally_id(order_id: UUID) -> UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"tally:{order_id}")
 
 
-class TallyApplication(InboxApplication):
+class TallyApplication(ProcessApplication):
     name = "tally"
 
     def __init__(self, env: Any = None) -> None:

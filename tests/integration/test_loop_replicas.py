@@ -17,9 +17,9 @@ import pytest
 from eventsourcing.application import Application
 
 from customer_service.application import CustomerServiceApplication
+from customer_service.cases.domain import Case, case_id_for
+from customer_service.cases.sla import SlaWatch
 from customer_service.clock import ServiceClock
-from customer_service.domain import Case, case_id_for
-from customer_service.sla import SlaWatch
 from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.settings import PostgresSettings, ServiceSettings
 from orders.application import OrdersApplication

@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging import relay as relay_module
-from fulfilment_kit.messaging.relay import RELAY_QUARANTINED, Outbound, OutboxRelay
+from fulfilment_kit.messaging.relay import RELAY_QUARANTINED, EventToPublish, OutboxRelay
 from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.settings import KafkaSettings, PostgresSettings, ServiceSettings
 from fulfilment_kit.tracing import Trace
@@ -138,7 +138,7 @@ async def test_an_unmappable_notification_is_quarantined_and_the_relay_moves_on(
     poison = place(app, "poison")
     after = [place(app) for _ in range(3)]
 
-    def mapper(event: Any) -> Sequence[Outbound]:
+    def mapper(event: Any) -> Sequence[EventToPublish]:
         if isinstance(event, Order.Placed) and event.originator_id == poison:
             raise ValueError(f"cannot map the order of {event.shipping_address.recipient_name}")
         return to_public(event)

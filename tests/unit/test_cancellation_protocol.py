@@ -16,7 +16,7 @@ import pytest
 from eventsourcing.persistence import Tracking
 
 from fulfilment_kit.contracts import IntegrationEvent, topics
-from fulfilment_kit.messaging.inbox import InboxApplication
+from fulfilment_kit.messaging.inbox import ProcessApplication
 from fulfilment_kit.tracing import Trace
 from inventory.application import InventoryApplication, ReceiveStock
 from inventory.contracts import to_public as inventory_public
@@ -49,7 +49,7 @@ class Bus:
         )
         self.shipping = ShippingApplication(env=POPO)
         self.worker = ProviderWorker(self.payments)
-        self.apps: list[tuple[InboxApplication, Any]] = [
+        self.apps: list[tuple[ProcessApplication, Any]] = [
             (self.orders, orders_public),
             (self.inventory, inventory_public),
             (self.payments, payments_public),

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from customer_service.api import clock_router, router
+from customer_service.api import router
 from customer_service.application import CustomerServiceApplication
-from customer_service.clock import ServiceClock
+from customer_service.cases.domain import case_id_for
+from customer_service.clock import ServiceClock, clock_router
 from customer_service.contracts import to_public
-from customer_service.domain import case_id_for
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
 from tests.support.auth import as_role, staff_headers
 from tests.unit.test_customer_service_policy import (

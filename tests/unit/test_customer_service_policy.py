@@ -12,24 +12,20 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import Tracking
 
-from customer_service.application import (
-    CustomerServiceApplication,
-    IdempotencyConflict,
-    OpenCase,
-    OrderNotFound,
-    RequestReturn,
-)
+from customer_service.application import CustomerServiceApplication
+from customer_service.cases.application import OpenCase
+from customer_service.cases.domain import case_id_for
 from customer_service.clock import ServiceClock
 from customer_service.contracts import to_public
-from customer_service.domain import (
+from customer_service.invariants import InvalidTransition
+from customer_service.returns.application import OrderNotFound, RequestReturn
+from customer_service.returns.domain import (
     InspectedItem,
     InvalidReturn,
-    InvalidTransition,
     ReturnNotAllowed,
     ReturnPolicy,
-    case_id_for,
 )
-from customer_service.gateway import RetryingLabels, SandboxLabels, TransientLabelError
+from customer_service.returns.labels import RetryingLabels, SandboxLabels, TransientLabelError
 from fulfilment_kit.contracts import (
     IntegrationEvent,
     OrderCancelled,
@@ -42,6 +38,7 @@ from fulfilment_kit.contracts import (
     ShipmentException,
     ShippingAddress,
 )
+from fulfilment_kit.idempotency import IdempotencyConflict
 from fulfilment_kit.tracing import Trace
 from tests.support.messages import inbound
 

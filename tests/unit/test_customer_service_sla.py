@@ -6,9 +6,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from customer_service.application import CustomerServiceApplication
+from customer_service.cases.domain import case_id_for
+from customer_service.cases.sla import CASE_SLA_BREACHES, SlaWatch
 from customer_service.clock import ServiceClock
-from customer_service.domain import case_id_for
-from customer_service.sla import CASE_SLA_BREACHES, SlaWatch
 from fulfilment_kit.tracing import Trace
 from tests.unit.test_customer_service_policy import deliver, exception_of, published
 

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from fulfilment_kit.contracts import OrderStockLocked, topics
 from fulfilment_kit.http.events import events_router
-from fulfilment_kit.messaging.inbox import Applier, InboundMessage
-from fulfilment_kit.messaging.relay import Outbound, OutboxRelay
+from fulfilment_kit.messaging.inbox import InboundMessage, MessageProcessor
+from fulfilment_kit.messaging.relay import EventToPublish, OutboxRelay
 from fulfilment_kit.runtime import ServiceRuntime
 from fulfilment_kit.settings import KafkaSettings, ServiceSettings
 
@@ -35,7 +35,7 @@ class Thing(Aggregate):
         """A private event: no public counterpart."""
 
 
-def mapper(domain_event: Any) -> Sequence[Outbound]:
+def mapper(domain_event: Any) -> Sequence[EventToPublish]:
     if type(domain_event).__name__ != "Locked":
         return ()
     public = OrderStockLocked(
@@ -43,7 +43,7 @@ def mapper(domain_event: Any) -> Sequence[Outbound]:
         customer_id=uuid.UUID(int=1),
         locked_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
-    return (Outbound(public, "corr", "cause"),)
+    return (EventToPublish(public, "corr", "cause"),)
 
 
 def test_events_endpoint_serves_the_relays_records_page_by_page() -> None:
@@ -97,7 +97,7 @@ class CountingApplier:
 
 
 def test_a_runtime_runs_extra_consumer_groups() -> None:
-    applier: Applier = CountingApplier()
+    applier: MessageProcessor = CountingApplier()
     app: Application[uuid.UUID] = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     runtime = ServiceRuntime(
         service="svc",

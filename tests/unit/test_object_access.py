@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from customer_service.api import router as cs_router
 from customer_service.application import CustomerServiceApplication
 from customer_service.contracts import to_public as cs_to_public
-from customer_service.domain import return_id_for_key
+from customer_service.returns.domain import return_id_for_key
 from fulfilment_kit.http.auth import Authenticator, Principal
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
 from fulfilment_kit.settings import AuthSettings

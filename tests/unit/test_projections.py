@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from customer_service.projections.changes import (
-    Change,
+    RowMerge,
     changes_for,
     kpi_changes,
     register_key,
@@ -95,7 +95,7 @@ def test_every_merge_is_commutative_and_idempotent() -> None:
         assert apply_in_memory(shuffled) == reference
 
 
-def apply_in_memory(changes: list[Change]) -> dict[tuple[str, tuple[Any, ...]], dict[str, Any]]:
+def apply_in_memory(changes: list[RowMerge]) -> dict[tuple[str, tuple[Any, ...]], dict[str, Any]]:
     """The SQL merge rules of `tables.py`, in Python."""
     rows: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
     for change in changes:

@@ -6,13 +6,13 @@ import pytest
 
 from customer_service.application import CustomerServiceApplication
 from fulfilment_kit.contracts import topics
-from fulfilment_kit.messaging.inbox import InboxApplication
+from fulfilment_kit.messaging.inbox import ProcessApplication
 from inventory.application import InventoryApplication
 from orders.application import OrdersApplication
 from payments.application import PaymentsApplication
 from shipping.application import ShippingApplication
 
-SERVICES: dict[str, type[InboxApplication]] = {
+SERVICES: dict[str, type[ProcessApplication]] = {
     "orders": OrdersApplication,
     "inventory": InventoryApplication,
     "payments": PaymentsApplication,

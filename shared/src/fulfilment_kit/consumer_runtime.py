@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI
 from fulfilment_kit.http.auth import install_auth
 from fulfilment_kit.http.context import RequestContextMiddleware
 from fulfilment_kit.http.errors import install_error_handlers
-from fulfilment_kit.messaging.inbox import Applier, OnFailure
+from fulfilment_kit.messaging.inbox import MessageProcessor, OnFailure
 from fulfilment_kit.observability.build import publish_build_info
 from fulfilment_kit.observability.health import Check, Health
 from fulfilment_kit.observability.logging import configure_logging
@@ -62,7 +62,7 @@ class ConsumerRuntime:
     def add_consumer(
         self,
         group_id: str,
-        applier: Applier,
+        applier: MessageProcessor,
         source_topics: Sequence[str],
         heartbeat: str | None = None,
         on_failure: OnFailure = "dead_letter",

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging.consumer import ConsumerWatch, PartitionGate, subscribe_inbox
-from fulfilment_kit.messaging.inbox import Applier, Inbox, OnFailure
+from fulfilment_kit.messaging.inbox import Inbox, MessageProcessor, OnFailure
 from fulfilment_kit.observability import metrics as kit_metrics
 from fulfilment_kit.observability.health import Health
 from fulfilment_kit.observability.metrics import REGISTRY
@@ -46,7 +46,7 @@ class ConsumerGroup:
     inbox: Inbox
     subscriber: Any
     heartbeat: str
-    applier: Applier
+    applier: MessageProcessor
     gate: PartitionGate
 
 
@@ -67,7 +67,7 @@ class ConsumerGroups:
     def add(
         self,
         group_id: str,
-        applier: Applier,
+        applier: MessageProcessor,
         source_topics: Sequence[str],
         heartbeat: str | None = None,
         on_failure: OnFailure = "dead_letter",

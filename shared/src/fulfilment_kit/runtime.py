@@ -19,7 +19,7 @@ from fulfilment_kit.http.errors import document_problems, install_error_handlers
 from fulfilment_kit.http.events import events_router
 from fulfilment_kit.http.limits import RequestLimitsMiddleware
 from fulfilment_kit.http.metrics import HttpMetricsMiddleware
-from fulfilment_kit.messaging.inbox import Applier, Inbox, InboxApplication, OnFailure
+from fulfilment_kit.messaging.inbox import Inbox, MessageProcessor, OnFailure, ProcessApplication
 from fulfilment_kit.messaging.relay import EventMapper, OutboxRelay
 from fulfilment_kit.observability import metrics as kit_metrics
 from fulfilment_kit.observability.build import publish_build_info
@@ -40,7 +40,7 @@ from fulfilment_kit.settings import KafkaSettings, ServiceSettings
 log = structlog.get_logger(__name__)
 
 
-ExtraConsumer = tuple[str, Applier, Sequence[str]]
+ConsumerSpec = tuple[str, MessageProcessor, Sequence[str]]
 """(consumer group, applier, logical source topics) of a consumer besides the service's own."""
 
 
@@ -57,7 +57,7 @@ class ServiceRuntime:
     kafka_settings: KafkaSettings = field(default_factory=KafkaSettings)
     health: Health = field(default_factory=Health)
     background: list[BackgroundJob] = field(default_factory=list)
-    extra_consumers: list[ExtraConsumer] = field(default_factory=list)
+    extra_consumers: list[ConsumerSpec] = field(default_factory=list)
     """More consumer groups in this process (e.g. projections), each with its own inbox."""
     meter: EventMeter | None = None
     """The service's business metrics, counted from the events its relay publishes."""
@@ -84,7 +84,7 @@ class ServiceRuntime:
         self.inbox: Inbox | None = None
         self._subscriber: Any = None
         if self.source_topics:  # registered even when disabled: operator tools use its inbox
-            assert isinstance(self.app, InboxApplication), "a consuming service needs an inbox"
+            assert isinstance(self.app, ProcessApplication), "a consuming service needs an inbox"
             main = self.add_consumer(self.service, self.app, self.source_topics, "consumer")
             self.inbox, self._subscriber = main.inbox, main.subscriber
         for group_id, applier, group_topics in self.extra_consumers:
@@ -102,7 +102,7 @@ class ServiceRuntime:
     def add_consumer(
         self,
         group_id: str,
-        applier: Applier,
+        applier: MessageProcessor,
         source_topics: Sequence[str],
         heartbeat: str | None = None,
         on_failure: OnFailure = "dead_letter",

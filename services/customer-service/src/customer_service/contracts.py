@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from functools import singledispatch
 from typing import Any
 
-from customer_service.domain import Case, ReturnRequest, reason_text
+from customer_service.cases.domain import Case
+from customer_service.returns.domain import ReturnRequest, reason_text
 from fulfilment_kit.contracts import (
     CaseOpened,
     CaseResolved,
@@ -19,21 +20,21 @@ from fulfilment_kit.contracts import (
     ReturnRejected,
     ReturnRequested,
 )
-from fulfilment_kit.messaging.relay import Outbound
+from fulfilment_kit.messaging.relay import EventToPublish
 
 
 @singledispatch
-def to_public(domain_event: Any) -> Sequence[Outbound]:
+def to_public(domain_event: Any) -> Sequence[EventToPublish]:
     """Domain events not listed below stay private (the order replica, assignments, notes)."""
     return ()
 
 
-def _out(public: IntegrationEvent, e: Any) -> Sequence[Outbound]:
-    return (Outbound(public, e.trace.correlation_id, e.trace.causation_id),)
+def _out(public: IntegrationEvent, e: Any) -> Sequence[EventToPublish]:
+    return (EventToPublish(public, e.trace.correlation_id, e.trace.causation_id),)
 
 
 @to_public.register(ReturnRequest.Requested)
-def _requested(e: Any) -> Sequence[Outbound]:
+def _requested(e: Any) -> Sequence[EventToPublish]:
     requested = ReturnRequested(
         order_id=e.order_id,
         customer_id=e.customer_id,
@@ -47,7 +48,7 @@ def _requested(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(ReturnRequest.Authorised)
-def _authorised(e: Any) -> Sequence[Outbound]:
+def _authorised(e: Any) -> Sequence[EventToPublish]:
     authorised = ReturnAuthorised(
         order_id=e.order_id,
         customer_id=e.customer_id,
@@ -59,7 +60,7 @@ def _authorised(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(ReturnRequest.Rejected)
-def _rejected(e: Any) -> Sequence[Outbound]:
+def _rejected(e: Any) -> Sequence[EventToPublish]:
     rejected = ReturnRejected(
         order_id=e.order_id,
         customer_id=e.customer_id,
@@ -71,7 +72,7 @@ def _rejected(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(ReturnRequest.Received)
-def _received(e: Any) -> Sequence[Outbound]:
+def _received(e: Any) -> Sequence[EventToPublish]:
     received = ReturnReceived(
         order_id=e.order_id,
         customer_id=e.customer_id,
@@ -86,7 +87,7 @@ def _received(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(Case.Opened)
-def _opened(e: Any) -> Sequence[Outbound]:
+def _opened(e: Any) -> Sequence[EventToPublish]:
     opened = CaseOpened(
         case_id=e.originator_id,
         order_id=e.order_id,
@@ -102,7 +103,7 @@ def _opened(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(Case.Resolved)
-def _resolved(e: Any) -> Sequence[Outbound]:
+def _resolved(e: Any) -> Sequence[EventToPublish]:
     resolved = CaseResolved(
         case_id=e.originator_id,
         order_id=e.order_id,
@@ -115,7 +116,7 @@ def _resolved(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(Case.SlaBreached)
-def _breached(e: Any) -> Sequence[Outbound]:
+def _breached(e: Any) -> Sequence[EventToPublish]:
     breached = CaseSlaBreached(
         case_id=e.originator_id,
         order_id=e.order_id,

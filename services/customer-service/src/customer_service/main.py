@@ -9,15 +9,16 @@ from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from customer_service.api import LOOPBACK, clock_router, router
+from customer_service.api import router
 from customer_service.application import CustomerServiceApplication
-from customer_service.clock import ServiceClock
+from customer_service.cases.domain import SlaPolicy
+from customer_service.cases.sla import SlaWatch
+from customer_service.clock import LOOPBACK, ServiceClock, clock_router
 from customer_service.contracts import to_public
-from customer_service.domain import ReturnPolicy, SlaPolicy
-from customer_service.gateway import RetryingLabels, SandboxLabels
 from customer_service.metrics import CaseSampler, customer_service_meter
 from customer_service.projections.wiring import read_models_router
-from customer_service.sla import SlaWatch
+from customer_service.returns.domain import ReturnPolicy
+from customer_service.returns.labels import RetryingLabels, SandboxLabels
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.observability.business import sampler
 from fulfilment_kit.persistence import eventsourcing_env

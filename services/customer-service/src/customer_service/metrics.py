@@ -8,8 +8,8 @@ from uuid import UUID
 from prometheus_client import Counter, Gauge, Histogram
 
 from customer_service.application import CustomerServiceApplication
-from customer_service.domain import ACTIVE
-from customer_service.sla import CASE_SLA_BREACHES
+from customer_service.cases.domain import ACTIVE
+from customer_service.cases.sla import CASE_SLA_BREACHES
 from fulfilment_kit.contracts import customer_service as public
 from fulfilment_kit.observability.business import EventMeter
 from fulfilment_kit.observability.metrics import REGISTRY

@@ -27,7 +27,7 @@ from fulfilment_kit.idempotency import ConcurrentUpdate as ConcurrentUpdate  # r
 from fulfilment_kit.idempotency import IdempotencyConflict as IdempotencyConflict  # re-exported
 from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
 from fulfilment_kit.messaging.cloudevents import Envelope
-from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
+from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.persistence.batch_load import load_aggregates
 from fulfilment_kit.persistence.follower import LogFollower, Writes
 from fulfilment_kit.persistence.transcodings import register_dataclasses
@@ -124,7 +124,7 @@ def default_threshold(env: Mapping[str, str]) -> int:
     return value
 
 
-class InventoryApplication(InboxApplication):
+class InventoryApplication(ProcessApplication):
     name = "inventory"
     reacts_to = (
         OrderPlaced,

@@ -18,19 +18,19 @@ from fulfilment_kit.contracts import (
     StockReleased,
     StockShortage,
 )
-from fulfilment_kit.messaging.relay import Outbound
+from fulfilment_kit.messaging.relay import EventToPublish
 from inventory.domain import Reservation, StockItem
 
 
 @singledispatch
-def to_public(domain_event: Any) -> Sequence[Outbound]:
+def to_public(domain_event: Any) -> Sequence[EventToPublish]:
     """Domain events not listed below stay private."""
     return ()
 
 
-def _out(event: IntegrationEvent, domain_event: Any) -> Sequence[Outbound]:
+def _out(event: IntegrationEvent, domain_event: Any) -> Sequence[EventToPublish]:
     trace = domain_event.trace
-    return (Outbound(event, trace.correlation_id, trace.causation_id),)
+    return (EventToPublish(event, trace.correlation_id, trace.causation_id),)
 
 
 def _lines(e: Any) -> list[StockLine]:
@@ -38,12 +38,12 @@ def _lines(e: Any) -> list[StockLine]:
 
 
 @to_public.register(Reservation.Locked)
-def _locked(e: Any) -> Sequence[Outbound]:
+def _locked(e: Any) -> Sequence[EventToPublish]:
     return _out(StockLocked(order_id=e.order_id, lines=_lines(e), locked_at=e.timestamp), e)
 
 
 @to_public.register(Reservation.Rejected)
-def _rejected(e: Any) -> Sequence[Outbound]:
+def _rejected(e: Any) -> Sequence[EventToPublish]:
     shortages = [
         StockShortage(sku=x.sku, requested=x.requested, available=x.available) for x in e.shortages
     ]
@@ -52,7 +52,7 @@ def _rejected(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(Reservation.Released)
-def _released(e: Any) -> Sequence[Outbound]:
+def _released(e: Any) -> Sequence[EventToPublish]:
     event = StockReleased(
         order_id=e.order_id, lines=_lines(e), reason=e.reason, released_at=e.timestamp
     )
@@ -60,12 +60,12 @@ def _released(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(Reservation.Committed)
-def _committed(e: Any) -> Sequence[Outbound]:
+def _committed(e: Any) -> Sequence[EventToPublish]:
     return _out(StockCommitted(order_id=e.order_id, lines=_lines(e), committed_at=e.timestamp), e)
 
 
 @to_public.register(StockItem.Received)
-def _received(e: Any) -> Sequence[Outbound]:
+def _received(e: Any) -> Sequence[EventToPublish]:
     event = StockReceived(
         sku=e.sku,
         quantity=e.quantity,
@@ -77,7 +77,7 @@ def _received(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(StockItem.Restocked)
-def _restocked(e: Any) -> Sequence[Outbound]:
+def _restocked(e: Any) -> Sequence[EventToPublish]:
     event = StockReceived(
         sku=e.sku,
         quantity=e.quantity,
@@ -90,7 +90,7 @@ def _restocked(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(StockItem.Counted)
-def _counted(e: Any) -> Sequence[Outbound]:
+def _counted(e: Any) -> Sequence[EventToPublish]:
     event = StockAdjusted(
         sku=e.sku,
         delta=e.delta,
@@ -102,7 +102,7 @@ def _counted(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(StockItem.LowStockDetected)
-def _low(e: Any) -> Sequence[Outbound]:
+def _low(e: Any) -> Sequence[EventToPublish]:
     event = StockLow(
         sku=e.sku, available=e.available, threshold=e.threshold, detected_at=e.timestamp
     )

@@ -25,7 +25,7 @@ from fulfilment_kit.contracts import (
 from fulfilment_kit.idempotency import ConcurrentUpdate as ConcurrentUpdate  # re-exported
 from fulfilment_kit.idempotency import IdempotencyConflict as IdempotencyConflict  # re-exported
 from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
-from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
+from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.tracing import Trace
 from orders.domain import Address, Order, OrderLine, ReturnedLine, Shortage
@@ -56,7 +56,7 @@ class Placed:
     created: bool
 
 
-class OrdersApplication(InboxApplication):
+class OrdersApplication(ProcessApplication):
     name = "orders"
     reacts_to = (
         StockLocked,

@@ -23,22 +23,22 @@ from fulfilment_kit.contracts import (
 )
 from fulfilment_kit.contracts import OrderLine as PublicLine
 from fulfilment_kit.contracts.base import IntegrationEvent
-from fulfilment_kit.messaging.relay import Outbound
+from fulfilment_kit.messaging.relay import EventToPublish
 from orders.domain import Order
 
 
 @singledispatch
-def to_public(domain_event: Any) -> Sequence[Outbound]:
+def to_public(domain_event: Any) -> Sequence[EventToPublish]:
     """Domain events not listed below stay private."""
     return ()
 
 
-def _out(e: Any, public: IntegrationEvent) -> Sequence[Outbound]:
-    return (Outbound(public, e.trace.correlation_id, e.trace.causation_id),)
+def _out(e: Any, public: IntegrationEvent) -> Sequence[EventToPublish]:
+    return (EventToPublish(public, e.trace.correlation_id, e.trace.causation_id),)
 
 
 @to_public.register(Order.Placed)
-def _placed(e: Any) -> Sequence[Outbound]:
+def _placed(e: Any) -> Sequence[EventToPublish]:
     lines = [
         PublicLine(sku=x.sku, quantity=x.quantity, unit_price_minor=x.unit_price_minor)
         for x in e.lines
@@ -66,7 +66,7 @@ def _shortage_text(e: Any) -> str:
 
 
 @to_public.register(Order.StockLocked)
-def _locked(e: Any) -> Sequence[Outbound]:
+def _locked(e: Any) -> Sequence[EventToPublish]:
     return _out(
         e,
         OrderStockLocked(
@@ -76,7 +76,7 @@ def _locked(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(Order.Rejected)
-def _rejected(e: Any) -> Sequence[Outbound]:
+def _rejected(e: Any) -> Sequence[EventToPublish]:
     return _out(
         e,
         OrderRejected(
@@ -90,7 +90,7 @@ def _rejected(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(Order.Paid)
-def _paid(e: Any) -> Sequence[Outbound]:
+def _paid(e: Any) -> Sequence[EventToPublish]:
     return _out(
         e,
         OrderPaid(
@@ -104,7 +104,7 @@ def _paid(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(Order.Cancelled)
-def _cancelled(e: Any) -> Sequence[Outbound]:
+def _cancelled(e: Any) -> Sequence[EventToPublish]:
     return _out(
         e,
         OrderCancelled(
@@ -118,7 +118,7 @@ def _cancelled(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(Order.CancellationRequested)
-def _cancellation_requested(e: Any) -> Sequence[Outbound]:
+def _cancellation_requested(e: Any) -> Sequence[EventToPublish]:
     return _out(
         e,
         OrderCancellationRequested(
@@ -132,7 +132,7 @@ def _cancellation_requested(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(Order.Shipped)
-def _shipped(e: Any) -> Sequence[Outbound]:
+def _shipped(e: Any) -> Sequence[EventToPublish]:
     return _out(
         e,
         OrderShipped(
@@ -146,7 +146,7 @@ def _shipped(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(Order.Delivered)
-def _delivered(e: Any) -> Sequence[Outbound]:
+def _delivered(e: Any) -> Sequence[EventToPublish]:
     return _out(
         e,
         OrderDelivered(
@@ -156,7 +156,7 @@ def _delivered(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(Order.Flagged)
-def _flagged(e: Any) -> Sequence[Outbound]:
+def _flagged(e: Any) -> Sequence[EventToPublish]:
     return _out(
         e,
         OrderFlagged(
@@ -175,7 +175,7 @@ def _returned_lines(e: Any) -> list[ReturnedLine]:
 
 
 @to_public.register(Order.PartiallyReturned)
-def _partially_returned(e: Any) -> Sequence[Outbound]:
+def _partially_returned(e: Any) -> Sequence[EventToPublish]:
     return _out(
         e,
         OrderPartiallyReturned(
@@ -190,7 +190,7 @@ def _partially_returned(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(Order.Returned)
-def _returned(e: Any) -> Sequence[Outbound]:
+def _returned(e: Any) -> Sequence[EventToPublish]:
     return _out(
         e,
         OrderReturned(

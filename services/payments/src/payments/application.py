@@ -39,7 +39,7 @@ from fulfilment_kit.contracts import (
     StockLocked,
     StockRejected,
 )
-from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
+from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.tracing import Trace
 from payments.domain import (
@@ -90,7 +90,7 @@ class RefundIssued:
     created: bool
 
 
-class PaymentsApplication(InboxApplication):
+class PaymentsApplication(ProcessApplication):
     name = "payments"
     reacts_to = (
         OrderPlaced,

@@ -12,22 +12,22 @@ from fulfilment_kit.contracts import (
     PaymentRefunded,
     PaymentUnresolved,
 )
-from fulfilment_kit.messaging.relay import Outbound
+from fulfilment_kit.messaging.relay import EventToPublish
 from payments.domain import Payment
 
 
 @singledispatch
-def to_public(domain_event: Any) -> Sequence[Outbound]:
+def to_public(domain_event: Any) -> Sequence[EventToPublish]:
     """Domain events not listed below stay private (opened, noted, requested, cancelled, ...)."""
     return ()
 
 
-def _outbound(public: Any, e: Any) -> Sequence[Outbound]:
-    return (Outbound(public, e.trace.correlation_id, e.trace.causation_id),)
+def _outbound(public: Any, e: Any) -> Sequence[EventToPublish]:
+    return (EventToPublish(public, e.trace.correlation_id, e.trace.causation_id),)
 
 
 @to_public.register(Payment.Captured)
-def _captured(e: Any) -> Sequence[Outbound]:
+def _captured(e: Any) -> Sequence[EventToPublish]:
     captured = PaymentCaptured(
         order_id=e.order_id,
         payment_id=e.originator_id,
@@ -39,7 +39,7 @@ def _captured(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(Payment.Failed)
-def _failed(e: Any) -> Sequence[Outbound]:
+def _failed(e: Any) -> Sequence[EventToPublish]:
     failed = PaymentFailed(
         order_id=e.order_id,
         payment_id=e.originator_id,
@@ -52,7 +52,7 @@ def _failed(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(Payment.Refunded)
-def _refunded(e: Any) -> Sequence[Outbound]:
+def _refunded(e: Any) -> Sequence[EventToPublish]:
     refunded = PaymentRefunded(
         order_id=e.order_id,
         payment_id=e.originator_id,
@@ -68,7 +68,7 @@ def _refunded(e: Any) -> Sequence[Outbound]:
 
 
 @to_public.register(Payment.Unresolved)
-def _unresolved(e: Any) -> Sequence[Outbound]:
+def _unresolved(e: Any) -> Sequence[EventToPublish]:
     unresolved = PaymentUnresolved(
         order_id=e.order_id,
         payment_id=e.originator_id,

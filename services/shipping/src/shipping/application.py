@@ -21,7 +21,7 @@ from fulfilment_kit.contracts import (
     OrderPlaced,
     OrderRejected,
 )
-from fulfilment_kit.messaging.inbox import InboundMessage, InboxApplication
+from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.observability.metrics import REGISTRY
 from fulfilment_kit.persistence.batch_load import load_aggregates
 from fulfilment_kit.persistence.transcodings import register_dataclasses
@@ -128,7 +128,7 @@ class Updated:
     changed: bool
 
 
-class ShippingApplication(InboxApplication):
+class ShippingApplication(ProcessApplication):
     name = "shipping"
     reacts_to = (
         OrderPlaced,

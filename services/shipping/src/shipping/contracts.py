@@ -13,18 +13,18 @@ from fulfilment_kit.contracts import (
     ShipmentException,
     ShipmentShipped,
 )
-from fulfilment_kit.messaging.relay import Outbound
+from fulfilment_kit.messaging.relay import EventToPublish
 from shipping.domain import Shipment
 
 
 @singledispatch
-def to_public(domain_event: Any) -> Sequence[Outbound]:
+def to_public(domain_event: Any) -> Sequence[EventToPublish]:
     """Domain events not listed below (created, packing, in transit, ...) stay private."""
     return ()
 
 
 @to_public.register(Shipment.Shipped)
-def _shipped(e: Any) -> Sequence[Outbound]:
+def _shipped(e: Any) -> Sequence[EventToPublish]:
     shipped = ShipmentShipped(
         order_id=e.order_id,
         shipment_id=e.originator_id,
@@ -32,19 +32,19 @@ def _shipped(e: Any) -> Sequence[Outbound]:
         tracking_number=e.tracking_number,
         shipped_at=e.shipped_at,
     )
-    return (Outbound(shipped, e.trace.correlation_id, e.trace.causation_id),)
+    return (EventToPublish(shipped, e.trace.correlation_id, e.trace.causation_id),)
 
 
 @to_public.register(Shipment.Delivered)
-def _delivered(e: Any) -> Sequence[Outbound]:
+def _delivered(e: Any) -> Sequence[EventToPublish]:
     delivered = ShipmentDelivered(
         order_id=e.order_id, shipment_id=e.originator_id, delivered_at=e.delivered_at
     )
-    return (Outbound(delivered, e.trace.correlation_id, e.trace.causation_id),)
+    return (EventToPublish(delivered, e.trace.correlation_id, e.trace.causation_id),)
 
 
 @to_public.register(Shipment.ExceptionReported)
-def _exception(e: Any) -> Sequence[Outbound]:
+def _exception(e: Any) -> Sequence[EventToPublish]:
     problem = ShipmentException(
         order_id=e.order_id,
         shipment_id=e.originator_id,
@@ -52,22 +52,22 @@ def _exception(e: Any) -> Sequence[Outbound]:
         reason=e.reason,
         occurred_at=e.occurred_at,
     )
-    return (Outbound(problem, e.trace.correlation_id, e.trace.causation_id),)
+    return (EventToPublish(problem, e.trace.correlation_id, e.trace.causation_id),)
 
 
 @to_public.register(Shipment.Cancelled)
-def _cancelled(e: Any) -> Sequence[Outbound]:
+def _cancelled(e: Any) -> Sequence[EventToPublish]:
     if e.order_id is None:
         return ()  # recorded before the cancellation protocol: it stays private
     held = ShipmentCancelled(
         order_id=e.order_id, shipment_id=e.originator_id, cancelled_at=e.timestamp
     )
-    return (Outbound(held, e.trace.correlation_id, e.trace.causation_id),)
+    return (EventToPublish(held, e.trace.correlation_id, e.trace.causation_id),)
 
 
 @to_public.register(Shipment.CancellationRefused)
-def _cancellation_refused(e: Any) -> Sequence[Outbound]:
+def _cancellation_refused(e: Any) -> Sequence[EventToPublish]:
     refused = ShipmentCancellationRefused(
         order_id=e.order_id, shipment_id=e.originator_id, status=e.status, refused_at=e.timestamp
     )
-    return (Outbound(refused, e.trace.correlation_id, e.trace.causation_id),)
+    return (EventToPublish(refused, e.trace.correlation_id, e.trace.causation_id),)

@@ -65,7 +65,7 @@ class TopicAheadOfStoreError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Outbound:
+class EventToPublish:
     """A public event a domain event maps to, with its causal context."""
 
     event: IntegrationEvent
@@ -73,7 +73,10 @@ class Outbound:
     causation_id: str
 
 
-EventMapper = Callable[[Any], Sequence[Outbound]]
+Outbound = EventToPublish
+"""Former name, for branches written before the rename; remove once none uses it."""
+
+EventMapper = Callable[[Any], Sequence[EventToPublish]]
 """Maps one domain event to the public events it publishes (often none)."""
 
 

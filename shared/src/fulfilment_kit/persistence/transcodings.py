@@ -8,6 +8,8 @@ from typing import Any
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 from eventsourcing.utils import get_topic
 
+from fulfilment_kit.persistence.moved import former_topics
+
 
 class DataclassAsDict(Transcoding):
     """A frozen dataclass as a JSON object of its fields."""
@@ -25,5 +27,9 @@ class DataclassAsDict(Transcoding):
 
 
 def register_dataclasses(transcoder: JSONTranscoder, *classes: type[Any]) -> None:
+    """Encode under the current topic; decode under it and any topic before a move."""
     for cls in classes:
-        transcoder.register(DataclassAsDict(cls))
+        transcoding = DataclassAsDict(cls)
+        transcoder.register(transcoding)
+        for name in former_topics(cls):
+            transcoder.names[name] = transcoding

@@ -33,7 +33,7 @@ from fulfilment_kit.messaging.cloudevents import Envelope
 
 
 @dataclass(frozen=True)
-class Change:
+class RowMerge:
     """Values merged into the row of `table` identified by the key columns in `row`."""
 
     table: str
@@ -70,7 +70,7 @@ def register_key(envelope: Envelope) -> str:
     return f"{envelope.sequence or 0:020d}|{when}|{envelope.id}"
 
 
-def timeline_changes(envelope: Envelope) -> list[Change]:
+def timeline_changes(envelope: Envelope) -> list[RowMerge]:
     order_id = getattr(envelope.event, "order_id", None)
     if order_id is None:
         return []
@@ -85,21 +85,21 @@ def timeline_changes(envelope: Envelope) -> list[Change]:
         "causation_id": envelope.causation_id,
         "summary": summary(envelope.event),
     }
-    return [Change("timeline", row)]
+    return [RowMerge("timeline", row)]
 
 
-def customer_changes(envelope: Envelope) -> list[Change]:
+def customer_changes(envelope: Envelope) -> list[RowMerge]:
     e = envelope.event
     order_id: UUID | None = getattr(e, "order_id", None)
     customer_id: UUID | None = getattr(e, "customer_id", None)
-    changes: list[Change] = []
+    changes: list[RowMerge] = []
     if isinstance(e, CaseOpened | CaseResolved | CaseSlaBreached):
         case: dict[str, Any] = {"case_id": e.case_id, "customer_id": customer_id}
         if isinstance(e, CaseOpened):
             case["opened_at"] = e.opened_at
         elif isinstance(e, CaseResolved):
             case["resolved_at"] = e.resolved_at
-        return [Change("customer_cases", case)]
+        return [RowMerge("customer_cases", case)]
     if order_id is None:
         return []
     order: dict[str, Any] = {"order_id": order_id}
@@ -114,9 +114,9 @@ def customer_changes(envelope: Envelope) -> list[Change]:
     return_id: UUID | None = getattr(e, "return_id", None)
     if return_id is not None:
         row = {"return_id": return_id, "customer_id": customer_id, "order_id": order_id}
-        changes.append(Change("customer_returns", row))
+        changes.append(RowMerge("customer_returns", row))
     if len(order) > 1:
-        changes.append(Change("customer_orders", order))
+        changes.append(RowMerge("customer_orders", order))
     return changes
 
 
@@ -135,7 +135,7 @@ _ORDER_TIMES: dict[type[IntegrationEvent], tuple[str, str]] = {
 """Event type -> (order_facts column, the event's own time field)."""
 
 
-def kpi_changes(envelope: Envelope) -> list[Change]:
+def kpi_changes(envelope: Envelope) -> list[RowMerge]:
     e = envelope.event
     if isinstance(e, StockLow):
         low = {
@@ -145,14 +145,14 @@ def kpi_changes(envelope: Envelope) -> list[Change]:
             "low_threshold": e.threshold,
             "low_at": e.detected_at,
         }
-        return [Change("sku_stock", low)]
+        return [RowMerge("sku_stock", low)]
     if isinstance(e, StockReceived | StockAdjusted):
         at = e.received_at if isinstance(e, StockReceived) else e.adjusted_at
         level = {"sku": e.sku, "level_key": register_key(envelope), "level_on_hand": e.on_hand}
-        return [Change("sku_stock", {**level, "level_at": at})]
+        return [RowMerge("sku_stock", {**level, "level_at": at})]
     if isinstance(e, CaseSlaBreached):
         row = {"case_id": e.case_id, "sla": e.sla, "breached_at": e.breached_at}
-        return [Change("case_sla_breaches", row)]
+        return [RowMerge("case_sla_breaches", row)]
     order_id: UUID | None = getattr(e, "order_id", None)
     if order_id is None:
         return []
@@ -167,13 +167,13 @@ def kpi_changes(envelope: Envelope) -> list[Change]:
         fact.update(paid_minor=e.amount_minor, paid_currency=e.currency)
     elif isinstance(e, PaymentRefunded):
         fact.update(refunded_minor=e.total_refunded_minor, refund_currency=e.currency)
-    return [Change("order_facts", fact)] if len(fact) > 1 else []
+    return [RowMerge("order_facts", fact)] if len(fact) > 1 else []
 
 
 PROJECTORS = {"timeline": timeline_changes, "customers": customer_changes, "kpis": kpi_changes}
 
 
-def changes_for(envelopes: Iterable[Envelope], projections: Iterable[str]) -> list[Change]:
+def changes_for(envelopes: Iterable[Envelope], projections: Iterable[str]) -> list[RowMerge]:
     """Every change the events make to the chosen projections."""
     projectors = [PROJECTORS[name] for name in projections]
     return [c for envelope in envelopes for project in projectors for c in project(envelope)]

@@ -74,7 +74,7 @@ class RebuildReport:
         return all(d.equal for d in self.differences.values())
 
 
-class _Behind(Exception):
+class _NotCaughtUp(Exception):
     """One side holds events the other has not applied (yet)."""
 
     def __init__(self, missing: int, *, rebuild_behind: bool = True) -> None:
@@ -121,7 +121,7 @@ class Rebuild:
                     try:
                         await asyncio.to_thread(self._finish, attempt == CATCH_UP_ATTEMPTS - 1)
                         break
-                    except _Behind as behind:
+                    except _NotCaughtUp as behind:
                         missing = behind.missing
                         if not behind.rebuild_behind:
                             await asyncio.sleep(0.5)  # let the live consumer apply them
@@ -201,7 +201,7 @@ class Rebuild:
 
     def _finish(self, final: bool) -> None:
         """Under a lock that pauses the live consumer: check the rebuild holds every event
-        the live tables hold, then swap or compare. Raises _Behind when it does not (or, to
+        the live tables hold, then swap or compare. Raises _NotCaughtUp when it does not (or, to
         compare, when the live consumer has not applied all the rebuild read, unless `final`)."""
         if self.mode == "dry-run":
             with self.datastore.transaction(commit=False) as curs:
@@ -213,11 +213,11 @@ class Rebuild:
             curs.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(live))
             missing = self._missing(curs, live, shadow)
             if missing and not (final and self.mode == "compare"):
-                raise _Behind(missing)
+                raise _NotCaughtUp(missing)
             if self.mode == "compare" and not final:
                 extra = self._missing(curs, shadow, live)
                 if extra:
-                    raise _Behind(extra, rebuild_behind=False)
+                    raise _NotCaughtUp(extra, rebuild_behind=False)
             self.report.rows = {t.name: self._count(curs, SHADOW, t) for t in self.tables}
             if self.mode == "compare":
                 self.report.differences = {t.name: self._diff(curs, t) for t in self.tables}

@@ -14,7 +14,7 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from customer_service.projections import SCHEMA
-from customer_service.projections.changes import Change, changes_for
+from customer_service.projections.changes import RowMerge, changes_for
 from customer_service.projections.metrics import DUPLICATE_EVENTS
 from customer_service.projections.tables import (
     APPLIED,
@@ -94,7 +94,7 @@ def storable(value: Any) -> Any:
     return value
 
 
-def _upsert(curs: Cursor[DictRow], schema: str, changes: Sequence[Change]) -> None:
+def _upsert(curs: Cursor[DictRow], schema: str, changes: Sequence[RowMerge]) -> None:
     grouped: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
     for change in changes:
         row = {
@@ -131,7 +131,7 @@ class ReadModelRecorder(FencedPostgresTrackingMixin, PostgresTrackingRecorder):
 
 
 class ProjectionsApplier:
-    """The `Applier` an Inbox uses to run the live projections."""
+    """The `MessageProcessor` an Inbox uses to run the live projections."""
 
     def __init__(self, recorder: ReadModelRecorder) -> None:
         self.recorder = recorder

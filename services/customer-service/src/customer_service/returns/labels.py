@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Protocol
 
-from customer_service.domain import Label, rma_number_for
+from customer_service.returns.domain import Label, rma_number_for
 from fulfilment_kit.retry import RetryingGateway
 from fulfilment_kit.sandbox import IdempotentSandbox
 

@@ -1,11 +1,9 @@
-"""Returns and support cases. Pure domain: no I/O, no frameworks, no clocks (time is passed in).
+"""Returns. Pure domain: no I/O, no frameworks, no clocks (time is passed in).
 
 Aggregates:
 - `OrderRecord`: the local replica of one order (from the orders topic) plus the quantities
   of its own returns, so a return request is verified here without asking anyone.
 - `ReturnRequest`: one return (RMA), requested -> authorised -> received, or rejected.
-- `Case`: a support case, open -> in_progress -> resolved -> closed, with deadlines for the
-  first response and the resolution by priority, each breached at most once.
 
 Public methods check the invariants first and raise before any event is recorded; a repeat
 of what already happened returns False and records nothing.
@@ -15,32 +13,28 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import ClassVar, Literal
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from fulfilment_kit.tracing import Trace
-
-CUSTOMER_SERVICE_NAMESPACE = uuid.UUID("6c1f4e2a-8b3d-4a7e-9f05-2d7c3b1a9e48")
+from customer_service.invariants import (
+    CUSTOMER_SERVICE_NAMESPACE,
+    MAX_TEXT,
+    CustomerServiceError,
+    InvalidTransition,
+)
 
 MAX_RETURN_LINES = 100
-MAX_TEXT = 500
 
 ReturnReasonCode = Literal["damaged", "wrong_item", "not_as_described", "changed_mind", "other"]
 """Mirrors `fulfilment_kit.contracts.customer_service.ReturnReasonCode` (tests check it)."""
 OUR_FAULT: frozenset[str] = frozenset({"damaged", "wrong_item", "not_as_described"})
 """Reasons that are the shop's fault: authorised automatically and refunded in full."""
 InspectionResult = Literal["restockable", "damaged"]
-CaseKind = Literal[
-    "inquiry", "complaint", "after_sales", "delivery_exception", "payment_problem", "stuck_order"
-]
-CasePriority = Literal["low", "normal", "high", "urgent"]
-CaseOutcome = Literal["answered", "refunded", "replaced", "no_action", "duplicate"]
-SlaKind = Literal["first_response", "resolution"]
 
 _REASON_TEXT: dict[str, str] = {
     "damaged": "the item arrived damaged",
@@ -57,17 +51,6 @@ def order_record_id(order_id: UUID) -> UUID:
 
 def return_id_for_key(idempotency_key: str) -> UUID:
     return uuid.uuid5(CUSTOMER_SERVICE_NAMESPACE, f"return:{idempotency_key}")
-
-
-def case_id_for(cause: str, order_id: UUID, generation: int = 0) -> UUID:
-    """The case a cause (e.g. a delivery exception) opens for an order: the first one, or the
-    `generation`-th opened after the ones before it ended."""
-    suffix = f":{generation}" if generation else ""
-    return uuid.uuid5(CUSTOMER_SERVICE_NAMESPACE, f"case:{cause}:{order_id}{suffix}")
-
-
-def case_id_for_key(idempotency_key: str) -> UUID:
-    return uuid.uuid5(CUSTOMER_SERVICE_NAMESPACE, f"case-key:{idempotency_key}")
 
 
 def rma_number_for(return_id: UUID) -> str:
@@ -116,20 +99,6 @@ class Label:
     url: str
 
 
-@dataclass(frozen=True)
-class Note:
-    author: str
-    text: str
-    at: datetime
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-class CustomerServiceError(Exception):
-    """A command that breaks an invariant."""
-
-
 class ReturnNotAllowed(CustomerServiceError):
     """The order's state forbids the return (not delivered, window closed): HTTP 409."""
 
@@ -142,15 +111,7 @@ class InvalidReturn(CustomerServiceError, ValueError):
         self.line = line
 
 
-class InvalidTransition(CustomerServiceError):
-    """The return's or case's status does not allow this command: HTTP 409."""
-
-
-class InvalidCase(CustomerServiceError, ValueError):
-    """A case field outside its allowed values: HTTP 422."""
-
-
-# --- policies ---------------------------------------------------------------------------------
+# --- the return policy ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -190,73 +151,19 @@ class ReturnPolicy:
         return total
 
 
-PRIORITIES: tuple[CasePriority, ...] = ("low", "normal", "high", "urgent")
-CASE_KINDS: tuple[CaseKind, ...] = (
-    "inquiry",
-    "complaint",
-    "after_sales",
-    "delivery_exception",
-    "payment_problem",
-    "stuck_order",
-)
-OUTCOMES: tuple[CaseOutcome, ...] = ("answered", "refunded", "replaced", "no_action", "duplicate")
-
-
-def _hours(first: float, resolution: float) -> tuple[timedelta, timedelta]:
-    return timedelta(hours=first), timedelta(hours=resolution)
-
-
-@dataclass(frozen=True)
-class SlaPolicy:
-    """First-response and resolution deadlines by priority."""
-
-    deadlines: dict[str, tuple[timedelta, timedelta]] = field(
-        default_factory=lambda: {
-            "urgent": _hours(1, 8),
-            "high": _hours(4, 24),
-            "normal": _hours(8, 72),
-            "low": _hours(24, 168),
-        }
-    )
-
-    def due(self, priority: str, opened_at: datetime) -> tuple[datetime, datetime]:
-        first, resolution = self.deadlines[priority]
-        return opened_at + first, opened_at + resolution
-
-
 # --- the order replica ------------------------------------------------------------------------
 
 
 class OrderRecord(Aggregate):
     """What customer service knows of one order, and the units of it being or already returned."""
 
-    class Placed(Aggregate.Created):
-        order_id: UUID
-        customer_id: UUID
-        lines: list[OrderedLine]
-        currency: str
-        trace: Trace
-
-    class Delivered(Aggregate.Event):
-        delivered_at: datetime
-        trace: Trace
-
-    class Ended(Aggregate.Event):
-        status: str
-        trace: Trace
-
-    class ReturnOpened(Aggregate.Event):
-        return_id: UUID
-        lines: list[ReturnItem]
-        trace: Trace
-
-    class ReturnWithdrawn(Aggregate.Event):
-        return_id: UUID
-        trace: Trace
-
-    class ReturnCompleted(Aggregate.Event):
-        return_id: UUID
-        trace: Trace
+    # The events, declared by the `@event` methods below (their arguments are the fields).
+    Placed: ClassVar[type[Aggregate.Created]]
+    Delivered: ClassVar[type[Aggregate.Event]]
+    Ended: ClassVar[type[Aggregate.Event]]
+    ReturnOpened: ClassVar[type[Aggregate.Event]]
+    ReturnWithdrawn: ClassVar[type[Aggregate.Event]]
+    ReturnCompleted: ClassVar[type[Aggregate.Event]]
 
     @classmethod
     def place(
@@ -266,7 +173,6 @@ class OrderRecord(Aggregate):
         customer_id: UUID,
         lines: list[OrderedLine],
         currency: str,
-        trace: Trace,
     ) -> OrderRecord:
         return cls(
             id=order_record_id(order_id),
@@ -274,10 +180,9 @@ class OrderRecord(Aggregate):
             customer_id=customer_id,
             lines=lines,
             currency=currency,
-            trace=trace,
         )
 
-    @event(Placed)
+    @event("Placed")
     def __init__(
         self,
         id: UUID,
@@ -285,7 +190,6 @@ class OrderRecord(Aggregate):
         customer_id: UUID,
         lines: list[OrderedLine],
         currency: str,
-        trace: Trace,
     ) -> None:
         self.order_id = order_id
         self.customer_id = customer_id
@@ -320,17 +224,17 @@ class OrderRecord(Aggregate):
 
     # -- reactions to the orders topic (idempotent) --
 
-    def deliver(self, delivered_at: datetime, trace: Trace) -> bool:
+    def deliver(self, delivered_at: datetime) -> bool:
         if self.delivered_at is not None:
             return False
-        self._delivered(delivered_at=delivered_at, trace=trace)
+        self._delivered(delivered_at=delivered_at)
         return True
 
-    def end(self, status: str, trace: Trace) -> bool:
+    def end_undelivered(self, status: str) -> bool:
         """The order was cancelled or rejected: it will never be delivered."""
         if self.status in ("cancelled", "rejected") or self.delivered_at is not None:
             return False
-        self._ended(status=status, trace=trace)
+        self._ended(status=status)
         return True
 
     # -- returns --
@@ -368,45 +272,45 @@ class OrderRecord(Aggregate):
             items.append(ReturnItem(sku, quantity, ordered.unit_price_minor))
         return items
 
-    def open_return(self, return_id: UUID, items: list[ReturnItem], trace: Trace) -> None:
+    def open_return(self, return_id: UUID, items: list[ReturnItem]) -> None:
         if return_id in self.return_ids:
             raise InvalidTransition(f"return {return_id} is already open for this order")
-        self._return_opened(return_id=return_id, lines=items, trace=trace)
+        self._return_opened(return_id=return_id, lines=items)
 
-    def withdraw_return(self, return_id: UUID, trace: Trace) -> bool:
+    def withdraw_return(self, return_id: UUID) -> bool:
         if str(return_id) not in self.open_returns:
             return False
-        self._return_withdrawn(return_id=return_id, trace=trace)
+        self._return_withdrawn(return_id=return_id)
         return True
 
-    def complete_return(self, return_id: UUID, trace: Trace) -> bool:
+    def complete_return(self, return_id: UUID) -> bool:
         if str(return_id) not in self.open_returns:
             return False
-        self._return_completed(return_id=return_id, trace=trace)
+        self._return_completed(return_id=return_id)
         return True
 
     # -- mutators --
 
-    @event(Delivered)
-    def _delivered(self, delivered_at: datetime, trace: Trace) -> None:
+    @event("Delivered")
+    def _delivered(self, delivered_at: datetime) -> None:
         self.delivered_at = delivered_at
         self.status = "delivered"
 
-    @event(Ended)
-    def _ended(self, status: str, trace: Trace) -> None:
+    @event("Ended")
+    def _ended(self, status: str) -> None:
         self.status = status
 
-    @event(ReturnOpened)
-    def _return_opened(self, return_id: UUID, lines: list[ReturnItem], trace: Trace) -> None:
+    @event("ReturnOpened")
+    def _return_opened(self, return_id: UUID, lines: list[ReturnItem]) -> None:
         self.return_ids = [*self.return_ids, return_id]
         self.open_returns[str(return_id)] = list(lines)
 
-    @event(ReturnWithdrawn)
-    def _return_withdrawn(self, return_id: UUID, trace: Trace) -> None:
+    @event("ReturnWithdrawn")
+    def _return_withdrawn(self, return_id: UUID) -> None:
         self.open_returns.pop(str(return_id), None)
 
-    @event(ReturnCompleted)
-    def _return_completed(self, return_id: UUID, trace: Trace) -> None:
+    @event("ReturnCompleted")
+    def _return_completed(self, return_id: UUID) -> None:
         for item in self.open_returns.pop(str(return_id), []):
             self.returned[item.sku] = self.returned.get(item.sku, 0) + item.quantity
 
@@ -424,40 +328,11 @@ class ReturnStatus(StrEnum):
 class ReturnRequest(Aggregate):
     """One return of units of a delivered order, under an RMA number once authorised."""
 
-    class Requested(Aggregate.Created):
-        order_id: UUID
-        customer_id: UUID
-        lines: list[ReturnItem]
-        reason_code: str
-        comment: str | None
-        currency: str
-        order_total_minor: int
-        request_fingerprint: str | None
-        trace: Trace
-
-    class Authorised(Aggregate.Event):
-        order_id: UUID
-        customer_id: UUID
-        rma_number: str
-        label: Label
-        authorised_by: str
-        trace: Trace
-
-    class Rejected(Aggregate.Event):
-        order_id: UUID
-        customer_id: UUID
-        reason: str
-        rejected_by: str
-        trace: Trace
-
-    class Received(Aggregate.Event):
-        order_id: UUID
-        customer_id: UUID
-        rma_number: str
-        lines: list[InspectedItem]
-        refund_minor: int
-        currency: str
-        trace: Trace
+    # The events, declared by the `@event` methods below (their arguments are the fields).
+    Requested: ClassVar[type[Aggregate.Created]]
+    Authorised: ClassVar[type[Aggregate.Event]]
+    Rejected: ClassVar[type[Aggregate.Event]]
+    Received: ClassVar[type[Aggregate.Event]]
 
     @classmethod
     def request(
@@ -469,7 +344,6 @@ class ReturnRequest(Aggregate):
         reason_code: str,
         comment: str | None,
         request_fingerprint: str | None,
-        trace: Trace,
     ) -> ReturnRequest:
         """A return of `items` (verified by `record.check_return`)."""
         if reason_code not in _REASON_TEXT:
@@ -488,10 +362,9 @@ class ReturnRequest(Aggregate):
             currency=record.currency,
             order_total_minor=record.total_minor,
             request_fingerprint=request_fingerprint,
-            trace=trace,
         )
 
-    @event(Requested)
+    @event("Requested")
     def __init__(
         self,
         id: UUID,
@@ -503,7 +376,6 @@ class ReturnRequest(Aggregate):
         currency: str,
         order_total_minor: int,
         request_fingerprint: str | None,
-        trace: Trace,
     ) -> None:
         self.order_id = order_id
         self.customer_id = customer_id
@@ -538,7 +410,7 @@ class ReturnRequest(Aggregate):
         """Raise unless the return still waits for a decision (authorise or reject)."""
         self._require(ReturnStatus.REQUESTED, action)
 
-    def authorise(self, label: Label, authorised_by: str, trace: Trace) -> None:
+    def authorise(self, label: Label, authorised_by: str) -> None:
         self._require(ReturnStatus.REQUESTED, "authorise")
         if not authorised_by:
             raise InvalidReturn("authorised_by must not be empty")
@@ -548,10 +420,9 @@ class ReturnRequest(Aggregate):
             rma_number=self.rma,
             label=label,
             authorised_by=authorised_by,
-            trace=trace,
         )
 
-    def reject(self, reason: str, rejected_by: str, trace: Trace) -> None:
+    def reject(self, reason: str, rejected_by: str) -> None:
         self._require(ReturnStatus.REQUESTED, "reject")
         if not reason or len(reason) > MAX_TEXT:
             raise InvalidReturn(f"reason must be 1 to {MAX_TEXT} characters")
@@ -560,7 +431,6 @@ class ReturnRequest(Aggregate):
             customer_id=self.customer_id,
             reason=reason,
             rejected_by=rejected_by,
-            trace=trace,
         )
 
     def check_receipt(self, inspected: list[InspectedItem]) -> None:
@@ -584,7 +454,7 @@ class ReturnRequest(Aggregate):
                     f"{got.get(sku, 0)} units of {sku} inspected, {quantity} were authorised"
                 )
 
-    def receive(self, inspected: list[InspectedItem], policy: ReturnPolicy, trace: Trace) -> None:
+    def receive(self, inspected: list[InspectedItem], policy: ReturnPolicy) -> None:
         """The parcel arrived and was inspected: record it with the refund the policy gives."""
         self.check_receipt(inspected)
         assert self.rma_number is not None
@@ -595,10 +465,9 @@ class ReturnRequest(Aggregate):
             lines=list(inspected),
             refund_minor=policy.refund_minor(self.reason_code, self.lines, inspected),
             currency=self.currency,
-            trace=trace,
         )
 
-    @event(Authorised)
+    @event("Authorised")
     def _authorised(
         self,
         order_id: UUID,
@@ -606,21 +475,18 @@ class ReturnRequest(Aggregate):
         rma_number: str,
         label: Label,
         authorised_by: str,
-        trace: Trace,
     ) -> None:
         self.status = ReturnStatus.AUTHORISED
         self.rma_number = rma_number
         self.label = label
         self.authorised_by = authorised_by
 
-    @event(Rejected)
-    def _rejected(
-        self, order_id: UUID, customer_id: UUID, reason: str, rejected_by: str, trace: Trace
-    ) -> None:
+    @event("Rejected")
+    def _rejected(self, order_id: UUID, customer_id: UUID, reason: str, rejected_by: str) -> None:
         self.status = ReturnStatus.REJECTED
         self.rejection_reason = reason
 
-    @event(Received)
+    @event("Received")
     def _received(
         self,
         order_id: UUID,
@@ -629,276 +495,7 @@ class ReturnRequest(Aggregate):
         lines: list[InspectedItem],
         refund_minor: int,
         currency: str,
-        trace: Trace,
     ) -> None:
         self.status = ReturnStatus.RECEIVED
         self.inspected = list(lines)
         self.refund_minor = refund_minor
-
-
-# --- cases ------------------------------------------------------------------------------------
-
-
-class CaseStatus(StrEnum):
-    OPEN = "open"
-    IN_PROGRESS = "in_progress"
-    RESOLVED = "resolved"
-    CLOSED = "closed"
-
-
-ACTIVE = (CaseStatus.OPEN, CaseStatus.IN_PROGRESS)
-
-
-def _check_text(name: str, value: str, limit: int = MAX_TEXT) -> None:
-    if not value or not value.strip() or len(value) > limit:
-        raise InvalidCase(f"{name} must be 1 to {limit} characters")
-
-
-class Case(Aggregate):
-    """A support case and its service-level deadlines (times come from the service's clock)."""
-
-    class Opened(Aggregate.Created):
-        kind: str
-        priority: str
-        summary: str
-        order_id: UUID | None
-        customer_id: UUID | None
-        opened_at: datetime
-        first_response_due_at: datetime
-        resolution_due_at: datetime
-        request_fingerprint: str | None
-        trace: Trace
-
-    class Assigned(Aggregate.Event):
-        assignee: str
-        trace: Trace
-
-    class Commented(Aggregate.Event):
-        note: Note
-        trace: Trace
-
-    class Resolved(Aggregate.Event):
-        order_id: UUID | None
-        customer_id: UUID | None
-        outcome: str
-        note: str | None
-        resolved_at: datetime
-        trace: Trace
-
-    class Closed(Aggregate.Event):
-        closed_at: datetime
-        trace: Trace
-
-    class SlaBreached(Aggregate.Event):
-        order_id: UUID | None
-        customer_id: UUID | None
-        kind: str
-        priority: str
-        sla: str
-        due_at: datetime
-        breached_at: datetime
-        trace: Trace
-
-    @classmethod
-    def open(
-        cls,
-        *,
-        case_id: UUID,
-        kind: str,
-        priority: str,
-        summary: str,
-        order_id: UUID | None,
-        customer_id: UUID | None,
-        opened_at: datetime,
-        sla: SlaPolicy,
-        trace: Trace,
-        request_fingerprint: str | None = None,
-    ) -> Case:
-        if kind not in CASE_KINDS:
-            raise InvalidCase(f"unknown case kind {kind!r}")
-        if priority not in PRIORITIES:
-            raise InvalidCase(f"unknown priority {priority!r}")
-        _check_text("summary", summary)
-        first_due, resolution_due = sla.due(priority, opened_at)
-        return cls(
-            id=case_id,
-            kind=kind,
-            priority=priority,
-            summary=summary,
-            order_id=order_id,
-            customer_id=customer_id,
-            opened_at=opened_at,
-            first_response_due_at=first_due,
-            resolution_due_at=resolution_due,
-            request_fingerprint=request_fingerprint,
-            trace=trace,
-        )
-
-    @event(Opened)
-    def __init__(
-        self,
-        id: UUID,
-        kind: str,
-        priority: str,
-        summary: str,
-        order_id: UUID | None,
-        customer_id: UUID | None,
-        opened_at: datetime,
-        first_response_due_at: datetime,
-        resolution_due_at: datetime,
-        request_fingerprint: str | None,
-        trace: Trace,
-    ) -> None:
-        self.kind = kind
-        self.priority = priority
-        self.summary = summary
-        self.order_id = order_id
-        self.customer_id = customer_id
-        self.opened_at = opened_at
-        self.first_response_due_at = first_response_due_at
-        self.resolution_due_at = resolution_due_at
-        self.request_fingerprint = request_fingerprint
-        self.opened_by = trace.causation_id
-        """The message or request that opened the case (a redelivery opens no second one)."""
-        self.status = CaseStatus.OPEN
-        self.assignee: str | None = None
-        self.notes: list[Note] = []
-        self.first_response_at: datetime | None = None
-        self.outcome: str | None = None
-        self.resolution_note: str | None = None
-        self.resolved_at: datetime | None = None
-        self.closed_at: datetime | None = None
-        self.breached: list[str] = []
-
-    # -- queries --
-
-    @property
-    def active(self) -> bool:
-        """Open or in progress: not resolved or closed yet."""
-        return self.status in ACTIVE
-
-    def due(self, sla: SlaKind) -> datetime:
-        return self.first_response_due_at if sla == "first_response" else self.resolution_due_at
-
-    def sla_met(self, sla: SlaKind) -> bool:
-        """Whether the deadline no longer matters: responded to, or resolved."""
-        if self.resolved_at is not None:
-            return True
-        return sla == "first_response" and self.first_response_at is not None
-
-    def overdue(self, now: datetime) -> list[SlaKind]:
-        """Deadlines passed, not met, not yet reported as breached."""
-        kinds: tuple[SlaKind, ...] = ("first_response", "resolution")
-        return [
-            k
-            for k in kinds
-            if k not in self.breached and not self.sla_met(k) and now >= self.due(k)
-        ]
-
-    # -- commands --
-
-    def _require_active(self, action: str) -> None:
-        if self.status not in ACTIVE:
-            raise InvalidTransition(f"cannot {action} case {self.id}: it is {self.status}")
-
-    def assign(self, assignee: str, trace: Trace) -> bool:
-        _check_text("assignee", assignee, 200)
-        self._require_active("assign")
-        if assignee == self.assignee:
-            return False
-        self._assigned(assignee=assignee, trace=trace)
-        return True
-
-    def comment(self, author: str, text: str, at: datetime, trace: Trace) -> None:
-        """An agent's note; the first one is the case's first response."""
-        _check_text("author", author, 200)
-        _check_text("text", text, 5000)
-        if self.status is CaseStatus.CLOSED:
-            raise InvalidTransition(f"cannot comment on case {self.id}: it is closed")
-        self._commented(note=Note(author, text, at), trace=trace)
-
-    def resolve(self, outcome: str, note: str | None, at: datetime, trace: Trace) -> None:
-        if outcome not in OUTCOMES:
-            raise InvalidCase(f"unknown outcome {outcome!r}")
-        if note is not None:
-            _check_text("note", note)
-        self._require_active("resolve")
-        self._resolved(
-            order_id=self.order_id,
-            customer_id=self.customer_id,
-            outcome=outcome,
-            note=note,
-            resolved_at=at,
-            trace=trace,
-        )
-
-    def close(self, at: datetime, trace: Trace) -> None:
-        if self.status is not CaseStatus.RESOLVED:
-            raise InvalidTransition(f"cannot close case {self.id}: it is {self.status}")
-        self._closed(closed_at=at, trace=trace)
-
-    def breach(self, sla: SlaKind, now: datetime, trace: Trace) -> bool:
-        """Report a missed deadline once; False when it is not (or no longer) missed."""
-        if sla not in self.overdue(now):
-            return False
-        self._sla_breached(
-            order_id=self.order_id,
-            customer_id=self.customer_id,
-            kind=self.kind,
-            priority=self.priority,
-            sla=sla,
-            due_at=self.due(sla),
-            breached_at=now,
-            trace=trace,
-        )
-        return True
-
-    # -- mutators --
-
-    @event(Assigned)
-    def _assigned(self, assignee: str, trace: Trace) -> None:
-        self.assignee = assignee
-        if self.status is CaseStatus.OPEN:
-            self.status = CaseStatus.IN_PROGRESS
-
-    @event(Commented)
-    def _commented(self, note: Note, trace: Trace) -> None:
-        self.notes = [*self.notes, note]
-        if self.first_response_at is None:
-            self.first_response_at = note.at
-        if self.status is CaseStatus.OPEN:
-            self.status = CaseStatus.IN_PROGRESS
-
-    @event(Resolved)
-    def _resolved(
-        self,
-        order_id: UUID | None,
-        customer_id: UUID | None,
-        outcome: str,
-        note: str | None,
-        resolved_at: datetime,
-        trace: Trace,
-    ) -> None:
-        self.status = CaseStatus.RESOLVED
-        self.outcome = outcome
-        self.resolution_note = note
-        self.resolved_at = resolved_at
-
-    @event(Closed)
-    def _closed(self, closed_at: datetime, trace: Trace) -> None:
-        self.status = CaseStatus.CLOSED
-        self.closed_at = closed_at
-
-    @event(SlaBreached)
-    def _sla_breached(
-        self,
-        order_id: UUID | None,
-        customer_id: UUID | None,
-        kind: str,
-        priority: str,
-        sla: str,
-        due_at: datetime,
-        breached_at: datetime,
-        trace: Trace,
-    ) -> None:
-        self.breached = [*self.breached, sla]

@@ -19,7 +19,7 @@ from uuid import UUID
 import structlog
 from prometheus_client import Counter
 
-from customer_service.application import CaseNotFound, CustomerServiceApplication
+from customer_service.cases.application import CaseCommands, CaseNotFound
 from fulfilment_kit.observability.health import Heartbeat
 from fulfilment_kit.observability.metrics import REGISTRY
 
@@ -35,7 +35,7 @@ CASE_SLA_BREACHES = Counter(
 
 @dataclass
 class SlaWatch:
-    app: CustomerServiceApplication
+    app: CaseCommands
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     interval_s: float = 1.0
     on_breached: Callable[[], None] | None = None

@@ -1,0 +1,1 @@
+"""Support cases: the aggregate, its SLA policy and watch, the directory, application, routes."""

@@ -1,0 +1,18 @@
+"""What returns and cases share: the namespace of their ids, the text limit, and the errors of
+a command that breaks an invariant. Pure domain."""
+
+from __future__ import annotations
+
+import uuid
+
+CUSTOMER_SERVICE_NAMESPACE = uuid.UUID("6c1f4e2a-8b3d-4a7e-9f05-2d7c3b1a9e48")
+
+MAX_TEXT = 500
+
+
+class CustomerServiceError(Exception):
+    """A command that breaks an invariant."""
+
+
+class InvalidTransition(CustomerServiceError):
+    """The return's or case's status does not allow this command: HTTP 409."""

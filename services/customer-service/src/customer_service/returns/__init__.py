@@ -1,0 +1,1 @@
+"""Returns (RMA): the order replica, return requests, their policy, application and routes."""
