@@ -48,7 +48,7 @@ announce() {
   fi
   echo ">>> The fulfilment platform is up:"
   for name in orders inventory payments shipping customer-service read-models; do
-    printf '>>>   %-17s http://127.0.0.1:%s   (OpenAPI: /openapi.json with a token; open: /livez /readyz /metrics)\n' \
+    printf '>>>   %-17s http://127.0.0.1:%s   (open: /docs /openapi.json /livez /readyz /metrics)\n' \
       "$name" "${PORTS[$name]}"
   done
   echo ">>>   Kafka             ${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:19092}"
