@@ -47,9 +47,11 @@ announce() {
     return 0
   fi
   echo ">>> The fulfilment platform is up:"
+  local open
   for name in orders inventory payments shipping customer-service read-models; do
-    printf '>>>   %-17s http://127.0.0.1:%s   (open: /docs /openapi.json /livez /readyz /metrics)\n' \
-      "$name" "${PORTS[$name]}"
+    open="/docs /openapi.json /livez /readyz /metrics"
+    [[ $name == read-models ]] && open="/livez /readyz /metrics; no API"
+    printf '>>>   %-17s http://127.0.0.1:%s   (open: %s)\n' "$name" "${PORTS[$name]}" "$open"
   done
   echo ">>>   Kafka             ${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:19092}"
   echo ">>>   PostgreSQL        ${POSTGRES_HOST:-127.0.0.1}:${POSTGRES_PORT:-15432}"
