@@ -82,9 +82,9 @@ announce() {
   for entry in "${all[@]}"; do
     read -r process name port <<<"$entry"
     if [[ $process == read-models ]]; then
-      printf '>>>   %-19s http://127.0.0.1:%s   (writes the read models; only /livez /readyz /metrics)\n' "$name" "$port"
+      printf '>>>   %-19s http://127.0.0.1:%s   (writes the read models; open: /livez /readyz /metrics; no API)\n' "$name" "$port"
     else
-      printf '>>>   %-19s http://127.0.0.1:%s   (OpenAPI: /openapi.json with a token; open: /livez /readyz /metrics)\n' \
+      printf '>>>   %-19s http://127.0.0.1:%s   (open: /docs /openapi.json /livez /readyz /metrics)\n' \
         "$name" "$port"
     fi
   done

@@ -146,10 +146,19 @@ def test_a_valid_token_passes_and_a_little_clock_skew_is_tolerated(client: TestC
         assert reply.status_code == 404, reply.text
 
 
-def test_health_and_metrics_need_no_token(client: TestClient) -> None:
+def test_health_metrics_and_the_api_description_need_no_token(client: TestClient) -> None:
     assert client.get("/livez").status_code == 200
     assert client.get("/metrics").status_code == 200
-    assert client.get("/openapi.json").status_code == 401
+    described = client.get("/openapi.json")  # ADR 19: the description is public, data is not
+    assert described.status_code == 200
+    assert described.json()["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "/openapi.json" in docs.text
+    assert client.get("/docs/oauth2-redirect").status_code == 200
+    assert client.get("/redoc").status_code == 200
+    assert client.get("/openapi.json/").status_code == 401  # exactly those paths, no prefix
+    assert client.get("/docs/anything").status_code == 401
 
 
 @pytest.mark.parametrize("algorithms", [["none"], ["HS256"], ["RS256", "HS512"], []])

@@ -43,7 +43,12 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, TestCli
 
 
 def operations(client: TestClient) -> list[tuple[str, str, dict[str, Any]]]:
-    schema = client.get("/openapi.json", headers=bearer("ops")).json()
+    """Every operation of the OpenAPI as anyone reads it (public, ADR 19): the same document
+    a token holder gets, so nothing is hidden from this walk."""
+    public = client.get("/openapi.json")
+    assert public.status_code == 200, public.text
+    schema = public.json()
+    assert schema == client.get("/openapi.json", headers=bearer("ops")).json()
     return [
         (method.upper(), path, operation)
         for path, item in schema["paths"].items()

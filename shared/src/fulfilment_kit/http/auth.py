@@ -44,6 +44,7 @@ ROLES = (CUSTOMER, AGENT, WAREHOUSE, FINANCE, OPS, SERVICE)
 STAFF = frozenset(ROLES) - {CUSTOMER}
 
 PUBLIC_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+"""Open on every app: the probes and the metrics (the docs' paths are added per app)."""
 BEARER_SCHEME = "bearerAuth"
 REALM = "fulfilment"
 PRINCIPAL_SCOPE_KEY = "fulfil.principal"
@@ -446,6 +447,15 @@ def route_security(route: ApiOperation | APIRoute) -> dict[str, dict[str, Any]] 
     return None
 
 
+def documentation_paths(api: FastAPI) -> frozenset[str]:
+    """The API's description, open to anyone (ADR 19): the OpenAPI document and its
+    Swagger UI / ReDoc pages. They say which roles each operation needs; no data."""
+    paths = [api.openapi_url, api.docs_url, api.redoc_url]
+    if api.docs_url and api.swagger_ui_oauth2_redirect_url:
+        paths.append(api.swagger_ui_oauth2_redirect_url)
+    return frozenset(p for p in paths if p)
+
+
 def install_auth(
     api: FastAPI,
     *,
@@ -455,7 +465,7 @@ def install_auth(
     """Gate `api` (call after every route is added): 401 before routing without a valid
     token (except on the public paths), a startup error for a route that declares no
     roles, and the roles of each operation in the OpenAPI."""
-    public = PUBLIC_PATHS | set(public_paths)
+    public = PUBLIC_PATHS | set(public_paths) | documentation_paths(api)
     authenticator = authenticator or authenticator_of(api)
     api.state.authenticator = authenticator
     for route in api_operations(api):
