@@ -35,7 +35,7 @@ POSTGRES_PASSWORD=${POSTGRES_PASSWORD:-fulfil} # local-only default
 PG_START_TIMEOUT=${PG_START_TIMEOUT:-30}
 PG_STOP_TIMEOUT=${PG_STOP_TIMEOUT:-30}
 PG_DURABLE=${PG_DURABLE:-0}
-FULFIL_DATABASES=${FULFIL_DATABASES:-fulfil_orders fulfil_inventory fulfil_payments fulfil_shipping fulfil_customer_service}
+FULFIL_DATABASES=${FULFIL_DATABASES:-fulfil_orders fulfil_inventory fulfil_payments fulfil_shipping fulfil_customer_service fulfil_keys}
 
 K_DIR=$STATE_DIR/kafka
 K_LIBS=${FULFIL_KAFKA_LIBS:-$K_DIR/libs} # shareable between state dirs (same version)

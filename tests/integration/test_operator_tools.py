@@ -21,6 +21,7 @@ from fulfilment_kit.messaging.admin import ensure_topics
 from fulfilment_kit.observability import metrics
 from fulfilment_kit.operator import dlq
 from fulfilment_kit.operator.consumers import OperatorError
+from fulfilment_kit.privacy import MASKED
 from fulfilment_kit.runtime import ServiceRuntime
 from fulfilment_kit.settings import KafkaSettings, ServiceSettings
 from tests.integration.tally import POISON_SKU, TallyApplication, create_runtime
@@ -106,7 +107,7 @@ async def test_a_poison_record_replayed_after_the_fix_is_applied_once_and_a_seco
     assert entry["reason"] == "handler-failed"
     assert entry["original"]["topic"] == topics.physical(topics.ORDERS)
     assert entry["headers"]["ce_type"] == "fulfilment.order.placed.v1"
-    assert entry["payload"]["shipping_address"] == "***"  # personal data masked
+    assert entry["payload"]["shipping_address"] == MASKED  # personal data masked
     assert entry["payload"]["lines"][0]["sku"] == POISON_SKU
     assert "1 St" not in shown.stdout
 

@@ -5,6 +5,8 @@ fulfil dlq show CONSUMER [--limit N] [--all]
 fulfil dlq replay CONSUMER (--id ID ... | --all) [--dry-run]
 fulfil dlq discard CONSUMER --id ID ... --reason TEXT
 fulfil consumers accept-gap CONSUMER TOPIC PARTITION --reason TEXT
+fulfil privacy new-kek ID        (prints a KEK entry for FULFIL_PRIVACY_KEKS)
+fulfil privacy rewrap            (after a KEK rotation: rewrap every data key, current KEK)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from fulfilment_kit.operator import dlq
 from fulfilment_kit.operator.consumers import OperatorError, accept_gap
 
-GROUPS = ("dlq", "consumers")
+GROUPS = ("dlq", "consumers", "privacy")
 console = Console(stderr=True)
 
 
@@ -56,10 +58,17 @@ def add_commands(groups: Any) -> None:
     gap.add_argument("topic", help="as in the error log (the deployment prefix is optional)")
     gap.add_argument("partition", type=int)
     gap.add_argument("--reason", required=True)
+    privacy = groups.add_parser("privacy", help="key-encryption keys of the personal-data keys")
+    keys = privacy.add_subparsers(dest="command", required=True)
+    new_kek = keys.add_parser("new-kek", help="print a new KEK entry (keep it in a secret)")
+    new_kek.add_argument("kek_id", metavar="ID")
+    keys.add_parser("rewrap", help="rewrap every live data key under the first (current) KEK")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run a parsed `dlq` or `consumers` command; the process exit code."""
+    """Run a parsed `dlq`, `consumers` or `privacy` command; the process exit code."""
+    if args.group == "privacy":
+        return _privacy(args)
     try:
         return asyncio.run(_run(args))
     except OperatorError as exc:
@@ -143,3 +152,19 @@ async def _replay(args: argparse.Namespace) -> int:
         f"already applied {report.already_applied}, discarded {report.skipped_discarded}"
     )
     return 2 if report.still_failing else 0
+
+
+def _privacy(args: argparse.Namespace) -> int:
+    from fulfilment_kit.privacy import open_vault
+    from fulfilment_kit.privacy.keys import generate_kek
+
+    if args.command == "new-kek":
+        print(generate_kek(args.kek_id))
+        return 0
+    vault = open_vault("customer-service")
+    try:
+        done = vault.rewrap()
+    finally:
+        vault.close()
+    print(f"rewrapped {done} data keys under KEK {vault.keks.current!r}")
+    return 0

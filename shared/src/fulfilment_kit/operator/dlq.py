@@ -8,7 +8,6 @@ operator audit topic: `replayed` (applied through the consumer's own inbox, at m
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,16 +20,8 @@ from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging import kafka
 from fulfilment_kit.messaging.inbox import DeadLetter, ReplayOutcome
 from fulfilment_kit.operator.consumers import OperatorError, audit, consumer_inbox
+from fulfilment_kit.privacy.masking import mask_personal, mask_text
 from fulfilment_kit.settings import KafkaSettings
-
-MASK = "***"
-_PERSONAL_OBJECTS = {"shipping_address", "billing_address", "address"}
-_PERSONAL_KEY = re.compile(r"(name|email|phone|token|line\d|street|postal_code|city)", re.I)
-_PERSONAL_IN_TEXT = re.compile(
-    r'("(?:[a-z_]*(?:name|email|phone|token|line\d|street|postal_code|city)[a-z_]*)"\s*:\s*)'
-    r'"(?:[^"\\]|\\.)*"',
-    re.I,
-)
 
 
 @dataclass(frozen=True)
@@ -204,24 +195,7 @@ def mask_payload(value: bytes | None) -> Any:
         document = json.loads(value)
     except ValueError:
         return f"<{len(value)} bytes, not JSON: not shown>"
-    return _mask(document)
-
-
-def _mask(node: Any, key: str = "") -> Any:
-    if key in _PERSONAL_OBJECTS and node is not None:
-        return MASK
-    if isinstance(node, dict):
-        return {k: _mask(v, k) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_mask(v, key) for v in node]
-    if key and _PERSONAL_KEY.search(key) and isinstance(node, str) and key != "ce_type":
-        return MASK
-    return node
-
-
-def mask_text(text: str) -> str:
-    """An error text (PostgreSQL and pydantic quote the input) with personal values masked."""
-    return _PERSONAL_IN_TEXT.sub(lambda m: f'{m.group(1)}"{MASK}"', text)
+    return mask_personal(document)
 
 
 def shown(letter: Letter) -> dict[str, Any]:

@@ -1,0 +1,206 @@
+"""Seal personal values for a customer, reveal them to whoever may, erase the customer."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from prometheus_client import Counter
+
+from fulfilment_kit.observability.metrics import REGISTRY
+from fulfilment_kit.privacy.keys import KeyEncryptionKeys
+from fulfilment_kit.privacy.sealing import (
+    PURPOSES,
+    REDACTED,
+    Purpose,
+    is_sealed,
+    open_with,
+    parse,
+    seal_with,
+)
+from fulfilment_kit.privacy.settings import PrivacySettings
+from fulfilment_kit.privacy.store import KeyStore, StoredKey, open_key_store
+from fulfilment_kit.settings import PostgresSettings, ServiceSettings
+
+__all__ = ["REVEALS", "NotAllowed", "PersonalDataVault", "open_vault"]
+
+REVEALS = Counter(
+    "fulfil_personal_data_reveals_total",
+    "Sealed personal values opened through the kit (outcome: revealed, or erased: redacted)",
+    ["purpose", "outcome"],
+    registry=REGISTRY,
+)
+ERASURES = Counter(
+    "fulfil_personal_data_erasures_total",
+    "Customers whose data keys this process destroyed (crypto-shredding)",
+    registry=REGISTRY,
+)
+
+
+class NotAllowed(PermissionError):
+    """This service may not open values sealed for that purpose."""
+
+
+def _aad(customer_id: uuid.UUID, generation: int) -> bytes:
+    return f"data-key:{customer_id}:{generation}".encode()
+
+
+class PersonalDataVault:
+    """Per-customer data keys from the key store, unwrapped by the KEKs, briefly cached.
+
+    `may_open` lists the purposes this service opens (payments: the token; shipping: the
+    contact details); any service seals. Every open is counted (`REVEALS`, no ids in labels).
+    """
+
+    def __init__(
+        self,
+        store: KeyStore,
+        keks: KeyEncryptionKeys,
+        may_open: Iterable[Purpose] = (),
+        cache_s: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.keks = keks
+        self.may_open = frozenset(may_open)
+        self.cache_s = cache_s
+        self._cache: dict[tuple[uuid.UUID, int], tuple[float, bytes | None]] = {}
+        self._current: dict[uuid.UUID, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+        for purpose in PURPOSES:
+            for outcome in ("revealed", "erased"):
+                REVEALS.labels(purpose, outcome)
+
+    # --- sealing ---
+
+    def seal(self, customer_id: uuid.UUID, purpose: Purpose, value: str) -> str:
+        """`value` sealed under the customer's current data key (created on first use)."""
+        generation, key = self._current_key(customer_id)
+        return seal_with(key, customer_id, generation, purpose, value)
+
+    def seal_optional(
+        self, customer_id: uuid.UUID, purpose: Purpose, value: str | None
+    ) -> str | None:
+        return None if value is None else self.seal(customer_id, purpose, value)
+
+    def _current_key(self, customer_id: uuid.UUID) -> tuple[int, bytes]:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._current.get(customer_id)
+        if cached is not None and cached[0] > now:
+            key = self._key(customer_id, cached[1])
+            if key is not None:
+                return cached[1], key
+        for _ in range(3):
+            latest = self.store.latest(customer_id)
+            if latest is not None and not latest.erased:
+                generation = latest.generation
+            else:  # no key yet, or erased: a new generation (nothing older opens with it)
+                generation = latest.generation + 1 if latest is not None else 1
+                data_key = AESGCM.generate_key(bit_length=256)
+                kek_id, wrapped = self.keks.wrap(data_key, _aad(customer_id, generation))
+                self.store.create(StoredKey(customer_id, generation, kek_id, wrapped))
+            self._forget(customer_id, generation)
+            key = self._key(customer_id, generation)  # the stored one (a concurrent twin's)
+            if key is not None:
+                with self._lock:
+                    self._current[customer_id] = (now + self.cache_s, generation)
+                return generation, key
+        raise RuntimeError("the customer's data key was erased while sealing; retry")
+
+    # --- revealing ---
+
+    def reveal(self, value: str) -> str:
+        """The plaintext of a sealed value, `REDACTED` once its customer is erased.
+
+        A value that is not sealed is returned as is (records from before sealing)."""
+        if not is_sealed(value):
+            return value
+        sealed = parse(value)
+        if sealed.purpose not in self.may_open:
+            raise NotAllowed(f"this service may not open {sealed.purpose} data")
+        key = self._key(sealed.customer_id, sealed.generation)
+        plaintext: str | None = None
+        if key is not None:
+            try:
+                plaintext = open_with(key, sealed)
+            except InvalidTag:
+                plaintext = None
+        REVEALS.labels(sealed.purpose, "revealed" if plaintext is not None else "erased").inc()
+        return plaintext if plaintext is not None else REDACTED
+
+    def reveal_optional(self, value: str | None) -> str | None:
+        return None if value is None else self.reveal(value)
+
+    def _key(self, customer_id: uuid.UUID, generation: int) -> bytes | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get((customer_id, generation))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        stored = self.store.get(customer_id, generation)
+        key: bytes | None = None
+        if stored is not None and stored.wrapped is not None and stored.kek_id is not None:
+            try:
+                key = self.keks.unwrap(stored.kek_id, stored.wrapped, _aad(customer_id, generation))
+            except InvalidTag as exc:
+                raise RuntimeError("a data key does not unwrap: wrong KEK configured") from exc
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[(customer_id, generation)] = (now + self.cache_s, key)
+        return key
+
+    # --- erasing and rotating ---
+
+    def erase(self, customer_id: uuid.UUID) -> int:
+        """Destroy the customer's data keys (idempotent); how many were still live."""
+        destroyed = self.store.erase(customer_id)
+        with self._lock:
+            self._current.pop(customer_id, None)
+            for cached in [k for k in self._cache if k[0] == customer_id]:
+                del self._cache[cached]
+        if destroyed:
+            ERASURES.inc()
+        return destroyed
+
+    def _forget(self, customer_id: uuid.UUID, generation: int) -> None:
+        with self._lock:
+            self._cache.pop((customer_id, generation), None)
+
+    def rewrap(self, batch: int = 500) -> int:
+        """Rewrap every live data key under the current KEK (after a rotation); how many."""
+        done = 0
+        while True:
+            keys = self.store.wrapped_by_other_than(self.keks.current, batch)
+            if not keys:
+                return done
+            for stored in keys:
+                assert stored.kek_id is not None
+                assert stored.wrapped is not None
+                aad = _aad(stored.customer_id, stored.generation)
+                data_key = self.keks.unwrap(stored.kek_id, stored.wrapped, aad)
+                kek_id, wrapped = self.keks.wrap(data_key, aad)
+                renewed = StoredKey(stored.customer_id, stored.generation, kek_id, wrapped)
+                done += self.store.rewrap(renewed, stored.kek_id)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_vault(
+    service: str,
+    may_open: Iterable[Purpose] = (),
+    settings: PrivacySettings | None = None,
+    service_settings: ServiceSettings | None = None,
+    postgres: PostgresSettings | None = None,
+) -> PersonalDataVault:
+    """The vault of `service` from its settings (key store and KEKs)."""
+    settings = settings or PrivacySettings()
+    store = open_key_store(service, settings, service_settings, postgres)
+    return PersonalDataVault(
+        store, KeyEncryptionKeys.from_settings(settings), may_open, settings.key_cache_s
+    )

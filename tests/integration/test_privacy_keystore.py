@@ -1,0 +1,79 @@
+"""The key store on a real PostgreSQL: shared by services, erased for good, rotated."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from fulfilment_kit.privacy import REDACTED, KeyEncryptionKeys, PersonalDataVault
+from fulfilment_kit.privacy.keys import generate_kek
+from fulfilment_kit.privacy.store import TABLE, PostgresKeyStore
+from fulfilment_kit.settings import PostgresSettings
+from tests.support.stack import create_database, drop_database
+
+SENTINEL = "sentinel-keystore@example.invalid"
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    name = create_database("fulfil_it_keys")
+    try:
+        yield name
+    finally:
+        drop_database(name)
+
+
+def store(database: str) -> PostgresKeyStore:
+    return PostgresKeyStore(PostgresSettings(), database)
+
+
+def test_two_services_share_keys_and_an_erasure_leaves_nothing_that_opens(database: str) -> None:
+    keks = KeyEncryptionKeys.parse(generate_kek("k1"))
+    orders = PersonalDataVault(store(database), keks, ())
+    shipping = PersonalDataVault(store(database), keks, ("contact",), cache_s=0)
+    customer = uuid.uuid4()
+    sealed = orders.seal(customer, "contact", SENTINEL)
+    assert shipping.reveal(sealed) == SENTINEL
+    assert orders.erase(customer) == 1
+    assert orders.erase(customer) == 0
+    assert shipping.reveal(sealed) == REDACTED
+    pg = PostgresSettings()
+    with psycopg.connect(
+        host=pg.host, port=pg.port, user=pg.user, password=pg.password, dbname=database
+    ) as conn:
+        rows = conn.execute(
+            f"SELECT wrapped, kek_id, erased_at FROM {TABLE} WHERE customer_id = %s",
+            (customer,),
+        ).fetchall()
+    assert [(w, k, e is not None) for w, k, e in rows] == [(None, None, True)]  # a tombstone
+    orders.close()
+    shipping.close()
+
+
+def test_concurrent_first_seals_agree_on_one_key(database: str) -> None:
+    keks = KeyEncryptionKeys.parse(generate_kek("k1"))
+    vaults = [PersonalDataVault(store(database), keks, ("contact",)) for _ in range(4)]
+    customer = uuid.uuid4()
+    with ThreadPoolExecutor(4) as pool:
+        sealed = list(pool.map(lambda v: v.seal(customer, "contact", SENTINEL), vaults))
+    assert {vaults[0].reveal(s) for s in sealed} == {SENTINEL}
+    for v in vaults:
+        v.close()
+
+
+def test_rotation_on_postgres(database: str) -> None:
+    old, new = generate_kek("old"), generate_kek("new")
+    before = PersonalDataVault(store(database), KeyEncryptionKeys.parse(old), ("contact",))
+    sealed = before.seal(uuid.uuid4(), "contact", SENTINEL)
+    rotating = PersonalDataVault(
+        store(database), KeyEncryptionKeys.parse(f"{new},{old}"), ("contact",)
+    )
+    assert rotating.rewrap() == 1
+    after = PersonalDataVault(store(database), KeyEncryptionKeys.parse(new), ("contact",))
+    assert after.reveal(sealed) == SENTINEL
+    for v in (before, rotating, after):
+        v.close()

@@ -1,0 +1,170 @@
+"""Kit privacy: sealing with per-customer data keys, erasure by key destruction, KEK rotation."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fulfilment_kit.observability.metrics import REGISTRY
+from fulfilment_kit.privacy import (
+    MASKED,
+    REDACTED,
+    InMemoryKeyStore,
+    KeyEncryptionKeys,
+    NotAllowed,
+    PersonalDataVault,
+    PrivacySettings,
+    is_sealed,
+    mask_personal,
+    open_vault,
+)
+from fulfilment_kit.privacy.keys import generate_kek
+from fulfilment_kit.privacy.masking import mask_text
+from fulfilment_kit.settings import ServiceSettings
+
+SENTINEL = "Sentinel Street 42"
+
+
+def vault(store: InMemoryKeyStore | None = None, keks: str | None = None) -> PersonalDataVault:
+    keys = KeyEncryptionKeys.parse(keks or generate_kek("k1"))
+    return PersonalDataVault(store or InMemoryKeyStore(), keys, ("contact", "payment"))
+
+
+def reveals(outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "fulfil_personal_data_reveals_total", {"purpose": "contact", "outcome": outcome}
+    )
+    return value or 0.0
+
+
+def test_a_sealed_value_hides_the_plaintext_and_opens_with_the_customer_key() -> None:
+    v, customer = vault(), uuid.uuid4()
+    sealed = v.seal(customer, "contact", SENTINEL)
+    assert is_sealed(sealed)
+    assert SENTINEL not in sealed
+    assert sealed != v.seal(customer, "contact", SENTINEL)  # a fresh nonce each time
+    before = reveals("revealed")
+    assert v.reveal(sealed) == SENTINEL
+    assert reveals("revealed") == before + 1
+
+
+def test_erasure_destroys_the_key_every_read_redacts_and_is_idempotent() -> None:
+    store, keks = InMemoryKeyStore(), generate_kek("k1")
+    v, other = vault(store, keks), vault(store, keks)  # `other`: another process with a warm cache
+    customer, neighbour = uuid.uuid4(), uuid.uuid4()
+    sealed = v.seal(customer, "contact", SENTINEL)
+    kept = v.seal(neighbour, "contact", "Other Road 1")
+    assert other.reveal(sealed) == SENTINEL
+    assert v.erase(customer) == 1
+    assert v.erase(customer) == 0  # idempotent
+    before = reveals("erased")
+    assert v.reveal(sealed) == REDACTED
+    assert reveals("erased") == before + 1
+    assert v.reveal(kept) == "Other Road 1"
+    other.cache_s = 0  # past its cache time, the other process sees the erasure too
+    other._cache.clear()
+    assert other.reveal(sealed) == REDACTED
+    # the customer comes back: a new key generation; the old value stays erased
+    fresh = v.seal(customer, "contact", "New Lane 7")
+    assert v.reveal(fresh) == "New Lane 7"
+    assert v.reveal(sealed) == REDACTED
+
+
+def test_a_value_cannot_move_to_another_customer_or_purpose() -> None:
+    v, customer = vault(), uuid.uuid4()
+    v.seal(uuid.UUID(int=1), "contact", "x")
+    sealed = v.seal(customer, "payment", "tok_visa")
+    moved = sealed.replace(str(customer), str(uuid.UUID(int=1)))
+    assert v.reveal(moved) == REDACTED
+    assert v.reveal(sealed.replace(":payment:", ":contact:", 1)) == REDACTED
+
+
+def test_a_service_opens_only_the_purposes_it_needs() -> None:
+    store, keks = InMemoryKeyStore(), KeyEncryptionKeys.parse(generate_kek("k1"))
+    orders = PersonalDataVault(store, keks, ())
+    shipping = PersonalDataVault(store, keks, ("contact",))
+    customer = uuid.uuid4()
+    token = orders.seal(customer, "payment", "tok_visa")
+    with pytest.raises(NotAllowed):
+        shipping.reveal(token)
+    assert shipping.reveal(orders.seal(customer, "contact", SENTINEL)) == SENTINEL
+
+
+def test_plaintext_from_before_sealing_reads_as_is() -> None:
+    assert vault().reveal("1 Old Street") == "1 Old Street"
+
+
+def test_kek_rotation_rewraps_every_live_key_and_the_old_kek_can_go() -> None:
+    store, old, new = InMemoryKeyStore(), generate_kek("old"), generate_kek("new")
+    before = vault(store, old)
+    sealed = [before.seal(uuid.uuid4(), "contact", f"{SENTINEL} {i}") for i in range(5)]
+    rotating = vault(store, f"{new},{old}")
+    assert rotating.reveal(sealed[0]).startswith(SENTINEL)  # old keys still unwrap
+    assert rotating.rewrap(batch=2) == 5
+    assert rotating.rewrap() == 0
+    after = vault(store, new)  # the old KEK removed from the configuration
+    assert [after.reveal(s) for s in sealed] == [f"{SENTINEL} {i}" for i in range(5)]
+    assert {k.kek_id for k in store._keys.values()} == {"new"}
+
+
+def test_kek_list_is_checked() -> None:
+    for bad in (
+        "",
+        "k1",
+        "k1=notbase64!",
+        "k1=" + "QUFB",
+        f"{generate_kek('a')},{generate_kek('a')}",
+    ):
+        with pytest.raises(ValueError, match=r"KEK|key"):
+            KeyEncryptionKeys.parse(bad)
+
+
+def test_the_dev_kek_is_generated_once_and_refused_when_forbidden(tmp_path: Path) -> None:
+    settings = PrivacySettings(dev_dir=tmp_path / "privacy")
+    first = KeyEncryptionKeys.from_settings(settings)
+    assert KeyEncryptionKeys.from_settings(settings) == first
+    assert (tmp_path / "privacy" / "dev-kek").stat().st_mode & 0o077 == 0
+    with pytest.raises(ValueError, match="DEV_KEK"):
+        PrivacySettings(dev_kek=False)
+
+
+def test_the_sqlite_key_store_is_shared_by_the_services_of_one_machine(tmp_path: Path) -> None:
+    embedded = ServiceSettings(persistence="sqlite", sqlite_dir=tmp_path)
+    settings = PrivacySettings(dev_dir=tmp_path / "privacy")
+    orders = open_vault("orders", (), settings, embedded)
+    shipping = open_vault("shipping", ("contact",), settings, embedded)
+    customer = uuid.uuid4()
+    sealed = orders.seal(customer, "contact", SENTINEL)
+    assert shipping.reveal(sealed) == SENTINEL
+    assert orders.erase(customer) == 1
+    shipping._cache.clear()
+    assert shipping.reveal(sealed) == REDACTED
+    orders.close()
+    shipping.close()
+
+
+def test_masking_hides_sealed_and_plaintext_personal_values() -> None:
+    v, customer = vault(), uuid.uuid4()
+    sealed = v.seal(customer, "contact", SENTINEL)
+    document = {
+        "customer_id": str(customer),
+        "shipping_address": {"line1": sealed},
+        "notes": [sealed],
+        "recipient_name": "Ada",
+        "sealed_payment_token": v.seal(customer, "payment", "tok_visa"),
+        "carrier_name": "DHL",
+        "total_minor": 100,
+    }
+    masked = mask_personal(document)
+    assert SENTINEL not in json.dumps(masked)
+    assert "pii1:" not in json.dumps(masked)
+    assert masked["shipping_address"] == MASKED
+    assert masked["notes"] == [MASKED]
+    assert masked["recipient_name"] == MASKED
+    assert masked["sealed_payment_token"] == MASKED
+    assert masked["carrier_name"] == "DHL"
+    assert masked["customer_id"] == str(customer)
+    assert "pii1:" not in mask_text(f"bad value {sealed!r}")
