@@ -10,7 +10,7 @@ STACK := bash deploy/local/stack.sh
 WITH_KAFKA := KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${KAFKA_PORT:-19092}}
 PY := $(WITH_KAFKA) $(UV) run --locked --no-sync python
 
-.PHONY: help install stack topics run stop test test-unit test-integration lint fmt typecheck schemas bench clean test-scram stack-scram k8s-tools manifests \
+.PHONY: help install stack topics run stop test test-unit test-integration lint fmt typecheck schemas bench bench-compare profile clean test-scram stack-scram k8s-tools manifests \
 	prometheus-tools dashboards dashboards-check dashboards-preview rules-test
 
 help: ## list the targets
@@ -112,6 +112,19 @@ test-scram: stack ## the ACL tests + an integration subset on the SCRAM + ACL br
 
 bench: stack ## benchmarks (prints figures; record them in BENCHMARKS.md)
 	@$(PY) -m bench
+
+# BASE=<git ref> and/or REPLICAS=N; ROUNDS (3), ORDERS (400), RATE (paced run, orders/s) and
+# BENCH_ARGS (passed on to every `python -m bench`) are optional. See BENCHMARKS.md.
+bench-compare: stack ## BASE=<ref> vs the working tree (or REPLICAS=N vs 1), alternating runs: medians + ratios
+	@$(PY) -m bench.compare $(if $(BASE),--base '$(BASE)') $(if $(REPLICAS),--replicas $(REPLICAS)) \
+		$(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(ORDERS),--orders $(ORDERS)) $(if $(RATE),--rate $(RATE)) $(BENCH_ARGS)
+
+# GIL=1 for py-spy --gil; PROFILE_SERVICES=orders,inventory (default all); ORDERS (1000);
+# PROFILE_FORMAT=speedscope|flamegraph|raw. Files in .local/profiles/<stamp>/.
+profile: stack ## py-spy on each service under the benchmark's load: flamegraph/speedscope files in .local/profiles/
+	@$(PY) -m bench --profile --skip-ceilings --skip-rebuild --orders $(or $(ORDERS),1000) $(if $(GIL),--gil) \
+		$(if $(PROFILE_SERVICES),--profile-services $(PROFILE_SERVICES)) \
+		$(if $(PROFILE_FORMAT),--profile-format $(PROFILE_FORMAT)) $(BENCH_ARGS)
 
 clean: stop ## stop everything and delete local state (.local)
 	rm -rf .local

@@ -13,14 +13,27 @@ import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from fulfilment_kit.contracts import topics
 
+from . import profile as profiling
+from . import rebuild
 from .ceilings import kafka_ceiling, postgres_ceiling
-from .load import LoadResult, demand, drive_orders, make_catalogue, make_orders, seed_stock
+from .figures import headline
+from .load import (
+    LoadResult,
+    demand,
+    drive_orders,
+    make_catalogue,
+    make_orders,
+    pacing_schedule,
+    pacing_stats,
+    seed_stock,
+)
 from .measure import (
     ORDER_PLACED,
     SHIPMENT_SHIPPED,
@@ -39,7 +52,13 @@ from .measure import (
     summary,
     tree,
 )
-from .platform import REPO, SERVICES, BenchPlatform, api_headers
+from .platform import (
+    REPO,
+    SHARES_DATABASE,
+    BenchPlatform,
+    api_headers,
+    processes_of,
+)
 from .report import table, write_json
 
 QUICK_ORDERS = 300
@@ -81,11 +100,79 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--idle-s", type=float, default=5, help="seconds to sample the idle platform first (5)"
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed of the order mix (1)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="after the saturated run, a paced run at this many orders/s (open loop, still at"
+        " most --concurrency in flight); its latencies are reported on their own",
+    )
+    parser.add_argument(
+        "--paced-orders",
+        type=int,
+        default=None,
+        help="orders of the paced run (default: 20 s at --rate, at least 100)",
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="processes of each service and read model (1)"
+    )
+    parser.add_argument(
+        "--platform-root",
+        type=Path,
+        default=REPO,
+        help="the checkout whose services run (its .venv); default this one. The bench code"
+        " that drives and measures is always this checkout's",
+    )
+    parser.add_argument(
+        "--skip-rebuild", action="store_true", help="no projection rebuild speed after the run"
+    )
+    parser.add_argument(
+        "--json-out", type=Path, default=None, help="also write the raw numbers to this file"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy on every process (or --profile-services) during the load; files in"
+        " .local/profiles/<stamp>/ (the figures of a profiled run are not comparable)",
+    )
+    parser.add_argument("--gil", action="store_true", help="with --profile: py-spy --gil")
+    parser.add_argument(
+        "--profile-services", default=None, help="with --profile: e.g. orders,inventory (all)"
+    )
+    parser.add_argument(
+        "--profile-format",
+        choices=sorted(profiling.FORMATS),
+        default="speedscope",
+        help="with --profile: speedscope (JSON, default), flamegraph (SVG) or raw",
+    )
+    parser.add_argument(
+        "--profile-rate", type=int, default=100, help="with --profile: samples per second (100)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.orders = QUICK_ORDERS
     if args.orders < 1 or args.concurrency < 1:
         parser.error("--orders and --concurrency must be at least 1")
+    if args.replicas < 1 or args.replicas > 9:
+        parser.error("--replicas must be from 1 to 9")
+    if args.rate is not None and args.rate <= 0:
+        parser.error("--rate must be a positive number of orders/s")
+    if args.paced_orders is not None and args.rate is None:
+        parser.error("--paced-orders needs --rate")
+    if args.rate is not None and args.paced_orders is None:
+        args.paced_orders = max(100, round(20 * args.rate))
+    if args.paced_orders is not None and args.paced_orders < 1:
+        parser.error("--paced-orders must be at least 1")
+    if (args.gil or args.profile_services) and not args.profile:
+        parser.error("--gil and --profile-services go with --profile")
+    args.platform_root = args.platform_root.resolve()
+    if not (args.platform_root / ".venv" / "bin").is_dir():
+        parser.error(f"--platform-root {args.platform_root} has no .venv (uv sync there first)")
+    if args.profile:
+        try:
+            profiling.choose(args.profile_services, processes_of(args.platform_root))
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.skus < 3:
         parser.error("--skus must be at least 3 (orders have up to 3 distinct SKUs)")
     if args.ship_timeout is None:
@@ -93,19 +180,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def revision() -> str:
-    """The commit the platform runs from, `+dirty` with uncommitted changes besides bench/."""
+def revision(root: Path = REPO) -> str:
+    """The commit of the checkout at `root`, `+dirty` with uncommitted changes besides bench/."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
+            cwd=root,
             capture_output=True,
             text=True,
             check=True,
         ).stdout.strip()
         status = subprocess.run(
             ["git", "status", "--porcelain", "--", ".", ":!bench", ":!BENCHMARKS.md"],
-            cwd=REPO,
+            cwd=root,
             capture_output=True,
             text=True,
             check=True,
@@ -123,9 +210,10 @@ def process_groups(platform: BenchPlatform) -> dict[str, Any]:
     """Sampler groups (name -> pids): each service's process tree, the Kafka JVM, every
     PostgreSQL process, the backends serving the run's databases, and this driver."""
     groups: dict[str, Any] = {}
-    for name in SERVICES:
-        pid = platform[name].pid
-        groups[name] = lambda table, pid=pid: tree(pid, table)
+    assert platform.processes is not None
+    for name in platform.processes:
+        pids = [s.pid for s in platform.replicas_of(name)]
+        groups[name] = lambda table, pids=pids: [p for root in pids for p in tree(root, table)]
     broker = kafka_pid()
     groups["kafka"] = lambda table: tree(broker, table) if broker else []
 
@@ -139,7 +227,7 @@ def process_groups(platform: BenchPlatform) -> dict[str, Any]:
     groups["postgres_bench"] = postgres_ours
     me = os.getpid()
     groups["bench"] = lambda table: [me] if me in table else []
-    ours = {platform[name].pid for name in SERVICES} | {me}
+    ours = {s.pid for s in platform.services.values()} | {me}
 
     def foreign(table: dict[int, ProcStat]) -> list[int]:
         """Other deployments and test runs of the platform on this machine (noise)."""
@@ -297,17 +385,28 @@ def resource_figures(
     usage = sampler.usage()
     idle_usage = idle.usage() if idle is not None else {}
     resources: dict[str, dict[str, Any]] = {}
-    for name in (*SERVICES, "kafka", "postgres", "postgres_bench", "bench", "foreign"):
+    assert platform.processes is not None
+    services = platform.processes
+    for name in (*services, "kafka", "postgres", "postgres_bench", "bench", "foreign"):
         entry: dict[str, Any] = dict(usage.get(name, {}))
         entry["idle_cpu_pct_of_one_core"] = idle_usage.get(name, {}).get("cpu_pct_of_one_core")
         procs = int(entry.get("processes", 0))
-        if name in SERVICES:
-            entry["label"] = f"{name} (pid {platform[name].pid})"
-            entry["peak_rss_mib"] = peak_rss_mib(platform[name].pid)
-            written = {t: n - stored_before[name].get(t, 0) for t, n in stored_after[name].items()}
-            entry["transactions"] = written.pop(XACT_COMMIT, None)
-            entry["store_rows_written"] = written
-            entry["stored_events"] = sum(n for t, n in written.items() if t.endswith("_events"))
+        if name in services:
+            pids = [s.pid for s in platform.replicas_of(name)]
+            entry["label"] = (
+                f"{name} (pid {pids[0]})" if len(pids) == 1 else f"{name} ({len(pids)} replicas)"
+            )
+            # The highest replica's (the figure per process that matters for its limits).
+            rss = [r for r in (peak_rss_mib(pid) for pid in pids) if r is not None]
+            entry["peak_rss_mib"] = max(rss) if rss else None
+            entry["peak_rss_mib_replicas"] = rss
+            if name in stored_after:
+                written = {
+                    t: n - stored_before[name].get(t, 0) for t, n in stored_after[name].items()
+                }
+                entry["transactions"] = written.pop(XACT_COMMIT, None)
+                entry["store_rows_written"] = written
+                entry["stored_events"] = sum(n for t, n in written.items() if t.endswith("_events"))
         elif name == "kafka":
             entry["label"] = "kafka JVM" if kafka_pid() else "kafka JVM (not local: n/a)"
             entry["peak_rss_mib"] = peak_rss_mib(kafka_pid())
@@ -334,19 +433,98 @@ def resource_figures(
     return resources
 
 
+async def paced_phase(
+    args: argparse.Namespace,
+    platform: BenchPlatform,
+    orders: list[Any],
+    tail: TopicTail,
+    result: dict[str, Any],
+) -> None:
+    """A second load at `--rate` orders/s after the saturated one has settled: its stage
+    latencies are the latency at that load, kept apart from the saturated run's."""
+    problems: list[str] = result["problems"]
+    urls = [s.url for s in platform.replicas_of("orders")]
+    say(
+        f"paced run: {len(orders)} orders at {args.rate:g}/s ({args.concurrency} in flight at most)"
+    )
+    load = await drive_orders(urls, orders, args.concurrency, rate=args.rate)
+    ids = {s.order_id for s in load.accepted if s.order_id}
+    missing = await tail.wait_for(
+        SHIPMENT_SHIPPED, ids, args.ship_timeout, lambda done: None, lambda: None
+    )
+    if missing:
+        problems.append(f"paced run: {len(missing)} accepted orders never shipped")
+    if load.failed:
+        problems.append(f"paced run: {len(load.failed)} POST /orders failed")
+    latencies = stage_latencies(tail, ids)
+    schedule = pacing_schedule(len(orders), args.rate)
+    shipped = latencies.ends["placed->shipped"]
+    window = (max(shipped.values()) - load.started_at) if shipped else float("nan")
+    result["paced"] = {
+        "rate_per_s": args.rate,
+        "orders": len(orders),
+        "accepted": len(ids),
+        "shipped": len(shipped),
+        "orders_per_s": len(shipped) / window if window > 0 else None,
+        "pacing": pacing_stats(
+            [schedule[s.index] for s in load.submissions], [s.sent_at for s in load.submissions]
+        ),
+        "latency": {
+            "POST /orders (HTTP)": summary([s.latency_s for s in load.accepted]),
+            **{stage: summary(values) for stage, values in latencies.stages.items()},
+        },
+    }
+    pacing = result["paced"]["pacing"]
+    if pacing.get("max_behind_s", 0) > 1:
+        result["warnings"].append(
+            f"paced run: sends fell up to {pacing['max_behind_s']:.1f} s behind the schedule"
+            f" (achieved {pacing['achieved_per_s']:.1f}/s of {args.rate:g}/s): the platform or"
+            " the driver could not keep the rate"
+        )
+
+
+def measure_rebuild(platform: BenchPlatform, result: dict[str, Any]) -> None:
+    """Projection rebuild events/s of the run's topics (the checkout's own CLI)."""
+    database = platform.replicas_of("customer-service")[0].database
+    say("projection rebuild (all, from the topics, dry run)")
+    try:
+        figure = rebuild.measure(platform.root, database, platform.prefix)
+    except RuntimeError as exc:
+        result["warnings"].append(f"projection rebuild not measured: {exc}")
+        return
+    result["rebuild"] = {
+        "events": figure.events,
+        "seconds": figure.seconds,
+        "wall_s": figure.wall_s,
+        "events_per_s": figure.events_per_s,
+    }
+
+
 async def run_platform(args: argparse.Namespace, result: dict[str, Any]) -> None:
-    platform = BenchPlatform()
+    platform = BenchPlatform(root=args.platform_root, replicas=args.replicas)
     tail: TopicTail | None = None
     sampler: ProcSampler | None = None
+    profiler: profiling.Profiler | None = None
     problems: list[str] = result["problems"]  # the run is wrong or incomplete: exit 1
     warnings: list[str] = result["warnings"]  # the figures are suspect (noise, log lines)
     try:
-        say(f"starting the platform (topic prefix {platform.prefix})")
+        say(
+            f"starting the platform (topic prefix {platform.prefix}, {args.replicas} replica(s)"
+            f" of each, from {platform.root})"
+        )
         await platform.start()
+        assert platform.processes is not None
+        result["processes"] = list(platform.processes)
+        result["replicas"] = args.replicas
+        if platform.root != REPO:
+            result["platform_root"] = str(platform.root)
         rng = random.Random(args.seed)
         catalogue = make_catalogue(args.skus, rng)
-        orders = make_orders(args.orders, catalogue, rng)
-        needed = demand(orders)
+        # The paced run's orders are drawn after the saturated run's: the saturated orders
+        # are the same with or without --rate.
+        everything = make_orders(args.orders + (args.paced_orders or 0), catalogue, rng)
+        orders, paced_orders = everything[: args.orders], everything[args.orders :]
+        needed = demand(everything)
         seeding = await seed_stock(platform["inventory"].url, catalogue, needed)
         result["seeding"] = vars(seeding)
         say(
@@ -358,16 +536,33 @@ async def run_platform(args: argparse.Namespace, result: dict[str, Any]) -> None
         groups = process_groups(platform)
         idle: ProcSampler | None = None
         if args.idle_s > 0:
-            say(f"sampling the idle platform for {args.idle_s:.0f}s")
+            # Idle means no traffic: the seeding's events are processed first.
+            if not await tail.settle():
+                warnings.append("the topics did not go quiet after seeding: idle CPU is not idle")
+            say(f"sampling the idle platform for {args.idle_s:g}s")
             idle = ProcSampler(groups)
             await asyncio.to_thread(idle.run_for, args.idle_s)
-        databases = {name: platform[name].database for name in SERVICES}
+        databases = {
+            name: platform[name].database
+            for name in platform.processes
+            if name not in SHARES_DATABASE
+        }
         stored_before = await asyncio.to_thread(store_counts, databases)
+        if args.profile:
+            chosen = profiling.choose(args.profile_services, platform.processes)
+            directory = profiling.PROFILE_DIR / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            profiler = profiling.Profiler(
+                directory, fmt=args.profile_format, gil=args.gil, rate=args.profile_rate
+            )
+            profiler.start({name: platform[name].pid for name in chosen})
+            say(f"py-spy on {', '.join(chosen)}{' (--gil)' if args.gil else ''} -> {directory}")
+            warnings.append("profiled run (py-spy attached): the figures are not comparable")
         sampler = ProcSampler(groups)
         sampler.start()
 
+        urls = [s.url for s in platform.replicas_of("orders")]
         say(f"placing {args.orders} orders, {args.concurrency} in flight")
-        load = await drive_orders(platform["orders"].url, orders, args.concurrency)
+        load = await drive_orders(urls, orders, args.concurrency)
         ids = {s.order_id for s in load.accepted if s.order_id}
         say(f"{len(ids)} accepted in {load.finished_at - load.started_at:.1f}s; waiting to ship")
         last_report = [time.monotonic(), 0]
@@ -385,6 +580,11 @@ async def run_platform(args: argparse.Namespace, result: dict[str, Any]) -> None
             SHIPMENT_SHIPPED, ids, args.ship_timeout, progress, services_alive
         )
         sampler.stop()
+        if profiler is not None:
+            result["profiles"] = profiler.stop()
+            for name, where in result["profiles"].items():
+                say(f"  profile of {name}: {where}")
+            profiler = None
         if missing:
             problems.append(f"{len(missing)} accepted orders never shipped within the deadline")
         if not await tail.settle():
@@ -401,11 +601,11 @@ async def run_platform(args: argparse.Namespace, result: dict[str, Any]) -> None
         for entry in result["resources"].values():
             if "cpu_s" in entry and ids:
                 entry["cpu_ms_per_order"] = 1000 * entry["cpu_s"] / len(ids)
-        total_stored = sum(result["resources"][name]["stored_events"] for name in SERVICES)
+        total_stored = sum(result["resources"][name]["stored_events"] for name in databases)
         # Counted once the topics are quiet: includes the few events after the last shipment.
         result["run"]["stored_events"] = total_stored
         result["run"]["stored_events_per_order"] = total_stored / len(ids) if ids else None
-        transactions = sum(result["resources"][n].get("transactions") or 0 for n in SERVICES)
+        transactions = sum(result["resources"][n].get("transactions") or 0 for n in databases)
         result["run"]["transactions"] = transactions
         result["run"]["transactions_per_order"] = transactions / len(ids) if ids else None
         result["samples"] = [
@@ -417,6 +617,12 @@ async def run_platform(args: argparse.Namespace, result: dict[str, Any]) -> None
             result["stuck_orders"] = stuck
             seen = Counter(str(entry.get("orders")) for entry in stuck)
             problems.append(f"what orders says about the first 10 unshipped: {dict(seen)}")
+        if paced_orders:
+            await paced_phase(args, platform, paced_orders, tail, result)
+            if not await tail.settle():
+                problems.append("the topics did not go quiet within 60 s after the paced run")
+        if not args.skip_rebuild:
+            await asyncio.to_thread(measure_rebuild, platform, result)
         result["service_logs"] = log_findings(platform)
         rebalances = {
             n: f["rebalance_lines"]
@@ -430,7 +636,10 @@ async def run_platform(args: argparse.Namespace, result: dict[str, Any]) -> None
         }
         if logged_errors:
             warnings.append(f"error lines in the service logs: {logged_errors}")
+        result["headline"] = headline(result)
     finally:
+        if profiler is not None:
+            profiler.stop()
         if sampler is not None:
             sampler.stop()
         if tail is not None:
@@ -488,7 +697,8 @@ def run(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "date": now.strftime("%Y-%m-%d %H:%M:%S UTC"),
         "command": shlex.join(["python", "-m", "bench", *sys.argv[1:]]),
-        "revision": revision(),
+        "revision": revision(args.platform_root),  # the platform's
+        "bench_revision": revision(),  # the code that drove and measured it
         "args": vars(args),
         "machine": machine_info(),
         "stack": stack_info(),
@@ -507,6 +717,9 @@ def run(argv: list[str] | None = None) -> int:
         say(f"run failed: {type(exc).__name__}: {exc} (partial results in {path})")
         raise
     path = write_json(result, now.strftime("%Y%m%dT%H%M%SZ"))
+    if args.json_out is not None:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(path.read_text())
     print(table(result))
     print(f"\nraw numbers: {path.relative_to(path.parents[2])}")
     return 1 if result["problems"] else 0

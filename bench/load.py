@@ -7,6 +7,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +113,7 @@ class Submission:
     status: int  # HTTP status, 0 on a transport error
     order_id: str | None
     error: str | None = None
+    behind_s: float = 0.0  # paced load: how late it was sent after its scheduled time
 
 
 @dataclass
@@ -129,15 +131,56 @@ class LoadResult:
         return [s for s in self.submissions if s.order_id is None]
 
 
-async def drive_orders(base_url: str, orders: list[list[Line]], concurrency: int) -> LoadResult:
-    """POST every order with at most `concurrency` requests in flight."""
+def pacing_schedule(count: int, rate: float) -> list[float]:
+    """Seconds after the start at which each of `count` orders is due at `rate` orders/s
+    (open loop: evenly spaced, the first at 0, whatever the platform answers)."""
+    if rate <= 0:
+        raise ValueError(f"the rate must be positive, not {rate}")
+    return [i / rate for i in range(count)]
+
+
+def pacing_stats(offsets: list[float], sent: list[float]) -> dict[str, float]:
+    """How a paced load kept to its schedule: the achieved rate (orders / span of the send
+    times), and how late the sends were (scheduled offset vs actual offset)."""
+    if not sent:
+        return {"n": 0}
+    start = min(sent)
+    late = [max(0.0, (t - start) - o) for o, t in zip(offsets, sent, strict=True)]
+    span = max(sent) - start
+    return {
+        "n": len(sent),
+        "achieved_per_s": (len(sent) - 1) / span if span > 0 else float("nan"),
+        "max_behind_s": max(late),
+        "mean_behind_s": sum(late) / len(late),
+    }
+
+
+async def drive_orders(
+    base_url: str | Sequence[str],
+    orders: list[list[Line]],
+    concurrency: int,
+    rate: float | None = None,
+) -> LoadResult:
+    """POST every order with at most `concurrency` requests in flight; with `rate`, order i
+    is not sent before `i / rate` seconds after the start (an open-loop paced load, still
+    capped at `concurrency` in flight: if the platform falls behind, the sends lag, which
+    `Submission.behind_s` records). Several base URLs (replicas) share the connections
+    round-robin."""
     result = LoadResult()
     pending = iter(enumerate(orders))
+    due = pacing_schedule(len(orders), rate) if rate else None
+    began_at = [0.0]  # monotonic start of the schedule, set when the workers are connected
 
     async def worker(client: httpx.AsyncClient) -> None:
         for index, lines in pending:  # the shared iterator hands each order out once
             body = order_body(lines)
             headers = {"Idempotency-Key": str(uuid.uuid4())}
+            behind = 0.0
+            if due is not None:
+                wait = began_at[0] + due[index] - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)  # the schedule itself, not synchronisation
+                behind = max(0.0, time.monotonic() - began_at[0] - due[index])
             sent_at = time.time()
             began = time.perf_counter()
             try:
@@ -145,30 +188,39 @@ async def drive_orders(base_url: str, orders: list[list[Line]], concurrency: int
             except httpx.HTTPError as exc:
                 latency = time.perf_counter() - began
                 error = f"{type(exc).__name__}: {exc}"
-                result.submissions.append(Submission(index, sent_at, latency, 0, None, error))
+                result.submissions.append(
+                    Submission(index, sent_at, latency, 0, None, error, behind)
+                )
                 continue
             latency = time.perf_counter() - began
             if reply.status_code == 201:
                 order_id = str(reply.json()["order_id"])
-                result.submissions.append(Submission(index, sent_at, latency, 201, order_id, None))
+                result.submissions.append(
+                    Submission(index, sent_at, latency, 201, order_id, None, behind)
+                )
             else:
                 result.submissions.append(
-                    Submission(index, sent_at, latency, reply.status_code, None, reply.text[:300])
+                    Submission(
+                        index, sent_at, latency, reply.status_code, None, reply.text[:300], behind
+                    )
                 )
 
     headers = api_headers()
 
-    async def connection() -> None:
+    urls = [base_url] if isinstance(base_url, str) else list(base_url)
+
+    async def connection(url: str) -> None:
         # One client (one keep-alive connection) per worker: httpx's shared pool spends
         # O(connections x waiting requests) CPU per request, which the platform would pay for
         # on a small machine.
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
         async with httpx.AsyncClient(
-            base_url=base_url, timeout=60, limits=limits, verify=False, headers=headers
+            base_url=url, timeout=60, limits=limits, verify=False, headers=headers
         ) as client:  # plain HTTP: skip loading CA certificates for each client
             await worker(client)
 
-    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    began_at[0] = time.monotonic()
+    await asyncio.gather(*(connection(urls[i % len(urls)]) for i in range(concurrency)))
     result.submissions.sort(key=lambda s: s.index)
     if result.submissions:
         result.started_at = min(s.sent_at for s in result.submissions)

@@ -1,14 +1,20 @@
 """Start and stop the whole platform for one benchmark run, as the end-to-end tests do.
 
 Each run gets a fresh topic prefix (FULFIL_TOPIC_PREFIX), its topics (DLQs included), a
-fresh PostgreSQL database per service and the five service processes. `stop()` undoes all
+fresh PostgreSQL database per service and the service processes (the five services, and the
+read models' process where the platform has one; `replicas` of each). `stop()` undoes all
 of it and is safe to call after a partial start.
+
+The processes may come from another checkout of the repository (`root`, e.g. the temporary
+worktree of `python -m bench.compare`): its own `.venv/bin/fulfil-*` are started in it, its
+own topic registry creates the topics, and this checkout's bench code drives and measures.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -33,8 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 LOG_DIR = REPO / ".local" / "bench-logs"
 SERVICES = ("orders", "inventory", "payments", "shipping", "customer-service")
 READ_MODELS = "read-models"
-"""The read-models process: on customer-service's database, not one of `services` (no
-database or `GET /events` of its own), started and stopped with them."""
+# Processes that are no service of their own but work on a service's database.
+SHARES_DATABASE = {READ_MODELS: "customer-service"}
 
 T = TypeVar("T")
 
@@ -60,6 +66,11 @@ async def poll_until(
         if time.monotonic() > deadline:
             raise Timeout(f"{what} did not hold within {timeout:.0f}s; last value: {result!r}")
         await asyncio.sleep(interval)  # poll interval inside a deadline loop
+
+
+def bench_state_dir() -> Path:
+    """This checkout's state dir (FULFIL_STATE_DIR, else `.local`), absolute."""
+    return Path(os.environ.get("FULFIL_STATE_DIR") or REPO / ".local").resolve()
 
 
 def free_port() -> int:
@@ -101,30 +112,70 @@ async def delete_topics(names: list[str]) -> None:
         await admin.close()
 
 
-def entrypoint(name: str) -> str:
-    """The console script of a service (next to this interpreter, else in the repo's .venv),
-    relative to the repo when inside it, e.g. `.venv/bin/fulfil-orders` (started with the
-    repo as working directory).
+def script(name: str, root: Path = REPO) -> Path:
+    """The console script `fulfil-<name>` of the checkout at `root` (for this checkout: next
+    to this interpreter first, else in its .venv)."""
+    if root == REPO:
+        beside = Path(sys.executable).parent / f"fulfil-{name}"
+        if beside.exists():
+            return beside
+    return root / ".venv" / "bin" / f"fulfil-{name}"
+
+
+def entrypoint(name: str, root: Path = REPO) -> str:
+    """The console script of a process, relative to `root` when inside it, e.g.
+    `.venv/bin/fulfil-orders` (started with `root` as working directory).
 
     Relative on purpose: `deploy/local/run.sh` (`make run`, `make stop`) ends stray services
     with `pkill -f <repo>/.venv/bin/fulfil-`, which would also end a benchmark in progress.
     """
-    script = Path(sys.executable).parent / f"fulfil-{name}"
-    if not script.exists():
-        script = REPO / ".venv" / "bin" / f"fulfil-{name}"
+    path = script(name, root)
     with contextlib.suppress(ValueError):
-        return str(script.relative_to(REPO))
-    return str(script)
+        return str(path.relative_to(root))
+    return str(path)
+
+
+def processes_of(root: Path = REPO) -> tuple[str, ...]:
+    """The processes a platform checkout runs: the five services, and the read models' own
+    process where that checkout has one (`fulfil-read-models`)."""
+    extra = (READ_MODELS,) if script(READ_MODELS, root).exists() else ()
+    return (*SERVICES, *extra)
+
+
+def instance_name(process: str, replica: int) -> str:
+    """Replica 1 is named as its process, replica i as `<process>-<i>` (as `make run` does)."""
+    return process if replica == 1 else f"{process}-{replica}"
+
+
+def physical_topics(root: Path, prefix: str) -> list[str]:
+    """Every topic (DLQs included) of the checkout at `root`, from its own registry."""
+    if root == REPO:
+        return topics.all_physical_topics()
+    code = "import json; from fulfilment_kit.contracts import topics; "
+    code += "print(json.dumps(topics.all_physical_topics()))"
+    out = subprocess.run(
+        [str(root / ".venv" / "bin" / "python"), "-c", code],
+        cwd=root,
+        env={**os.environ, "FULFIL_TOPIC_PREFIX": prefix},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    names = json.loads(out)
+    assert isinstance(names, list)
+    return [str(n) for n in names]
 
 
 @dataclass
 class ServiceProcess:
-    name: str
+    name: str  # the instance: `orders`, `orders-2`, ...
     port: int
     database: str
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    process: str = ""  # what it runs: `orders` (default: the name)
+    root: Path = REPO  # the checkout it runs from
 
     @property
     def url(self) -> str:
@@ -142,12 +193,12 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [entrypoint(self.name)],
+                [entrypoint(self.process or self.name, self.root)],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                cwd=REPO,
+                cwd=self.root,
             )
 
     def log_tail(self, lines: int = 30) -> str:
@@ -158,54 +209,65 @@ class ServiceProcess:
 
 @dataclass
 class BenchPlatform:
-    """The five services on a fresh prefix and fresh databases."""
+    """The platform's processes (`replicas` of each) on a fresh prefix and fresh databases."""
 
     auto_dispatch_s: float = 0.05
     log_level: str = "WARNING"
     prefix: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}.")
-    services: dict[str, ServiceProcess] = field(default_factory=dict)
-    read_models: ServiceProcess | None = None
+    root: Path = REPO  # the checkout whose services run
+    replicas: int = 1
+    processes: tuple[str, ...] | None = None  # default: processes_of(root)
+    services: dict[str, ServiceProcess] = field(default_factory=dict)  # instance -> process
     topic_names: list[str] = field(default_factory=list)
     databases: list[str] = field(default_factory=list)
 
     def __getitem__(self, name: str) -> ServiceProcess:
         return self.services[name]
 
+    def replicas_of(self, process: str) -> list[ServiceProcess]:
+        return [s for s in self.services.values() if s.process == process]
+
     async def start(self, ready_timeout: float = 120) -> None:
         os.environ["FULFIL_TOPIC_PREFIX"] = self.prefix
-        self.topic_names = topics.all_physical_topics()
+        if self.processes is None:
+            self.processes = processes_of(self.root)
+        self.topic_names = await asyncio.to_thread(physical_topics, self.root, self.prefix)
         await ensure_topics(self.topic_names)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        for name in SERVICES:
-            database = await asyncio.to_thread(
-                create_database, f"fulfil_bench_{name.replace('-', '_')}"
-            )
-            self.databases.append(database)
-            port = free_port()
-            env = dict(os.environ)
-            env.update(
-                FULFIL_TOPIC_PREFIX=self.prefix,
-                FULFIL_HTTP_PORT=str(port),
-                POSTGRES_DBNAME=database,
-                FULFIL_SHIPPING_AUTO_DISPATCH_S=str(self.auto_dispatch_s),
-                FULFIL_LOG_LEVEL=self.log_level,
-            )
-            log_path = LOG_DIR / f"{stamp}-{name}.log"
-            self.services[name] = ServiceProcess(name, port, database, env, log_path)
-        customer_service = self.services["customer-service"]
-        port = free_port()
-        env = dict(customer_service.env, FULFIL_HTTP_PORT=str(port))
-        log_path = LOG_DIR / f"{stamp}-{READ_MODELS}.log"
-        self.read_models = ServiceProcess(
-            READ_MODELS, port, customer_service.database, env, log_path
-        )
-        for service in self.processes():
+        databases: dict[str, str] = {}
+        for process in self.processes:
+            owner = SHARES_DATABASE.get(process, process)
+            if owner not in databases:
+                databases[owner] = await asyncio.to_thread(
+                    create_database, f"fulfil_bench_{owner.replace('-', '_')}"
+                )
+                self.databases.append(databases[owner])
+            for replica in range(1, self.replicas + 1):
+                name = instance_name(process, replica)
+                port = free_port()
+                env = dict(os.environ)
+                env.update(
+                    FULFIL_TOPIC_PREFIX=self.prefix,
+                    FULFIL_HTTP_PORT=str(port),
+                    POSTGRES_DBNAME=databases[owner],
+                    FULFIL_SHIPPING_AUTO_DISPATCH_S=str(self.auto_dispatch_s),
+                    FULFIL_LOG_LEVEL=self.log_level,
+                    # One dev issuer (its keys live in the state dir) for every checkout.
+                    FULFIL_STATE_DIR=str(bench_state_dir()),
+                )
+                log_path = LOG_DIR / f"{stamp}-{name}.log"
+                self.services[name] = ServiceProcess(
+                    name,
+                    port,
+                    databases[owner],
+                    env,
+                    log_path,
+                    process=process,
+                    root=self.root,
+                )
+        for service in self.services.values():
             service.start()
-        await asyncio.gather(*(self._wait_ready(s, ready_timeout) for s in self.processes()))
-
-    def processes(self) -> list[ServiceProcess]:
-        """The services and the read-models process."""
-        return [*self.services.values(), *([self.read_models] if self.read_models else [])]
+        await asyncio.gather(*(self._wait_ready(s, ready_timeout) for s in self.services.values()))
 
     async def _wait_ready(self, service: ServiceProcess, timeout: float) -> None:
         async with httpx.AsyncClient(base_url=service.url, timeout=5) as client:
@@ -227,12 +289,12 @@ class BenchPlatform:
         """Services whose process has exited, with their exit status."""
         return [
             f"{s.name} (exit status {s.proc.returncode}, log {s.log_path})"
-            for s in self.processes()
+            for s in self.services.values()
             if s.proc is not None and s.proc.poll() is not None
         ]
 
     def stop_processes(self, timeout: float = 15) -> None:
-        running = [s for s in self.processes() if s.proc and s.proc.poll() is None]
+        running = [s for s in self.services.values() if s.proc and s.proc.poll() is None]
         for service in running:
             assert service.proc is not None
             service.proc.terminate()

@@ -46,7 +46,9 @@ def table(r: dict[str, Any]) -> str:
     run = r.get("run", {})
     rows: list[Row | str] = [
         f"fulfilment platform benchmark  {r['date']}",
-        f"command: {r['command']}   (platform at {r.get('revision', '?')})",
+        f"command: {r['command']}   (platform at {r.get('revision', '?')}"
+        + (f" from {r['platform_root']}" if r.get("platform_root") else "")
+        + f"; {r.get('replicas', 1)} replica(s) of {', '.join(r.get('processes', []))})",
         f"machine: {machine['nproc']} CPUs ({machine['cpu_model']}), "
         f"{machine['mem_total_gib']} GiB RAM, Linux {machine['kernel']}, "
         f"load avg at start {machine['loadavg_at_start'][0]:.2f}",
@@ -130,6 +132,36 @@ def table(r: dict[str, Any]) -> str:
                 num(m.get("idle_cpu_pct_of_one_core"), 0) + "% all",
             )
         )
+    paced = r.get("paced")
+    if paced:
+        pacing = paced.get("pacing", {})
+        rows += [
+            "",
+            (
+                f"PACED RUN at {paced['rate_per_s']:g} orders/s (after the saturated run)",
+                "value",
+            ),
+            (
+                "orders posted / accepted / shipped",
+                f"{paced['orders']} / {paced['accepted']} / {paced['shipped']}",
+            ),
+            ("achieved send rate, orders/s", num(pacing.get("achieved_per_s"))),
+            ("sends behind schedule, max s", num(pacing.get("max_behind_s"), 2)),
+            ("LATENCY at that rate, ms", "p50", "p95", "p99"),
+        ]
+        for name, s in paced.get("latency", {}).items():
+            label = f"{name} (n={s.get('n', 0)})"
+            rows.append((label, ms(s.get("p50")), ms(s.get("p95")), ms(s.get("p99"))))
+    rebuilt = r.get("rebuild")
+    if rebuilt:
+        rows += [
+            "",
+            ("PROJECTION REBUILD (all, --source topics, dry run)", "value"),
+            (
+                f"{rebuilt['events']:,} events in {rebuilt['seconds']:.2f} s, events/s",
+                num(rebuilt["events_per_s"], 0),
+            ),
+        ]
     c = r.get("ceilings")
     if c:
         rows += ["", ("CEILINGS (platform stopped)", "per s", "platform/ceil")]

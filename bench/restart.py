@@ -166,7 +166,7 @@ def kill_all(platform: BenchPlatform) -> None:
 
 
 async def main(args: argparse.Namespace) -> int:
-    platform = BenchPlatform(auto_dispatch_s=0.05)
+    platform = BenchPlatform(auto_dispatch_s=0.05, processes=SERVICES)
     base_cpu: dict[str, float] = {}
     restart_cpu: dict[str, float] = {}
     empty_cpu: dict[str, float] = {}
