@@ -29,3 +29,10 @@ def stamp(trace: Trace, events: Iterable[Any]) -> None:
     for event in events:
         if "trace" not in vars(event):
             object.__setattr__(event, "trace", trace)
+
+
+def event_trace(event: Any) -> Trace:
+    """The trace stamped on a recorded domain event."""
+    trace = vars(event)["trace"]
+    assert isinstance(trace, Trace), f"{type(event).__qualname__} has no trace"
+    return trace

@@ -25,7 +25,7 @@ from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.observability.metrics import REGISTRY
 from fulfilment_kit.persistence.batch_load import load_aggregates
 from fulfilment_kit.persistence.transcodings import register_dataclasses
-from fulfilment_kit.tracing import Trace
+from fulfilment_kit.tracing import Trace, stamp
 from shipping.domain import (
     Address,
     DeliveryProblem,
@@ -168,20 +168,17 @@ class ShippingApplication(ProcessApplication):
     def handle(self, message: InboundMessage, processing: ProcessingEvent[uuid.UUID]) -> None:
         """React to order events; every branch is a no-op when its effect happened already."""
         public = message.envelope.event
-        trace = Trace.caused_by(message.envelope.id, message.envelope.correlation_id)
         if isinstance(public, OrderPlaced):
-            self._on_placed(public, trace, processing)
+            self._on_placed(public, processing)
         elif isinstance(public, OrderPaid):
-            self._on_paid(public, trace, processing)
+            self._on_paid(public, processing)
         elif isinstance(public, OrderCancelled | OrderRejected):
-            self._on_cancelled(public.order_id, trace, processing)
+            self._on_cancelled(public.order_id, processing)
         elif isinstance(public, OrderCancellationRequested):
-            self._on_cancellation_requested(public.order_id, trace, processing)
+            self._on_cancellation_requested(public.order_id, processing)
         # Anything else on our source topics is not ours to act on.
 
-    def _on_placed(
-        self, placed: OrderPlaced, trace: Trace, processing: ProcessingEvent[uuid.UUID]
-    ) -> None:
+    def _on_placed(self, placed: OrderPlaced, processing: ProcessingEvent[uuid.UUID]) -> None:
         sid = shipment_id_for(placed.order_id)
         if self.get_for_update(processing, sid, Shipment) is not None:
             return  # redelivered
@@ -189,31 +186,26 @@ class ShippingApplication(ProcessApplication):
             order_id=placed.order_id,
             lines=[ShipmentLine(sku=x.sku, quantity=x.quantity) for x in placed.lines],
             address=Address(**placed.shipping_address.model_dump()),
-            trace=trace,
         )
         processing.collect_events(shipment)
         log.info("shipment awaiting payment", order_id=str(placed.order_id))
 
-    def _on_paid(
-        self, paid: OrderPaid, trace: Trace, processing: ProcessingEvent[uuid.UUID]
-    ) -> None:
+    def _on_paid(self, paid: OrderPaid, processing: ProcessingEvent[uuid.UUID]) -> None:
         shipment = self.get_for_update(processing, shipment_id_for(paid.order_id), Shipment)
         if shipment is None:
             # OrderPlaced precedes OrderPaid on the same partition, so it was dead-lettered
             # or never published: fail loudly (to the DLQ) rather than drop the payment.
             raise ShipmentNotFound(f"order {paid.order_id} was paid but never seen placed")
-        if shipment.start_packing(trace):
+        if shipment.start_packing():
             processing.collect_events(shipment)
             log.info("shipment packing", order_id=str(paid.order_id))
 
-    def _on_cancelled(
-        self, order_id: uuid.UUID, trace: Trace, processing: ProcessingEvent[uuid.UUID]
-    ) -> None:
+    def _on_cancelled(self, order_id: uuid.UUID, processing: ProcessingEvent[uuid.UUID]) -> None:
         shipment = self.get_for_update(processing, shipment_id_for(order_id), Shipment)
         if shipment is None:
             log.warning("cancelled order has no shipment", order_id=str(order_id))
             return
-        if shipment.cancel(trace):
+        if shipment.cancel():
             processing.collect_events(shipment)
             log.info("shipment cancelled", order_id=str(order_id))
         else:
@@ -224,7 +216,7 @@ class ShippingApplication(ProcessApplication):
             )
 
     def _on_cancellation_requested(
-        self, order_id: uuid.UUID, trace: Trace, processing: ProcessingEvent[uuid.UUID]
+        self, order_id: uuid.UUID, processing: ProcessingEvent[uuid.UUID]
     ) -> None:
         """Shipping answers: held (not dispatched: cancelled, then refund and release follow)
         or refused (already left). The shipment's version decides a race with dispatch."""
@@ -232,7 +224,7 @@ class ShippingApplication(ProcessApplication):
         if shipment is None:
             # OrderPlaced precedes the request on the same partition: fail loudly (DLQ).
             raise ShipmentNotFound(f"cancellation of order {order_id} never seen placed")
-        if shipment.answer_cancellation(trace):
+        if shipment.answer_cancellation():
             processing.collect_events(shipment)
             answer = "held" if shipment.status is ShipmentStatus.CANCELLED else "refused"
             SHIPMENTS.labels(f"cancellation_{answer}").inc()
@@ -276,10 +268,9 @@ class ShippingApplication(ProcessApplication):
                 tracking_number=booking.tracking_number,
                 shipped_at=self.clock(),
                 dispatch_key=dispatch_key,
-                trace=trace,
             )
             try:
-                self.save(shipment, TrackingIndex.create(shipment, trace))
+                self.save(shipment, TrackingIndex.create(shipment), trace=trace)
             except IntegrityError:
                 # Changed meanwhile (e.g. cancelled while booking): look again. The carrier
                 # booking is idempotent by shipment, so a retry books the same parcel.
@@ -330,9 +321,10 @@ class ShippingApplication(ProcessApplication):
                 tracking_number=booking.tracking_number,
                 shipped_at=self.clock(),
                 dispatch_key=None,
-                trace=traces[shipment_id],
             )
-            changed += [shipment, TrackingIndex.create(shipment, traces[shipment_id])]
+            index = TrackingIndex.create(shipment)
+            stamp(traces[shipment_id], [*shipment.pending_events, *index.pending_events])
+            changed += [shipment, index]
         self.save(*changed)
         SHIPMENTS.labels("shipped").inc(len(bookings))
         return list(bookings)
@@ -363,9 +355,9 @@ class ShippingApplication(ProcessApplication):
             at = update.occurred_at or self.clock()
             self._check_event_time(shipment, at)
             if update.status == "in_transit":
-                changed = shipment.report_in_transit(occurred_at=at, trace=update.trace)
+                changed = shipment.report_in_transit(occurred_at=at)
             elif update.status == "delivered":
-                changed = shipment.deliver(delivered_at=at, trace=update.trace)
+                changed = shipment.deliver(delivered_at=at)
             else:
                 if update.reason_code is None:
                     raise ValueError("a delivery exception needs a reason_code")
@@ -373,12 +365,11 @@ class ShippingApplication(ProcessApplication):
                     reason_code=update.reason_code,
                     reason=update.reason or f"carrier reported {update.reason_code}",
                     occurred_at=at,
-                    trace=update.trace,
                 )
             if not changed:  # nothing to record: a replay of this delivery changes nothing too
                 return Updated(shipment, changed=False)
             try:
-                self.save(shipment, *marker)
+                self.save(shipment, *marker, trace=update.trace)
             except IntegrityError:
                 continue
             if update.status != "in_transit":

@@ -23,7 +23,7 @@ from eventsourcing.utils import get_topic
 
 from fulfilment_kit.observability.health import Heartbeat
 from fulfilment_kit.persistence.follower import Claim, Item, LogFollower, Writes
-from fulfilment_kit.tracing import Trace
+from fulfilment_kit.tracing import Trace, event_trace
 from shipping.application import (
     CarrierRefused,
     CarrierUnavailable,
@@ -94,7 +94,7 @@ class AutoDispatcher:
                     key,
                     due_at=domain_event.timestamp + self.after,
                     since=domain_event.timestamp.isoformat(),
-                    correlation_id=domain_event.trace.correlation_id,
+                    correlation_id=event_trace(domain_event).correlation_id,
                 )
             else:  # shipped or cancelled
                 writes.drop("packing", key)

@@ -21,11 +21,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import ClassVar, Literal
 
 from eventsourcing.domain import Aggregate, event
-
-from fulfilment_kit.tracing import Trace
 
 SHIPPING_NAMESPACE = uuid.UUID("3a8e6c1d-2b4f-4e9a-8c7d-5f1e0b2a9d64")
 
@@ -110,50 +108,21 @@ class InvalidTransition(Exception):
 class Shipment(Aggregate):
     """The parcel of one order, from packing to the customer's door."""
 
-    class Created(Aggregate.Created):
-        order_id: uuid.UUID
-        lines: list[ShipmentLine]
-        address: Address
-        trace: Trace
-
-    class PackingStarted(Aggregate.Event):
-        trace: Trace
-
-    class Shipped(Aggregate.Event):
-        order_id: uuid.UUID
-        carrier: str
-        tracking_number: str
-        shipped_at: datetime
-        dispatch_key: str | None
-        trace: Trace
-
-    class InTransit(Aggregate.Event):
-        occurred_at: datetime
-        trace: Trace
-
-    class Delivered(Aggregate.Event):
-        order_id: uuid.UUID
-        delivered_at: datetime
-        trace: Trace
-
-    class ExceptionReported(Aggregate.Event):
-        order_id: uuid.UUID
-        reason_code: ExceptionCode
-        reason: str
-        occurred_at: datetime
-        trace: Trace
+    # The events, declared by the `@event` methods below (their arguments are the fields).
+    Created: ClassVar[type[Aggregate.Created]]
+    PackingStarted: ClassVar[type[Aggregate.Event]]
+    Shipped: ClassVar[type[Aggregate.Event]]
+    InTransit: ClassVar[type[Aggregate.Event]]
+    Delivered: ClassVar[type[Aggregate.Event]]
+    ExceptionReported: ClassVar[type[Aggregate.Event]]
+    CancellationRefused: ClassVar[type[Aggregate.Event]]
+    """A cancellation request arrived after the parcel had left."""
 
     class Cancelled(Aggregate.Event):
-        trace: Trace
+        """Declared as a class for its default: events stored before the cancellation
+        protocol have no order id."""
+
         order_id: uuid.UUID | None = None
-        """Set since the cancellation protocol (older stored events have none)."""
-
-    class CancellationRefused(Aggregate.Event):
-        """A cancellation request arrived after the parcel had left."""
-
-        order_id: uuid.UUID
-        status: str
-        trace: Trace
 
     @classmethod
     def create(
@@ -162,7 +131,6 @@ class Shipment(Aggregate):
         order_id: uuid.UUID,
         lines: list[ShipmentLine],
         address: Address,
-        trace: Trace,
     ) -> Shipment:
         """A shipment awaiting payment for a placed order."""
         if not lines:
@@ -177,23 +145,20 @@ class Shipment(Aggregate):
             order_id=order_id,
             lines=lines,
             address=address,
-            trace=trace,
         )
 
-    @event(Created)
+    @event("Created")
     def __init__(
         self,
         id: uuid.UUID,
         order_id: uuid.UUID,
         lines: list[ShipmentLine],
         address: Address,
-        trace: Trace,
     ) -> None:
         self.order_id = order_id
         self.lines = list(lines)
         self.address = address
         self.status = ShipmentStatus.AWAITING_PAYMENT
-        self.correlation_id = trace.correlation_id
         self.carrier: str | None = None
         self.tracking_number: str | None = None
         self.shipped_at: datetime | None = None
@@ -204,42 +169,41 @@ class Shipment(Aggregate):
 
     # -- payment and cancellation (policies) ---------------------------------------------
 
-    def start_packing(self, trace: Trace) -> bool:
+    def start_packing(self) -> bool:
         """The order is paid: pack it. False when packing started already or it cannot."""
         if self.status is not ShipmentStatus.AWAITING_PAYMENT:
             return False  # a repeat, or paid after a cancellation: nothing to pack
-        self._packing_started(trace=trace)
+        self._packing_started()
         return True
 
-    @event(PackingStarted)
-    def _packing_started(self, trace: Trace) -> None:
+    @event("PackingStarted")
+    def _packing_started(self) -> None:
         self.status = ShipmentStatus.PACKING
-        self.correlation_id = trace.correlation_id
 
-    def cancel(self, trace: Trace) -> bool:
+    def cancel(self) -> bool:
         """Hold the parcel for good unless it has left. False: no change. Shipping is the
         authority on whether goods left: once cancelled, dispatch refuses it."""
         if self.status not in (ShipmentStatus.AWAITING_PAYMENT, ShipmentStatus.PACKING):
             return False  # already cancelled, or shipped (too late: returns handle that)
-        self._cancelled(trace=trace, order_id=self.order_id)
+        self._cancelled(order_id=self.order_id)
         return True
 
     @event(Cancelled)
-    def _cancelled(self, trace: Trace, order_id: uuid.UUID | None) -> None:
+    def _cancelled(self, order_id: uuid.UUID | None) -> None:
         self.status = ShipmentStatus.CANCELLED
 
-    def answer_cancellation(self, trace: Trace) -> bool:
+    def answer_cancellation(self) -> bool:
         """A cancellation request: hold the parcel if it has not left (cancelled), else
         refuse once (the order goes on). False: answered before, nothing recorded."""
-        if self.cancel(trace):
+        if self.cancel():
             return True
         if self.status not in DISPATCHED or self.cancellation_refused:
             return False  # cancelled already (held): the answer stands
-        self._cancellation_refused(order_id=self.order_id, status=str(self.status), trace=trace)
+        self._cancellation_refused(order_id=self.order_id, status=str(self.status))
         return True
 
-    @event(CancellationRefused)
-    def _cancellation_refused(self, order_id: uuid.UUID, status: str, trace: Trace) -> None:
+    @event("CancellationRefused")
+    def _cancellation_refused(self, order_id: uuid.UUID, status: str) -> None:
         self.cancellation_refused = True
 
     # -- dispatch -------------------------------------------------------------------------
@@ -263,7 +227,6 @@ class Shipment(Aggregate):
         tracking_number: str,
         shipped_at: datetime,
         dispatch_key: str | None,
-        trace: Trace,
     ) -> None:
         """The carrier took the parcel."""
         self.check_dispatchable()
@@ -275,10 +238,9 @@ class Shipment(Aggregate):
             tracking_number=tracking_number,
             shipped_at=shipped_at,
             dispatch_key=dispatch_key,
-            trace=trace,
         )
 
-    @event(Shipped)
+    @event("Shipped")
     def _shipped(
         self,
         order_id: uuid.UUID,
@@ -286,18 +248,16 @@ class Shipment(Aggregate):
         tracking_number: str,
         shipped_at: datetime,
         dispatch_key: str | None,
-        trace: Trace,
     ) -> None:
         self.status = ShipmentStatus.SHIPPED
         self.carrier = carrier
         self.tracking_number = tracking_number
         self.shipped_at = shipped_at
         self.dispatch_key = dispatch_key
-        self.correlation_id = trace.correlation_id
 
     # -- carrier updates ------------------------------------------------------------------
 
-    def report_in_transit(self, *, occurred_at: datetime, trace: Trace) -> bool:
+    def report_in_transit(self, *, occurred_at: datetime) -> bool:
         """The carrier is moving the parcel (private: no public event)."""
         if self.status is ShipmentStatus.IN_TRANSIT:
             return False
@@ -305,14 +265,14 @@ class Shipment(Aggregate):
             raise InvalidTransition(
                 self.status, f"a shipment that is {self.status} cannot be in transit"
             )
-        self._in_transit(occurred_at=occurred_at, trace=trace)
+        self._in_transit(occurred_at=occurred_at)
         return True
 
-    @event(InTransit)
-    def _in_transit(self, occurred_at: datetime, trace: Trace) -> None:
+    @event("InTransit")
+    def _in_transit(self, occurred_at: datetime) -> None:
         self.status = ShipmentStatus.IN_TRANSIT
 
-    def deliver(self, *, delivered_at: datetime, trace: Trace) -> bool:
+    def deliver(self, *, delivered_at: datetime) -> bool:
         """The carrier delivered the parcel. False when it was delivered already."""
         if self.status is ShipmentStatus.DELIVERED:
             return False
@@ -320,16 +280,16 @@ class Shipment(Aggregate):
             raise InvalidTransition(
                 self.status, f"a shipment that is {self.status} cannot be delivered"
             )
-        self._delivered(order_id=self.order_id, delivered_at=delivered_at, trace=trace)
+        self._delivered(order_id=self.order_id, delivered_at=delivered_at)
         return True
 
-    @event(Delivered)
-    def _delivered(self, order_id: uuid.UUID, delivered_at: datetime, trace: Trace) -> None:
+    @event("Delivered")
+    def _delivered(self, order_id: uuid.UUID, delivered_at: datetime) -> None:
         self.status = ShipmentStatus.DELIVERED
         self.delivered_at = delivered_at
 
     def report_exception(
-        self, *, reason_code: ExceptionCode, reason: str, occurred_at: datetime, trace: Trace
+        self, *, reason_code: ExceptionCode, reason: str, occurred_at: datetime
     ) -> bool:
         """The carrier reports a delivery problem. False for a repeat of the current one."""
         if not reason:
@@ -349,18 +309,16 @@ class Shipment(Aggregate):
             reason_code=reason_code,
             reason=reason,
             occurred_at=occurred_at,
-            trace=trace,
         )
         return True
 
-    @event(ExceptionReported)
+    @event("ExceptionReported")
     def _exception_reported(
         self,
         order_id: uuid.UUID,
         reason_code: ExceptionCode,
         reason: str,
         occurred_at: datetime,
-        trace: Trace,
     ) -> None:
         self.status = ShipmentStatus.EXCEPTION
         self.problem = DeliveryProblem(reason_code, reason, occurred_at)
@@ -369,14 +327,10 @@ class Shipment(Aggregate):
 class TrackingIndex(Aggregate):
     """Finds the shipment of a tracking number (carrier webhooks know only that)."""
 
-    class Created(Aggregate.Created):
-        tracking_number: str
-        order_id: uuid.UUID
-        shipment_id: uuid.UUID
-        trace: Trace
+    Created: ClassVar[type[Aggregate.Created]]
 
     @classmethod
-    def create(cls, shipment: Shipment, trace: Trace) -> TrackingIndex:
+    def create(cls, shipment: Shipment) -> TrackingIndex:
         if shipment.tracking_number is None:
             raise InvalidShipment("only a shipped shipment has a tracking number")
         return cls(
@@ -384,17 +338,15 @@ class TrackingIndex(Aggregate):
             tracking_number=shipment.tracking_number,
             order_id=shipment.order_id,
             shipment_id=shipment.id,
-            trace=trace,
         )
 
-    @event(Created)
+    @event("Created")
     def __init__(
         self,
         id: uuid.UUID,
         tracking_number: str,
         order_id: uuid.UUID,
         shipment_id: uuid.UUID,
-        trace: Trace,
     ) -> None:
         self.tracking_number = tracking_number
         self.order_id = order_id
@@ -404,10 +356,7 @@ class TrackingIndex(Aggregate):
 class WebhookDelivery(Aggregate):
     """A carrier's webhook delivery that was applied: a replay of its id is ignored."""
 
-    class Received(Aggregate.Created):
-        carrier: str
-        delivery_id: str
-        tracking_number: str
+    Received: ClassVar[type[Aggregate.Created]]
 
     @classmethod
     def receive(cls, carrier: str, delivery_id: str, tracking_number: str) -> WebhookDelivery:
@@ -418,7 +367,7 @@ class WebhookDelivery(Aggregate):
             tracking_number=tracking_number,
         )
 
-    @event(Received)
+    @event("Received")
     def __init__(self, id: uuid.UUID, carrier: str, delivery_id: str, tracking_number: str) -> None:
         self.carrier = carrier
         self.delivery_id = delivery_id
