@@ -1,5 +1,10 @@
 """What returns and cases share: the namespace of their ids, the text limit, and the errors of
-a command that breaks an invariant. Pure domain."""
+a command that breaks an invariant.
+
+Both are pure domain: no I/O, no frameworks, no clocks (time is passed in). Public methods
+check the invariants first and raise before any event is recorded; a repeat of what already
+happened returns False and records nothing.
+"""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""Support cases. Pure domain: no I/O, no frameworks, no clocks (time is passed in).
+"""Support cases (pure domain, rules as in `customer_service.invariants`).
 
 `Case`: a support case, open -> in_progress -> resolved -> closed, with deadlines for the
 first response and the resolution by priority, each breached at most once.
-
-Public methods check the invariants first and raise before any event is recorded; a repeat
-of what already happened returns False and records nothing.
 """
 
 from __future__ import annotations

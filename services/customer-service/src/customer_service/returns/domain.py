@@ -1,12 +1,8 @@
-"""Returns. Pure domain: no I/O, no frameworks, no clocks (time is passed in).
+"""Returns (pure domain, rules as in `customer_service.invariants`).
 
-Aggregates:
 - `OrderRecord`: the local replica of one order (from the orders topic) plus the quantities
   of its own returns, so a return request is verified here without asking anyone.
 - `ReturnRequest`: one return (RMA), requested -> authorised -> received, or rejected.
-
-Public methods check the invariants first and raise before any event is recorded; a repeat
-of what already happened returns False and records nothing.
 """
 
 from __future__ import annotations
