@@ -114,6 +114,8 @@ case "${1:-start}" in
     stop >/dev/null
     procfile >"$state/Procfile"  # fails here on a bad FULFIL_REPLICAS, before anything starts
     unset FULFIL_HTTP_PORT  # each service listens on its own default port (PORTS above)
+    # One key store of personal-data keys for every service (stack.sh creates the database).
+    export FULFIL_PRIVACY_KEYSTORE_DBNAME="${FULFIL_PRIVACY_KEYSTORE_DBNAME:-fulfil_keys}"
     # The dev issuer's key pair and secrets (dev only), before the services read them.
     "$repo/.venv/bin/fulfil" auth token --role ops >/dev/null
     announce &

@@ -62,20 +62,24 @@ class Platform:
     services: dict[str, Service] = field(default_factory=dict)
     """The five services (each with its database and `GET /events`)."""
     read_models: Service | None = None
+    keys_database: str = ""
+    """The key store every service shares (per-customer data keys of personal data)."""
 
     @classmethod
     def create(cls) -> Platform:
         platform = cls()
+        platform.keys_database = create_database("fulfil_e2e_keys")
+        settings = {**E2E_SETTINGS, "FULFIL_PRIVACY_KEYSTORE_DBNAME": platform.keys_database}
         for name in SERVICES:
             database = create_database(f"fulfil_e2e_{name.replace('-', '_')}")
             port = free_port()
             process = service_process(
-                name, database, port, log_name=f"e2e-{name}-{database}", **E2E_SETTINGS
+                name, database, port, log_name=f"e2e-{name}-{database}", **settings
             )
             platform.services[name] = Service(name, database, port, process)
         database, port = platform.services["customer-service"].database, free_port()
         process = service_process(
-            READ_MODELS, database, port, log_name=f"e2e-{READ_MODELS}-{database}", **E2E_SETTINGS
+            READ_MODELS, database, port, log_name=f"e2e-{READ_MODELS}-{database}", **settings
         )
         platform.read_models = Service(READ_MODELS, database, port, process)
         return platform
@@ -94,6 +98,8 @@ class Platform:
     def drop_databases(self) -> None:
         for service in self.services.values():
             drop_database(service.database)
+        if self.keys_database:
+            drop_database(self.keys_database)
 
     def __getitem__(self, name: str) -> Service:
         if name == READ_MODELS and self.read_models is not None:
@@ -114,10 +120,14 @@ class Platform:
             return dict(reply.json())
 
     async def place_order(
-        self, lines: list[tuple[str, int, int]], token: str = "tok_visa"
+        self,
+        lines: list[tuple[str, int, int]],
+        token: str = "tok_visa",
+        address: dict[str, str] | None = None,
+        customer_id: str | None = None,
     ) -> dict[str, Any]:
-        body = {
-            "customer_id": str(uuid.uuid4()),
+        body: dict[str, Any] = {
+            "customer_id": customer_id or str(uuid.uuid4()),
             "lines": [{"sku": s, "quantity": q, "unit_price_minor": p} for s, q, p in lines],
             "currency": "EUR",
             "payment_token": token,
@@ -127,6 +137,7 @@ class Platform:
                 "city": "Berlin",
                 "postal_code": "10115",
                 "country_code": "DE",
+                **(address or {}),
             },
         }
         async with self["orders"].client() as client:

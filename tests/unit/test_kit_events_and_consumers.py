@@ -14,11 +14,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from fulfilment_kit.contracts import OrderStockLocked, topics
+from fulfilment_kit.http.auth import install_auth
 from fulfilment_kit.http.events import events_router
 from fulfilment_kit.messaging.inbox import InboundMessage, MessageProcessor
 from fulfilment_kit.messaging.relay import EventToPublish, OutboxRelay
 from fulfilment_kit.runtime import ServiceRuntime
 from fulfilment_kit.settings import KafkaSettings, ServiceSettings
+from tests.support.auth import as_staff
 
 
 class Thing(Aggregate):
@@ -58,7 +60,8 @@ def test_events_endpoint_serves_the_relays_records_page_by_page() -> None:
     )
     api = FastAPI()
     api.include_router(events_router(app, mapper, relay.source))
-    client = TestClient(api)
+    install_auth(api)
+    client = as_staff(TestClient(api))
 
     pages, after = [], 0
     while True:

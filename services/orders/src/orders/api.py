@@ -23,6 +23,7 @@ from fulfilment_kit.contracts.types import (
 from fulfilment_kit.http.auth import AGENT, CUSTOMER, OPS, Caller, require
 from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
 from fulfilment_kit.idempotency import IdempotencyConflict, fingerprint
+from fulfilment_kit.privacy import PersonalDataVault
 from fulfilment_kit.tracing import Trace
 from orders.application import (
     OrderNotFound,
@@ -49,6 +50,10 @@ def _line(max_length: int, min_length: int = 1) -> object:
     return StringConstraints(min_length=min_length, max_length=max_length)
 
 
+Phone = Annotated[str, Strict(), StringConstraints(pattern=r"^\+?[0-9 ()/-]{4,32}$")]
+Email = Annotated[str, Strict(), StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}$")]
+
+
 class ShippingAddressInput(BaseModel):
     """Where the order is delivered: one line per field, no control characters."""
 
@@ -60,6 +65,10 @@ class ShippingAddressInput(BaseModel):
     city: Annotated[str, Strict(), _line(100), NoControlCharacters()]
     postal_code: Annotated[str, Strict(), _line(20), NoControlCharacters()]
     country_code: InputCountryCode
+    phone: Phone | None = None
+    """For the carrier's delivery notice; personal data (sealed, erasable)."""
+    email: Email | None = None
+    """For the carrier's delivery notice; personal data (sealed, erasable)."""
 
 
 class PlaceOrderRequest(BaseModel):
@@ -112,7 +121,8 @@ class OrderView(BaseModel):
     returned_refund_minor: int = 0
 
     @classmethod
-    def of(cls, order: Order) -> OrderView:
+    def of(cls, order: Order, vault: PersonalDataVault) -> OrderView:
+        address = vault.reveal_fields(order.shipping_address)
         return cls(
             order_id=order.id,
             status=str(order.status),
@@ -120,7 +130,7 @@ class OrderView(BaseModel):
             lines=[LineModel(**line.__dict__) for line in order.lines],
             currency=order.currency,
             total_minor=order.total_minor,
-            shipping_address=ShippingAddress(**order.shipping_address.__dict__),
+            shipping_address=ShippingAddress(**address.__dict__),
             placed_at=order.created_on,
             updated_at=order.modified_on,
             version=order.version,
@@ -141,6 +151,11 @@ def _orders(request: Request) -> OrdersApplication:
     app = request.app.state.runtime.app
     assert isinstance(app, OrdersApplication)
     return app
+
+
+async def _view(request: Request, order: Order) -> OrderView:
+    """The order as its customer or staff see it: the address opened through the kit."""
+    return await asyncio.to_thread(OrderView.of, order, _orders(request).vault)
 
 
 Placer = Annotated[Caller, Depends(require(CUSTOMER, OPS))]
@@ -202,7 +217,7 @@ async def place_order(
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/orders/{placed.order.id}"
-    return OrderView.of(placed.order)
+    return await _view(request, placed.order)
 
 
 async def _own_order(request: Request, order_id: uuid.UUID, caller: Caller) -> Order:
@@ -218,7 +233,7 @@ async def _own_order(request: Request, order_id: uuid.UUID, caller: Caller) -> O
 
 @router.get("/orders/{order_id}", response_model=OrderView, responses=problem_responses(404))
 async def get_order(order_id: uuid.UUID, request: Request, caller: Reader) -> OrderView:
-    return OrderView.of(await _own_order(request, order_id, caller))
+    return await _view(request, await _own_order(request, order_id, caller))
 
 
 class CancelRequest(BaseModel):
@@ -270,4 +285,56 @@ async def cancel_order(
         log.info("order cancellation", order_id=str(order_id), status=str(order.status))
     if order.status is OrderStatus.CANCELLATION_REQUESTED:
         response.status_code = status.HTTP_202_ACCEPTED
-    return OrderView.of(order)
+    return await _view(request, order)
+
+
+class ErasureView(BaseModel):
+    customer_id: uuid.UUID
+    erased_at: datetime
+    requested_role: str
+    keys_destroyed: int
+    """Data keys this request destroyed (0 when repeated: they were gone already)."""
+
+
+Eraser = Annotated[Caller, Depends(require(OPS, AGENT))]
+
+
+@router.post(
+    "/customers/{customer_id}/erasure",
+    response_model=ErasureView,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"description": "Erased before: the same erasure", "model": ErasureView},
+        **problem_responses(),
+    },
+    tags=["privacy"],
+)
+async def erase_customer(
+    customer_id: uuid.UUID, request: Request, response: Response, caller: Eraser
+) -> ErasureView:
+    """Erase a customer's personal data (crypto-shredding): their data key is destroyed, so
+    every sealed copy (events, topics, DLQs, read models, snapshots, backups) reads as
+    `[erased]`; *customer erased* is published; orders, money and stock stay. Idempotent."""
+    role = OPS if OPS in caller.principal.roles else AGENT
+    trace = Trace(correlation_id=str(customer_id), causation_id=f"http:erasure:{customer_id}")
+    erased = await asyncio.to_thread(
+        _orders(request).erase_customer, customer_id, caller.subject, role, trace
+    )
+    if erased.created:
+        request.app.state.runtime.relay.wake()
+    else:
+        response.status_code = status.HTTP_200_OK
+    log.info(
+        "customer erased",
+        customer_id=str(customer_id),
+        by=caller.subject,
+        role=role,
+        repeated=not erased.created,
+        keys_destroyed=erased.keys_destroyed,
+    )
+    return ErasureView(
+        customer_id=customer_id,
+        erased_at=erased.erasure.created_on,
+        requested_role=erased.erasure.requested_role,
+        keys_destroyed=erased.keys_destroyed,
+    )

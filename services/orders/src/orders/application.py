@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import singledispatchmethod
@@ -27,8 +28,17 @@ from fulfilment_kit.idempotency import IdempotencyConflict as IdempotencyConflic
 from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
 from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.persistence.transcodings import register_dataclasses
+from fulfilment_kit.privacy import PersonalDataVault, in_process_vault
 from fulfilment_kit.tracing import Trace
-from orders.domain import Address, Order, OrderLine, ReturnedLine, Shortage
+from orders.domain import (
+    Address,
+    CustomerErasure,
+    Order,
+    OrderLine,
+    ReturnedLine,
+    Shortage,
+    erasure_id_for,
+)
 
 # Namespace of order ids derived from an Idempotency-Key.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("0b7d3f2a-5c1e-4d8b-9f6a-2e4c8a1b3d5f")
@@ -51,6 +61,13 @@ class PlaceOrder:
 
 
 @dataclass(frozen=True)
+class Erased:
+    erasure: CustomerErasure
+    created: bool
+    keys_destroyed: int
+
+
+@dataclass(frozen=True)
 class Placed:
     order: Order
     created: bool
@@ -70,6 +87,13 @@ class OrdersApplication(ProcessApplication):
         ReturnReceived,
     )
 
+    def __init__(
+        self, env: Mapping[str, str] | None = None, *, vault: PersonalDataVault | None = None
+    ) -> None:
+        super().__init__(env)
+        self.vault = vault or in_process_vault(("contact",))
+        """Seals what a customer gives at placement; opens contact data for the order's views."""
+
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         register_dataclasses(transcoder, OrderLine, Address, Shortage, ReturnedLine, Trace)
@@ -83,14 +107,21 @@ class OrdersApplication(ProcessApplication):
         else:
             order_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, command.idempotency_key)
 
+        # Personal data is sealed before anything stores or publishes it.
+        customer = command.customer_id
+        address = self.vault.seal_fields(
+            customer, "contact", command.shipping_address, keep=("country_code",)
+        )
+        token = self.vault.seal_optional(customer, "payment", command.payment_token)
+
         def attempt() -> Order:
             order = Order.place(
                 order_id=order_id,
                 customer_id=command.customer_id,
                 lines=command.lines,
                 currency=command.currency,
-                shipping_address=command.shipping_address,
-                payment_token=command.payment_token,
+                shipping_address=address,
+                payment_token=token,
                 request_fingerprint=command.fingerprint,
                 trace=command.trace,
             )
@@ -99,6 +130,23 @@ class OrdersApplication(ProcessApplication):
 
         outcome = run_idempotently(replay=lambda: self._replay(order_id, command), attempt=attempt)
         return Placed(outcome.result, created=outcome.applied)
+
+    def erase_customer(
+        self, customer_id: uuid.UUID, requested_by: str, requested_role: str, trace: Trace
+    ) -> Erased:
+        """Destroy the customer's data keys, then record (and publish) the erasure once."""
+        destroyed = self.vault.erase(customer_id)
+        recorded = self.find(erasure_id_for(customer_id), CustomerErasure)
+        if recorded is not None:
+            return Erased(recorded, created=False, keys_destroyed=destroyed)
+        erasure = CustomerErasure(customer_id, requested_by, requested_role, trace)
+        try:
+            self.save(erasure)
+        except IntegrityError:  # a concurrent twin recorded it first
+            twin = self.find(erasure.id, CustomerErasure)
+            assert twin is not None
+            return Erased(twin, created=False, keys_destroyed=destroyed)
+        return Erased(erasure, created=True, keys_destroyed=destroyed)
 
     def _replay(self, order_id: uuid.UUID, command: PlaceOrder) -> Order | None:
         try:

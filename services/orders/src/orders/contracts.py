@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from functools import singledispatch
 from typing import Any
 
 from fulfilment_kit.contracts import (
+    CustomerErased,
     OrderCancellationRequested,
     OrderCancelled,
     OrderDelivered,
@@ -24,7 +26,10 @@ from fulfilment_kit.contracts import (
 from fulfilment_kit.contracts import OrderLine as PublicLine
 from fulfilment_kit.contracts.base import IntegrationEvent
 from fulfilment_kit.messaging.relay import EventToPublish
-from orders.domain import Order
+from fulfilment_kit.privacy import is_sealed
+from orders.domain import CustomerErasure, Order
+
+PAYMENT_METHOD_NAMESPACE = uuid.UUID("2f7c9a41-3e6b-4d85-a1c0-9b8e7d6f5a43")
 
 
 @singledispatch
@@ -53,9 +58,25 @@ def _placed(e: Any) -> Sequence[EventToPublish]:
             total_minor=sum(x.quantity * x.unit_price_minor for x in e.lines),
             shipping_address=ShippingAddress(**e.shipping_address.__dict__),
             placed_at=e.timestamp,
-            payment_token=e.payment_token,
+            **_payment(e.originator_id, e.payment_token),
         ),
     )
+
+
+def _payment(order_id: uuid.UUID, token: str | None) -> dict[str, Any]:
+    """The token sealed for payments plus a reference; a plaintext token (events stored before
+    sealing) goes where it always went, as subscribers already received it."""
+    if token is None:
+        return {}
+    reference = f"pm_{uuid.uuid5(PAYMENT_METHOD_NAMESPACE, str(order_id)).hex[:24]}"
+    if is_sealed(token):
+        return {"payment_method": reference, "sealed_payment_token": token}
+    return {"payment_method": reference, "payment_token": token}
+
+
+@to_public.register(CustomerErasure.Erased)
+def _erased(e: Any) -> Sequence[EventToPublish]:
+    return _out(e, CustomerErased(customer_id=e.customer_id, erased_at=e.timestamp))
 
 
 def _shortage_text(e: Any) -> str:

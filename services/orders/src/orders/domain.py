@@ -70,12 +70,17 @@ class ReturnedLine:
 
 @dataclass(frozen=True)
 class Address:
+    """Where the order goes. Every field but the country holds a sealed value (personal data,
+    `fulfilment_kit.privacy`); older events hold plaintext."""
+
     recipient_name: str
     line1: str
     line2: str | None
     city: str
     postal_code: str
     country_code: str
+    phone: str | None = None
+    email: str | None = None
 
 
 @dataclass(frozen=True)
@@ -498,3 +503,39 @@ class Order(Aggregate):
         trace: Trace,
     ) -> None:
         self.flagged_stages = [*self.flagged_stages, stage]
+
+
+ERASURE_NAMESPACE = UUID("5d0c1f7e-8a43-4b36-9c2e-7f1a6b3d9e42")
+
+
+def erasure_id_for(customer_id: UUID) -> UUID:
+    """One erasure per customer: a second request finds the first (idempotent)."""
+    from uuid import uuid5
+
+    return uuid5(ERASURE_NAMESPACE, str(customer_id))
+
+
+class CustomerErasure(Aggregate):
+    """The audit record of a customer's erasure: who asked, with which role, when.
+
+    The customer's data key is destroyed before this is saved, so a recorded erasure always
+    means the key is gone (a crash in between is finished by the retry)."""
+
+    class Erased(Aggregate.Created):
+        customer_id: UUID
+        requested_by: str
+        requested_role: str
+        trace: Trace
+
+    @event(Erased)
+    def __init__(
+        self, customer_id: UUID, requested_by: str, requested_role: str, trace: Trace
+    ) -> None:
+        self.customer_id = customer_id
+        self.requested_by = requested_by
+        self.requested_role = requested_role
+        self.trace = trace
+
+    @staticmethod
+    def create_id(customer_id: UUID, **_: object) -> UUID:
+        return erasure_id_for(customer_id)

@@ -41,6 +41,7 @@ from fulfilment_kit.contracts import (
 )
 from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.persistence.transcodings import register_dataclasses
+from fulfilment_kit.privacy import PersonalDataVault, in_process_vault
 from fulfilment_kit.tracing import Trace
 from payments.domain import (
     Payment,
@@ -108,8 +109,11 @@ class PaymentsApplication(ProcessApplication):
         *,
         gateway: PaymentGateway | None = None,
         retry: RetryPolicy | None = None,
+        vault: PersonalDataVault | None = None,
     ) -> None:
         super().__init__(env=env)
+        self.vault = vault or in_process_vault(("payment",))
+        """Opens the sealed payment token, only to charge it."""
         settings = GatewaySettings()
         self.gateway = gateway if gateway is not None else gateway_from_settings(settings)
         self.retry = retry if retry is not None else RetryPolicy.from_settings(settings)
@@ -142,7 +146,8 @@ class PaymentsApplication(ProcessApplication):
                 payment.note_order(
                     amount_minor=event.total_minor,
                     currency=event.currency,
-                    payment_token=event.payment_token,
+                    # sealed for payments (opened only to charge); plaintext in old records
+                    payment_token=event.sealed_payment_token or event.payment_token,
                     trace=trace,
                 )
                 self._request_capture(payment, trace)

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.persistence import eventsourcing_env
+from fulfilment_kit.privacy import open_vault
 from fulfilment_kit.relay_only import run_relay_only
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
 from fulfilment_kit.serve import run_service
@@ -27,7 +28,11 @@ def create_runtime(
     settings: ServiceSettings | None = None, gateway: PaymentGateway | None = None
 ) -> ServiceRuntime:
     settings = settings or ServiceSettings()
-    app = PaymentsApplication(env=eventsourcing_env(SERVICE, settings), gateway=gateway)
+    app = PaymentsApplication(
+        env=eventsourcing_env(SERVICE, settings),
+        gateway=gateway,
+        vault=open_vault(SERVICE, may_open=("payment",), service_settings=settings),
+    )
     runtime = ServiceRuntime(
         service=SERVICE,
         app=app,

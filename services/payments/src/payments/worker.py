@@ -174,8 +174,9 @@ class ProviderWorker:
             if payment.stopped:
                 return self._change(payment, _abandon)
             # The provider never received it: charging again with the same key is safe.
-        token, amount, currency = payment.payment_token, payment.amount_minor, payment.currency
-        assert token is not None
+        sealed, amount, currency = payment.payment_token, payment.amount_minor, payment.currency
+        assert sealed is not None
+        token = self.app.vault.reveal(sealed)  # the only place the token is in clear
         assert amount is not None
         assert currency is not None
         try:

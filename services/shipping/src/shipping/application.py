@@ -25,6 +25,7 @@ from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.observability.metrics import REGISTRY
 from fulfilment_kit.persistence.batch_load import load_aggregates
 from fulfilment_kit.persistence.transcodings import register_dataclasses
+from fulfilment_kit.privacy import PersonalDataVault, in_process_vault
 from fulfilment_kit.tracing import Trace, stamp
 from shipping.domain import (
     Address,
@@ -144,8 +145,11 @@ class ShippingApplication(ProcessApplication):
         *,
         carrier: CarrierGateway | None = None,
         clock: Callable[[], datetime] | None = None,
+        vault: PersonalDataVault | None = None,
     ) -> None:
         super().__init__(env)
+        self.vault = vault or in_process_vault(("contact",))
+        """Opens the sealed address, only to hand it to the carrier."""
         self.carrier: CarrierGateway = carrier or SandboxCarrier()
         self.clock = clock or (lambda: datetime.now(UTC))
 
@@ -250,7 +254,7 @@ class ShippingApplication(ProcessApplication):
                 booking = self.carrier.book(
                     idempotency_key=booking_key(shipment.id),
                     shipment_id=shipment.id,
-                    address=shipment.address,
+                    address=self.vault.reveal_fields(shipment.address),
                     lines=shipment.lines,
                 )
             except TransientCarrierError as exc:
@@ -303,7 +307,7 @@ class ShippingApplication(ProcessApplication):
                 bookings[shipment_id] = self.carrier.book(
                     idempotency_key=booking_key(shipment.id),
                     shipment_id=shipment.id,
-                    address=shipment.address,
+                    address=self.vault.reveal_fields(shipment.address),
                     lines=shipment.lines,
                 )
             except TransientCarrierError as exc:

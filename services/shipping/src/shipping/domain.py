@@ -76,7 +76,8 @@ class ShipmentLine:
 
 @dataclass(frozen=True)
 class Address:
-    """Where the parcel goes. Personal data: never logged, never in a view or a metric."""
+    """Where the parcel goes. Personal data: never logged, never in a view or a metric; stored
+    sealed (as on the orders topic), opened through the kit only to book the carrier."""
 
     recipient_name: str
     line1: str
@@ -84,6 +85,8 @@ class Address:
     city: str
     postal_code: str
     country_code: str
+    phone: str | None = None
+    email: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from fulfilment_kit import devauth
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.persistence import eventsourcing_env
+from fulfilment_kit.privacy import open_vault
 from fulfilment_kit.relay_only import run_relay_only
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
 from fulfilment_kit.serve import run_service
@@ -94,7 +95,9 @@ def create_runtime(
     settings = settings or ServiceSettings()
     shipping = shipping or ShippingSettings()
     app = ShippingApplication(
-        env=eventsourcing_env(SERVICE, settings), carrier=create_carrier(shipping)
+        env=eventsourcing_env(SERVICE, settings),
+        carrier=create_carrier(shipping),
+        vault=open_vault(SERVICE, may_open=("contact",), service_settings=settings),
     )
     runtime = ServiceRuntime(
         service=SERVICE,

@@ -25,6 +25,7 @@ from fulfilment_kit.contracts.inventory import (
     StockShortage,
 )
 from fulfilment_kit.contracts.orders import (
+    CustomerErased,
     OrderCancellationRequested,
     OrderCancelled,
     OrderDelivered,
@@ -60,6 +61,7 @@ __all__ = [
     "CaseOpened",
     "CaseResolved",
     "CaseSlaBreached",
+    "CustomerErased",
     "InspectedLine",
     "IntegrationEvent",
     "OrderCancellationRequested",

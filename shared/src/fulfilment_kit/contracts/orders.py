@@ -23,6 +23,7 @@ from fulfilment_kit.contracts.types import (
 )
 
 __all__ = [
+    "CustomerErased",
     "OrderCancellationRequested",
     "OrderCancelled",
     "OrderDelivered",
@@ -40,6 +41,9 @@ __all__ = [
     "ShippingAddress",
 ]
 
+SEALED_MAX = 1000
+"""Room for a sealed value of a 200-character field (base64 of nonce, text and tag, plus ids)."""
+
 OrderStage = Literal["placed", "stock_locked", "paid", "shipped", "return_requested"]
 """A non-terminal order status that has a deadline."""
 
@@ -55,16 +59,25 @@ class OrderLine(BaseModel):
 
 
 class ShippingAddress(BaseModel):
-    """Where the order is delivered."""
+    """Where the order is delivered.
+
+    Every field but the country is personal data, sealed with the customer's data key
+    (`pii1:contact:...`, see `fulfilment_kit.privacy`): only services holding the key store
+    read it, and after the customer's erasure nobody does. Records from before sealing carry
+    plaintext (at most the old lengths)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    recipient_name: str = Field(min_length=1, max_length=200)
-    line1: str = Field(min_length=1, max_length=200)
-    line2: str | None = Field(default=None, max_length=200)
-    city: str = Field(min_length=1, max_length=100)
-    postal_code: str = Field(min_length=1, max_length=20)
+    recipient_name: str = Field(min_length=1, max_length=SEALED_MAX)
+    line1: str = Field(min_length=1, max_length=SEALED_MAX)
+    line2: str | None = Field(default=None, max_length=SEALED_MAX)
+    city: str = Field(min_length=1, max_length=SEALED_MAX)
+    postal_code: str = Field(min_length=1, max_length=SEALED_MAX)
     country_code: CountryCode
+    phone: str | None = Field(default=None, max_length=SEALED_MAX)
+    """For the carrier's delivery notice (sealed)."""
+    email: str | None = Field(default=None, max_length=SEALED_MAX)
+    """For the carrier's delivery notice (sealed)."""
 
 
 class ReturnedLine(BaseModel):
@@ -91,7 +104,12 @@ class OrderPlaced(IntegrationEvent):
     shipping_address: ShippingAddress
     placed_at: AwareDatetime
     payment_token: PaymentToken | None = None
-    """How the customer pays (a provider token); payments captures with it."""
+    """Records from before sealing only: the provider token in clear. Now always absent."""
+    payment_method: str | None = Field(default=None, max_length=64)
+    """A reference to the payment method of this order (not the token; nothing personal)."""
+    sealed_payment_token: str | None = Field(default=None, max_length=SEALED_MAX)
+    """The provider token sealed for payments only (`pii1:payment:...`); payments opens it
+    through the kit to capture."""
 
 
 class OrderCancellationRequested(IntegrationEvent):
@@ -237,3 +255,17 @@ class OrderFlagged(IntegrationEvent):
     stage_entered_at: AwareDatetime
     deadline_at: AwareDatetime
     flagged_at: AwareDatetime
+
+
+class CustomerErased(IntegrationEvent):
+    """A customer's personal data was erased (crypto-shredding): their data key is destroyed,
+    so every sealed value of theirs, on any topic or in any store, reads as `[erased]` from now
+    on. Read models drop what they show of the customer; orders, money and stock stay."""
+
+    ce_type: ClassVar[str] = "fulfilment.customer.erased.v1"
+    topic: ClassVar[str] = topics.ORDERS
+    schema_version: ClassVar[int] = 1
+    subject_fields: ClassVar[tuple[str, ...]] = ("customer_id",)
+
+    customer_id: UUID
+    erased_at: AwareDatetime

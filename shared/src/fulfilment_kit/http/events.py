@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from eventsourcing.application import Application
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
+from fulfilment_kit.http.auth import OPS, SERVICE, Caller, require
 from fulfilment_kit.http.errors import problem_responses
 from fulfilment_kit.messaging.relay import EventMapper, public_records
+from fulfilment_kit.privacy.masking import mask_personal
 
 
 class PublicEventOut(BaseModel):
@@ -61,6 +63,8 @@ def read_page(
     return EventPage(events=events, next_after=next_after, head=max(head, next_after))
 
 
+EventsReader = Annotated[Caller, Depends(require(SERVICE, OPS))]
+
 MAX_EVENTS_PAGE = 5000
 """The largest page of `GET /events` (rebuilds read it in pages of this)."""
 
@@ -70,12 +74,21 @@ def events_router(app: Application[Any], mapper: EventMapper, source: str) -> AP
 
     @router.get("/events", response_model=EventPage, responses=problem_responses())
     async def list_events(
+        caller: EventsReader,
         after: int = Query(0, ge=0, description="notification id to read after"),
         limit: int = Query(
             500, ge=1, le=MAX_EVENTS_PAGE, description="notifications to read at most"
         ),
     ) -> EventPage:
-        """This service's public events from its notification log, in log order."""
-        return await asyncio.to_thread(read_page, app, mapper, source, after, limit)
+        """This service's public events from its notification log, in log order.
+
+        Personal fields are sealed as on the topics; a caller without the `service` role
+        (rebuilds keep them sealed) sees them masked."""
+        page = await asyncio.to_thread(read_page, app, mapper, source, after, limit)
+        if SERVICE in caller.principal.roles:
+            return page
+        for event in page.events:
+            event.payload = mask_personal(event.payload)
+        return page
 
     return router

@@ -10,7 +10,12 @@ from fulfilment_kit.privacy.masking import mask_personal
 from fulfilment_kit.privacy.sealing import MASKED, REDACTED, Purpose, is_sealed
 from fulfilment_kit.privacy.settings import PrivacySettings
 from fulfilment_kit.privacy.store import InMemoryKeyStore, KeyStore, open_key_store
-from fulfilment_kit.privacy.vault import NotAllowed, PersonalDataVault, open_vault
+from fulfilment_kit.privacy.vault import (
+    NotAllowed,
+    PersonalDataVault,
+    in_process_vault,
+    open_vault,
+)
 
 __all__ = [
     "MASKED",
@@ -22,6 +27,7 @@ __all__ = [
     "PersonalDataVault",
     "PrivacySettings",
     "Purpose",
+    "in_process_vault",
     "is_sealed",
     "mask_personal",
     "open_key_store",

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
 from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from prometheus_client import Counter
 
 from fulfilment_kit.observability.metrics import REGISTRY
-from fulfilment_kit.privacy.keys import KeyEncryptionKeys
+from fulfilment_kit.privacy.keys import KeyEncryptionKeys, generate_kek
 from fulfilment_kit.privacy.sealing import (
     PURPOSES,
     REDACTED,
@@ -23,10 +25,10 @@ from fulfilment_kit.privacy.sealing import (
     seal_with,
 )
 from fulfilment_kit.privacy.settings import PrivacySettings
-from fulfilment_kit.privacy.store import KeyStore, StoredKey, open_key_store
+from fulfilment_kit.privacy.store import InMemoryKeyStore, KeyStore, StoredKey, open_key_store
 from fulfilment_kit.settings import PostgresSettings, ServiceSettings
 
-__all__ = ["REVEALS", "NotAllowed", "PersonalDataVault", "open_vault"]
+__all__ = ["REVEALS", "NotAllowed", "PersonalDataVault", "in_process_vault", "open_vault"]
 
 REVEALS = Counter(
     "fulfil_personal_data_reveals_total",
@@ -39,6 +41,9 @@ ERASURES = Counter(
     "Customers whose data keys this process destroyed (crypto-shredding)",
     registry=REGISTRY,
 )
+
+
+T = TypeVar("T")
 
 
 class NotAllowed(PermissionError):
@@ -85,6 +90,27 @@ class PersonalDataVault:
         self, customer_id: uuid.UUID, purpose: Purpose, value: str | None
     ) -> str | None:
         return None if value is None else self.seal(customer_id, purpose, value)
+
+    def seal_fields(
+        self, customer_id: uuid.UUID, purpose: Purpose, value: T, keep: Iterable[str] = ()
+    ) -> T:
+        """A copy of a dataclass with every string field but `keep` sealed."""
+        return self._replace(value, lambda s: self.seal(customer_id, purpose, s), frozenset(keep))
+
+    def reveal_fields(self, value: T) -> T:
+        """A copy of a dataclass with every sealed string field revealed."""
+        return self._replace(value, self.reveal, frozenset())
+
+    @staticmethod
+    def _replace(value: T, change: Any, keep: frozenset[str]) -> T:
+        assert dataclasses.is_dataclass(value)
+        assert not isinstance(value, type)
+        changes = {
+            f.name: change(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.name not in keep and isinstance(getattr(value, f.name), str)
+        }
+        return dataclasses.replace(value, **changes)
 
     def _current_key(self, customer_id: uuid.UUID) -> tuple[int, bytes]:
         now = time.monotonic()
@@ -189,6 +215,19 @@ class PersonalDataVault:
 
     def close(self) -> None:
         self.store.close()
+
+
+_IN_PROCESS: tuple[InMemoryKeyStore, KeyEncryptionKeys] | None = None
+
+
+def in_process_vault(may_open: Iterable[Purpose] = ()) -> PersonalDataVault:
+    """A vault over one in-memory key store shared by this process (applications built
+    without a vault: unit tests and in-memory wiring; a service process opens `open_vault`)."""
+    global _IN_PROCESS
+    if _IN_PROCESS is None:
+        _IN_PROCESS = (InMemoryKeyStore(), KeyEncryptionKeys.parse(generate_kek("in-process")))
+    store, keks = _IN_PROCESS
+    return PersonalDataVault(store, keks, may_open, cache_s=0)
 
 
 def open_vault(

@@ -45,7 +45,9 @@ class RowMerge:
 
 
 # Never in a summary: personal data, and what the timeline row holds already.
-_HIDDEN = frozenset({"order_id", "customer_id", "shipping_address", "payment_token"})
+_HIDDEN = frozenset(
+    {"order_id", "customer_id", "shipping_address", "payment_token", "sealed_payment_token"}
+)
 
 
 def summary(event: IntegrationEvent) -> dict[str, Any]:
