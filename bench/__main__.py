@@ -45,6 +45,7 @@ from .measure import (
     kafka_pid,
     machine_info,
     peak_rss_mib,
+    postgres_pid,
     records_by_type,
     stack_info,
     stage_latencies,
@@ -217,7 +218,11 @@ def process_groups(platform: BenchPlatform) -> dict[str, Any]:
     broker = kafka_pid()
     groups["kafka"] = lambda table: tree(broker, table) if broker else []
 
+    postmaster = postgres_pid()
+
     def postgres(table: dict[int, ProcStat]) -> list[int]:
+        if postmaster is not None:  # the local stack's server, not the machine's others
+            return [p for p in tree(postmaster, table) if table[p].comm == "postgres"]
         return [s.pid for s in table.values() if s.comm == "postgres"]
 
     def postgres_ours(table: dict[int, ProcStat]) -> list[int]:
@@ -411,7 +416,8 @@ def resource_figures(
             entry["label"] = "kafka JVM" if kafka_pid() else "kafka JVM (not local: n/a)"
             entry["peak_rss_mib"] = peak_rss_mib(kafka_pid())
         elif name == "postgres":
-            entry["label"] = f"postgres, all processes (max {procs}; mem = sum PSS)"
+            server = "this stack's server" if postgres_pid() else "all processes"
+            entry["label"] = f"postgres, {server} (max {procs}; mem = sum PSS)"
             entry["peak_rss_mib"] = entry.get("peak_mem_mib_sampled")
         elif name == "postgres_bench":
             entry["label"] = f"  of which backends of the run's DBs (max {procs})"

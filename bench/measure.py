@@ -329,6 +329,17 @@ def kafka_pid() -> int | None:
     return pid if read_stat(pid) is not None else None
 
 
+def postgres_pid() -> int | None:
+    """The local stack's postmaster (deploy/local/stack.sh keeps its data dir in .local/pg):
+    the other PostgreSQL servers on a shared machine are not this platform's."""
+    try:
+        pid = int((REPO / ".local" / "pg" / "data" / "postmaster.pid").read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    stat = read_stat(pid)
+    return pid if stat is not None and stat.comm == "postgres" else None
+
+
 def machine_cpu_s() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
