@@ -445,13 +445,17 @@ def service_monitor(d: Deployable) -> dict[str, Any]:
 
 
 def kafka_user(d: Deployable) -> dict[str, Any]:
-    grant = access.access_for(d.name, prefix="")
+    return kafka_user_of(access.access_for(d.name, prefix=""), app=d.name)
+
+
+def kafka_user_of(grant: access.Access, app: str) -> dict[str, Any]:
+    """Strimzi's KafkaUser for `grant` (a SCRAM user, its literal allow ACLs)."""
     return {
         "apiVersion": "kafka.strimzi.io/v1",
         "kind": "KafkaUser",
         "metadata": {
             "name": grant.user,
-            "labels": {**labels(d.name), "strimzi.io/cluster": KAFKA_CLUSTER},
+            "labels": {**labels(app), "strimzi.io/cluster": KAFKA_CLUSTER},
         },
         "spec": {
             "authentication": {"type": "scram-sha-512"},
@@ -575,6 +579,8 @@ def files() -> dict[str, str]:
                 kafka_user(d),
             ]
         )
+    # The operators' tools (`fulfil dlq`, `fulfil consumers`): a user, no Deployment.
+    out["kafka-ops-user.yaml"] = render([kafka_user_of(access.ops_access(prefix=""), app="ops")])
     out["kafka-topics.yaml"] = render(kafka_topics())
     out["prometheus-rule.yaml"] = render([prometheus_rule()])
     out["dashboards.yaml"] = render(dashboard_config_maps())

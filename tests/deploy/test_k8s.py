@@ -233,7 +233,8 @@ def test_base_is_what_the_generator_makes_from_the_code() -> None:
 def test_kafka_users_and_topics_equal_the_code_registry(built: dict[str, list[Obj]]) -> None:
     for overlay in OVERLAYS:
         users = {u["metadata"]["name"]: u for u in of_kind(built[overlay], "KafkaUser")}
-        assert set(users) == set(access.users())
+        assert set(users) == set(access.principals())  # the deployables' and ops
+        assert set(access.all_access(prefix="")) == set(access.principals())
         for name, grant in access.all_access(prefix="").items():
             acls = users[name]["spec"]["authorization"]["acls"]
             found = {

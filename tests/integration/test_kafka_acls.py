@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import (
     GroupAuthorizationFailedError,
     KafkaConnectionError,
@@ -100,30 +100,31 @@ async def test_a_service_joins_its_own_group_and_not_another_services() -> None:
         await _joins_only_its_own_groups(user)
 
 
+async def join_as(settings: KafkaSettings, topic: str, group: str) -> None:
+    """Join `group` on `topic` until partitions are assigned (raises what was refused)."""
+    consumer = AIOKafkaConsumer(
+        topic, **settings.client_options(), group_id=group, enable_auto_commit=False
+    )
+
+    async def assigned() -> set[object]:
+        await consumer.getmany(timeout_ms=200)  # raises what the coordinator refused
+        return set(consumer.assignment())
+
+    try:
+        await asyncio.wait_for(consumer.start(), 15)
+        await eventually(assigned, what=f"{group} assigned")
+    finally:
+        await consumer.stop()
+
+
 async def _joins_only_its_own_groups(user: str) -> None:
     mine = access.access_for(user)
     settings = kafka_security.settings_as(user)
     topic = mine.reads[0]
-
-    async def joined(group: str) -> None:
-        consumer = AIOKafkaConsumer(
-            topic, **settings.client_options(), group_id=group, enable_auto_commit=False
-        )
-
-        async def assigned() -> set[object]:
-            await consumer.getmany(timeout_ms=200)  # raises what the coordinator refused
-            return set(consumer.assignment())
-
-        try:
-            await asyncio.wait_for(consumer.start(), 15)
-            await eventually(assigned, what=f"{group} assigned")
-        finally:
-            await consumer.stop()
-
-    await joined(mine.groups[0])
+    await join_as(settings, topic, mine.groups[0])
     for group in access.access_for(other(user)).groups:
         with pytest.raises(GroupAuthorizationFailedError):
-            await joined(group)
+            await join_as(settings, topic, group)
 
 
 async def test_a_service_cannot_read_a_topic_it_does_not_consume() -> None:
@@ -164,6 +165,64 @@ async def test_a_relay_cannot_take_another_services_transactional_id() -> None:
 async def test_a_wrong_password_gets_no_connection() -> None:
     with pytest.raises(KafkaConnectionError):
         await send_as("orders", topics.physical(topics.ORDERS), password="not-it")
+
+
+async def read_as(user: str, topic: str) -> list[bytes | None]:
+    """Every record of `topic`, read as `user` (no group)."""
+    reader = kafka.reader(kafka_security.settings_as(user))
+    await asyncio.wait_for(reader.start(), 15)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(KafkaSettings().topic_partitions)]
+        reader.assign(tps)
+        ends = await asyncio.wait_for(reader.end_offsets(tps), 15)
+        await reader.seek_to_beginning(*tps)
+        values: list[bytes | None] = []
+        async with asyncio.timeout(30):
+            for tp in tps:
+                while await reader.position(tp) < ends[tp]:
+                    batch = await reader.getmany(tp, timeout_ms=1000)
+                    values.extend(r.value for r in batch.get(tp, []))
+        return values
+    finally:
+        await reader.stop()
+
+
+async def test_the_ops_user_works_dead_letters_and_the_audit_and_touches_nothing_else() -> None:
+    ops = access.ops_access()
+    assert ops.user == access.OPS
+    letters = topics.dlq(topics.physical(topics.ORDERS), "inventory")
+    admin = kafka.producer(KafkaSettings())  # the test is the admin: a poison record
+    await admin.start()
+    try:
+        await admin.send_and_wait(letters, b"poison", key=b"k", partition=0)
+        await admin.send_and_wait(topics.physical(topics.ORDERS), b"{}", key=b"k", partition=0)
+    finally:
+        await admin.stop()
+
+    assert await read_as(access.OPS, letters) == [b"poison"]  # fulfil dlq list / show
+    audit = topics.physical(topics.OPERATOR_AUDIT)
+    await send_as(access.OPS, audit)  # fulfil dlq discard / replay record what they did
+    assert await read_as(access.OPS, audit) == [b"{}"]
+
+    source = TopicPartition(topics.physical(topics.ORDERS), 0)
+    reader = kafka.reader(kafka_security.settings_as(access.OPS))
+    await asyncio.wait_for(reader.start(), 15)
+    try:  # fulfil consumers accept-gap: the log start, never the records
+        assert (await asyncio.wait_for(reader.beginning_offsets([source]), 15))[source] == 0
+    finally:
+        await reader.stop()
+    with pytest.raises(TopicAuthorizationFailedError):
+        await read_as(access.OPS, source.topic)
+
+    for user in PUBLISHERS:  # no service's topic to write, nor a DLQ (replays go to the DB)
+        publishes = access.access_for(user).publishes
+        assert publishes is not None
+        with pytest.raises(TopicAuthorizationFailedError):
+            await send_as(access.OPS, publishes)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await send_as(access.OPS, letters)
+    with pytest.raises(GroupAuthorizationFailedError):  # nor any consumer group
+        await join_as(kafka_security.settings_as(access.OPS), letters, topics.physical("orders"))
 
 
 @pytest.fixture

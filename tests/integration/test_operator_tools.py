@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.admin import RecordsToDelete
 
-from fulfilment_kit.contracts import topics
+from fulfilment_kit.contracts import access, topics
+from fulfilment_kit.messaging import kafka, security
 from fulfilment_kit.messaging.admin import ensure_topics
 from fulfilment_kit.observability import metrics
 from fulfilment_kit.operator import dlq
@@ -26,6 +27,7 @@ from fulfilment_kit.runtime import ServiceRuntime
 from fulfilment_kit.settings import KafkaSettings, ServiceSettings
 from tests.integration.tally import POISON_SKU, TallyApplication, create_runtime
 from tests.integration.test_inbox import placed, produce
+from tests.support import kafka_security
 from tests.support.polling import eventually
 from tests.support.stack import read_topic
 
@@ -34,8 +36,9 @@ FULFIL = Path(sys.executable).with_name("fulfil")
 
 
 @pytest.fixture
-def tally_group(database: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A tally consumer group the `fulfil` commands find by name (as a service declares it)."""
+async def tally_group(database: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[str]:
+    """A tally consumer group the `fulfil` commands find by name (as a service declares it).
+    With SCRAM + ACLs, the operators' user may read its DLQ as it reads a registered group's."""
     group = f"tally-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("FULFIL_TALLY_GROUP", group)
     monkeypatch.setenv("FULFIL_TALLY_DATABASE", database)
@@ -43,18 +46,29 @@ def tally_group(database: str, monkeypatch: pytest.MonkeyPatch) -> str:
         "FULFIL_CONSUMER_RUNTIMES", f"{group}=tests.integration.tally:create_runtime"
     )
     monkeypatch.setenv("FULFIL_OPERATOR", "test-operator")
-    return group
+    tally_ops = [access.ops_access(consumers={group: (topics.ORDERS,)})]
+    if kafka_security.sasl_enabled():
+        await asyncio.to_thread(security.grant_access, tally_ops)
+    yield group
+    if kafka_security.sasl_enabled():
+        await asyncio.to_thread(security.revoke_access, tally_ops)
 
 
 def fulfil(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run the `fulfil` command line as an operator would (a new process)."""
+    """Run the `fulfil` command line as an operator would (a new process; with SCRAM + ACLs
+    as the operators' own Kafka user, `ops`)."""
     return subprocess.run(
         [str(FULFIL), *args],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            **kafka_security.service_env(access.OPS),
+            **env,
+        },
         check=False,
     )
 
@@ -170,7 +184,7 @@ async def test_a_dead_letter_is_discarded_only_with_a_reason_on_the_audit_topic(
 
 async def delete_before(tp: TopicPartition, offset: int) -> None:
     """What retention does: delete every record of `tp` before `offset`."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=KafkaSettings().bootstrap_servers)
+    admin = kafka.admin(KafkaSettings())  # the broker's admin in SCRAM mode
     await admin.start()
     try:
         await admin.delete_records({tp: RecordsToDelete(before_offset=offset)})

@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.admin import RecordsToDelete
 
 from fulfilment_kit.contracts import topics
+from fulfilment_kit.messaging import kafka
 from fulfilment_kit.messaging import relay as relay_module
 from fulfilment_kit.messaging.relay import RELAY_QUARANTINED, EventToPublish, OutboxRelay
 from fulfilment_kit.persistence import eventsourcing_env
@@ -101,7 +102,7 @@ async def published(wanted: Sequence[uuid.UUID]) -> None:
 async def delete_every_record(topic: str) -> None:
     """What retention does to a quiet topic: every segment gone, the log start at its end."""
     ends = await end_offsets([topic])
-    admin = AIOKafkaAdminClient(bootstrap_servers=KafkaSettings().bootstrap_servers)
+    admin = kafka.admin(KafkaSettings())  # the broker's admin in SCRAM mode
     await admin.start()
     try:
         await admin.delete_records(

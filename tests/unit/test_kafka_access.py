@@ -73,6 +73,31 @@ def test_the_read_models_user_reads_every_topic_and_writes_none() -> None:
     assert not [kind for kind, _ in rules if kind == "transactionalId"]
 
 
+def test_the_ops_user_reads_dead_letters_writes_the_audit_and_nothing_else() -> None:
+    grant = access.ops_access(prefix="p.")
+    assert grant.user == access.OPS == "ops"
+    rules = {(a.resource, a.name): a.operations for a in grant.acls()}
+    audit = f"p.{topics.OPERATOR_AUDIT}"
+    letters = {topics.dlq(f"p.{t}", g) for g, sources in topics.CONSUMERS.items() for t in sources}
+    assert {name: ops for (_, name), ops in rules.items() if "Read" in ops} == {
+        **dict.fromkeys(letters, ("Read", "Describe")),
+        audit: ("Write", "Describe", "Read"),
+    }
+    writable = {name for (kind, name), ops in rules.items() if "Write" in ops}
+    assert writable == {audit}  # no service's topic, no DLQ (a replay goes to the database)
+    for topic in topics.ALL:  # accept-gap asks the log start, it never reads the records
+        assert rules[("topic", f"p.{topic}")] == ("Describe",)
+    assert {kind for kind, _ in rules} == {"topic"}  # no group, no transactional id
+    assert set(access.all_access(prefix="p.")) == set(access.principals())
+    assert access.all_access(prefix="p.")[access.OPS] == grant
+
+
+def test_the_ops_user_covers_a_consumer_it_is_given() -> None:
+    grant = access.ops_access(prefix="p.", consumers={"tally": (topics.ORDERS,)})
+    assert grant.reads == (f"p.{topics.ORDERS}.dlq.tally",)
+    assert grant.describes == (f"p.{topics.ORDERS}",)
+
+
 def test_every_consumer_group_belongs_to_exactly_one_user() -> None:
     owners = [g for groups in topics.GROUPS.values() for g in groups]
     assert sorted(owners) == sorted(topics.CONSUMERS)

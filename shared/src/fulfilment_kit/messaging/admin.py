@@ -72,7 +72,7 @@ async def keep_forever(names: Sequence[str], settings: KafkaSettings | None = No
     kept = [n for n in names if topics.kept_forever(n)]
     if not kept:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = kafka.admin(settings)
     await admin.start()
     try:
         await admin.alter_configs(

@@ -100,9 +100,14 @@ def _wait(futures: Mapping[Any, Future[Any]]) -> None:
 
 
 def grant(prefix: str, admin: AdminClient | None = None) -> int:
-    """Create every deployable's ACLs for topic prefix `prefix` (idempotent); returns how many."""
+    """Create every user's ACLs for topic prefix `prefix` (idempotent); returns how many."""
+    return grant_access(access.all_access(prefix).values(), admin)
+
+
+def grant_access(grants: Iterable[access.Access], admin: AdminClient | None = None) -> int:
+    """Create the ACLs of `grants` (idempotent) and wait until they are in force."""
     admin = admin or admin_client()
-    bindings = [b for a in access.all_access(prefix).values() for b in acl_bindings(a)]
+    bindings = [b for a in grants for b in acl_bindings(a)]
     _wait(admin.create_acls(bindings, request_timeout=_TIMEOUT_S))
     _wait_until_in_force(admin, bindings)
     return len(bindings)
@@ -131,7 +136,7 @@ def prune(prefix: str, admin: AdminClient | None = None) -> int:
     (a consumer group or topic removed from the registry); returns how many."""
     admin = admin or admin_client()
     wanted = {_key(b) for a in access.all_access(prefix).values() for b in acl_bindings(a)}
-    principals = {f"User:{u}" for u in access.users()}
+    principals = {f"User:{u}" for u in access.principals()}
     stale = [
         b
         for b in admin.describe_acls(_ANY_ACL).result(timeout=_TIMEOUT_S)
@@ -164,8 +169,13 @@ def _filter(b: AclBinding) -> AclBindingFilter:
 
 def revoke(prefix: str, admin: AdminClient | None = None) -> None:
     """Delete the ACLs `grant(prefix)` created (a test run's own, afterwards)."""
+    revoke_access(access.all_access(prefix).values(), admin)
+
+
+def revoke_access(grants: Iterable[access.Access], admin: AdminClient | None = None) -> None:
+    """Delete the ACLs of `grants`."""
     admin = admin or admin_client()
-    filters = [_filter(b) for a in access.all_access(prefix).values() for b in acl_bindings(a)]
+    filters = [_filter(b) for a in grants for b in acl_bindings(a)]
     _wait(admin.delete_acls(filters, request_timeout=_TIMEOUT_S))
 
 
@@ -205,7 +215,7 @@ def ensure_passwords(path: Path, users: Iterable[str]) -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fulfilment_kit.messaging.security")
     sub = parser.add_subparsers(dest="command", required=True)
-    apply = sub.add_parser("apply", help="create every deployable's SCRAM user and its ACLs")
+    apply = sub.add_parser("apply", help="create every SCRAM user (ops too) and its ACLs")
     apply.add_argument("--passwords", type=Path, required=True, help="user=password file")
     for name in ("apply", "grant", "revoke"):
         cmd = apply if name == "apply" else sub.add_parser(name, help=f"{name} the ACLs")
@@ -213,10 +223,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     admin = admin_client()
     if args.command == "apply":
-        ensure_users(ensure_passwords(args.passwords, access.users()), admin)
+        ensure_users(ensure_passwords(args.passwords, access.principals()), admin)
         granted = grant(args.prefix, admin)
         pruned = prune(args.prefix, admin)
-        print(f"kafka users: {len(access.users())}; acls: {granted} (removed {pruned} stale)")
+        users = ", ".join(access.principals())
+        print(f"kafka users: {users}; acls: {granted} (removed {pruned} stale)")
     elif args.command == "grant":
         print(f"acls: {grant(args.prefix, admin)}")
     else:

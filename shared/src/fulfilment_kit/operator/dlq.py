@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging import kafka
@@ -88,7 +87,7 @@ def logical(topic: str) -> str:
 
 
 async def _topic_names() -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=KafkaSettings().bootstrap_servers)
+    admin = kafka.admin(KafkaSettings())
     await admin.start()
     try:
         names: list[str] = await admin.list_topics()
