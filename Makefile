@@ -30,9 +30,20 @@ stack: install ## start local Kafka + PostgreSQL (or check the external ones) an
 topics: install ## create any missing topic (and DLQ topic)
 	@$(PY) -m fulfilment_kit.messaging.admin ensure-topics
 
-run: stack prometheus-tools ## start the whole system in the foreground (Ctrl-C or `make stop` to end)
+# KAFKA_SECURITY=scram (`make run KAFKA_SECURITY=scram`): on the SCRAM + ACL broker of
+# `make stack-scram`, every service as its own Kafka user (deploy/local/kafka-user.sh).
+ifeq ($(KAFKA_SECURITY),scram)
+run: install prometheus-tools ## start the whole system in the foreground (Ctrl-C or `make stop` to end); KAFKA_SECURITY=scram: SASL/SCRAM + ACLs
+	@$(STACK) pg-up
+	@$(SCRAM_STACK) kafka-up
+	@eval "$$($(SCRAM_STACK) env)" && $(UV) run --locked --no-sync python -m fulfilment_kit.messaging.admin ensure-topics
+	@echo ">>> Prometheus (scraping every service, alert rules loaded): $$(bash deploy/local/prometheus.sh up)"
+	@eval "$$($(SCRAM_STACK) env)" && bash deploy/local/run.sh
+else
+run: stack prometheus-tools
 	@echo ">>> Prometheus (scraping every service, alert rules loaded): $$(bash deploy/local/prometheus.sh up)"
 	@$(WITH_KAFKA) bash deploy/local/run.sh
+endif
 
 stop: ## stop the services and the local Kafka + PostgreSQL
 	@bash deploy/local/run.sh stop
@@ -58,8 +69,8 @@ schemas: install ## regenerate the committed JSON Schemas and AsyncAPI document
 test-unit: install ## unit + contract tests (no servers needed)
 	@$(UV) run --no-sync pytest -q tests/unit tests/contract
 
-test-integration: stack ## integration tests against the real Kafka + PostgreSQL
-	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q tests/integration
+test-integration: stack ## integration tests against the real (plaintext) Kafka + PostgreSQL; SCRAM: make test-scram
+	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q -m "not kafka_security" tests/integration
 
 prometheus-tools: ## install Debian's prometheus + promtool if missing
 	@bash deploy/local/prometheus.sh ensure
@@ -85,8 +96,11 @@ k8s-tools: install ## kustomize + kubeconform (pinned, into .local/bin) and the 
 manifests: install ## regenerate deploy/k8s/base from the code (topics, ACLs, rules, dashboards)
 	@$(UV) run --no-sync python deploy/k8s/generate.py
 
-test: lint typecheck k8s-tools stack prometheus-tools ## everything: lint, types, unit, contract, integration, e2e, SCRAM
-	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider -m "not kafka_security" tests
+# The integration suite runs on the SCRAM + ACL broker (every service process its own Kafka
+# user, the test fixtures the admin); everything else on the plaintext one. Once each.
+test: lint typecheck k8s-tools stack prometheus-tools ## everything: lint, types, unit, contract, e2e on plaintext Kafka; integration on SCRAM + ACLs
+	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider -m "not kafka_security" \
+		--ignore=tests/integration tests
 	@$(MAKE) --no-print-directory test-scram
 
 # --- Kafka SASL/SCRAM + ACLs ------------------------------------------------------------
@@ -96,17 +110,14 @@ SCRAM_STACK = env -u KAFKA_BOOTSTRAP_SERVERS FULFIL_STATE_DIR=$(CURDIR)/.local/s
 	FULFIL_KAFKA_LIBS=$(CURDIR)/.local/kafka/libs KAFKA_SECURITY=scram \
 	KAFKA_PORT=$${KAFKA_SCRAM_PORT:-$$(( $${KAFKA_PORT:-19092} + 2 ))} \
 	KAFKA_CONTROLLER_PORT=$${KAFKA_SCRAM_CONTROLLER_PORT:-$$(( $${KAFKA_PORT:-19092} + 3 ))} $(STACK)
-# The ACL tests plus an integration subset in which every service is its own Kafka user.
-SCRAM_TESTS = tests/integration/test_kafka_acls.py tests/integration/test_orders_service.py \
-	tests/integration/test_inventory_service.py tests/integration/test_shipping_service.py \
-	tests/integration/test_payments_service.py tests/integration/test_customer_service_returns.py \
-	tests/integration/test_read_models_process.py
+# The whole integration suite (the ACL tests included), every service its own Kafka user.
+SCRAM_TESTS = tests/integration
 
 stack-scram: install ## start (or reuse) the SCRAM + ACL broker; prints its settings
 	@$(SCRAM_STACK) kafka-up
 	@$(SCRAM_STACK) env
 
-test-scram: stack ## the ACL tests + an integration subset on the SCRAM + ACL broker
+test-scram: stack ## the integration suite (ACL tests included) on the SCRAM + ACL broker
 	@$(SCRAM_STACK) kafka-up
 	@eval "$$($(SCRAM_STACK) env)" && $(UV) run --no-sync pytest -q -p no:cacheprovider $(SCRAM_TESTS)
 

@@ -89,6 +89,11 @@ announce() {
     fi
   done
   echo ">>>   Kafka             ${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:19092}"
+  if [[ -n ${FULFIL_KAFKA_PASSWORDS:-} ]]; then
+    echo ">>>     SASL/SCRAM + ACLs: each service is its own Kafka user (dev-only passwords in $FULFIL_KAFKA_PASSWORDS);"
+    echo ">>>     the ops CLI as its own user ops:"
+    echo ">>>     FULFIL_KAFKA_PASSWORDS=$FULFIL_KAFKA_PASSWORDS KAFKA_SECURITY_PROTOCOL=$KAFKA_SECURITY_PROTOCOL KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS deploy/local/kafka-user.sh ops .venv/bin/fulfil dlq list"
+  fi
   echo ">>>   PostgreSQL        ${POSTGRES_HOST:-127.0.0.1}:${POSTGRES_PORT:-15432}"
   if [[ ${FULFIL_DEMO:-1} == 0 ]]; then
     echo ">>> Demo traffic is off (FULFIL_DEMO=0)."
@@ -116,6 +121,12 @@ case "${1:-start}" in
     unset FULFIL_HTTP_PORT  # each service listens on its own default port (PORTS above)
     # One key store of personal-data keys for every service (stack.sh creates the database).
     export FULFIL_PRIVACY_KEYSTORE_DBNAME="${FULFIL_PRIVACY_KEYSTORE_DBNAME:-fulfil_keys}"
+    # SCRAM mode: every Procfile process authenticates as its own Kafka user
+    # (deploy/local/kafka-user.sh); nothing here keeps the broker admin's credentials.
+    if [[ -n ${FULFIL_KAFKA_PASSWORDS:-} ]]; then
+      export KAFKA_SECURITY_PROTOCOL=${KAFKA_SECURITY_PROTOCOL:-SASL_PLAINTEXT}
+    fi
+    unset KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD
     # The dev issuer's key pair and secrets (dev only), before the services read them.
     "$repo/.venv/bin/fulfil" auth token --role ops >/dev/null
     announce &
