@@ -29,7 +29,13 @@ from fulfilment_kit.messaging import kafka, security
 from fulfilment_kit.settings import KafkaSettings
 from tests.support import kafka_security
 from tests.support.polling import eventually
-from tests.support.processes import running_service
+from tests.support.processes import (
+    ServiceProcess,
+    free_port,
+    running_service,
+    service_command,
+    service_env,
+)
 from tests.support.stack import Record, publish, read_topic
 
 pytestmark = pytest.mark.kafka_security
@@ -223,6 +229,36 @@ async def test_the_ops_user_works_dead_letters_and_the_audit_and_touches_nothing
         await send_as(access.OPS, letters)
     with pytest.raises(GroupAuthorizationFailedError):  # nor any consumer group
         await join_as(kafka_security.settings_as(access.OPS), letters, topics.physical("orders"))
+
+
+async def test_a_service_with_another_services_credentials_stops_at_once_saying_why(
+    database: str,
+) -> None:
+    """An authorization error is configuration, not an outage: the process exits (no retry
+    loop, no hang) and its log names the user, what was refused and where ACLs come from."""
+    port = free_port()
+    env = service_env(
+        POSTGRES_DBNAME=database,
+        FULFIL_HTTP_PORT=str(port),
+        **kafka_security.service_env("shipping"),  # orders' process, shipping's user
+    )
+    process = ServiceProcess(service_command("fulfil-orders"), env, f"orders-as-shipping-{port}")
+    process.start()
+    try:
+
+        async def exited() -> int | None:
+            assert process.proc is not None
+            return process.proc.poll()
+
+        code = await eventually(exited, until=lambda c: c is not None, timeout=90, what="exit")
+        assert code != 0
+        log = process.log_text()
+        assert "kafka access denied" in log
+        assert "Kafka refused user 'shipping' while starting its consumers" in log
+        assert "AuthorizationFailed" in log
+        assert "fulfilment_kit.contracts.access" in log
+    finally:
+        process.stop()
 
 
 @pytest.fixture

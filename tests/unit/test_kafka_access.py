@@ -158,3 +158,31 @@ def test_pruning_touches_only_platform_names_of_its_own_prefix() -> None:
     assert not _ours("it-1.fulfilment.orders.v1", "it-2.")
     assert not _ours("it-1.fulfilment.orders.v1", "")  # another prefix's, left alone
     assert not _ours("someone-elses-topic", "")
+
+
+async def test_an_authorization_error_at_start_stops_with_a_message_naming_user_and_cause() -> None:
+    from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+
+    from fulfilment_kit.messaging import kafka
+
+    settings = KafkaSettings(
+        security_protocol="SASL_PLAINTEXT", sasl_username="shipping", sasl_password="pw"
+    )
+
+    async def refused() -> None:
+        raise TopicAuthorizationFailedError("p.fulfilment.payments.v1")
+
+    with pytest.raises(kafka.KafkaAccessDenied) as denied:
+        await kafka.start_or_refuse(refused(), "starting its consumers", settings)
+    message = str(denied.value)
+    assert message.startswith("Kafka refused user 'shipping' while starting its consumers")
+    assert "TopicAuthorizationFailedError" in message
+    assert "p.fulfilment.payments.v1" in message
+    assert "fulfilment_kit.contracts.access" in message
+    assert "pw" not in message  # never the password
+
+    async def broker_down() -> None:
+        raise KafkaConnectionError("down")
+
+    with pytest.raises(KafkaConnectionError):  # an outage is not an authorization error
+        await kafka.start_or_refuse(broker_down(), "starting its consumers", settings)

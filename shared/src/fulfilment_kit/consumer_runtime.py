@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 from fulfilment_kit.http.auth import install_auth
 from fulfilment_kit.http.context import RequestContextMiddleware
 from fulfilment_kit.http.errors import install_error_handlers
+from fulfilment_kit.messaging import kafka
 from fulfilment_kit.messaging.inbox import MessageProcessor, OnFailure
 from fulfilment_kit.observability.build import publish_build_info
 from fulfilment_kit.observability.health import Check, Health
@@ -74,7 +75,9 @@ class ConsumerRuntime:
     async def running(self) -> AsyncIterator[None]:
         """Start the broker, the groups' watches and the background loops; stop in reverse."""
         await self.groups.start_inboxes()
-        await self.broker.start()
+        await kafka.start_or_refuse(
+            self.broker.start(), "starting its consumers", self.kafka_settings
+        )
         tasks = self.groups.watch(self.health)
         tasks.extend(
             asyncio.create_task(supervised(job), name="background") for job in self.background

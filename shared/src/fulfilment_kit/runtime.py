@@ -19,6 +19,7 @@ from fulfilment_kit.http.errors import document_problems, install_error_handlers
 from fulfilment_kit.http.events import events_router
 from fulfilment_kit.http.limits import RequestLimitsMiddleware
 from fulfilment_kit.http.metrics import HttpMetricsMiddleware
+from fulfilment_kit.messaging import kafka
 from fulfilment_kit.messaging.inbox import Inbox, MessageProcessor, OnFailure, ProcessApplication
 from fulfilment_kit.messaging.relay import EventMapper, OutboxRelay
 from fulfilment_kit.observability import metrics as kit_metrics
@@ -120,7 +121,9 @@ class ServiceRuntime:
         """Start the broker, relay and background loops; stop them in reverse."""
         tasks: list[asyncio.Task[None]] = []
         await self.groups.start_inboxes()
-        await self.broker.start()
+        await kafka.start_or_refuse(
+            self.broker.start(), "starting its consumers", self.kafka_settings
+        )
         if self.settings.relay_enabled:
             tasks.append(asyncio.create_task(self.relay.run(), name="relay"))
         tasks.extend(self.groups.watch(self.health))

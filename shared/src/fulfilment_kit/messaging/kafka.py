@@ -2,12 +2,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient
 
 from fulfilment_kit.settings import KafkaSettings
+
+log = structlog.get_logger(__name__)
+
+AUTHORIZATION_ERRORS: tuple[type[Exception], ...] = (
+    kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.GroupAuthorizationFailedError,
+    kafka_errors.TransactionalIdAuthorizationFailed,
+    kafka_errors.ClusterAuthorizationFailedError,
+)
+"""The broker's ACLs refused this client: configuration, not a transient failure."""
+
+
+class KafkaAccessDenied(RuntimeError):
+    """The broker refused what this process's Kafka user asked for (its ACLs)."""
+
+
+def access_denied(exc: BaseException, doing: str, settings: KafkaSettings | None = None) -> str:
+    """A message an operator can act on: who was refused what, and where ACLs come from."""
+    user = (settings or KafkaSettings()).sasl_username or "ANONYMOUS"
+    return (
+        f"Kafka refused user {user!r} while {doing}: {type(exc).__name__}: {exc}. The users' "
+        "ACLs are derived in fulfilment_kit.contracts.access (local stack: `make stack-scram` "
+        "applies them; Kubernetes: the KafkaUser manifests); check KAFKA_SASL_USERNAME and "
+        "FULFIL_TOPIC_PREFIX"
+    )
+
+
+async def start_or_refuse(
+    start: Awaitable[None], doing: str, settings: KafkaSettings | None = None
+) -> None:
+    """Await `start`; an authorization error becomes `KafkaAccessDenied` with a clear message
+    (logged), so the process stops at once instead of retrying what cannot succeed."""
+    try:
+        await start
+    except AUTHORIZATION_ERRORS as exc:
+        message = access_denied(exc, doing, settings)
+        log.error("kafka access denied", error=message)
+        raise KafkaAccessDenied(message) from exc
 
 
 def producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:

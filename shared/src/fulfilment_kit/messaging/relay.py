@@ -193,7 +193,15 @@ class OutboxRelay:
                     metrics.RELAY_RESTARTS.labels(self.service).inc()
                     with contextlib.suppress(Exception):  # the database may be down as well
                         await self._measure_lag_while_stalled()
-                    log.warning("relay restarting", error=f"{type(exc).__name__}: {exc}")
+                    if isinstance(exc, kafka.AUTHORIZATION_ERRORS):  # retried: ACLs can be fixed
+                        log.error(
+                            "relay refused by Kafka",
+                            error=kafka.access_denied(
+                                exc, f"publishing {self.service}'s events", self.kafka_settings
+                            ),
+                        )
+                    else:
+                        log.warning("relay restarting", error=f"{type(exc).__name__}: {exc}")
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10.0)
                 else:
