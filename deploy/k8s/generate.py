@@ -80,7 +80,7 @@ AUTH_CONFIG = {
 }
 AUTH_SECRET_NAME = "fulfil-auth"  # noqa: S105 - the name of a Secret, not a value
 """One Secret for every service: the idempotency secret is the same on every replica."""
-# Personal data (ADR 20): one key store database every service reaches, KEKs from a Secret; the
+# Personal data (ADR 21): one key store database every service reaches, KEKs from a Secret; the
 # generated dev KEK is refused (it would be one per replica on a read-only filesystem).
 PRIVACY_CONFIG = {"keystore_dbname": "fulfil_keys", "dev_kek": "false"}
 PRIVACY_SECRET_NAME = "fulfil-privacy"  # noqa: S105 - the name of a Secret, not a value
@@ -113,7 +113,7 @@ class Deployable:
             SecretEnv(KafkaSettings, "sasl_password", self.name, "password"),  # Strimzi's
             SecretEnv(PostgresSettings, "password", postgres, "password"),
             SecretEnv(AuthSettings, "idempotency_secret", AUTH_SECRET_NAME, "idempotency-secret"),
-            # the key-encryption keys of the personal-data keys (ADR 20), the same everywhere
+            # the key-encryption keys of the personal-data keys (ADR 21), the same everywhere
             SecretEnv(PrivacySettings, "keks", PRIVACY_SECRET_NAME, "keks"),
             *self.secrets,
         )
