@@ -4,3 +4,4 @@ CREATE DATABASE fulfil_inventory;
 CREATE DATABASE fulfil_payments;
 CREATE DATABASE fulfil_shipping;
 CREATE DATABASE fulfil_customer_service;
+CREATE DATABASE fulfil_keys;

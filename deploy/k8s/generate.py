@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings
 
 from fulfilment_kit.contracts import access, topics
 from fulfilment_kit.persistence import database_name
+from fulfilment_kit.privacy import PrivacySettings
 from fulfilment_kit.settings import AuthSettings, KafkaSettings, PostgresSettings
 from shipping.main import ShippingSettings
 
@@ -79,6 +80,10 @@ AUTH_CONFIG = {
 }
 AUTH_SECRET_NAME = "fulfil-auth"  # noqa: S105 - the name of a Secret, not a value
 """One Secret for every service: the idempotency secret is the same on every replica."""
+# Personal data (ADR 21): one key store database every service reaches, KEKs from a Secret; the
+# generated dev KEK is refused (it would be one per replica on a read-only filesystem).
+PRIVACY_CONFIG = {"keystore_dbname": "fulfil_keys", "dev_kek": "false"}
+PRIVACY_SECRET_NAME = "fulfil-privacy"  # noqa: S105 - the name of a Secret, not a value
 IDENTITY_PROVIDER_NAMESPACE = {"fulfil.io/identity-provider": "true"}
 PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
 
@@ -108,6 +113,8 @@ class Deployable:
             SecretEnv(KafkaSettings, "sasl_password", self.name, "password"),  # Strimzi's
             SecretEnv(PostgresSettings, "password", postgres, "password"),
             SecretEnv(AuthSettings, "idempotency_secret", AUTH_SECRET_NAME, "idempotency-secret"),
+            # the key-encryption keys of the personal-data keys (ADR 21), the same everywhere
+            SecretEnv(PrivacySettings, "keks", PRIVACY_SECRET_NAME, "keks"),
             *self.secrets,
         )
 
@@ -175,6 +182,7 @@ def config_map(d: Deployable) -> dict[str, Any]:
             "FULFIL_LOG_LEVEL": "INFO",
             "FULFIL_TOPIC_PREFIX": "",
             **{env_name(AuthSettings, field): value for field, value in AUTH_CONFIG.items()},
+            **{env_name(PrivacySettings, f): value for f, value in PRIVACY_CONFIG.items()},
         },
     }
 

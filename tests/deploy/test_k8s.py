@@ -435,6 +435,7 @@ def test_every_deployment_gets_the_environment_the_code_reads(
                 "KAFKA_SASL_PASSWORD",
                 "POSTGRES_PASSWORD",
                 "FULFIL_AUTH_IDEMPOTENCY_SECRET",
+                "FULFIL_PRIVACY_KEKS",
             }
             if d["metadata"]["name"] == "shipping":
                 expected.add("FULFIL_CARRIER_WEBHOOK_SECRETS")

@@ -168,3 +168,12 @@ def test_masking_hides_sealed_and_plaintext_personal_values() -> None:
     assert masked["carrier_name"] == "DHL"
     assert masked["customer_id"] == str(customer)
     assert "pii1:" not in mask_text(f"bad value {sealed!r}")
+
+
+def test_the_cli_prints_a_kek_entry_the_settings_accept(capsys: pytest.CaptureFixture[str]) -> None:
+    from customer_service.cli import main
+
+    assert main(["privacy", "new-kek", "k2"]) == 0
+    entry = capsys.readouterr().out.strip()
+    assert KeyEncryptionKeys.parse(entry).current == "k2"
+    assert PrivacySettings(keks=entry).dev is False
