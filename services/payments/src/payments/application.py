@@ -51,7 +51,6 @@ from payments.domain import (
     refund_id_for,
 )
 from payments.gateway import (
-    GatewaySettings,
     PaymentGateway,
     RefundRejectedError,
     RefundResult,
@@ -59,6 +58,7 @@ from payments.gateway import (
     gateway_from_settings,
 )
 from payments.metrics import PAYMENTS_TOTAL
+from payments.settings import PaymentsSettings
 
 log = structlog.get_logger(__name__)
 
@@ -114,7 +114,7 @@ class PaymentsApplication(ProcessApplication):
         super().__init__(env=env)
         self.vault = vault or in_process_vault(("payment",))
         """Opens the sealed payment token, only to charge it."""
-        settings = GatewaySettings()
+        settings = PaymentsSettings()
         self.gateway = gateway if gateway is not None else gateway_from_settings(settings)
         self.retry = retry if retry is not None else RetryPolicy.from_settings(settings)
         self.on_provider_work: Callable[[], None] | None = None
