@@ -10,7 +10,7 @@ STACK := bash deploy/local/stack.sh
 WITH_KAFKA := KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${KAFKA_PORT:-19092}}
 PY := $(WITH_KAFKA) $(UV) run --locked --no-sync python
 
-.PHONY: help install stack topics run stop test test-unit test-integration lint fmt typecheck schemas bench bench-compare profile clean test-scram stack-scram k8s-tools manifests \
+.PHONY: help install stack topics run stop test test-unit test-integration lint fmt typecheck schemas bench bench-compare profile clean test-scram stack-scram k8s-tools manifests config-table \
 	prometheus-tools dashboards dashboards-check dashboards-preview rules-test
 
 help: ## list the targets
@@ -95,6 +95,10 @@ k8s-tools: install ## kustomize + kubeconform (pinned, into .local/bin) and the 
 
 manifests: install ## regenerate deploy/k8s/base from the code (topics, ACLs, rules, dashboards)
 	@$(UV) run --no-sync python deploy/k8s/generate.py
+	@$(UV) run --no-sync python deploy/config_table.py
+
+config-table: install ## regenerate README.md's configuration table from the settings classes
+	@$(UV) run --no-sync python deploy/config_table.py
 
 # The integration suite runs on the SCRAM + ACL broker (every service process its own Kafka
 # user, the test fixtures the admin); everything else on the plaintext one. Once each.

@@ -12,12 +12,11 @@ from fulfilment_kit.settings import AuthSettings, KafkaSettings, PostgresSetting
 
 # Imported so that every service's own settings classes are defined.
 SERVICE_MODULES = (
-    "orders.main",
-    "inventory.main",
-    "payments.main",
-    "shipping.main",
-    "customer_service.main",
-    "payments.gateway",
+    "orders.settings",
+    "inventory.settings",
+    "payments.settings",
+    "shipping.settings",
+    "customer_service.settings",
 )
 
 # What a service process cannot run without being told where things are.

@@ -12,7 +12,6 @@ import pytest
 from payments.gateway import (
     ChargeResult,
     GatewayError,
-    GatewaySettings,
     HttpPaymentGateway,
     RefundRejectedError,
     RetryPolicy,
@@ -20,6 +19,7 @@ from payments.gateway import (
     TransientGatewayError,
     gateway_from_settings,
 )
+from payments.settings import PaymentsSettings
 
 
 def charge(gateway: Any, token: str, key: str = "k-1", amount: int = 500) -> ChargeResult:
@@ -233,13 +233,13 @@ def test_retry_policy_does_not_retry_permanent_errors() -> None:
 def test_gateway_and_retries_are_chosen_from_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert isinstance(gateway_from_settings(GatewaySettings()), SandboxGateway)
+    assert isinstance(gateway_from_settings(PaymentsSettings()), SandboxGateway)
     monkeypatch.setenv("FULFIL_PAYMENTS_GATEWAY", "http")
     monkeypatch.setenv("FULFIL_PAYMENTS_PROVIDER_URL", "https://provider.test")
     monkeypatch.setenv("FULFIL_PAYMENTS_PROVIDER_KEY", "sk_live_x")
     monkeypatch.setenv("FULFIL_PAYMENTS_GATEWAY_ATTEMPTS", "5")
     monkeypatch.setenv("FULFIL_PAYMENTS_GATEWAY_BACKOFF_S", "0.2")
-    settings = GatewaySettings()
+    settings = PaymentsSettings()
     assert "sk_live_x" not in repr(settings)
     assert isinstance(gateway_from_settings(settings), HttpPaymentGateway)
     policy = RetryPolicy.from_settings(settings)

@@ -37,12 +37,12 @@ from payments.contracts import to_public
 from payments.domain import PaymentStatus, payment_id_for
 from payments.gateway import (
     ChargeResult,
-    GatewaySettings,
     RefundResult,
     RetryPolicy,
     SandboxGateway,
 )
 from payments.metrics import PAYMENTS_TOTAL
+from payments.settings import PaymentsSettings
 from payments.worker import ProviderWorker
 from tests.support.messages import envelope
 
@@ -164,7 +164,7 @@ class Feed:
             self.worker.drain()
 
 
-WORKER_SETTINGS = GatewaySettings(
+WORKER_SETTINGS = PaymentsSettings(
     reconcile_first_s=1, reconcile_max_s=8, reconcile_attempts=4, unknown_deadline_s=60
 )
 

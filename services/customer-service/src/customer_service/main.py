@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import sys
-from datetime import timedelta
 
 from fastapi import FastAPI
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from customer_service.api import router
 from customer_service.application import CustomerServiceApplication
-from customer_service.cases.domain import SlaPolicy
 from customer_service.cases.sla import SlaWatch
 from customer_service.clock import LOOPBACK, ServiceClock, clock_router
 from customer_service.contracts import to_public
 from customer_service.metrics import CaseSampler, customer_service_meter
 from customer_service.projections.wiring import read_models_router
-from customer_service.returns.domain import ReturnPolicy
 from customer_service.returns.labels import RetryingLabels, SandboxLabels
+from customer_service.settings import CustomerServiceSettings
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.observability.business import sampler
 from fulfilment_kit.persistence import eventsourcing_env
@@ -30,47 +26,6 @@ from fulfilment_kit.settings import ServiceSettings
 SERVICE = "customer-service"
 DEFAULT_PORT = 8005
 SOURCE_TOPICS = topics.CONSUMERS[SERVICE]
-
-_HOUR = 3600.0
-
-
-class CustomerServiceSettings(BaseSettings):
-    """Settings of the customer-service service itself (FULFIL_*)."""
-
-    model_config = SettingsConfigDict(env_prefix="FULFIL_", extra="ignore")
-
-    return_window_days: float = Field(default=30.0, ge=0)
-    return_auto_approve_max_minor: int = Field(default=20_000, ge=0)
-    return_damaged_refund_percent: int = Field(default=0, ge=0, le=100)
-    return_label_attempts: int = Field(default=3, ge=1)
-    return_label_backoff_s: float = Field(default=0.05, ge=0)
-    case_sla_urgent_first_response_s: float = Field(default=1 * _HOUR, gt=0)
-    case_sla_urgent_resolution_s: float = Field(default=8 * _HOUR, gt=0)
-    case_sla_high_first_response_s: float = Field(default=4 * _HOUR, gt=0)
-    case_sla_high_resolution_s: float = Field(default=24 * _HOUR, gt=0)
-    case_sla_normal_first_response_s: float = Field(default=8 * _HOUR, gt=0)
-    case_sla_normal_resolution_s: float = Field(default=72 * _HOUR, gt=0)
-    case_sla_low_first_response_s: float = Field(default=24 * _HOUR, gt=0)
-    case_sla_low_resolution_s: float = Field(default=168 * _HOUR, gt=0)
-    case_sla_poll_s: float = Field(default=1.0, gt=0)
-    test_clock: bool = False
-    """Mount `POST /_test/clock` (move the service clock forward): tests only, and only when
-    the service listens on loopback; it answers loopback callers with the ops role only."""
-
-    def return_policy(self) -> ReturnPolicy:
-        return ReturnPolicy(
-            window_days=self.return_window_days,
-            auto_approve_max_minor=self.return_auto_approve_max_minor,
-            damaged_refund_percent=self.return_damaged_refund_percent,
-        )
-
-    def sla_policy(self) -> SlaPolicy:
-        def pair(priority: str) -> tuple[timedelta, timedelta]:
-            first = getattr(self, f"case_sla_{priority}_first_response_s")
-            resolution = getattr(self, f"case_sla_{priority}_resolution_s")
-            return timedelta(seconds=first), timedelta(seconds=resolution)
-
-        return SlaPolicy({p: pair(p) for p in ("urgent", "high", "normal", "low")})
 
 
 def create_runtime(

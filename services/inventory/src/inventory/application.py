@@ -31,10 +31,9 @@ from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.persistence.batch_load import load_aggregates
 from fulfilment_kit.persistence.follower import LogFollower, Writes
 from fulfilment_kit.persistence.transcodings import register_dataclasses
+from fulfilment_kit.settings import read_settings
 from fulfilment_kit.tracing import Trace
 from inventory.domain import (
-    DEFAULT_LOW_STOCK_THRESHOLD,
-    MAX_STOCK,
     IdempotencyMarker,
     ReleaseReason,
     Reservation,
@@ -47,10 +46,10 @@ from inventory.domain import (
     restock_id,
     stock_item_id,
 )
+from inventory.settings import InventorySettings
 
 log = structlog.get_logger(__name__)
 
-THRESHOLD_SETTING = "FULFIL_INVENTORY_DEFAULT_THRESHOLD"
 COMMAND_ATTEMPTS = 5
 """How often an HTTP command is retried after an optimistic-concurrency conflict."""
 
@@ -110,20 +109,6 @@ class StockResult:
 Change = Callable[[], tuple[StockItem, list[Aggregate]]]
 
 
-def default_threshold(env: Mapping[str, str]) -> int:
-    """The low-stock threshold of a new SKU, from FULFIL_INVENTORY_DEFAULT_THRESHOLD."""
-    raw = env.get(THRESHOLD_SETTING)
-    if raw is None or raw == "":
-        return DEFAULT_LOW_STOCK_THRESHOLD
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_STOCK:
-        raise ValueError(f"{THRESHOLD_SETTING} must be a whole number from 0 to {MAX_STOCK}")
-    return value
-
-
 class InventoryApplication(ProcessApplication):
     name = "inventory"
     reacts_to = (
@@ -139,7 +124,7 @@ class InventoryApplication(ProcessApplication):
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
-        self.default_threshold = default_threshold(self.env)
+        self.default_threshold = read_settings(InventorySettings, self.env).default_threshold
         # SKUs known so far: a table followed from the log of creations (persisted position).
         self._creations = LogFollower(
             self, "inventory-skus", _project_skus, topics=[get_topic(StockItem.Created)]

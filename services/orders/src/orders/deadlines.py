@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from fulfilment_kit.observability.metrics import REGISTRY
 from fulfilment_kit.persistence.follower import LogFollower, Writes
 from orders.application import OrderNotFound, OrdersApplication
 from orders.domain import Order, OrderStatus
+from orders.settings import OrdersSettings
 
 log = structlog.get_logger(__name__)
 
@@ -43,12 +43,8 @@ STAGE_SECONDS = Histogram(
     registry=REGISTRY,
 )
 
-DEFAULT_DEADLINES_S = {
-    OrderStatus.PLACED: 120.0,
-    OrderStatus.STOCK_LOCKED: 120.0,
-    OrderStatus.PAID: 2 * 86400.0,
-    OrderStatus.SHIPPED: 14 * 86400.0,
-}
+DEFAULT_DEADLINES_S = OrdersSettings.model_construct().deadlines_s()
+"""The stages with a deadline, and their default seconds (the settings' defaults)."""
 
 _ENTERS: dict[type[Any], OrderStatus] = {
     Order.Placed: OrderStatus.PLACED,
@@ -59,14 +55,6 @@ _ENTERS: dict[type[Any], OrderStatus] = {
     Order.Rejected: OrderStatus.REJECTED,
     Order.Cancelled: OrderStatus.CANCELLED,
 }
-
-
-def deadlines_from_env() -> dict[str, float]:
-    """FULFIL_ORDERS_DEADLINE_<STAGE>_S overrides the default seconds of a stage."""
-    return {
-        str(stage): float(os.environ.get(f"FULFIL_ORDERS_DEADLINE_{stage.upper()}_S", default))
-        for stage, default in DEFAULT_DEADLINES_S.items()
-    }
 
 
 FOLLOWER = "orders-deadlines"
@@ -85,7 +73,7 @@ class DeadlineWatch:
     """
 
     app: OrdersApplication
-    deadlines_s: dict[str, float] = field(default_factory=deadlines_from_env)
+    deadlines_s: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DEADLINES_S))
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     interval_s: float = 1.0
 

@@ -18,14 +18,18 @@ from orders.application import OrdersApplication
 from orders.contracts import to_public
 from orders.deadlines import DeadlineWatch
 from orders.metrics import order_meter
+from orders.settings import OrdersSettings
 
 SERVICE = "orders"
 DEFAULT_PORT = 8001
 SOURCE_TOPICS = (topics.INVENTORY, topics.PAYMENTS, topics.SHIPPING, topics.CUSTOMER_SERVICE)
 
 
-def create_runtime(settings: ServiceSettings | None = None) -> ServiceRuntime:
+def create_runtime(
+    settings: ServiceSettings | None = None, orders: OrdersSettings | None = None
+) -> ServiceRuntime:
     settings = settings or ServiceSettings()
+    orders = orders or OrdersSettings()
     app = OrdersApplication(
         env=eventsourcing_env(SERVICE, settings),
         vault=open_vault(SERVICE, may_open=("contact",), service_settings=settings),
@@ -39,7 +43,7 @@ def create_runtime(settings: ServiceSettings | None = None) -> ServiceRuntime:
         settings=settings,
         meter=order_meter(),
     )
-    runtime.background.append(DeadlineWatch(app).run)
+    runtime.background.append(DeadlineWatch(app, deadlines_s=orders.deadlines_s()).run)
     return runtime
 
 

@@ -20,6 +20,7 @@ call repeated after a crash.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from eventsourcing.application import ProcessingEvent
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording
 
 from fulfilment_kit.contracts import (
+    IntegrationEvent,
     OrderCancelled,
     OrderPlaced,
     ReturnReceived,
@@ -51,7 +53,6 @@ from payments.domain import (
     refund_id_for,
 )
 from payments.gateway import (
-    GatewaySettings,
     PaymentGateway,
     RefundRejectedError,
     RefundResult,
@@ -59,6 +60,7 @@ from payments.gateway import (
     gateway_from_settings,
 )
 from payments.metrics import PAYMENTS_TOTAL
+from payments.settings import PaymentsSettings
 
 log = structlog.get_logger(__name__)
 
@@ -114,7 +116,7 @@ class PaymentsApplication(ProcessApplication):
         super().__init__(env=env)
         self.vault = vault or in_process_vault(("payment",))
         """Opens the sealed payment token, only to charge it."""
-        settings = GatewaySettings()
+        settings = PaymentsSettings()
         self.gateway = gateway if gateway is not None else gateway_from_settings(settings)
         self.retry = retry if retry is not None else RetryPolicy.from_settings(settings)
         self.on_provider_work: Callable[[], None] | None = None
@@ -138,47 +140,73 @@ class PaymentsApplication(ProcessApplication):
         return [payment_id_for(order_id)] if isinstance(order_id, UUID) else []
 
     def handle(self, message: InboundMessage, processing: ProcessingEvent[UUID]) -> None:
-        event: Any = message.envelope.event
         trace = Trace.caused_by(message.envelope.id, message.envelope.correlation_id)
-        if isinstance(event, OrderPlaced):
-            payment = self._payment(processing, event.order_id, trace)
-            if not payment.order_known:
-                payment.note_order(
-                    amount_minor=event.total_minor,
-                    currency=event.currency,
-                    # sealed for payments (opened only to charge); plaintext in old records
-                    payment_token=event.sealed_payment_token or event.payment_token,
-                    trace=trace,
-                )
-                self._request_capture(payment, trace)
-        elif isinstance(event, StockLocked):
-            payment = self._payment(processing, event.order_id, trace)
-            if not payment.stock_locked:
-                payment.note_stock_locked(trace=trace)
-                self._request_capture(payment, trace)
-        elif isinstance(event, StockRejected):
-            payment = self._payment(processing, event.order_id, trace)
-            if payment.is_captured:
-                log.warning("stock rejected after capture: ignored", order_id=str(event.order_id))
-            elif not (payment.failure_reason is not None or payment.stopped):
-                payment.void(trace=trace)
-        elif isinstance(event, OrderCancelled | ShipmentCancelled):
-            payment = self._payment(processing, event.order_id, trace)
-            if payment.is_captured:
-                if not self.request_cancellation_refund(payment, trace):
-                    return
-            elif payment.failure_reason is None and not payment.stopped:
-                payment.cancel(trace=trace)
-            else:
-                return
-        elif isinstance(event, ReturnReceived):
-            found = self.get_for_update(processing, payment_id_for(event.order_id), Payment)
-            if found is None or not self._refund_return(found, event, trace):
-                return
-            payment = found
-        else:
-            return  # not ours
-        processing.collect_events(payment)
+        payment = self._react(message.envelope.event, processing, trace)
+        if payment is not None:
+            processing.collect_events(payment)
+
+    @functools.singledispatchmethod
+    def _react(
+        self, event: IntegrationEvent, processing: ProcessingEvent[UUID], trace: Trace
+    ) -> Payment | None:
+        """Events this service does not react to: ignored. Each reaction returns the payment
+        it changed (None: nothing to record)."""
+        return None
+
+    @_react.register
+    def _(self, event: OrderPlaced, processing: ProcessingEvent[UUID], trace: Trace) -> Payment:
+        payment = self._payment(processing, event.order_id, trace)
+        if not payment.order_known:
+            payment.note_order(
+                amount_minor=event.total_minor,
+                currency=event.currency,
+                # sealed for payments (opened only to charge); plaintext in old records
+                payment_token=event.sealed_payment_token or event.payment_token,
+                trace=trace,
+            )
+            self._request_capture(payment, trace)
+        return payment
+
+    @_react.register
+    def _(self, event: StockLocked, processing: ProcessingEvent[UUID], trace: Trace) -> Payment:
+        payment = self._payment(processing, event.order_id, trace)
+        if not payment.stock_locked:
+            payment.note_stock_locked(trace=trace)
+            self._request_capture(payment, trace)
+        return payment
+
+    @_react.register
+    def _(self, event: StockRejected, processing: ProcessingEvent[UUID], trace: Trace) -> Payment:
+        payment = self._payment(processing, event.order_id, trace)
+        if payment.is_captured:
+            log.warning("stock rejected after capture: ignored", order_id=str(event.order_id))
+        elif not (payment.failure_reason is not None or payment.stopped):
+            payment.void(trace=trace)
+        return payment
+
+    @_react.register
+    def _(
+        self,
+        event: OrderCancelled | ShipmentCancelled,
+        processing: ProcessingEvent[UUID],
+        trace: Trace,
+    ) -> Payment | None:
+        payment = self._payment(processing, event.order_id, trace)
+        if payment.is_captured:
+            return payment if self.request_cancellation_refund(payment, trace) else None
+        if payment.failure_reason is None and not payment.stopped:
+            payment.cancel(trace=trace)
+            return payment
+        return None
+
+    @_react.register
+    def _(
+        self, event: ReturnReceived, processing: ProcessingEvent[UUID], trace: Trace
+    ) -> Payment | None:
+        found = self.get_for_update(processing, payment_id_for(event.order_id), Payment)
+        if found is None or not self._refund_return(found, event, trace):
+            return None
+        return found
 
     def _payment(self, processing: ProcessingEvent[UUID], order_id: UUID, trace: Trace) -> Payment:
         """The order's payment as changed so far, as stored, or opened now."""

@@ -14,15 +14,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar, get_args
+from typing import Protocol, TypeVar, get_args
 from urllib.parse import quote
 
 import httpx
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fulfilment_kit.contracts.payments import PaymentFailureCode
 from fulfilment_kit.retry import retry_transient
+from payments.settings import PaymentsSettings
 
 T = TypeVar("T")
 
@@ -290,33 +289,8 @@ def _reference(reply: httpx.Response) -> str:
 # -- configuration and retries ---------------------------------------------------------------
 
 
-class GatewaySettings(BaseSettings):
-    """Which provider payments talks to, and how it retries (FULFIL_PAYMENTS_*)."""
-
-    model_config = SettingsConfigDict(env_prefix="FULFIL_PAYMENTS_", extra="ignore")
-
-    gateway: Literal["sandbox", "http"] = "sandbox"
-    provider_url: str = "http://127.0.0.1:8090"
-    provider_key: SecretStr = SecretStr("")
-    provider_timeout_s: float = Field(default=5.0, gt=0)
-    """Timeout of each call to the provider (calls run outside any database transaction)."""
-    gateway_attempts: int = Field(default=3, ge=1, le=20)
-    gateway_backoff_s: float = Field(default=0.05, ge=0)
-    reconcile_first_s: float = Field(default=0.5, gt=0)
-    """Wait before the first lookup of an unknown outcome; it doubles after each unclear one."""
-    reconcile_max_s: float = Field(default=30.0, gt=0)
-    """Longest wait between two lookups of one payment."""
-    reconcile_attempts: int = Field(default=8, ge=1)
-    """Unclear lookups after which a payment-problem case is opened (the deadline, whichever
-    comes first); lookups go on at the longest interval afterwards."""
-    unknown_deadline_s: float = Field(default=300.0, gt=0)
-    """How long an outcome may stay unknown before a payment-problem case is opened."""
-    worker_round_s: float = Field(default=2.0, gt=0)
-    """No new provider call starts in a worker round after this long (bounds a round)."""
-
-
-def gateway_from_settings(settings: GatewaySettings | None = None) -> PaymentGateway:
-    settings = settings or GatewaySettings()
+def gateway_from_settings(settings: PaymentsSettings | None = None) -> PaymentGateway:
+    settings = settings or PaymentsSettings()
     if settings.gateway == "http":
         return HttpPaymentGateway(
             settings.provider_url,
@@ -333,7 +307,7 @@ class RetryPolicy:
     sleep: Callable[[float], None] = time.sleep
 
     @classmethod
-    def from_settings(cls, settings: GatewaySettings) -> RetryPolicy:
+    def from_settings(cls, settings: PaymentsSettings) -> RetryPolicy:
         return cls(attempts=settings.gateway_attempts, backoff_s=settings.gateway_backoff_s)
 
     def call(self, what: str, fn: Callable[[], T]) -> T:

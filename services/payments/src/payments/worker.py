@@ -34,10 +34,10 @@ from payments.application import ConcurrentUpdate, PaymentsApplication, _complet
 from payments.domain import Payment
 from payments.gateway import (
     ChargeResult,
-    GatewaySettings,
     RefundRejectedError,
     TransientGatewayError,
 )
+from payments.settings import PaymentsSettings
 
 log = structlog.get_logger(__name__)
 
@@ -79,14 +79,14 @@ class ProviderWorker:
         self,
         app: PaymentsApplication,
         *,
-        settings: GatewaySettings | None = None,
+        settings: PaymentsSettings | None = None,
         clock: Callable[[], datetime] | None = None,
         heartbeat: Heartbeat | None = None,
         on_recorded: Callable[[], None] | None = None,
         poll_interval_s: float = 1.0,
     ) -> None:
         self.app = app
-        self.settings = settings or GatewaySettings()
+        self.settings = settings or PaymentsSettings()
         self.clock = clock or (lambda: datetime.now(UTC))
         self.heartbeat = heartbeat
         self.on_recorded = on_recorded

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder
 from prometheus_client import Counter
 
 from fulfilment_kit.contracts import (
+    IntegrationEvent,
     OrderCancellationRequested,
     OrderCancelled,
     OrderPaid,
@@ -170,17 +172,30 @@ class ShippingApplication(ProcessApplication):
         return [shipment_id_for(order_id)] if isinstance(order_id, uuid.UUID) else []
 
     def handle(self, message: InboundMessage, processing: ProcessingEvent[uuid.UUID]) -> None:
-        """React to order events; every branch is a no-op when its effect happened already."""
-        public = message.envelope.event
-        if isinstance(public, OrderPlaced):
-            self._on_placed(public, processing)
-        elif isinstance(public, OrderPaid):
-            self._on_paid(public, processing)
-        elif isinstance(public, OrderCancelled | OrderRejected):
-            self._on_cancelled(public.order_id, processing)
-        elif isinstance(public, OrderCancellationRequested):
-            self._on_cancellation_requested(public.order_id, processing)
-        # Anything else on our source topics is not ours to act on.
+        """React to order events; every reaction is a no-op when its effect happened already."""
+        self._react(message.envelope.event, processing)
+
+    @functools.singledispatchmethod
+    def _react(self, event: IntegrationEvent, processing: ProcessingEvent[uuid.UUID]) -> None:
+        """Anything else on our source topics is not ours to act on."""
+
+    @_react.register
+    def _(self, event: OrderPlaced, processing: ProcessingEvent[uuid.UUID]) -> None:
+        self._on_placed(event, processing)
+
+    @_react.register
+    def _(self, event: OrderPaid, processing: ProcessingEvent[uuid.UUID]) -> None:
+        self._on_paid(event, processing)
+
+    @_react.register
+    def _(
+        self, event: OrderCancelled | OrderRejected, processing: ProcessingEvent[uuid.UUID]
+    ) -> None:
+        self._on_cancelled(event.order_id, processing)
+
+    @_react.register
+    def _(self, event: OrderCancellationRequested, processing: ProcessingEvent[uuid.UUID]) -> None:
+        self._on_cancellation_requested(event.order_id, processing)
 
     def _on_placed(self, placed: OrderPlaced, processing: ProcessingEvent[uuid.UUID]) -> None:
         sid = shipment_id_for(placed.order_id)

@@ -3,73 +3,31 @@
 from __future__ import annotations
 
 import sys
-from typing import Literal
 
 from fastapi import FastAPI
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fulfilment_kit import devauth
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.privacy import open_vault
 from fulfilment_kit.relay_only import run_relay_only
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
 from fulfilment_kit.serve import run_service
-from fulfilment_kit.settings import AuthSettings, ServiceSettings
+from fulfilment_kit.settings import ServiceSettings
 from shipping.api import WEBHOOK_PATH, router
 from shipping.application import ShippingApplication
 from shipping.contracts import to_public
 from shipping.dispatcher import AutoDispatcher
 from shipping.gateway import (
-    SANDBOX_CARRIER,
     CarrierGateway,
     HttpCarrierGateway,
     RetryingCarrier,
     SandboxCarrier,
-    webhook_secret_name,
 )
 from shipping.metrics import initialise_metrics
+from shipping.settings import ShippingSettings
 
 SERVICE = "shipping"
 DEFAULT_PORT = 8004
-
-
-class ShippingSettings(BaseSettings):
-    """Settings of the shipping service itself (FULFIL_*)."""
-
-    model_config = SettingsConfigDict(env_prefix="FULFIL_", extra="ignore")
-
-    shipping_auto_dispatch_s: float = Field(default=0.0, ge=0)
-    """Ship packing shipments after this many seconds; 0 disables auto-dispatch."""
-    carrier_gateway: Literal["sandbox", "http"] = "sandbox"
-    carrier_url: str | None = None
-    carrier_key: SecretStr | None = None
-    carrier_timeout_s: float = Field(default=5.0, gt=0)
-    carrier_attempts: int = Field(default=3, ge=1)
-    carrier_backoff_s: float = Field(default=0.05, ge=0)
-    carrier_webhook_secrets: dict[str, SecretStr] = Field(default_factory=dict)
-    """Shared webhook secret per carrier name, e.g. {"sandbox-post": "..."} (JSON)."""
-    carrier_webhook_tolerance_s: float = Field(default=300.0, gt=0, le=3600)
-    """How far a webhook's timestamp may be from now (replays of older ones are refused)."""
-
-    def webhook_secrets(self) -> dict[str, bytes]:
-        """The configured secrets; with none and the dev issuer in use, the sandbox carrier's
-        generated dev secret (dev only)."""
-        configured = {
-            k: v.get_secret_value().encode() for k, v in self.carrier_webhook_secrets.items()
-        }
-        if configured or not AuthSettings().dev:
-            return configured
-        return {SANDBOX_CARRIER: devauth.dev_secret(webhook_secret_name(SANDBOX_CARRIER))}
-
-    @model_validator(mode="after")
-    def _http_needs_url_and_key(self) -> ShippingSettings:
-        if self.carrier_gateway == "http" and not (self.carrier_url and self.carrier_key):
-            raise ValueError(
-                "FULFIL_CARRIER_GATEWAY=http needs FULFIL_CARRIER_URL and FULFIL_CARRIER_KEY"
-            )
-        return self
 
 
 def create_carrier(settings: ShippingSettings) -> CarrierGateway:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Sequence
 
@@ -29,7 +28,7 @@ async def ensure_topics(
     """Create the topics that do not exist yet; returns the ones created."""
     settings = settings or KafkaSettings()
     partitions = partitions or settings.topic_partitions
-    replication_factor = replication_factor or int(os.environ.get("KAFKA_REPLICATION_FACTOR", "1"))
+    replication_factor = replication_factor or settings.replication_factor
     admin = kafka.admin(settings)
     deadline = time.monotonic() + timeout_s
     while True:

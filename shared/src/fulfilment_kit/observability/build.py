@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from importlib import metadata
 from pathlib import Path
 
 from fulfilment_kit.observability import metrics
+from fulfilment_kit.settings import ServiceSettings
 
 UNKNOWN = "unknown"
 
@@ -22,7 +22,7 @@ def version_of(service: str) -> str:
 
 def revision() -> str:
     """FULFIL_REVISION (set by the image build), else the source checkout's commit."""
-    given = os.environ.get("FULFIL_REVISION", "").strip()
+    given = ServiceSettings().revision.strip()
     if given:
         return given[:40]
     try:

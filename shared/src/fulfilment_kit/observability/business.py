@@ -8,7 +8,6 @@ declares its counters and says which public event moves which one (its `metrics.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
@@ -16,6 +15,7 @@ import structlog
 
 from fulfilment_kit.contracts.base import IntegrationEvent
 from fulfilment_kit.messaging import cloudevents
+from fulfilment_kit.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
@@ -86,5 +86,5 @@ def expected_currencies() -> tuple[str, ...]:
     """Currencies whose money series exist from the start (FULFIL_METRIC_CURRENCIES, default
     EUR,USD,GBP): Prometheus cannot see the first increase of a series it never saw at 0.
     Other currencies still count; their series appear with their first order."""
-    raw = os.environ.get("FULFIL_METRIC_CURRENCIES", "EUR,USD,GBP")
+    raw = ServiceSettings().metric_currencies
     return tuple(c.strip().upper() for c in raw.split(",") if len(c.strip()) == 3)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging import kafka
 from fulfilment_kit.messaging.inbox import Inbox
 from fulfilment_kit.persistence.fencing import FencedTracking
-from fulfilment_kit.settings import KafkaSettings, ServiceSettings
+from fulfilment_kit.settings import KafkaSettings, OperatorSettings, ServiceSettings
 
 ENTRY_POINTS = "fulfilment.consumers"
 
@@ -37,7 +36,7 @@ class OperatorError(Exception):
 
 def _factories() -> dict[str, str]:
     found = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINTS)}
-    for item in filter(None, os.environ.get("FULFIL_CONSUMER_RUNTIMES", "").split(",")):
+    for item in filter(None, OperatorSettings().consumer_runtimes.split(",")):
         name, _, target = item.partition("=")
         found[name.strip()] = target.strip()
     return found
@@ -68,7 +67,7 @@ def consumer_inbox(group: str) -> Iterator[Inbox]:
 
 
 def operator() -> str:
-    return os.environ.get("FULFIL_OPERATOR") or getpass.getuser()
+    return OperatorSettings().operator or getpass.getuser()
 
 
 async def audit(action: str, consumer: str, **fields: Any) -> None:

@@ -5,19 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from fulfilment_kit.settings import state_dir
+from fulfilment_kit.settings import Settings, state_dir
 
 
-class PrivacySettings(BaseSettings):
+class PrivacySettings(Settings):
     """The key store of per-customer data keys and the key-encryption keys (KEKs) wrapping them.
 
     With neither `keks` nor `kek_file` set, a dev KEK is generated into `<state dir>/privacy`
     (dev only: anyone with that file and the key store reads every customer's data).
     """
 
-    model_config = SettingsConfigDict(env_prefix="FULFIL_PRIVACY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="FULFIL_PRIVACY_")
 
     keks: SecretStr | None = None
     """Key-encryption keys as `id=base64(32 bytes)` separated by commas; the first wraps new
@@ -25,8 +25,9 @@ class PrivacySettings(BaseSettings):
     kek_file: Path | None = None
     """The same list in a file (a mounted secret), instead of `keks`."""
     dev_kek: bool = True
-    """False refuses to start on a generated dev KEK (deployments)."""
+    """`false` refuses to start on a generated dev KEK (deployments)."""
     dev_dir: Path = Field(default_factory=lambda: state_dir() / "privacy")
+    """Where the dev KEK is generated (`$FULFIL_STATE_DIR/privacy`; dev only)."""
     keystore_dbname: str | None = None
     """PostgreSQL database of the shared key store (default: the service's own database; the
     services that seal and open each other's values must share one)."""

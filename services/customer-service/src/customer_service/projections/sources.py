@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -11,6 +10,7 @@ from typing import Any, Protocol
 import httpx
 from aiokafka import TopicPartition
 
+from customer_service.settings import CustomerServiceSettings
 from fulfilment_kit import devauth
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.http.auth import SERVICE
@@ -19,31 +19,18 @@ from fulfilment_kit.settings import AuthSettings, KafkaSettings
 
 Envelope = cloudevents.Envelope
 
-SERVICE_PORTS = {
-    "orders": 8001,
-    "inventory": 8002,
-    "payments": 8003,
-    "shipping": 8004,
-    "customer-service": 8005,
-}
-
 
 def service_urls() -> dict[str, str]:
     """FULFIL_<SERVICE>_URL of each service, else its local default (127.0.0.1:800x)."""
-    return {
-        name: os.environ.get(
-            f"FULFIL_{name.upper().replace('-', '_')}_URL", f"http://127.0.0.1:{port}"
-        ).rstrip("/")
-        for name, port in SERVICE_PORTS.items()
-    }
+    return CustomerServiceSettings().service_urls()
 
 
 def events_token() -> str:
     """The bearer token (role `service`) for the services' GET /events: FULFIL_AUTH_TOKEN,
     else, with the dev issuer in use, one minted by it (dev only)."""
-    given = os.environ.get("FULFIL_AUTH_TOKEN")
-    if given:
-        return given
+    given = CustomerServiceSettings().auth_token
+    if given is not None and given.get_secret_value():
+        return given.get_secret_value()
     settings = AuthSettings()
     if not settings.dev:
         raise RuntimeError("reading the logs needs FULFIL_AUTH_TOKEN (a token with role service)")
