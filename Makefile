@@ -10,7 +10,7 @@ STACK := bash deploy/local/stack.sh
 WITH_KAFKA := KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${KAFKA_PORT:-19092}}
 PY := $(WITH_KAFKA) $(UV) run --locked --no-sync python
 
-.PHONY: help install stack topics run stop test test-unit test-integration lint fmt typecheck schemas bench bench-compare profile clean test-scram stack-scram k8s-tools manifests \
+.PHONY: help install stack topics run stop test test-unit test-integration lint fmt typecheck schemas bench bench-compare profile clean test-scram stack-scram k8s-tools manifests test-chaos chaos \
 	prometheus-tools dashboards dashboards-check dashboards-preview rules-test
 
 help: ## list the targets
@@ -85,9 +85,22 @@ k8s-tools: install ## kustomize + kubeconform (pinned, into .local/bin) and the 
 manifests: install ## regenerate deploy/k8s/base from the code (topics, ACLs, rules, dashboards)
 	@$(UV) run --no-sync python deploy/k8s/generate.py
 
-test: lint typecheck k8s-tools stack prometheus-tools ## everything: lint, types, unit, contract, integration, e2e, SCRAM
-	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider -m "not kafka_security" tests
+test: lint typecheck k8s-tools stack prometheus-tools ## everything: lint, types, unit, contract, integration, e2e, SCRAM, CI-sized chaos
+	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider -m "not kafka_security and not chaos" tests
 	@$(MAKE) --no-print-directory test-scram
+	@$(MAKE) --no-print-directory test-chaos
+
+# --- chaos ------------------------------------------------------------------------------
+# Replicas killed, added and removed, Kafka and PostgreSQL restarted, the card provider slow,
+# poison injected, while orders flow; then the invariants and the table (docs/reliability.md).
+# It stops and starts this checkout's own broker and database (never anyone else's).
+CHAOS = $(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider -m chaos tests/chaos
+
+test-chaos: stack ## the CI-sized chaos run (600 orders, every fault once; CHAOS_ORDERS to change)
+	@CHAOS_ORDERS=$${CHAOS_ORDERS:-600} $(CHAOS)
+
+chaos: stack ## the full chaos run (3000 orders; every replica of every process killed in turn)
+	@CHAOS_ORDERS=$${CHAOS_ORDERS:-3000} $(CHAOS)
 
 # --- Kafka SASL/SCRAM + ACLs ------------------------------------------------------------
 # A second local broker in SCRAM mode (own state dir, ports KAFKA_PORT+2 and +3 unless

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging import kafka
@@ -21,6 +22,8 @@ from tests.e2e.platform import PROCESSES
 from tests.support import stack
 
 POISON_PREFIX = "chaos-poison-"
+KINDS = ("kill", "scale", "kafka", "postgres", "provider", "poison")
+PROGRESS = Path(__file__).resolve().parents[2] / ".local" / "chaos" / "progress.log"
 BASELINE_S = 15.0
 WINDOW_S = 5.0
 STEADY = 0.6
@@ -87,6 +90,9 @@ class Faults:
     def _begin(self, name: str) -> Fault:
         fault = Fault(name, self.watch.now())
         self.log.append(fault)
+        PROGRESS.parent.mkdir(parents=True, exist_ok=True)
+        with PROGRESS.open("a") as progress:  # to follow a long run: tail -f
+            progress.write(f"{fault.wall_time} {fault.started:7.1f} s  {name}\n")
         return fault
 
     async def _pause(self, seconds: float) -> None:
@@ -97,7 +103,10 @@ class Faults:
         fault.replica_ready_s = round(self.watch.now() - fault.started, 1)
 
     async def kill(self, replica: Replica, pause_s: float) -> None:
-        """SIGKILL (no cleanup, like a node dying), then the same replica started again."""
+        """SIGKILL (no cleanup, like a node dying), then the same replica started again. Its
+        twins are ready first (as a PodDisruptionBudget keeps one replica up)."""
+        twins = [r for r in self.platform.live(replica.service) if r is not replica]
+        await asyncio.gather(*(self.platform.ready(r, timeout=300) for r in twins))
         fault = self._begin(f"SIGKILL {replica.name}, restarted after {pause_s:g} s")
         await asyncio.to_thread(replica.process.kill)
         await self._pause(pause_s)
@@ -161,31 +170,35 @@ class Faults:
         fault.ended = self.watch.now()
 
     def schedule(self) -> list[Callable[[], Awaitable[None]]]:
-        """Every fault once; the full run kills every replica of every process in turn."""
+        """Every fault once (CHAOS_FAULTS=kill,scale,kafka,postgres,provider,poison picks some;
+        none: traffic alone); the full run kills every replica of every process in turn."""
+        chosen = os.environ.get("CHAOS_FAULTS", "all")
+        kinds = set(KINDS) if chosen == "all" else set(chosen.split(",")) & set(KINDS)
         steps: list[Callable[[], Awaitable[None]]] = []
-        for index in range(self.platform.replicas_per_service):
-            for name in PROCESSES:
-                replica = self.platform.replicas[name][index]
-                steps.append(functools.partial(self.kill, replica, 2.0))
-                steps.append(lambda: self._pause(4 if self.full else 2.5))
-        steps += [
-            lambda: self._pause(6),
-            self.inject_poison,
-            lambda: self.scale_out_and_in("inventory"),
-            lambda: self._pause(8),
-            lambda: self.kafka_restart(8),
-            lambda: self._pause(10),
-            lambda: self.postgres_restart(5),
-            lambda: self._pause(10),
-            lambda: self.postgres_down_during_rebalance("payments", 10),
-            lambda: self._pause(10),
-            lambda: self.slow_provider(15),
-        ]
+        if "kill" in kinds:
+            # the full run: every replica of every process; the CI-sized run: one replica of
+            # each process (first or second, alternating)
+            rounds = range(self.platform.replicas_per_service) if self.full else range(1)
+            for index in rounds:
+                for turn, name in enumerate(PROCESSES):
+                    replica = self.platform.replicas[name][(index + turn) % 2]
+                    steps.append(functools.partial(self.kill, replica, 2.0))
+                    steps.append(functools.partial(self._pause, 4 if self.full else 2.5))
+        pause = functools.partial(self._pause, 8)
+        if "poison" in kinds:
+            steps += [self.inject_poison]
+        if "scale" in kinds:
+            steps += [pause, functools.partial(self.scale_out_and_in, "inventory")]
+        if "kafka" in kinds:
+            steps += [pause, functools.partial(self.kafka_restart, 8)]
+        if "postgres" in kinds:
+            steps += [pause, functools.partial(self.postgres_restart, 5)]
+            steps += [pause, functools.partial(self.postgres_down_during_rebalance, "payments", 10)]
+        if "provider" in kinds:
+            steps += [pause, functools.partial(self.slow_provider, 15)]
         return steps
 
     async def run(self) -> None:
-        if os.environ.get("CHAOS_FAULTS", "all") == "none":  # a dev run of the traffic alone
-            return
         for step in self.schedule():
             await step()
 
