@@ -85,10 +85,9 @@ k8s-tools: install ## kustomize + kubeconform (pinned, into .local/bin) and the 
 manifests: install ## regenerate deploy/k8s/base from the code (topics, ACLs, rules, dashboards)
 	@$(UV) run --no-sync python deploy/k8s/generate.py
 
-test: lint typecheck k8s-tools stack prometheus-tools ## everything: lint, types, unit, contract, integration, e2e, SCRAM, CI-sized chaos
+test: lint typecheck k8s-tools stack prometheus-tools ## everything: lint, types, unit, contract, integration, e2e, SCRAM
 	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider -m "not kafka_security and not chaos" tests
 	@$(MAKE) --no-print-directory test-scram
-	@$(MAKE) --no-print-directory test-chaos
 
 # --- chaos ------------------------------------------------------------------------------
 # Replicas killed, added and removed, Kafka and PostgreSQL restarted, the card provider slow,
@@ -96,7 +95,7 @@ test: lint typecheck k8s-tools stack prometheus-tools ## everything: lint, types
 # It stops and starts this checkout's own broker and database (never anyone else's).
 CHAOS = $(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider -m chaos tests/chaos
 
-test-chaos: stack ## the CI-sized chaos run (600 orders, every fault once; CHAOS_ORDERS to change)
+test-chaos: stack ## the CI-sized chaos run (600 orders, every fault once; not in `make test` yet, see docs/reliability.md)
 	@CHAOS_ORDERS=$${CHAOS_ORDERS:-600} $(CHAOS)
 
 chaos: stack ## the full chaos run (3000 orders; every replica of every process killed in turn)

@@ -66,7 +66,7 @@ async def _gather_limited(calls: list[Any], limit: int = 12) -> list[Any]:
 
 
 async def _json(api: Api, service: str, path: str) -> dict[str, Any] | None:
-    reply = await api.call(service, "GET", path)
+    reply = await api.call(service, "GET", path, deadline_s=300)  # a loaded machine is slow
     return dict(reply.json()) if reply.status_code == 200 else None
 
 
