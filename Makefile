@@ -10,7 +10,7 @@ STACK := bash deploy/local/stack.sh
 WITH_KAFKA := KAFKA_BOOTSTRAP_SERVERS=$${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$${KAFKA_PORT:-19092}}
 PY := $(WITH_KAFKA) $(UV) run --locked --no-sync python
 
-.PHONY: help install stack topics run stop test test-unit test-integration lint fmt typecheck schemas bench bench-compare profile clean test-scram stack-scram k8s-tools manifests config-table \
+.PHONY: help install stack topics run stop test test-unit test-integration lint fmt typecheck schemas bench bench-compare profile clean test-scram stack-scram k8s-tools manifests config-table test-chaos chaos \
 	prometheus-tools dashboards dashboards-check dashboards-preview rules-test
 
 help: ## list the targets
@@ -103,9 +103,21 @@ config-table: install ## regenerate README.md's configuration table from the set
 # The integration suite runs on the SCRAM + ACL broker (every service process its own Kafka
 # user, the test fixtures the admin); everything else on the plaintext one. Once each.
 test: lint typecheck k8s-tools stack prometheus-tools ## everything: lint, types, unit, contract, e2e on plaintext Kafka; integration on SCRAM + ACLs
-	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider -m "not kafka_security" \
-		--ignore=tests/integration tests
+	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider -m "not kafka_security and not chaos" \
+		--ignore=tests/integration --ignore=tests/chaos tests
 	@$(MAKE) --no-print-directory test-scram
+
+# --- chaos ------------------------------------------------------------------------------
+# Replicas killed, added and removed, Kafka and PostgreSQL restarted, the card provider slow,
+# poison injected, while orders flow; then the invariants and the table (docs/reliability.md).
+# It stops and starts this checkout's own broker and database (never anyone else's).
+CHAOS = $(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider -m chaos tests/chaos
+
+test-chaos: stack ## the CI-sized chaos run (600 orders, every fault once; not in `make test` yet, see docs/reliability.md)
+	@CHAOS_ORDERS=$${CHAOS_ORDERS:-600} $(CHAOS)
+
+chaos: stack ## the full chaos run (3000 orders; every replica of every process killed in turn)
+	@CHAOS_ORDERS=$${CHAOS_ORDERS:-3000} $(CHAOS)
 
 # --- Kafka SASL/SCRAM + ACLs ------------------------------------------------------------
 # A second local broker in SCRAM mode (own state dir, ports KAFKA_PORT+2 and +3 unless

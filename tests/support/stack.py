@@ -171,3 +171,13 @@ def pg_down() -> None:
 def pg_up() -> None:
     """Start this stack's PostgreSQL again (same data directory)."""
     _stack("pg-up")
+
+
+def kafka_down() -> None:
+    """Stop this stack's Kafka broker (its data stays; `kafka_up` starts it again)."""
+    _stack("kafka-down")
+
+
+def kafka_up() -> None:
+    """Start this stack's Kafka broker again (same data directory) and wait until it answers."""
+    _stack("kafka-up")
