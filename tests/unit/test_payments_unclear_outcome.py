@@ -238,3 +238,20 @@ def test_shipment_cancelled_and_order_cancelled_give_one_cancellation_refund(
         (cancellation_refund_id(order_id), TOTAL)
     ]
     assert len(gateway.refunds) == 1
+
+
+def test_a_sealed_token_is_opened_to_charge_and_an_erased_one_is_never_sent(
+    app: PaymentsApplication, feed: Feed, gateway: RecordingGateway
+) -> None:
+    paid, erased = uuid.uuid4(), uuid.uuid4()
+    for order_id in (paid, erased):
+        event = placed(order_id, None)
+        token = app.vault.seal(event.customer_id, "payment", "tok_visa")
+        event = event.model_copy(update={"sealed_payment_token": token})
+        if order_id == erased:
+            app.vault.erase(event.customer_id)
+        feed.send(event, locked(order_id))
+    assert [c["token"] for c in gateway.charges] == ["tok_visa"]  # in clear only to charge
+    outcomes = {type(e): e for e in published(app)}
+    assert outcomes[PaymentCaptured].order_id == paid
+    assert outcomes[PaymentFailed].order_id == erased

@@ -29,6 +29,7 @@ from eventsourcing.utils import get_topic
 
 from fulfilment_kit.observability.health import Heartbeat
 from fulfilment_kit.persistence.follower import LogFollower, Writes
+from fulfilment_kit.privacy import REDACTED
 from fulfilment_kit.tracing import Trace
 from payments.application import ConcurrentUpdate, PaymentsApplication, _complete, _reject
 from payments.domain import Payment
@@ -177,6 +178,8 @@ class ProviderWorker:
         sealed, amount, currency = payment.payment_token, payment.amount_minor, payment.currency
         assert sealed is not None
         token = self.app.vault.reveal(sealed)  # the only place the token is in clear
+        if token == REDACTED:  # the customer was erased: there is no card to charge
+            return self._record(payment, ChargeResult.declined("card_declined"))
         assert amount is not None
         assert currency is not None
         try:
