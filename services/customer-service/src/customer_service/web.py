@@ -16,7 +16,9 @@ from customer_service.invariants import InvalidTransition
 from customer_service.returns.application import OrderNotFound, ReturnNotFound
 from customer_service.returns.domain import InvalidReturn, ReturnNotAllowed
 from customer_service.returns.labels import LabelError, TransientLabelError
+from fulfilment_kit.http import requests
 from fulfilment_kit.http.errors import ProblemError, conflict, not_found
+from fulfilment_kit.http.requests import wake_relay as wake_relay  # re-exported
 from fulfilment_kit.idempotency import ConcurrentUpdate, IdempotencyConflict
 from fulfilment_kit.tracing import Trace
 
@@ -27,18 +29,13 @@ R = TypeVar("R")
 
 
 def app_of(request: Request) -> CustomerServiceApplication:
-    app = request.app.state.runtime.app
-    assert isinstance(app, CustomerServiceApplication)
-    return app
+    return requests.app_of(request, CustomerServiceApplication)
 
 
 def trace_of(request: Request, cause: str, correlation_id: str | None = None) -> Trace:
     """The caller's X-Correlation-Id, else `correlation_id`; when both are missing the
     application correlates by the order (or case) the command is about."""
-    return Trace(
-        correlation_id=request.headers.get("x-correlation-id") or correlation_id or "",
-        causation_id=cause,
-    )
+    return requests.trace_of(request, cause, default=correlation_id or "")
 
 
 def invalid_return(exc: InvalidReturn) -> ProblemError:
@@ -69,7 +66,3 @@ async def run_command(request: Request, call: Callable[[], R], what: str, ident:
         ) from exc
     except LabelError as exc:
         raise ProblemError(502, "Label refused", str(exc)) from exc
-
-
-def wake_relay(request: Request) -> None:
-    request.app.state.runtime.relay.wake()

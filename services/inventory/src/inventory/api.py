@@ -29,8 +29,8 @@ from fulfilment_kit.http.pagination import (
     page_after,
     set_next_link,
 )
+from fulfilment_kit.http.requests import app_of, trace_of, wake_relay
 from fulfilment_kit.idempotency import ConcurrentUpdate, IdempotencyConflict, fingerprint
-from fulfilment_kit.tracing import Trace
 from inventory.application import (
     CountStock,
     Idempotency,
@@ -130,20 +130,6 @@ class ReservationView(BaseModel):
         )
 
 
-def _inventory(request: Request) -> InventoryApplication:
-    app = request.app.state.runtime.app
-    assert isinstance(app, InventoryApplication)
-    return app
-
-
-def _trace(request: Request, idempotency_key: str | None) -> Trace:
-    correlation_id = structlog.contextvars.get_contextvars().get("correlation_id", "")
-    return Trace(
-        correlation_id=request.headers.get("x-correlation-id") or correlation_id,
-        causation_id=f"http:{idempotency_key or uuid.uuid4()}",
-    )
-
-
 def _idempotency(key: str | None, operation: str, sku: str, body: BaseModel) -> Idempotency | None:
     if key is None:
         return None
@@ -165,7 +151,7 @@ async def _run(request: Request, sku: str, call: Callable[[], StockResult]) -> S
     except InventoryError as exc:
         raise conflict(str(exc)) from exc
     if not result.replayed:
-        request.app.state.runtime.relay.wake()
+        wake_relay(request)
     return result
 
 
@@ -194,10 +180,12 @@ async def receive_stock(
         sku=sku,
         quantity=body.quantity,
         reference=body.reference,
-        trace=_trace(request, idempotency_key),
+        trace=trace_of(request, key=idempotency_key),
         idempotency=_idempotency(idempotency_key, "receipt", sku, body),
     )
-    result = await _run(request, sku, lambda: _inventory(request).receive_stock(command))
+    result = await _run(
+        request, sku, lambda: app_of(request, InventoryApplication).receive_stock(command)
+    )
     log.info("stock received", sku=sku, quantity=body.quantity, replayed=result.replayed)
     return _respond(result, response)
 
@@ -226,10 +214,12 @@ async def adjust_stock(
         sku=sku,
         counted_on_hand=body.counted_on_hand,
         reason=body.reason,
-        trace=_trace(request, idempotency_key),
+        trace=trace_of(request, key=idempotency_key),
         idempotency=_idempotency(idempotency_key, "adjustment", sku, body),
     )
-    result = await _run(request, sku, lambda: _inventory(request).count_stock(command))
+    result = await _run(
+        request, sku, lambda: app_of(request, InventoryApplication).count_stock(command)
+    )
     log.info("stock counted", sku=sku, replayed=result.replayed)
     return _respond(result, response)
 
@@ -243,8 +233,10 @@ async def set_threshold(
     sku: SkuPath, body: ThresholdRequest, request: Request, response: Response, _: StockKeeper
 ) -> StockView:
     """Set the SKU's low-stock threshold."""
-    command = SetThreshold(sku=sku, threshold=body.threshold, trace=_trace(request, None))
-    result = await _run(request, sku, lambda: _inventory(request).set_threshold(command))
+    command = SetThreshold(sku=sku, threshold=body.threshold, trace=trace_of(request))
+    result = await _run(
+        request, sku, lambda: app_of(request, InventoryApplication).set_threshold(command)
+    )
     return _respond(result, response)
 
 
@@ -253,7 +245,7 @@ async def set_threshold(
 )
 async def get_stock(sku: SkuPath, request: Request, _: StockReader) -> StockView:
     try:
-        item = await asyncio.to_thread(_inventory(request).get_stock, sku)
+        item = await asyncio.to_thread(app_of(request, InventoryApplication).get_stock, sku)
     except SkuNotFound as exc:
         raise not_found("SKU", sku) from exc
     return StockView.of(item)
@@ -276,7 +268,9 @@ async def list_stock(
 ) -> list[StockView]:
     """Known SKUs sorted by SKU, a page at a time (follow `Link: rel="next"`)."""
     items = await asyncio.to_thread(
-        lambda: _inventory(request).list_stock(below_threshold, after=after, limit=limit)
+        lambda: app_of(request, InventoryApplication).list_stock(
+            below_threshold, after=after, limit=limit
+        )
     )
     page, next_after = page_after(items, lambda item: item.sku, after, limit)
     set_next_link(request, response, None if next_after is None else {"after": next_after})
@@ -290,7 +284,9 @@ async def list_stock(
 )
 async def get_reservation(order_id: uuid.UUID, request: Request, _: StockReader) -> ReservationView:
     try:
-        reservation = await asyncio.to_thread(_inventory(request).get_reservation, order_id)
+        reservation = await asyncio.to_thread(
+            app_of(request, InventoryApplication).get_reservation, order_id
+        )
     except ReservationNotFound as exc:
         raise not_found("reservation of order", order_id) from exc
     return ReservationView.of(reservation)

@@ -22,6 +22,7 @@ from fulfilment_kit.contracts.types import (
 )
 from fulfilment_kit.http.auth import AGENT, CUSTOMER, OPS, Caller, require
 from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
+from fulfilment_kit.http.requests import app_of, trace_of, wake_relay
 from fulfilment_kit.idempotency import IdempotencyConflict, fingerprint
 from fulfilment_kit.privacy import PersonalDataVault
 from fulfilment_kit.tracing import Trace
@@ -147,15 +148,9 @@ class OrderView(BaseModel):
         )
 
 
-def _orders(request: Request) -> OrdersApplication:
-    app = request.app.state.runtime.app
-    assert isinstance(app, OrdersApplication)
-    return app
-
-
 async def _view(request: Request, order: Order) -> OrderView:
     """The order as its customer or staff see it: the address opened through the kit."""
-    return await asyncio.to_thread(OrderView.of, order, _orders(request).vault)
+    return await asyncio.to_thread(OrderView.of, order, app_of(request, OrdersApplication).vault)
 
 
 Placer = Annotated[Caller, Depends(require(CUSTOMER, OPS))]
@@ -191,7 +186,6 @@ async def place_order(
             403, "Forbidden", "a customer places orders for themselves only (customer_id)"
         )
     idempotency_key = caller.idempotency_key(idempotency_key)
-    correlation_id = structlog.contextvars.get_contextvars().get("correlation_id", "")
     command = PlaceOrder(
         customer_id=body.customer_id,
         lines=[OrderLine(**line.model_dump()) for line in body.lines],
@@ -200,19 +194,16 @@ async def place_order(
         payment_token=body.payment_token,
         idempotency_key=idempotency_key,
         fingerprint=fingerprint(body),
-        trace=Trace(
-            correlation_id=request.headers.get("x-correlation-id") or correlation_id,
-            causation_id=f"http:{idempotency_key or uuid.uuid4()}",
-        ),
+        trace=trace_of(request, key=idempotency_key),
     )
     try:
-        placed = await asyncio.to_thread(_orders(request).place_order, command)
+        placed = await asyncio.to_thread(app_of(request, OrdersApplication).place_order, command)
     except IdempotencyConflict as exc:
         raise conflict(str(exc)) from exc
     except InvalidOrder as exc:
         raise ProblemError(422, "Invalid order", str(exc)) from exc
     if placed.created:
-        request.app.state.runtime.relay.wake()
+        wake_relay(request)
         log.info("order placed", order_id=str(placed.order.id), lines=len(command.lines))
     else:
         response.headers["Idempotent-Replayed"] = "true"
@@ -223,7 +214,7 @@ async def place_order(
 async def _own_order(request: Request, order_id: uuid.UUID, caller: Caller) -> Order:
     """The order, if the caller may see it (another customer's order is not found)."""
     try:
-        order = await asyncio.to_thread(_orders(request).get_order, order_id)
+        order = await asyncio.to_thread(app_of(request, OrdersApplication).get_order, order_id)
     except OrderNotFound as exc:
         raise not_found("order", order_id) from exc
     if not caller.owns(order.customer_id):
@@ -274,14 +265,14 @@ async def cancel_order(
     )
     try:
         order, changed = await asyncio.to_thread(
-            _orders(request).cancel_order, order_id, body.reason, trace
+            app_of(request, OrdersApplication).cancel_order, order_id, body.reason, trace
         )
     except OrderNotFound as exc:
         raise not_found("order", order_id) from exc
     except OrderConflict as exc:
         raise conflict(str(exc)) from exc
     if changed:
-        request.app.state.runtime.relay.wake()
+        wake_relay(request)
         log.info("order cancellation", order_id=str(order_id), status=str(order.status))
     if order.status is OrderStatus.CANCELLATION_REQUESTED:
         response.status_code = status.HTTP_202_ACCEPTED
@@ -318,10 +309,10 @@ async def erase_customer(
     role = OPS if OPS in caller.principal.roles else AGENT
     trace = Trace(correlation_id=str(customer_id), causation_id=f"http:erasure:{customer_id}")
     erased = await asyncio.to_thread(
-        _orders(request).erase_customer, customer_id, caller.subject, role, trace
+        app_of(request, OrdersApplication).erase_customer, customer_id, caller.subject, role, trace
     )
     if erased.created:
-        request.app.state.runtime.relay.wake()
+        wake_relay(request)
     else:
         response.status_code = status.HTTP_200_OK
     log.info(

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from fulfilment_kit.contracts.types import PositiveMinorAmount
 from fulfilment_kit.http.auth import AGENT, FINANCE, OPS, Caller, require
 from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
-from fulfilment_kit.tracing import Trace
+from fulfilment_kit.http.requests import app_of, trace_of, wake_relay
 from payments.application import (
     ConcurrentUpdate,
     IdempotencyConflict,
@@ -105,12 +105,6 @@ class RefundCreated(RefundView):
     refundable_minor: int
 
 
-def _payments(request: Request) -> PaymentsApplication:
-    app = request.app.state.runtime.app
-    assert isinstance(app, PaymentsApplication)
-    return app
-
-
 PaymentReader = Annotated[Caller, Depends(require(FINANCE, AGENT, OPS))]
 Refunder = Annotated[Caller, Depends(require(FINANCE))]
 
@@ -122,7 +116,9 @@ Refunder = Annotated[Caller, Depends(require(FINANCE))]
 )
 async def get_payment(order_id: uuid.UUID, request: Request, _: PaymentReader) -> PaymentView:
     try:
-        payment = await asyncio.to_thread(_payments(request).get_payment, order_id)
+        payment = await asyncio.to_thread(
+            app_of(request, PaymentsApplication).get_payment, order_id
+        )
     except PaymentNotFound as exc:
         raise not_found("payment of order", order_id) from exc
     return PaymentView.of(payment)
@@ -156,19 +152,15 @@ async def refund(
 ) -> RefundCreated:
     """Refund money of a captured payment. The same Idempotency-Key returns the same refund."""
     idempotency_key = caller.idempotency_key(idempotency_key)
-    correlation_id = structlog.contextvars.get_contextvars().get("correlation_id", "")
     command = RequestRefund(
         order_id=order_id,
         amount_minor=body.amount_minor,
         reason=body.reason,
         idempotency_key=idempotency_key,
-        trace=Trace(
-            correlation_id=request.headers.get("x-correlation-id") or correlation_id,
-            causation_id=f"http:{idempotency_key or uuid.uuid4()}",
-        ),
+        trace=trace_of(request, key=idempotency_key),
     )
     try:
-        issued = await asyncio.to_thread(_payments(request).refund, command)
+        issued = await asyncio.to_thread(app_of(request, PaymentsApplication).refund, command)
     except PaymentNotFound as exc:
         raise not_found("payment of order", order_id) from exc
     except IdempotencyConflict as exc:
@@ -186,7 +178,7 @@ async def refund(
     except GatewayError as exc:
         raise ProblemError(502, "Payment provider refused the refund", str(exc)) from exc
     if issued.created:
-        request.app.state.runtime.relay.wake()
+        wake_relay(request)
         log.info("refund issued", order_id=str(order_id), amount_minor=body.amount_minor)
     else:
         response.headers["Idempotent-Replayed"] = "true"

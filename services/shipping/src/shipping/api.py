@@ -17,7 +17,7 @@ from fulfilment_kit.contracts.types import InputReasonText, Sku, TrackingNumber
 from fulfilment_kit.http import webhooks
 from fulfilment_kit.http.auth import AGENT, OPS, WAREHOUSE, Caller, require
 from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
-from fulfilment_kit.tracing import Trace
+from fulfilment_kit.http.requests import app_of, trace_of, wake_relay
 from shipping.application import (
     CarrierRefused,
     CarrierUnavailable,
@@ -115,20 +115,6 @@ class CarrierWebhook(BaseModel):
         return self
 
 
-def _shipping(request: Request) -> ShippingApplication:
-    app = request.app.state.runtime.app
-    assert isinstance(app, ShippingApplication)
-    return app
-
-
-def _trace(request: Request, cause: str) -> Trace:
-    correlation_id = structlog.contextvars.get_contextvars().get("correlation_id", "")
-    return Trace(
-        correlation_id=request.headers.get("x-correlation-id") or correlation_id,
-        causation_id=cause,
-    )
-
-
 class CarrierSignature:
     """A dependency: the webhook is signed by a known carrier, now (else 401, nothing read)."""
 
@@ -168,7 +154,9 @@ class CarrierSignature:
 )
 async def get_shipment(order_id: uuid.UUID, request: Request) -> ShipmentView:
     try:
-        shipment = await asyncio.to_thread(_shipping(request).get_shipment, order_id)
+        shipment = await asyncio.to_thread(
+            app_of(request, ShippingApplication).get_shipment, order_id
+        )
     except ShipmentNotFound as exc:
         raise not_found("shipment of order", order_id) from exc
     return ShipmentView.of(shipment)
@@ -199,10 +187,10 @@ async def dispatch(
 ) -> ShipmentView:
     """Hand the parcel to the carrier. Repeating it with the same Idempotency-Key replays."""
     idempotency_key = caller.idempotency_key(idempotency_key)
-    trace = _trace(request, f"http:dispatch:{idempotency_key or uuid.uuid4()}")
+    trace = trace_of(request, f"http:dispatch:{idempotency_key or uuid.uuid4()}")
     try:
         done = await asyncio.to_thread(
-            _shipping(request).dispatch, order_id, trace, idempotency_key
+            app_of(request, ShippingApplication).dispatch, order_id, trace, idempotency_key
         )
     except ShipmentNotFound as exc:
         raise not_found("shipment of order", order_id) from exc
@@ -217,7 +205,7 @@ async def dispatch(
     if done.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
-        request.app.state.runtime.relay.wake()
+        wake_relay(request)
     return ShipmentView.of(done.shipment)
 
 
@@ -247,11 +235,13 @@ async def carrier_webhook(
         reason_code=body.reason_code,
         reason=body.reason,
         occurred_at=body.occurred_at,
-        trace=_trace(request, f"carrier:{body.tracking_number}:{body.status}"),
+        trace=trace_of(request, f"carrier:{body.tracking_number}:{body.status}"),
         delivery=delivery,
     )
     try:
-        result = await asyncio.to_thread(_shipping(request).carrier_update, update)
+        result = await asyncio.to_thread(
+            app_of(request, ShippingApplication).carrier_update, update
+        )
     except UnknownTrackingNumber as exc:
         raise not_found("tracking number", body.tracking_number) from exc
     except InvalidEventTime as exc:
@@ -268,5 +258,5 @@ async def carrier_webhook(
     except (InvalidTransition, ConcurrentChange) as exc:
         raise conflict(str(exc)) from exc
     if result.changed:
-        request.app.state.runtime.relay.wake()
+        wake_relay(request)
     return ShipmentView.of(result.shipment)
