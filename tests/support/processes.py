@@ -17,6 +17,7 @@ import httpx
 from tests.support import kafka_security
 from tests.support.auth import staff_headers
 from tests.support.polling import eventually
+from tests.support.stack import shared_key_store
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_DIR = REPO / ".local" / "test-logs"
@@ -102,6 +103,11 @@ def service_process(
 ) -> ServiceProcess:
     """The `fulfil-<name>` process (not started yet) on `database`, listening on `port`."""
     credentials = kafka_security.service_env(name)  # its own Kafka user when SASL is on
+    if (
+        "FULFIL_PRIVACY_KEYSTORE_DBNAME" not in env
+        and env.get("FULFIL_PERSISTENCE", os.environ.get("FULFIL_PERSISTENCE")) != "sqlite"
+    ):
+        env = {"FULFIL_PRIVACY_KEYSTORE_DBNAME": shared_key_store(), **env}
     return ServiceProcess(
         service_command(f"fulfil-{name}"),
         service_env(POSTGRES_DBNAME=database, FULFIL_HTTP_PORT=str(port), **credentials, **env),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import uuid
@@ -30,6 +31,22 @@ def create_database(prefix: str) -> str:
     with psycopg.connect(postgres_admin_dsn(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return name
+
+
+TEST_KEY_STORE = "fulfil_test_keys"
+
+
+def shared_key_store() -> str:
+    """The key store every test's service processes share (as `make run`'s `fulfil_keys`):
+    what orders seals, payments and shipping must be able to open. Created once, kept."""
+    with psycopg.connect(postgres_admin_dsn(), autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (TEST_KEY_STORE,)
+        ).fetchone()
+        if exists is None:
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # a twin made it
+                conn.execute(f'CREATE DATABASE "{TEST_KEY_STORE}"')
+    return TEST_KEY_STORE
 
 
 def drop_database(name: str) -> None:

@@ -12,6 +12,7 @@ from fulfilment_kit.observability.metrics import REGISTRY
 from fulfilment_kit.privacy import (
     MASKED,
     REDACTED,
+    DataKeyMissing,
     InMemoryKeyStore,
     KeyEncryptionKeys,
     NotAllowed,
@@ -71,6 +72,18 @@ def test_erasure_destroys_the_key_every_read_redacts_and_is_idempotent() -> None
     fresh = v.seal(customer, "contact", "New Lane 7")
     assert v.reveal(fresh) == "New Lane 7"
     assert v.reveal(sealed) == REDACTED
+
+
+def test_a_key_store_without_the_customers_key_is_an_error_not_an_erasure() -> None:
+    """Two services on different key stores (a misconfiguration) must fail loudly: reading the
+    value as erased would decline every payment and blank every label without a word."""
+    keks = generate_kek("k1")
+    orders, payments = vault(InMemoryKeyStore(), keks), vault(InMemoryKeyStore(), keks)
+    sealed = orders.seal(uuid.uuid4(), "payment", "tok_visa")
+    with pytest.raises(DataKeyMissing, match="FULFIL_PRIVACY_KEYSTORE_DBNAME"):
+        payments.reveal(sealed)
+    with pytest.raises(DataKeyMissing):  # and not cached as erased
+        payments.reveal(sealed)
 
 
 def test_a_value_cannot_move_to_another_customer_or_purpose() -> None:

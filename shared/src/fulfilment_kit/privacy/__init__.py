@@ -11,6 +11,7 @@ from fulfilment_kit.privacy.sealing import MASKED, REDACTED, Purpose, is_sealed
 from fulfilment_kit.privacy.settings import PrivacySettings
 from fulfilment_kit.privacy.store import InMemoryKeyStore, KeyStore, open_key_store
 from fulfilment_kit.privacy.vault import (
+    DataKeyMissing,
     NotAllowed,
     PersonalDataVault,
     in_process_vault,
@@ -20,6 +21,7 @@ from fulfilment_kit.privacy.vault import (
 __all__ = [
     "MASKED",
     "REDACTED",
+    "DataKeyMissing",
     "InMemoryKeyStore",
     "KeyEncryptionKeys",
     "KeyStore",

@@ -46,6 +46,10 @@ ERASURES = Counter(
 T = TypeVar("T")
 
 
+class DataKeyMissing(RuntimeError):
+    """A sealed value whose data key this key store never held (not erased: misconfigured)."""
+
+
 class NotAllowed(PermissionError):
     """This service may not open values sealed for that purpose."""
 
@@ -168,6 +172,11 @@ class PersonalDataVault:
         if cached is not None and cached[0] > now:
             return cached[1]
         stored = self.store.get(customer_id, generation)
+        if stored is None:  # erasure leaves a row behind: no row is a key store we do not share
+            raise DataKeyMissing(
+                "a sealed value's data key is not in this service's key store: the services that"
+                " seal and open each other's values must share one (FULFIL_PRIVACY_KEYSTORE_DBNAME)"
+            )
         key: bytes | None = None
         if stored is not None and stored.wrapped is not None and stored.kek_id is not None:
             try:
