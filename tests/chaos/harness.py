@@ -69,8 +69,11 @@ class ChaosPlatform:
     databases: dict[str, str] = field(default_factory=dict)
     replicas: dict[str, list[Replica]] = field(default_factory=dict)
     _turn: itertools.count[int] = field(default_factory=itertools.count)
+    keys_database: str = ""
+    """The key store every service shares (per-customer data keys of personal data)."""
 
     def __post_init__(self) -> None:
+        self.keys_database = create_database("fulfil_chaos_keys")
         for name in SERVICES:
             self.databases[name] = create_database(f"fulfil_chaos_{name.replace('-', '_')}")
         # the read models write customer-service's tables (which customer-service serves)
@@ -83,6 +86,7 @@ class ChaosPlatform:
         port = free_port()
         env = {
             **CHAOS_SETTINGS,
+            "FULFIL_PRIVACY_KEYSTORE_DBNAME": self.keys_database,
             "FULFIL_PAYMENTS_PROVIDER_URL": self.provider.url,
             "FULFIL_PAYMENTS_PROVIDER_KEY": self.provider.key,
         }
@@ -109,6 +113,7 @@ class ChaosPlatform:
     def drop_databases(self) -> None:
         for name in SERVICES:
             drop_database(self.databases[name])
+        drop_database(self.keys_database)
 
     async def add_replica(self, service: str) -> Replica:
         """Scale out: one more replica of `service` (the consumer group rebalances)."""
