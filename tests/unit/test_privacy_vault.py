@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from pathlib import Path
 
@@ -190,3 +191,22 @@ def test_the_cli_prints_a_kek_entry_the_settings_accept(capsys: pytest.CaptureFi
     entry = capsys.readouterr().out.strip()
     assert KeyEncryptionKeys.parse(entry).current == "k2"
     assert PrivacySettings(keks=entry).dev is False
+
+
+def test_the_postgres_key_store_opens_while_the_database_is_down() -> None:
+    """A replica starting during a database outage must come up (and answer 503 until it is
+    back), not exit: the key store makes its table at first use, not when it is opened."""
+    from psycopg_pool import PoolTimeout
+
+    from fulfilment_kit.privacy.store import PostgresKeyStore
+    from fulfilment_kit.settings import PostgresSettings
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = PostgresKeyStore(PostgresSettings(port=port, pool_timeout_s=1), "fulfil_keys")
+    try:
+        with pytest.raises(PoolTimeout):
+            store.latest(uuid.uuid4())
+    finally:
+        store.close()

@@ -193,7 +193,17 @@ class PostgresKeyStore(_SqlKeyStore):
         self._pool = ConnectionPool(
             conninfo, min_size=1, max_size=4, timeout=max(postgres.pool_timeout_s, 5), open=True
         )
-        with self._pool.connection() as conn, conn.transaction():
+        # The table is made at first use, not here: a replica starting while PostgreSQL is
+        # down must come up (and answer 503 meanwhile) as its event store does.
+        self._table_ready = False
+        self._table_lock = threading.Lock()
+
+    def _ensure_table(self) -> None:
+        if self._table_ready:
+            return
+        with self._table_lock, self._pool.connection() as conn, conn.transaction():
+            if self._table_ready:
+                return
             # Under an advisory lock: replicas starting at once on a fresh database would
             # otherwise collide creating the table ('duplicate key ... pg_type').
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('fulfil privacy key store'))")
@@ -204,12 +214,15 @@ class PostgresKeyStore(_SqlKeyStore):
                 " created_at timestamptz NOT NULL DEFAULT now(), erased_at timestamptz,"
                 " PRIMARY KEY (customer_id, generation))"
             )
+            self._table_ready = True
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        self._ensure_table()
         with self._pool.connection() as conn:
             return list(conn.execute(self._sql(sql), params).fetchall())
 
     def _run(self, sql: str, params: tuple[Any, ...]) -> int:
+        self._ensure_table()
         with self._pool.connection() as conn:
             return conn.execute(self._sql(sql), params).rowcount
 
