@@ -69,7 +69,7 @@ class Platform:
     def create(cls) -> Platform:
         platform = cls()
         platform.keys_database = create_database("fulfil_e2e_keys")
-        settings = {**E2E_SETTINGS, "FULFIL_PRIVACY_KEYSTORE_DBNAME": platform.keys_database}
+        settings = platform.settings()
         for name in SERVICES:
             database = create_database(f"fulfil_e2e_{name.replace('-', '_')}")
             port = free_port()
@@ -94,6 +94,11 @@ class Platform:
     def stop(self, *names: str) -> None:
         for name in names or PROCESSES:
             self[name].process.stop()
+
+    def settings(self) -> dict[str, str]:
+        """What every process of this platform runs with (a restarted one too): the e2e
+        settings and the key store they all share."""
+        return {**E2E_SETTINGS, "FULFIL_PRIVACY_KEYSTORE_DBNAME": self.keys_database}
 
     def drop_databases(self) -> None:
         for service in self.services.values():

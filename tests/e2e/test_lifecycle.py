@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from fulfilment_kit.contracts import topics
-from tests.e2e.platform import E2E_SETTINGS, Platform, events_of, new_sku, types_of
+from tests.e2e.platform import Platform, events_of, new_sku, types_of
 from tests.support.auth import signed
 from tests.support.polling import eventually
 from tests.support.processes import service_process, wait_ready
@@ -200,7 +200,7 @@ async def test_a_cancellation_arriving_after_dispatch_is_refused_and_the_order_s
         shipping.database,
         shipping.port,
         log_name=f"e2e-shipping-paused-{shipping.database}",
-        **E2E_SETTINGS,
+        **platform.settings(),
         FULFIL_CONSUMERS_ENABLED="false",
     ).start()
     try:
