@@ -22,7 +22,7 @@ import pytest
 from fulfilment_kit.http.errors import DATABASE_RETRY_AFTER_S
 from tests.support.auth import signed
 from tests.support.polling import eventually
-from tests.support.processes import running_service
+from tests.support.processes import free_port, running_service, service_process, wait_ready
 from tests.support.stack import create_database, drop_database
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,3 +152,25 @@ async def test_database_outage_is_503_problem_and_the_same_key_gives_one_result(
         reply = await _first_success(calls[what], what)
         assert reply.status_code == 404, f"{what}: {reply.text}"
         assert reply.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_replica_started_while_the_database_is_down_comes_up_when_it_is_back() -> None:
+    """A replica (re)started during an outage (a rolling deploy, a node drain) waits for the
+    database and comes up, instead of exiting at start (the chaos suite's restarted replica)."""
+    database = create_database("fulfil_outage_start")
+    port = free_port()
+    process = service_process("payments", database, port, log_name=f"start-{database}")
+    try:
+        with postgres_stopped():
+            process.start()
+
+            async def waiting() -> bool:
+                if process.proc is not None and process.proc.poll() is not None:
+                    raise AssertionError(f"payments exited at start:\n{process.log_tail()}")
+                return "database not answering at start" in process.log_text()
+
+            await eventually(waiting, timeout=60, what="payments waiting for the database")
+        await wait_ready(f"http://127.0.0.1:{port}", process, timeout=90)
+    finally:
+        process.stop()
+        drop_database(database)

@@ -191,6 +191,9 @@ class ServiceSettings(Settings):
     consumer_max_backoff_s: float = Field(default=30.0, gt=0)
     """Longest wait between two tries of a partition held at its tracked offset (database
     down, conflict, stopped read model)."""
+    startup_database_wait_s: float = Field(default=300.0, ge=0)
+    """How long a starting process waits for PostgreSQL before it gives up (a replica
+    restarted during an outage comes up when the database is back)."""
     consumer_resume_from: Literal["database", "kafka"] = "database"
     """Where a consumer resumes on assignment; `kafka` (Kafka's committed offsets) only to
     inject redelivery in tests."""

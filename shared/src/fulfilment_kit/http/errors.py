@@ -13,9 +13,7 @@ from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
 
-import psycopg
 import structlog
-from eventsourcing import persistence
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,20 +22,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from fulfilment_kit.http.conflicts import install_conflict_handlers
+from fulfilment_kit.persistence.availability import DATABASE_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 DATABASE_RETRY_AFTER_S = 5
 """What a 503 for an unreachable database tells the caller to wait (seconds)."""
-
-DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
-    persistence.OperationalError,
-    persistence.InterfaceError,
-    psycopg.OperationalError,  # includes psycopg_pool.PoolTimeout
-    psycopg.InterfaceError,
-)
-"""Exceptions meaning "the database does not answer now" (not "the request is wrong")."""
 
 
 class FieldProblem(BaseModel):

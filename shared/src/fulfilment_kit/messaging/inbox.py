@@ -44,10 +44,11 @@ from fulfilment_kit.contracts.base import IntegrationEvent
 from fulfilment_kit.contracts.registry import event_class_for
 from fulfilment_kit.messaging import cloudevents, kafka
 from fulfilment_kit.observability import metrics
+from fulfilment_kit.persistence.availability import wait_for_database
 from fulfilment_kit.persistence.batch_load import load_aggregates
 from fulfilment_kit.persistence.fencing import FencedTracking, fenced_process_recorder
 from fulfilment_kit.persistence.transcodings import register_dataclasses
-from fulfilment_kit.settings import KafkaSettings
+from fulfilment_kit.settings import KafkaSettings, ServiceSettings
 from fulfilment_kit.tracing import Trace, stamp
 
 log = structlog.get_logger(__name__)
@@ -98,7 +99,11 @@ class ProcessApplication(Application[UUID]):
 
     def construct_recorder(self) -> ProcessRecorder:
         # Fenced tracking writes: a revoked consumer cannot commit over the new owner.
-        recorder: ProcessRecorder = fenced_process_recorder(self.factory)
+        recorder: ProcessRecorder = wait_for_database(
+            lambda: fenced_process_recorder(self.factory),
+            what=f"{self.name} event store",
+            timeout_s=ServiceSettings().startup_database_wait_s,
+        )
         return recorder
 
     def handle(self, message: InboundMessage, processing: ProcessingEvent[UUID]) -> None:
