@@ -106,6 +106,7 @@ test: lint typecheck k8s-tools stack prometheus-tools ## everything: lint, types
 	@$(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider -m "not kafka_security and not chaos" \
 		--ignore=tests/integration --ignore=tests/chaos tests
 	@$(MAKE) --no-print-directory test-scram
+	@$(MAKE) --no-print-directory test-chaos
 
 # --- chaos ------------------------------------------------------------------------------
 # Replicas killed, added and removed, Kafka and PostgreSQL restarted, the card provider slow,
@@ -113,7 +114,7 @@ test: lint typecheck k8s-tools stack prometheus-tools ## everything: lint, types
 # It stops and starts this checkout's own broker and database (never anyone else's).
 CHAOS = $(WITH_KAFKA) $(UV) run --no-sync pytest -q -p no:cacheprovider -m chaos tests/chaos
 
-test-chaos: stack ## the CI-sized chaos run (600 orders, every fault once; not in `make test` yet, see docs/reliability.md)
+test-chaos: stack ## the CI-sized chaos run (600 orders, every fault once; the end of `make test`)
 	@CHAOS_ORDERS=$${CHAOS_ORDERS:-600} $(CHAOS)
 
 chaos: stack ## the full chaos run (3000 orders; every replica of every process killed in turn)
