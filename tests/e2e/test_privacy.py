@@ -149,7 +149,7 @@ async def test_erasure_leaves_no_personal_data_anywhere_and_keeps_the_books(
     ):
         ce_id = await delivered_event(topic, order_id, delivered_type)
         async with platform["customer-service"].client() as client:
-            reply = await client.get("/kpis", params={"wait_for": ce_id, "timeout_s": 30})
+            reply = await client.get("/kpis", params={"wait_for": ce_id, "timeout_s": 10})
             assert reply.status_code == 200, reply.text
     before_kpis = await kpis(platform)
     before_stock = await platform.get("inventory", f"/stock/{sku}")
