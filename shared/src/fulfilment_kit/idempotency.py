@@ -17,17 +17,18 @@ from typing import Generic, TypeVar
 from eventsourcing.persistence import IntegrityError
 from pydantic import BaseModel
 
+from fulfilment_kit.commands import COMMAND_ATTEMPTS, ConcurrentUpdate, IdempotencyConflict, gave_up
+
+__all__ = [
+    "ConcurrentUpdate",
+    "IdempotencyConflict",
+    "Outcome",
+    "check_fingerprint",
+    "fingerprint",
+    "run_idempotently",
+]
+
 T = TypeVar("T")
-
-DEFAULT_ATTEMPTS = 5
-
-
-class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used before with a different request."""
-
-
-class ConcurrentUpdate(Exception):
-    """The command kept conflicting with concurrent writes of the same aggregates."""
 
 
 def fingerprint(*parts: str | BaseModel) -> str:
@@ -56,14 +57,16 @@ def run_idempotently(
     *,
     replay: Callable[[], T | None],
     attempt: Callable[[], T],
-    attempts: int = DEFAULT_ATTEMPTS,
+    attempts: int = COMMAND_ATTEMPTS,
+    what: str = "the aggregates",
 ) -> Outcome[T]:
     """Run `attempt` once per key, replaying the first result to every identical request.
 
     `replay()` returns the result recorded for the key (raising IdempotencyConflict when the
     key came with another request) or None. `attempt()` checks, changes and saves, atomically
     with what `replay` reads; it raises IntegrityError when a concurrent write won. Whatever
-    `attempt` raises, a result recorded for the key meanwhile is the answer.
+    `attempt` raises, a result recorded for the key meanwhile is the answer; after `attempts`
+    conflicts, ConcurrentUpdate names `what` kept changing.
     """
     for _ in range(attempts):
         first = replay()
@@ -81,14 +84,4 @@ def run_idempotently(
     first = replay()
     if first is not None:
         return Outcome(first, applied=False)
-    raise ConcurrentUpdate("the aggregates kept changing concurrently; try again")
-
-
-def retry_on_conflict(attempt: Callable[[], T], attempts: int = DEFAULT_ATTEMPTS) -> T:
-    """Run `attempt` (load, change, save) again after an optimistic-concurrency conflict."""
-    for _ in range(attempts):
-        try:
-            return attempt()
-        except IntegrityError:
-            continue
-    raise ConcurrentUpdate("the aggregates kept changing concurrently; try again")
+    raise gave_up(what)

@@ -21,7 +21,7 @@ from fulfilment_kit.contracts.types import (
     StockCount,
 )
 from fulfilment_kit.http.auth import AGENT, OPS, WAREHOUSE, Caller, require
-from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
+from fulfilment_kit.http.errors import problem_responses
 from fulfilment_kit.http.pagination import (
     DEFAULT_PAGE_SIZE,
     LINK_HEADER,
@@ -30,24 +30,16 @@ from fulfilment_kit.http.pagination import (
     set_next_link,
 )
 from fulfilment_kit.http.requests import app_of, trace_of, wake_relay
-from fulfilment_kit.idempotency import ConcurrentUpdate, IdempotencyConflict, fingerprint
+from fulfilment_kit.idempotency import fingerprint
 from inventory.application import (
     CountStock,
     Idempotency,
     InventoryApplication,
     ReceiveStock,
-    ReservationNotFound,
     SetThreshold,
-    SkuNotFound,
     StockResult,
 )
-from inventory.domain import (
-    CountBelowReserved,
-    InvalidQuantity,
-    InventoryError,
-    Reservation,
-    StockItem,
-)
+from inventory.domain import Reservation, StockItem
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["inventory"])
@@ -136,20 +128,11 @@ def _idempotency(key: str | None, operation: str, sku: str, body: BaseModel) -> 
     return Idempotency(key, fingerprint(operation, sku, body))
 
 
-async def _run(request: Request, sku: str, call: Callable[[], StockResult]) -> StockResult:
-    """Run a stock command off the event loop and map its errors to problems."""
-    try:
-        result = await asyncio.to_thread(call)
-    except SkuNotFound as exc:
-        raise not_found("SKU", sku) from exc
-    except IdempotencyConflict as exc:
-        raise conflict(str(exc)) from exc
-    except (CountBelowReserved, ConcurrentUpdate) as exc:
-        raise conflict(str(exc)) from exc
-    except InvalidQuantity as exc:
-        raise ProblemError(422, "Invalid stock change", str(exc)) from exc
-    except InventoryError as exc:
-        raise conflict(str(exc)) from exc
+async def _run(
+    request: Request, command: Callable[[InventoryApplication], StockResult]
+) -> StockResult:
+    """Run a stock command off the event loop (its errors are the kit's problems)."""
+    result = await asyncio.to_thread(command, app_of(request, InventoryApplication))
     if not result.replayed:
         wake_relay(request)
     return result
@@ -183,9 +166,7 @@ async def receive_stock(
         trace=trace_of(request, key=idempotency_key),
         idempotency=_idempotency(idempotency_key, "receipt", sku, body),
     )
-    result = await _run(
-        request, sku, lambda: app_of(request, InventoryApplication).receive_stock(command)
-    )
+    result = await _run(request, lambda app: app.receive_stock(command))
     log.info("stock received", sku=sku, quantity=body.quantity, replayed=result.replayed)
     return _respond(result, response)
 
@@ -217,9 +198,7 @@ async def adjust_stock(
         trace=trace_of(request, key=idempotency_key),
         idempotency=_idempotency(idempotency_key, "adjustment", sku, body),
     )
-    result = await _run(
-        request, sku, lambda: app_of(request, InventoryApplication).count_stock(command)
-    )
+    result = await _run(request, lambda app: app.count_stock(command))
     log.info("stock counted", sku=sku, replayed=result.replayed)
     return _respond(result, response)
 
@@ -234,9 +213,7 @@ async def set_threshold(
 ) -> StockView:
     """Set the SKU's low-stock threshold."""
     command = SetThreshold(sku=sku, threshold=body.threshold, trace=trace_of(request))
-    result = await _run(
-        request, sku, lambda: app_of(request, InventoryApplication).set_threshold(command)
-    )
+    result = await _run(request, lambda app: app.set_threshold(command))
     return _respond(result, response)
 
 
@@ -244,10 +221,7 @@ async def set_threshold(
     "/stock/{sku}", response_model=StockView, responses=problem_responses(404, s404="Unknown SKU")
 )
 async def get_stock(sku: SkuPath, request: Request, _: StockReader) -> StockView:
-    try:
-        item = await asyncio.to_thread(app_of(request, InventoryApplication).get_stock, sku)
-    except SkuNotFound as exc:
-        raise not_found("SKU", sku) from exc
+    item = await asyncio.to_thread(app_of(request, InventoryApplication).get_stock, sku)
     return StockView.of(item)
 
 
@@ -283,10 +257,7 @@ async def list_stock(
     responses=problem_responses(404, s404="No reservation for this order"),
 )
 async def get_reservation(order_id: uuid.UUID, request: Request, _: StockReader) -> ReservationView:
-    try:
-        reservation = await asyncio.to_thread(
-            app_of(request, InventoryApplication).get_reservation, order_id
-        )
-    except ReservationNotFound as exc:
-        raise not_found("reservation of order", order_id) from exc
+    reservation = await asyncio.to_thread(
+        app_of(request, InventoryApplication).get_reservation, order_id
+    )
     return ReservationView.of(reservation)

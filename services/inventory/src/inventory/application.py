@@ -14,6 +14,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 from eventsourcing.utils import get_topic
 
+from fulfilment_kit.commands import NotFound
 from fulfilment_kit.contracts import (
     IntegrationEvent,
     OrderCancelled,
@@ -23,8 +24,6 @@ from fulfilment_kit.contracts import (
     ShipmentCancelled,
     ShipmentShipped,
 )
-from fulfilment_kit.idempotency import ConcurrentUpdate as ConcurrentUpdate  # re-exported
-from fulfilment_kit.idempotency import IdempotencyConflict as IdempotencyConflict  # re-exported
 from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
 from fulfilment_kit.messaging.cloudevents import Envelope
 from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
@@ -50,21 +49,18 @@ from inventory.settings import InventorySettings
 
 log = structlog.get_logger(__name__)
 
-COMMAND_ATTEMPTS = 5
-"""How often an HTTP command is retried after an optimistic-concurrency conflict."""
-
 SNAPSHOT_INTERVAL = 50
 """Events between two snapshots of a StockItem: a load replays at most this many."""
 
 T = TypeVar("T", bound=Aggregate)
 
 
-class SkuNotFound(LookupError):
-    pass
+class SkuNotFound(NotFound):
+    what = "SKU"
 
 
-class ReservationNotFound(LookupError):
-    pass
+class ReservationNotFound(NotFound):
+    what = "reservation of order"
 
 
 @dataclass(frozen=True)
@@ -186,10 +182,7 @@ class InventoryApplication(ProcessApplication):
             return item
 
         replay = (lambda: self._replay(idempotency)) if idempotency is not None else lambda: None
-        try:
-            outcome = run_idempotently(replay=replay, attempt=attempt, attempts=COMMAND_ATTEMPTS)
-        except ConcurrentUpdate as exc:
-            raise ConcurrentUpdate(f"stock of {sku} kept changing concurrently; try again") from exc
+        outcome = run_idempotently(replay=replay, attempt=attempt, what=f"stock of {sku}")
         return StockResult(outcome.result, replayed=not outcome.applied)
 
     def _replay(self, idempotency: Idempotency) -> StockItem | None:
@@ -238,7 +231,7 @@ class InventoryApplication(ProcessApplication):
     def get_reservation(self, order_id: UUID) -> Reservation:
         reservation = self.find(reservation_id(order_id), Reservation)
         if reservation is None:
-            raise ReservationNotFound(str(order_id))
+            raise ReservationNotFound(order_id)
         return reservation
 
     # Policy (Kafka): every change goes on `processing`, saved with the tracking record.

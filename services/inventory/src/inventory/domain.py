@@ -11,6 +11,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from fulfilment_kit.commands import InvalidCommand, StateConflict
 from fulfilment_kit.tracing import Trace
 
 INVENTORY_NAMESPACE = uuid.UUID("3e5c2b7a-9d41-4f0e-8a6b-1c2d3e4f5a6b")
@@ -43,12 +44,14 @@ def restock_id(return_id: UUID) -> UUID:
     return uuid.uuid5(INVENTORY_NAMESPACE, f"restock:{return_id}")
 
 
-class InventoryError(Exception):
-    """A command that breaks an inventory invariant."""
+class InventoryError(StateConflict):
+    """A command that breaks an inventory invariant (409)."""
 
 
-class InvalidQuantity(InventoryError, ValueError):
-    """A quantity, count, threshold or reason outside its allowed range."""
+class InvalidQuantity(InvalidCommand, InventoryError):
+    """A quantity, count, threshold or reason outside its allowed range (422)."""
+
+    title = "Invalid stock change"
 
 
 class InsufficientStock(InventoryError):

@@ -13,17 +13,10 @@ from pydantic import BaseModel, ConfigDict
 
 from fulfilment_kit.contracts.types import PositiveMinorAmount
 from fulfilment_kit.http.auth import AGENT, FINANCE, OPS, Caller, require
-from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
+from fulfilment_kit.http.errors import problem_responses
 from fulfilment_kit.http.requests import app_of, trace_of, wake_relay
-from payments.application import (
-    ConcurrentUpdate,
-    IdempotencyConflict,
-    PaymentNotFound,
-    PaymentsApplication,
-    RequestRefund,
-)
-from payments.domain import NotRefundable, Payment, Refund, RefundExceedsCapture
-from payments.gateway import GatewayError, TransientGatewayError
+from payments.application import PaymentsApplication, RequestRefund
+from payments.domain import Payment, Refund
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["payments"])
@@ -115,12 +108,7 @@ Refunder = Annotated[Caller, Depends(require(FINANCE))]
     responses=problem_responses(404, s404="No payment for this order"),
 )
 async def get_payment(order_id: uuid.UUID, request: Request, _: PaymentReader) -> PaymentView:
-    try:
-        payment = await asyncio.to_thread(
-            app_of(request, PaymentsApplication).get_payment, order_id
-        )
-    except PaymentNotFound as exc:
-        raise not_found("payment of order", order_id) from exc
+    payment = await asyncio.to_thread(app_of(request, PaymentsApplication).get_payment, order_id)
     return PaymentView.of(payment)
 
 
@@ -159,24 +147,7 @@ async def refund(
         idempotency_key=idempotency_key,
         trace=trace_of(request, key=idempotency_key),
     )
-    try:
-        issued = await asyncio.to_thread(app_of(request, PaymentsApplication).refund, command)
-    except PaymentNotFound as exc:
-        raise not_found("payment of order", order_id) from exc
-    except IdempotencyConflict as exc:
-        raise conflict(str(exc)) from exc
-    except RefundExceedsCapture as exc:
-        raise conflict(str(exc), refundable_minor=exc.refundable_minor) from exc
-    except NotRefundable as exc:
-        raise conflict(str(exc)) from exc
-    except ConcurrentUpdate as exc:
-        raise conflict(str(exc)) from exc
-    except TransientGatewayError as exc:
-        raise ProblemError(
-            503, "Payment provider unavailable", "retry later with the same Idempotency-Key"
-        ) from exc
-    except GatewayError as exc:
-        raise ProblemError(502, "Payment provider refused the refund", str(exc)) from exc
+    issued = await asyncio.to_thread(app_of(request, PaymentsApplication).refund, command)
     if issued.created:
         wake_relay(request)
         log.info("refund issued", order_id=str(order_id), amount_minor=body.amount_minor)

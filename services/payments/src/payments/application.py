@@ -30,8 +30,9 @@ from uuid import UUID
 
 import structlog
 from eventsourcing.application import ProcessingEvent
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording
+from eventsourcing.persistence import JSONTranscoder, Recording
 
+from fulfilment_kit.commands import IdempotencyConflict, NotFound, execute
 from fulfilment_kit.contracts import (
     IntegrationEvent,
     OrderCancelled,
@@ -65,16 +66,8 @@ from payments.settings import PaymentsSettings
 log = structlog.get_logger(__name__)
 
 
-class PaymentNotFound(LookupError):
-    pass
-
-
-class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used before with a different request."""
-
-
-class ConcurrentUpdate(Exception):
-    """The payment kept changing under the command; the client may retry."""
+class PaymentNotFound(NotFound):
+    what = "payment of order"
 
 
 @dataclass(frozen=True)
@@ -103,7 +96,6 @@ class PaymentsApplication(ProcessApplication):
         ShipmentCancelled,
         ReturnReceived,
     )
-    conflict_attempts = 5
 
     def __init__(
         self,
@@ -323,7 +315,8 @@ class PaymentsApplication(ProcessApplication):
     ) -> tuple[Payment, bool]:
         """The payment with the refund requested, and whether this call requested it (False:
         found requested or done before)."""
-        for _ in range(self.conflict_attempts):
+
+        def change() -> tuple[Payment, bool]:
             payment = self.get_payment(command.order_id)
             existing = payment.refund_by_id(refund_id) or payment.pending_refund(refund_id)
             if existing is not None:
@@ -342,31 +335,27 @@ class PaymentsApplication(ProcessApplication):
                 reason=command.reason,
                 trace=command.trace,
             )
-            try:
-                self.save(payment)
-            except IntegrityError:
-                continue  # changed meanwhile: check again
+            self.save(payment)  # IntegrityError: changed meanwhile, check again
             return payment, True
-        raise ConcurrentUpdate(f"payment of order {command.order_id} kept changing; retry")
+
+        return execute(change, what=f"payment of order {command.order_id}")
 
     def record_provider_outcome(self, order_id: UUID, change: Callable[[Payment], bool]) -> Payment:
         """Apply `change` to the newest payment and save it, retrying on a concurrent change;
         `change` returns False when there is nothing (more) to record."""
-        for _ in range(self.conflict_attempts):
+
+        def record() -> Payment:
             payment = self.get_payment(order_id)
-            if not change(payment):
-                return payment
-            try:
+            if change(payment):
                 self.save(payment)
-            except IntegrityError:
-                continue
             return payment
-        raise ConcurrentUpdate(f"payment of order {order_id} kept changing; retry")
+
+        return execute(record, what=f"payment of order {order_id}")
 
     def get_payment(self, order_id: UUID) -> Payment:
         payment = self.find(payment_id_for(order_id), Payment)
         if payment is None:
-            raise PaymentNotFound(str(order_id))
+            raise PaymentNotFound(order_id)
         return payment
 
     # -- metrics and the worker's wake-up, after each commit ----------------------------------

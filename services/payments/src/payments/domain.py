@@ -24,6 +24,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from fulfilment_kit.commands import StateConflict
 from fulfilment_kit.tracing import Trace
 
 # Namespace of the deterministic ids of payments (one per order) and refunds.
@@ -71,8 +72,8 @@ class NotCapturable(PaymentError):
     pass
 
 
-class NotRefundable(PaymentError):
-    pass
+class NotRefundable(PaymentError, StateConflict):
+    """Nothing (or not this much) may be refunded now: 409."""
 
 
 class RefundExceedsCapture(NotRefundable):
@@ -83,6 +84,10 @@ class RefundExceedsCapture(NotRefundable):
         )
         self.requested_minor = requested_minor
         self.refundable_minor = refundable_minor
+
+    @property
+    def extra(self) -> dict[str, int]:
+        return {"refundable_minor": self.refundable_minor}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
+from fulfilment_kit.commands import DependencyFailed
 from fulfilment_kit.contracts.payments import PaymentFailureCode
 from fulfilment_kit.retry import retry_transient
 from payments.settings import PaymentsSettings
@@ -28,12 +29,21 @@ T = TypeVar("T")
 FAILURE_CODES: frozenset[str] = frozenset(get_args(PaymentFailureCode))
 
 
-class GatewayError(Exception):
-    """The provider refused a request for a reason retrying will not fix."""
+class GatewayError(DependencyFailed):
+    """The provider refused a request for a reason retrying will not fix (502)."""
+
+    title = "Payment provider refused the refund"  # the one call an HTTP route makes
 
 
 class TransientGatewayError(GatewayError):
-    """The provider could not be reached or answered 5xx/429: retrying may succeed."""
+    """The provider could not be reached or answered 5xx/429: retrying may succeed (503)."""
+
+    status = 503
+    title = "Payment provider unavailable"
+
+    @property
+    def detail(self) -> str:
+        return "retry later with the same Idempotency-Key"
 
 
 class RefundRejectedError(GatewayError):

@@ -27,11 +27,12 @@ from uuid import UUID
 import structlog
 from eventsourcing.utils import get_topic
 
+from fulfilment_kit.commands import ConcurrentUpdate
 from fulfilment_kit.observability.health import Heartbeat
 from fulfilment_kit.persistence.follower import LogFollower, Writes
 from fulfilment_kit.privacy import REDACTED
 from fulfilment_kit.tracing import Trace
-from payments.application import ConcurrentUpdate, PaymentsApplication, _complete, _reject
+from payments.application import PaymentsApplication, _complete, _reject
 from payments.domain import Payment
 from payments.gateway import (
     ChargeResult,

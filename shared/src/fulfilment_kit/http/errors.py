@@ -3,8 +3,11 @@
 One place maps what can go wrong in any service to its status: request validation (422),
 unknown routes (404) and methods (405, with an `Allow` of every method of the path), a
 database that does not answer (503 with `Retry-After`), anything unexpected (500, without
-details), and the `ProblemError`s the services raise. `problem_responses()` documents them
-in the OpenAPI with the problem+json content type and the `Problem` schema.
+details), a concurrent write that escaped a command (409, in general terms), the
+`ProblemError`s the services raise, and every command error
+(`fulfilment_kit.commands.CommandError`: not found, state conflict, invalid command, a
+provider refused or down) with the status and title its class names. `problem_responses()`
+documents them in the OpenAPI with the problem+json content type and the `Problem` schema.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 import structlog
+from eventsourcing.persistence import IntegrityError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -21,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from fulfilment_kit.http.conflicts import install_conflict_handlers
+from fulfilment_kit.commands import CommandError
 from fulfilment_kit.persistence.availability import DATABASE_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
@@ -29,6 +34,9 @@ log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
 DATABASE_RETRY_AFTER_S = 5
 """What a 503 for an unreachable database tells the caller to wait (seconds)."""
+CONCURRENT_WRITE = (
+    "the resource was changed by a concurrent request; read it again and retry if still wanted"
+)
 
 
 class FieldProblem(BaseModel):
@@ -194,7 +202,12 @@ def _allowed_methods(request: Request) -> list[str]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    install_conflict_handlers(app)
+    @app.exception_handler(IntegrityError)
+    @app.exception_handler(psycopg.errors.IntegrityError)
+    async def _integrity(request: Request, exc: Exception) -> JSONResponse:
+        # The database's message names tables and keys: log it, answer in general terms.
+        log.info("concurrent write conflict", path=request.url.path, error=type(exc).__name__)
+        return _problem(409, "Conflict", CONCURRENT_WRITE)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -214,6 +227,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem_error(_: Request, exc: ProblemError) -> JSONResponse:
         return _problem(exc.status, exc.title, exc.detail, headers=exc.headers, **exc.extra)
+
+    @app.exception_handler(CommandError)
+    async def _command_error(_: Request, exc: CommandError) -> JSONResponse:
+        return _problem(exc.status, exc.title, exc.detail, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
