@@ -104,7 +104,7 @@ class Closed(StateConflict):
 
 
 class ProviderDown(DependencyFailed):
-    status = 503
+    http_status = 503
     title = "Provider unavailable"
 
 

@@ -28,9 +28,9 @@ COMMAND_ATTEMPTS = 5
 
 
 class CommandError(Exception):
-    """A command refused; `status`, `title`, `detail` and `extra` make its problem+json."""
+    """A command refused; `http_status`, `title`, `detail` and `extra` make its problem+json."""
 
-    status: ClassVar[int] = 409
+    http_status: ClassVar[int] = 409
     title: ClassVar[str] = "Conflict"
 
     @property
@@ -59,7 +59,7 @@ class NotFound(CommandError, LookupError):
     """What the command or query names does not exist: 404 "<what> <identifier> does not
     exist". `str()` stays the identifier (or the message) it was raised with."""
 
-    status = 404
+    http_status = 404
     title = "Not found"
     what: ClassVar[str] = "resource"
 
@@ -75,14 +75,14 @@ class NotFound(CommandError, LookupError):
 class InvalidCommand(CommandError, ValueError):
     """The command's input breaks a rule the request's schema cannot say: 422."""
 
-    status = 422
+    http_status = 422
     title = "Invalid request"
 
 
 class DependencyFailed(CommandError):
-    """An outside provider refused the call (502); a subclass with status 503: it is down."""
+    """An outside provider refused the call (502); a subclass with http_status 503: it is down."""
 
-    status = 502
+    http_status = 502
     title = "Provider refused"
 
 

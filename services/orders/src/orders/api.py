@@ -21,25 +21,13 @@ from fulfilment_kit.contracts.types import (
     PaymentToken,
 )
 from fulfilment_kit.http.auth import AGENT, CUSTOMER, OPS, Caller, require
-from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
+from fulfilment_kit.http.errors import ProblemError, not_found, problem_responses
 from fulfilment_kit.http.requests import app_of, trace_of, wake_relay
-from fulfilment_kit.idempotency import IdempotencyConflict, fingerprint
+from fulfilment_kit.idempotency import fingerprint
 from fulfilment_kit.privacy import PersonalDataVault
 from fulfilment_kit.tracing import Trace
-from orders.application import (
-    OrderNotFound,
-    OrdersApplication,
-    PlaceOrder,
-)
-from orders.domain import (
-    MAX_LINES,
-    Address,
-    InvalidOrder,
-    Order,
-    OrderConflict,
-    OrderLine,
-    OrderStatus,
-)
+from orders.application import OrdersApplication, PlaceOrder
+from orders.domain import MAX_LINES, Address, Order, OrderLine, OrderStatus
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["orders"])
@@ -196,12 +184,7 @@ async def place_order(
         fingerprint=fingerprint(body),
         trace=trace_of(request, key=idempotency_key),
     )
-    try:
-        placed = await asyncio.to_thread(app_of(request, OrdersApplication).place_order, command)
-    except IdempotencyConflict as exc:
-        raise conflict(str(exc)) from exc
-    except InvalidOrder as exc:
-        raise ProblemError(422, "Invalid order", str(exc)) from exc
+    placed = await asyncio.to_thread(app_of(request, OrdersApplication).place_order, command)
     if placed.created:
         wake_relay(request)
         log.info("order placed", order_id=str(placed.order.id), lines=len(command.lines))
@@ -213,10 +196,7 @@ async def place_order(
 
 async def _own_order(request: Request, order_id: uuid.UUID, caller: Caller) -> Order:
     """The order, if the caller may see it (another customer's order is not found)."""
-    try:
-        order = await asyncio.to_thread(app_of(request, OrdersApplication).get_order, order_id)
-    except OrderNotFound as exc:
-        raise not_found("order", order_id) from exc
+    order = await asyncio.to_thread(app_of(request, OrdersApplication).get_order, order_id)
     if not caller.owns(order.customer_id):
         raise not_found("order", order_id)
     return order
@@ -263,14 +243,9 @@ async def cancel_order(
         correlation_id=str(order_id),
         causation_id=f"http:cancel:{uuid.uuid4()}",
     )
-    try:
-        order, changed = await asyncio.to_thread(
-            app_of(request, OrdersApplication).cancel_order, order_id, body.reason, trace
-        )
-    except OrderNotFound as exc:
-        raise not_found("order", order_id) from exc
-    except OrderConflict as exc:
-        raise conflict(str(exc)) from exc
+    order, changed = await asyncio.to_thread(
+        app_of(request, OrdersApplication).cancel_order, order_id, body.reason, trace
+    )
     if changed:
         wake_relay(request)
         log.info("order cancellation", order_id=str(order_id), status=str(order.status))

@@ -12,6 +12,7 @@ from typing import Any
 from eventsourcing.application import ProcessingEvent
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
+from fulfilment_kit.commands import NotFound, execute
 from fulfilment_kit.contracts import (
     PaymentCaptured,
     PaymentFailed,
@@ -23,8 +24,6 @@ from fulfilment_kit.contracts import (
     StockLocked,
     StockRejected,
 )
-from fulfilment_kit.idempotency import ConcurrentUpdate as ConcurrentUpdate  # re-exported
-from fulfilment_kit.idempotency import IdempotencyConflict as IdempotencyConflict  # re-exported
 from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
 from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.persistence.transcodings import register_dataclasses
@@ -44,8 +43,8 @@ from orders.domain import (
 IDEMPOTENCY_NAMESPACE = uuid.UUID("0b7d3f2a-5c1e-4d8b-9f6a-2e4c8a1b3d5f")
 
 
-class OrderNotFound(LookupError):
-    pass
+class OrderNotFound(NotFound):
+    what = "order"
 
 
 @dataclass(frozen=True)
@@ -159,17 +158,15 @@ class OrdersApplication(ProcessApplication):
     def cancel_order(self, order_id: uuid.UUID, reason: str, trace: Trace) -> tuple[Order, bool]:
         """The customer's cancellation: cancelled at once before payment, requested from
         shipping once paid; (order, whether this call changed it)."""
-        for _ in range(3):
+
+        def cancel() -> tuple[Order, bool]:
             order = self.get_order(order_id)
             changed = order.cancel(reason, trace)
-            if not changed:
-                return order, False
-            try:
+            if changed:  # IntegrityError: a reaction changed it (e.g. paid): decide again
                 self.save(order)
-            except IntegrityError:
-                continue  # a reaction changed it meanwhile (e.g. paid): decide again
-            return order, True
-        raise IntegrityError(f"order {order_id} kept changing; retry")
+            return order, changed
+
+        return execute(cancel, what=f"order {order_id}")
 
     def flag_overdue(self, order_id: uuid.UUID, stage: str, deadline_at: datetime) -> bool:
         """Flag an order stuck in `stage` past its deadline; False if it moved on meanwhile."""
@@ -188,7 +185,7 @@ class OrdersApplication(ProcessApplication):
     def get_order(self, order_id: uuid.UUID) -> Order:
         order = self.find(order_id, Order)
         if order is None:
-            raise OrderNotFound(str(order_id))
+            raise OrderNotFound(order_id)
         return order
 
     # --- reactions ---

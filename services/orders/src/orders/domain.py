@@ -9,6 +9,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from fulfilment_kit.commands import InvalidCommand, StateConflict
 from fulfilment_kit.tracing import Trace
 
 MAX_LINES = 100
@@ -90,12 +91,14 @@ class Shortage:
     available: int
 
 
-class InvalidOrder(ValueError):
-    """An order that breaks a domain invariant."""
+class InvalidOrder(InvalidCommand):
+    """An order that breaks a domain invariant (422)."""
+
+    title = "Invalid order"
 
 
-class OrderConflict(Exception):
-    """A command the order's current status does not allow."""
+class OrderConflict(StateConflict):
+    """A command the order's current status does not allow (409)."""
 
 
 class Order(Aggregate):

@@ -38,7 +38,7 @@ class GatewayError(DependencyFailed):
 class TransientGatewayError(GatewayError):
     """The provider could not be reached or answered 5xx/429: retrying may succeed (503)."""
 
-    status = 503
+    http_status = 503
     title = "Payment provider unavailable"
 
     @property

@@ -16,21 +16,10 @@ from fulfilment_kit.contracts.shipping import ShipmentExceptionCode
 from fulfilment_kit.contracts.types import InputReasonText, Sku, TrackingNumber
 from fulfilment_kit.http import webhooks
 from fulfilment_kit.http.auth import AGENT, OPS, WAREHOUSE, Caller, require
-from fulfilment_kit.http.errors import ProblemError, conflict, not_found, problem_responses
+from fulfilment_kit.http.errors import ProblemError, problem_responses
 from fulfilment_kit.http.requests import app_of, trace_of, wake_relay
-from shipping.application import (
-    CarrierRefused,
-    CarrierUnavailable,
-    CarrierUpdate,
-    ConcurrentChange,
-    Delivery,
-    DeliveryReplayed,
-    InvalidEventTime,
-    ShipmentNotFound,
-    ShippingApplication,
-    UnknownTrackingNumber,
-)
-from shipping.domain import InvalidTransition, Shipment
+from shipping.application import CarrierUpdate, Delivery, ShippingApplication
+from shipping.domain import Shipment
 
 log = structlog.get_logger(__name__)
 router = APIRouter(tags=["shipping"])
@@ -153,12 +142,7 @@ class CarrierSignature:
     responses=problem_responses(404, s404="No shipment for this order"),
 )
 async def get_shipment(order_id: uuid.UUID, request: Request) -> ShipmentView:
-    try:
-        shipment = await asyncio.to_thread(
-            app_of(request, ShippingApplication).get_shipment, order_id
-        )
-    except ShipmentNotFound as exc:
-        raise not_found("shipment of order", order_id) from exc
+    shipment = await asyncio.to_thread(app_of(request, ShippingApplication).get_shipment, order_id)
     return ShipmentView.of(shipment)
 
 
@@ -188,20 +172,9 @@ async def dispatch(
     """Hand the parcel to the carrier. Repeating it with the same Idempotency-Key replays."""
     idempotency_key = caller.idempotency_key(idempotency_key)
     trace = trace_of(request, f"http:dispatch:{idempotency_key or uuid.uuid4()}")
-    try:
-        done = await asyncio.to_thread(
-            app_of(request, ShippingApplication).dispatch, order_id, trace, idempotency_key
-        )
-    except ShipmentNotFound as exc:
-        raise not_found("shipment of order", order_id) from exc
-    except (InvalidTransition, ConcurrentChange) as exc:
-        raise conflict(f"cannot dispatch: {exc}") from exc
-    except CarrierUnavailable as exc:
-        raise ProblemError(
-            503, "Carrier unavailable", f"the carrier is unavailable, try again later: {exc}"
-        ) from exc
-    except CarrierRefused as exc:
-        raise ProblemError(502, "Carrier refused", str(exc)) from exc
+    done = await asyncio.to_thread(
+        app_of(request, ShippingApplication).dispatch, order_id, trace, idempotency_key
+    )
     if done.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     else:
@@ -238,25 +211,7 @@ async def carrier_webhook(
         trace=trace_of(request, f"carrier:{body.tracking_number}:{body.status}"),
         delivery=delivery,
     )
-    try:
-        result = await asyncio.to_thread(
-            app_of(request, ShippingApplication).carrier_update, update
-        )
-    except UnknownTrackingNumber as exc:
-        raise not_found("tracking number", body.tracking_number) from exc
-    except InvalidEventTime as exc:
-        raise ProblemError(
-            422,
-            "Request validation failed",
-            f"invalid fields: occurred_at: {exc}",
-            errors=[{"field": "occurred_at", "message": str(exc), "type": "event_time"}],
-        ) from exc
-    except DeliveryReplayed as exc:
-        raise conflict(
-            f"webhook delivery {delivery.delivery_id} was received before; nothing was done"
-        ) from exc
-    except (InvalidTransition, ConcurrentChange) as exc:
-        raise conflict(str(exc)) from exc
+    result = await asyncio.to_thread(app_of(request, ShippingApplication).carrier_update, update)
     if result.changed:
         wake_relay(request)
     return ShipmentView.of(result.shipment)

@@ -12,9 +12,16 @@ from typing import Literal, TypeVar
 import structlog
 from eventsourcing.application import ProcessingEvent
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.persistence import JSONTranscoder
 from prometheus_client import Counter
 
+from fulfilment_kit.commands import (
+    DependencyFailed,
+    InvalidCommand,
+    NotFound,
+    StateConflict,
+    execute,
+)
 from fulfilment_kit.contracts import (
     IntegrationEvent,
     OrderCancellationRequested,
@@ -61,40 +68,57 @@ SHIPMENTS = Counter(
     registry=REGISTRY,
 )
 
-# How often a command re-reads and retries after a concurrent change of the shipment.
-CONFLICT_RETRIES = 3
 CARRIER_CLOCK_SKEW = timedelta(minutes=5)
 """How far a carrier's event time may be ahead of ours, or before the parcel shipped."""
 
 TAggregate = TypeVar("TAggregate", bound=Aggregate)
 
 
-class ShipmentNotFound(LookupError):
-    pass
+class ShipmentNotFound(NotFound):
+    what = "shipment of order"
 
 
-class UnknownTrackingNumber(LookupError):
-    pass
+class UnknownTrackingNumber(NotFound):
+    what = "tracking number"
 
 
-class CarrierUnavailable(Exception):
-    """The carrier kept failing transiently; the shipment stays packing (retry later)."""
+class CarrierUnavailable(DependencyFailed):
+    """The carrier kept failing transiently; the shipment stays packing (retry later): 503."""
+
+    http_status = 503
+    title = "Carrier unavailable"
+
+    @property
+    def detail(self) -> str:
+        return f"the carrier is unavailable, try again later: {self}"
 
 
-class CarrierRefused(Exception):
-    """The carrier refused the booking; the shipment stays packing (needs a human)."""
+class CarrierRefused(DependencyFailed):
+    """The carrier refused the booking; the shipment stays packing (needs a human): 502."""
+
+    title = "Carrier refused"
 
 
-class InvalidEventTime(ValueError):
-    """A carrier reported a time before the parcel shipped or in the future."""
+class InvalidEventTime(InvalidCommand):
+    """A carrier reported a time before the parcel shipped or in the future: 422."""
+
+    title = "Request validation failed"
+
+    @property
+    def detail(self) -> str:
+        return f"invalid fields: occurred_at: {self}"
+
+    @property
+    def extra(self) -> dict[str, object]:
+        return {"errors": [{"field": "occurred_at", "message": str(self), "type": "event_time"}]}
 
 
-class ConcurrentChange(Exception):
-    """The shipment kept changing under the command; the caller may retry."""
+class DeliveryReplayed(StateConflict):
+    """This webhook delivery id was applied before: nothing is done again (409)."""
 
-
-class DeliveryReplayed(Exception):
-    """This webhook delivery id was applied before: nothing is done again."""
+    @property
+    def detail(self) -> str:
+        return f"webhook delivery {self} was received before; nothing was done"
 
 
 @dataclass(frozen=True)
@@ -255,12 +279,13 @@ class ShippingApplication(ProcessApplication):
         self, order_id: uuid.UUID, trace: Trace, dispatch_key: str | None = None
     ) -> Dispatched:
         """Book the parcel with the carrier and ship it."""
+        self.get_shipment(order_id)  # ShipmentNotFound names the order
         return self.dispatch_shipment(shipment_id_for(order_id), trace, dispatch_key)
 
     def dispatch_shipment(
         self, shipment_id: uuid.UUID, trace: Trace, dispatch_key: str | None = None
     ) -> Dispatched:
-        for _ in range(CONFLICT_RETRIES):
+        def attempt() -> Dispatched:
             shipment = self._shipment(shipment_id)
             if dispatch_key is not None and shipment.dispatch_key == dispatch_key:
                 return Dispatched(shipment, replayed=True)
@@ -288,13 +313,9 @@ class ShippingApplication(ProcessApplication):
                 shipped_at=self.clock(),
                 dispatch_key=dispatch_key,
             )
-            try:
-                self.save(shipment, TrackingIndex.create(shipment), trace=trace)
-            except IntegrityError:
-                # Changed meanwhile (e.g. cancelled while booking): look again. The carrier
-                # booking is idempotent by shipment, so a retry books the same parcel.
-                log.warning("shipment changed during dispatch", order_id=str(shipment.order_id))
-                continue
+            # IntegrityError: changed meanwhile (e.g. cancelled while booking): look again.
+            # The carrier booking is idempotent by shipment, so a retry books the same parcel.
+            self.save(shipment, TrackingIndex.create(shipment), trace=trace)
             SHIPMENTS.labels("shipped").inc()
             log.info(
                 "shipment shipped",
@@ -303,7 +324,8 @@ class ShippingApplication(ProcessApplication):
                 tracking_number=booking.tracking_number,
             )
             return Dispatched(shipment, replayed=False)
-        raise ConcurrentChange(f"shipment {shipment_id} kept changing; try again")
+
+        return execute(attempt, what=f"cannot dispatch: shipment {shipment_id}")
 
     def dispatch_batch(self, traces: Mapping[uuid.UUID, Trace]) -> list[uuid.UUID]:
         """Dispatch many packing shipments in one transaction (auto-dispatch under load).
@@ -354,7 +376,8 @@ class ShippingApplication(ProcessApplication):
         (DeliveryReplayed after that): it is recorded in the same transaction as its effect."""
         index_id = tracking_index_id_for(update.tracking_number)
         delivery = update.delivery
-        for _ in range(CONFLICT_RETRIES):
+
+        def attempt() -> Updated:
             marker: list[WebhookDelivery] = []
             if delivery is not None:
                 marker_id = webhook_delivery_id_for(delivery.carrier, delivery.delivery_id)
@@ -387,10 +410,7 @@ class ShippingApplication(ProcessApplication):
                 )
             if not changed:  # nothing to record: a replay of this delivery changes nothing too
                 return Updated(shipment, changed=False)
-            try:
-                self.save(shipment, *marker, trace=update.trace)
-            except IntegrityError:
-                continue
+            self.save(shipment, *marker, trace=update.trace)
             if update.status != "in_transit":
                 SHIPMENTS.labels("delivered" if update.status == "delivered" else "exception").inc()
             log.info(
@@ -399,12 +419,16 @@ class ShippingApplication(ProcessApplication):
                 status=str(shipment.status),
             )
             return Updated(shipment, changed=True)
-        raise ConcurrentChange(f"shipment of {update.tracking_number} kept changing; try again")
+
+        return execute(attempt, what=f"shipment of {update.tracking_number}")
 
     # -- queries --------------------------------------------------------------------------
 
     def get_shipment(self, order_id: uuid.UUID) -> Shipment:
-        return self._shipment(shipment_id_for(order_id))
+        shipment = self.find(shipment_id_for(order_id), Shipment)
+        if shipment is None:
+            raise ShipmentNotFound(order_id)
+        return shipment
 
     def _check_event_time(self, shipment: Shipment, at: datetime) -> None:
         now = self.clock()
@@ -431,7 +455,6 @@ __all__ = [
     "CarrierRefused",
     "CarrierUnavailable",
     "CarrierUpdate",
-    "ConcurrentChange",
     "Delivery",
     "DeliveryReplayed",
     "Dispatched",

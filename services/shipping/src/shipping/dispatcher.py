@@ -21,13 +21,13 @@ from typing import Any
 import structlog
 from eventsourcing.utils import get_topic
 
+from fulfilment_kit.commands import ConcurrentUpdate
 from fulfilment_kit.observability.health import Heartbeat
 from fulfilment_kit.persistence.follower import Claim, Item, LogFollower, Writes
 from fulfilment_kit.tracing import Trace, event_trace
 from shipping.application import (
     CarrierRefused,
     CarrierUnavailable,
-    ConcurrentChange,
     ShipmentNotFound,
     ShippingApplication,
 )
@@ -146,7 +146,7 @@ class AutoDispatcher:
             except CarrierUnavailable as exc:
                 log.warning("auto-dispatch: carrier unavailable, next round", error=str(exc))
                 return shipped, False  # do not hammer a carrier that is down
-            except ConcurrentChange:
+            except ConcurrentUpdate:
                 continue
             except (InvalidTransition, ShipmentNotFound) as exc:
                 log.info("auto-dispatch: not dispatchable", reason=str(exc))

@@ -25,6 +25,8 @@ from typing import ClassVar, Literal
 
 from eventsourcing.domain import Aggregate, event
 
+from fulfilment_kit.commands import StateConflict
+
 SHIPPING_NAMESPACE = uuid.UUID("3a8e6c1d-2b4f-4e9a-8c7d-5f1e0b2a9d64")
 
 ExceptionCode = Literal[
@@ -100,7 +102,7 @@ class InvalidShipment(ValueError):
     """A shipment that breaks a domain invariant."""
 
 
-class InvalidTransition(Exception):
+class InvalidTransition(StateConflict):
     """The shipment's status does not allow this change (an HTTP 409)."""
 
     def __init__(self, status: ShipmentStatus, message: str) -> None:
@@ -216,11 +218,11 @@ class Shipment(Aggregate):
         if self.status is ShipmentStatus.PACKING:
             return
         if self.status is ShipmentStatus.AWAITING_PAYMENT:
-            raise InvalidTransition(self.status, "the order is awaiting payment")
+            raise InvalidTransition(self.status, "cannot dispatch: the order is awaiting payment")
         if self.status is ShipmentStatus.CANCELLED:
-            raise InvalidTransition(self.status, "the shipment was cancelled")
+            raise InvalidTransition(self.status, "cannot dispatch: the shipment was cancelled")
         raise InvalidTransition(
-            self.status, f"the shipment was already shipped (status {self.status})"
+            self.status, f"cannot dispatch: the shipment was already shipped (status {self.status})"
         )
 
     def dispatch(

@@ -230,7 +230,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CommandError)
     async def _command_error(_: Request, exc: CommandError) -> JSONResponse:
-        return _problem(exc.status, exc.title, exc.detail, **exc.extra)
+        return _problem(exc.http_status, exc.title, exc.detail, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
