@@ -1,5 +1,5 @@
-"""What the returns and cases commands share: the result of a command, the retry on a
-concurrent write, and the correlation of a command's trace."""
+"""What the returns and cases commands share: the result of a command, its save with the kit's
+retry on a concurrent write, and the correlation of a command's trace."""
 
 from __future__ import annotations
 
@@ -9,18 +9,11 @@ from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-import structlog
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
 
-from fulfilment_kit.idempotency import ConcurrentUpdate
+from fulfilment_kit.commands import execute
 from fulfilment_kit.messaging.inbox import ProcessApplication
 from fulfilment_kit.tracing import Trace
-
-log = structlog.get_logger(__name__)
-
-COMMAND_ATTEMPTS = 5
-"""How often an HTTP command is retried after an optimistic-concurrency conflict."""
 
 T = TypeVar("T")
 
@@ -43,16 +36,14 @@ class CommandsBase(ProcessApplication):
 
     def _execute(self, change: Callable[[], ToSave[T]]) -> T:
         """Run `change` and save what it changed atomically; retry on a concurrent write."""
-        for attempt in range(1, COMMAND_ATTEMPTS + 1):
+
+        def attempt() -> T:
             main, others, trace = change()
             assert isinstance(main, Aggregate)
-            try:
-                self.save(main, *others, trace=trace)
-            except IntegrityError:
-                log.info("command conflicted, retrying", attempt=attempt)
-                continue
+            self.save(main, *others, trace=trace)
             return main
-        raise ConcurrentUpdate("the aggregate kept changing concurrently; try again")
+
+        return execute(attempt, what="the aggregate")
 
 
 def correlated(trace: Trace, about: UUID) -> Trace:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import uuid
 
+from fulfilment_kit.commands import StateConflict
+
 CUSTOMER_SERVICE_NAMESPACE = uuid.UUID("6c1f4e2a-8b3d-4a7e-9f05-2d7c3b1a9e48")
 
 MAX_TEXT = 500
 
 
-class CustomerServiceError(Exception):
-    """A command that breaks an invariant."""
+class CustomerServiceError(StateConflict):
+    """A command that breaks an invariant (409 unless a subclass says otherwise)."""
 
 
 class InvalidTransition(CustomerServiceError):

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Strict, StringConstraints
 
 from customer_service.cases.application import OpenCase
 from customer_service.cases.domain import Case
-from customer_service.web import IdempotencyKey, app_of, run_command, trace_of, wake_relay
+from customer_service.web import IdempotencyKey, app_of, trace_of, wake_relay
 from fulfilment_kit.contracts.customer_service import CaseKind, CasePriority
 from fulfilment_kit.contracts.types import InputName, InputReasonText, NoControlCharacters
 from fulfilment_kit.http.auth import AGENT, OPS, Caller, require
@@ -146,9 +146,7 @@ async def list_cases(
     """Cases, oldest first, filtered by status, kind, assignee and order; a page at a time
     (follow `Link: rel="next"`)."""
     cases = await asyncio.to_thread(
-        lambda: app_of(request).list_cases(
-            status=status, kind=kind, assignee=assignee, order_id=order_id
-        )
+        app_of(request).list_cases, status=status, kind=kind, assignee=assignee, order_id=order_id
     )
     page = cases[offset : offset + limit]
     more = len(cases) > offset + limit
@@ -158,7 +156,7 @@ async def list_cases(
 
 @router.get("/cases/{case_id}", response_model=CaseView, responses=problem_responses(404))
 async def get_case(case_id: uuid.UUID, request: Request, _: CaseWorker) -> CaseView:
-    case = await run_command(request, lambda: app_of(request).get_case(case_id), "case", case_id)
+    case = await asyncio.to_thread(app_of(request).get_case, case_id)
     return CaseView.of(case)
 
 
@@ -193,7 +191,7 @@ async def open_case(
             str(body.order_id) if body.order_id else None,
         ),
     )
-    done = await run_command(request, lambda: app_of(request).open_case(command), "case", "")
+    done = await asyncio.to_thread(app_of(request).open_case, command)
     if done.created:
         wake_relay(request)
     else:
@@ -215,9 +213,7 @@ async def assign_case(
     case_id: uuid.UUID, body: AssignBody, request: Request, _: CaseWorker
 ) -> CaseView:
     trace = _case_trace(request, case_id, "assign")
-    case = await run_command(
-        request, lambda: app_of(request).assign_case(case_id, body.assignee, trace), "case", case_id
-    )
+    case = await asyncio.to_thread(app_of(request).assign_case, case_id, body.assignee, trace)
     return CaseView.of(case)
 
 
@@ -231,11 +227,8 @@ async def comment_case(
 ) -> CaseView:
     """An agent's note; the first one is the case's first response."""
     trace = _case_trace(request, case_id, "comment")
-    case = await run_command(
-        request,
-        lambda: app_of(request).comment_case(case_id, body.author, body.text, trace),
-        "case",
-        case_id,
+    case = await asyncio.to_thread(
+        app_of(request).comment_case, case_id, body.author, body.text, trace
     )
     return CaseView.of(case)
 
@@ -249,11 +242,8 @@ async def resolve_case(
     case_id: uuid.UUID, body: ResolveBody, request: Request, _: CaseWorker
 ) -> CaseView:
     trace = _case_trace(request, case_id, "resolve")
-    case = await run_command(
-        request,
-        lambda: app_of(request).resolve_case(case_id, body.outcome, body.note, trace),
-        "case",
-        case_id,
+    case = await asyncio.to_thread(
+        app_of(request).resolve_case, case_id, body.outcome, body.note, trace
     )
     wake_relay(request)
     return CaseView.of(case)
@@ -266,7 +256,5 @@ async def resolve_case(
 )
 async def close_case(case_id: uuid.UUID, request: Request, _: CaseWorker) -> CaseView:
     trace = _case_trace(request, case_id, "close")
-    case = await run_command(
-        request, lambda: app_of(request).close_case(case_id, trace), "case", case_id
-    )
+    case = await asyncio.to_thread(app_of(request).close_case, case_id, trace)
     return CaseView.of(case)

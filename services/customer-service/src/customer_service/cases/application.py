@@ -15,14 +15,15 @@ from eventsourcing.persistence import IntegrityError
 from customer_service.cases.directory import CaseDirectory
 from customer_service.cases.domain import Case, SlaKind, SlaPolicy, case_id_for_key
 from customer_service.commands import CommandResult, CommandsBase, ToSave, correlated
+from fulfilment_kit.commands import NotFound
 from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
 from fulfilment_kit.tracing import Trace
 
 log = structlog.get_logger(__name__)
 
 
-class CaseNotFound(LookupError):
-    pass
+class CaseNotFound(NotFound):
+    what = "case"
 
 
 @dataclass(frozen=True)

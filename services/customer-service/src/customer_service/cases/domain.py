@@ -21,6 +21,7 @@ from customer_service.invariants import (
     CustomerServiceError,
     InvalidTransition,
 )
+from fulfilment_kit.commands import InvalidCommand
 
 CaseKind = Literal[
     "inquiry", "complaint", "after_sales", "delivery_exception", "payment_problem", "stuck_order"
@@ -49,8 +50,10 @@ class Note:
     at: datetime
 
 
-class InvalidCase(CustomerServiceError, ValueError):
+class InvalidCase(InvalidCommand, CustomerServiceError):
     """A case field outside its allowed values: HTTP 422."""
+
+    title = "Invalid case"
 
 
 # --- the service-level policy -----------------------------------------------------------------

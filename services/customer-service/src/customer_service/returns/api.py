@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from customer_service.returns.application import RequestReturn
 from customer_service.returns.domain import InspectedItem, ReturnRequest
-from customer_service.web import IdempotencyKey, app_of, run_command, trace_of, wake_relay
+from customer_service.web import IdempotencyKey, app_of, trace_of, wake_relay
 from fulfilment_kit.contracts import InspectedLine, ReturnLine
 from fulfilment_kit.contracts.customer_service import ReturnReasonCode
 from fulfilment_kit.contracts.types import InputName, InputReasonText, Sku
@@ -172,9 +172,7 @@ async def request_return(
     """Request a return of delivered units; authorised at once when the policy allows.
     A customer returns their own orders only (another customer's order is not found)."""
     if caller.own_only:
-        record = await run_command(
-            request, lambda: app_of(request).get_order_record(body.order_id), "order", body.order_id
-        )
+        record = await asyncio.to_thread(app_of(request).get_order_record, body.order_id)
         if not caller.owns(record.customer_id):
             raise not_found("order", body.order_id)
     idempotency_key = caller.idempotency_key(idempotency_key)
@@ -189,9 +187,7 @@ async def request_return(
             request, f"http:return:{idempotency_key or uuid.uuid4()}", str(body.order_id)
         ),
     )
-    done = await run_command(
-        request, lambda: app_of(request).request_return(command), "order", body.order_id
-    )
+    done = await asyncio.to_thread(app_of(request).request_return, command)
     ret = done.aggregate
     if done.created:
         wake_relay(request)
@@ -216,9 +212,7 @@ async def list_returns(
     responses=problem_responses(404),
 )
 async def get_return(return_id: uuid.UUID, request: Request, caller: ReturnReader) -> ReturnView:
-    ret = await run_command(
-        request, lambda: app_of(request).get_return(return_id), "return", return_id
-    )
+    ret = await asyncio.to_thread(app_of(request).get_return, return_id)
     if not caller.owns(ret.customer_id):
         raise not_found("return", return_id)
     return ReturnView.of(ret)
@@ -243,12 +237,7 @@ async def authorise_return(
     """An agent accepts a return: it gets an RMA number and a prepaid label."""
     body = body or AuthoriseBody()
     trace = trace_of(request, f"http:authorise:{return_id}")
-    ret = await run_command(
-        request,
-        lambda: app_of(request).authorise_return(return_id, body.agent, trace),
-        "return",
-        return_id,
-    )
+    ret = await asyncio.to_thread(app_of(request).authorise_return, return_id, body.agent, trace)
     wake_relay(request)
     log.info("return authorised", return_id=str(return_id), order_id=str(ret.order_id))
     return ReturnView.of(ret)
@@ -263,11 +252,8 @@ async def authorise_return(
 async def reject_return(return_id: uuid.UUID, body: RejectBody, request: Request) -> ReturnView:
     """An agent refuses a return, with the reason the customer is told."""
     trace = trace_of(request, f"http:reject:{return_id}")
-    ret = await run_command(
-        request,
-        lambda: app_of(request).reject_return(return_id, body.reason, body.agent, trace),
-        "return",
-        return_id,
+    ret = await asyncio.to_thread(
+        app_of(request).reject_return, return_id, body.reason, body.agent, trace
     )
     wake_relay(request)
     log.info("return rejected", return_id=str(return_id), order_id=str(ret.order_id))
@@ -289,12 +275,7 @@ async def receive_return(return_id: uuid.UUID, body: ReceiptBody, request: Reque
     """The warehouse received the parcel: restockable units go back to stock, money back."""
     inspected = [InspectedItem(x.sku, x.quantity, x.result) for x in body.lines]
     trace = trace_of(request, f"http:receipt:{return_id}")
-    ret = await run_command(
-        request,
-        lambda: app_of(request).receive_return(return_id, inspected, trace),
-        "return",
-        return_id,
-    )
+    ret = await asyncio.to_thread(app_of(request).receive_return, return_id, inspected, trace)
     wake_relay(request)
     log.info("return received", return_id=str(return_id), refund_minor=ret.refund_minor)
     return ReturnView.of(ret)

@@ -10,13 +10,7 @@ from uuid import UUID
 
 import structlog
 
-from customer_service.commands import (
-    COMMAND_ATTEMPTS,
-    CommandResult,
-    CommandsBase,
-    ToSave,
-    correlated,
-)
+from customer_service.commands import CommandResult, CommandsBase, ToSave, correlated
 from customer_service.returns.domain import (
     InspectedItem,
     Label,
@@ -27,18 +21,19 @@ from customer_service.returns.domain import (
     return_id_for_key,
 )
 from customer_service.returns.labels import LabelGateway, label_key
-from fulfilment_kit.idempotency import ConcurrentUpdate, check_fingerprint, run_idempotently
+from fulfilment_kit.commands import NotFound
+from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
 from fulfilment_kit.tracing import Trace
 
 log = structlog.get_logger(__name__)
 
 
-class OrderNotFound(LookupError):
-    pass
+class OrderNotFound(NotFound):
+    what = "order"
 
 
-class ReturnNotFound(LookupError):
-    pass
+class ReturnNotFound(NotFound):
+    what = "return"
 
 
 @dataclass(frozen=True)
@@ -96,14 +91,11 @@ class ReturnCommands(CommandsBase):
             )
             return ret
 
-        try:
-            outcome = run_idempotently(
-                replay=lambda: self._replay_return(return_id, command),
-                attempt=attempt,
-                attempts=COMMAND_ATTEMPTS,
-            )
-        except ConcurrentUpdate as exc:
-            raise ConcurrentUpdate(f"order {command.order_id} kept changing; try again") from exc
+        outcome = run_idempotently(
+            replay=lambda: self._replay_return(return_id, command),
+            attempt=attempt,
+            what=f"order {command.order_id}",
+        )
         return CommandResult(outcome.result, created=outcome.applied)
 
     def _replay_return(self, return_id: UUID, command: RequestReturn) -> ReturnRequest | None:

@@ -23,6 +23,7 @@ from customer_service.invariants import (
     CustomerServiceError,
     InvalidTransition,
 )
+from fulfilment_kit.commands import InvalidCommand
 
 MAX_RETURN_LINES = 100
 
@@ -99,12 +100,19 @@ class ReturnNotAllowed(CustomerServiceError):
     """The order's state forbids the return (not delivered, window closed): HTTP 409."""
 
 
-class InvalidReturn(CustomerServiceError, ValueError):
+class InvalidReturn(InvalidCommand, CustomerServiceError):
     """A return line that does not fit the order: HTTP 422; `line` names it when known."""
+
+    title = "Invalid return"
 
     def __init__(self, message: str, line: int | None = None) -> None:
         super().__init__(message)
         self.line = line
+
+    @property
+    def extra(self) -> dict[str, object]:
+        field = f"lines[{self.line}]" if self.line is not None else "lines"
+        return {"errors": [{"field": field, "message": str(self), "type": "return_line"}]}
 
 
 # --- the return policy ------------------------------------------------------------------------

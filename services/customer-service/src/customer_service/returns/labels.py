@@ -11,16 +11,26 @@ import uuid
 from typing import Protocol
 
 from customer_service.returns.domain import Label, rma_number_for
+from fulfilment_kit.commands import DependencyFailed
 from fulfilment_kit.retry import RetryingGateway
 from fulfilment_kit.sandbox import IdempotentSandbox
 
 
-class LabelError(Exception):
-    """The carrier refused to create the label for good: retrying will not help."""
+class LabelError(DependencyFailed):
+    """The carrier refused to create the label for good: retrying will not help (502)."""
+
+    title = "Label refused"
 
 
-class TransientLabelError(Exception):
-    """The carrier is unreachable, slow or overloaded: worth retrying later."""
+class TransientLabelError(DependencyFailed):
+    """The carrier is unreachable, slow or overloaded: worth retrying later (503)."""
+
+    http_status = 503
+    title = "Label service unavailable"
+
+    @property
+    def detail(self) -> str:
+        return f"no return label could be created, retry: {self}"
 
 
 class LabelGateway(Protocol):
