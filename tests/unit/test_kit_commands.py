@@ -1,5 +1,6 @@
 """The kit's commands: `execute` retries a change that lost an optimistic-concurrency race and
-gives up with ConcurrentUpdate; every command error is one problem+json, mapped in one place."""
+gives up with ConcurrentUpdate; every command error is one problem+json, mapped in one place;
+a write that lost such a race outside `execute` answers 409 problem+json, never 500."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from fulfilment_kit.commands import (
     CommandError,
     ConcurrentUpdate,
     DependencyFailed,
+    DependencyUnavailable,
     IdempotencyConflict,
     InvalidCommand,
     NotFound,
@@ -89,6 +91,53 @@ def test_execute_lets_any_other_error_through_at_once() -> None:
     assert calls == [1]
 
 
+# --- an IntegrityError that escaped a command is a 409 too (never a 500) ---------------------
+
+
+def api_over(store: Application[UUID], counter_id: UUID) -> FastAPI:
+    api = FastAPI()
+    install_error_handlers(api)
+
+    @api.post("/race")
+    def race() -> dict[str, int]:
+        mine = store.repository.get(counter_id)
+        theirs = copy.deepcopy(mine)  # a concurrent request loaded the same version
+        theirs.increment()
+        store.save(theirs)
+        mine.increment()
+        store.save(mine)  # eventsourcing raises IntegrityError: version taken
+        return {"n": mine.n}
+
+    @api.post("/gave-up")
+    def gave_up() -> None:
+        raise ConcurrentUpdate("the counter kept changing; try again")
+
+    return api
+
+
+def test_integrity_error_of_a_concurrent_update_is_a_409_problem() -> None:
+    store: Application[UUID] = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    counter = Counter()
+    store.save(counter)
+    client = TestClient(api_over(store, counter.id), raise_server_exceptions=False)
+
+    reply = client.post("/race")
+    assert reply.status_code == 409
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.json()["title"] == "Conflict"
+    assert "concurrent" in reply.json()["detail"]
+    assert "stored_events" not in reply.text  # no table or key names leak
+
+    gave_up = client.post("/gave-up")
+    assert (gave_up.status_code, gave_up.json()["detail"]) == (
+        409,
+        "the counter kept changing; try again",
+    )
+
+
+# --- every command error is one problem -------------------------------------------------------
+
+
 class CounterNotFound(NotFound):
     what = "counter"
 
@@ -103,9 +152,9 @@ class Closed(StateConflict):
         return {"closed_at": 12}
 
 
-class ProviderDown(DependencyFailed):
-    http_status = 503
-    title = "Provider unavailable"
+class CarrierDown(DependencyUnavailable):
+    title = "Carrier unavailable"
+    detail_format = "the carrier is down, retry: {}"
 
 
 CASES: list[tuple[CommandError, int, str, str, dict[str, Any]]] = [
@@ -116,7 +165,8 @@ CASES: list[tuple[CommandError, int, str, str, dict[str, Any]]] = [
     (IdempotencyConflict("key reused"), 409, "Conflict", "key reused", {}),
     (InvalidStep("a step must be positive"), 422, "Invalid step", "a step must be positive", {}),
     (DependencyFailed("card refused"), 502, "Provider refused", "card refused", {}),
-    (ProviderDown("timeout"), 503, "Provider unavailable", "timeout", {}),
+    (DependencyUnavailable("timeout"), 503, "Provider unavailable", "timeout", {}),
+    (CarrierDown("timeout"), 503, "Carrier unavailable", "the carrier is down, retry: timeout", {}),
 ]
 
 

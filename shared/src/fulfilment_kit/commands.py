@@ -7,7 +7,8 @@ the new state, up to `attempts` times, and gives up with `ConcurrentUpdate`.
 Every error a command raises on purpose is a `CommandError`: its class names the HTTP status
 and title, and the kit's HTTP app answers every one as problem+json in one place
 (`fulfilment_kit.http.errors`), so routes catch nothing. Services subclass the four kinds:
-`NotFound` (404), `StateConflict` (409), `InvalidCommand` (422), `DependencyFailed` (502/503).
+`NotFound` (404), `StateConflict` (409), `InvalidCommand` (422), `DependencyFailed` (502)
+and `DependencyUnavailable` (503).
 This module imports no framework: domain modules may raise these.
 """
 
@@ -32,10 +33,12 @@ class CommandError(Exception):
 
     http_status: ClassVar[int] = 409
     title: ClassVar[str] = "Conflict"
+    detail_format: ClassVar[str] = "{}"
+    """The problem's detail, `{}` standing for the message the error was raised with."""
 
     @property
     def detail(self) -> str:
-        return str(self)
+        return self.detail_format.format(self)
 
     @property
     def extra(self) -> dict[str, Any]:
@@ -80,10 +83,17 @@ class InvalidCommand(CommandError, ValueError):
 
 
 class DependencyFailed(CommandError):
-    """An outside provider refused the call (502); a subclass with http_status 503: it is down."""
+    """An outside provider refused the call: 502."""
 
     http_status = 502
     title = "Provider refused"
+
+
+class DependencyUnavailable(DependencyFailed):
+    """An outside provider did not answer (in time); retrying later may succeed: 503."""
+
+    http_status = 503
+    title = "Provider unavailable"
 
 
 def execute(

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
-from fulfilment_kit.commands import DependencyFailed
+from fulfilment_kit.commands import DependencyFailed, DependencyUnavailable
 from fulfilment_kit.contracts.payments import PaymentFailureCode
 from fulfilment_kit.retry import retry_transient
 from payments.settings import PaymentsSettings
@@ -35,15 +35,11 @@ class GatewayError(DependencyFailed):
     title = "Payment provider refused the refund"  # the one call an HTTP route makes
 
 
-class TransientGatewayError(GatewayError):
+class TransientGatewayError(GatewayError, DependencyUnavailable):
     """The provider could not be reached or answered 5xx/429: retrying may succeed (503)."""
 
-    http_status = 503
     title = "Payment provider unavailable"
-
-    @property
-    def detail(self) -> str:
-        return "retry later with the same Idempotency-Key"
+    detail_format = "retry later with the same Idempotency-Key"
 
 
 class RefundRejectedError(GatewayError):

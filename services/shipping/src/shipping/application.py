@@ -17,6 +17,7 @@ from prometheus_client import Counter
 
 from fulfilment_kit.commands import (
     DependencyFailed,
+    DependencyUnavailable,
     InvalidCommand,
     NotFound,
     StateConflict,
@@ -82,15 +83,11 @@ class UnknownTrackingNumber(NotFound):
     what = "tracking number"
 
 
-class CarrierUnavailable(DependencyFailed):
+class CarrierUnavailable(DependencyUnavailable):
     """The carrier kept failing transiently; the shipment stays packing (retry later): 503."""
 
-    http_status = 503
     title = "Carrier unavailable"
-
-    @property
-    def detail(self) -> str:
-        return f"the carrier is unavailable, try again later: {self}"
+    detail_format = "the carrier is unavailable, try again later: {}"
 
 
 class CarrierRefused(DependencyFailed):
@@ -103,10 +100,7 @@ class InvalidEventTime(InvalidCommand):
     """A carrier reported a time before the parcel shipped or in the future: 422."""
 
     title = "Request validation failed"
-
-    @property
-    def detail(self) -> str:
-        return f"invalid fields: occurred_at: {self}"
+    detail_format = "invalid fields: occurred_at: {}"
 
     @property
     def extra(self) -> dict[str, object]:
@@ -116,9 +110,7 @@ class InvalidEventTime(InvalidCommand):
 class DeliveryReplayed(StateConflict):
     """This webhook delivery id was applied before: nothing is done again (409)."""
 
-    @property
-    def detail(self) -> str:
-        return f"webhook delivery {self} was received before; nothing was done"
+    detail_format = "webhook delivery {} was received before; nothing was done"
 
 
 @dataclass(frozen=True)

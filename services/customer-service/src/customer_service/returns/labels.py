@@ -11,7 +11,7 @@ import uuid
 from typing import Protocol
 
 from customer_service.returns.domain import Label, rma_number_for
-from fulfilment_kit.commands import DependencyFailed
+from fulfilment_kit.commands import DependencyFailed, DependencyUnavailable
 from fulfilment_kit.retry import RetryingGateway
 from fulfilment_kit.sandbox import IdempotentSandbox
 
@@ -22,15 +22,11 @@ class LabelError(DependencyFailed):
     title = "Label refused"
 
 
-class TransientLabelError(DependencyFailed):
+class TransientLabelError(DependencyUnavailable):
     """The carrier is unreachable, slow or overloaded: worth retrying later (503)."""
 
-    http_status = 503
     title = "Label service unavailable"
-
-    @property
-    def detail(self) -> str:
-        return f"no return label could be created, retry: {self}"
+    detail_format = "no return label could be created, retry: {}"
 
 
 class LabelGateway(Protocol):
