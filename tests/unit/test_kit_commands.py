@@ -138,8 +138,7 @@ def test_integrity_error_of_a_concurrent_update_is_a_409_problem() -> None:
 # --- every command error is one problem -------------------------------------------------------
 
 
-class CounterNotFound(NotFound):
-    what = "counter"
+class CounterNotFound(NotFound, what="counter"): ...
 
 
 class InvalidStep(InvalidCommand):

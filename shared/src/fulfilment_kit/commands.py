@@ -66,6 +66,12 @@ class NotFound(CommandError, LookupError):
     title = "Not found"
     what: ClassVar[str] = "resource"
 
+    def __init_subclass__(cls, *, what: str | None = None, **kwargs: Any) -> None:
+        """`class SkuNotFound(NotFound, what="SKU"): ...` names what does not exist."""
+        super().__init_subclass__(**kwargs)
+        if what is not None:
+            cls.what = what
+
     def __init__(self, identifier: object) -> None:
         super().__init__(str(identifier))
         self.identifier = identifier

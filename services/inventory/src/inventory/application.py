@@ -55,12 +55,10 @@ SNAPSHOT_INTERVAL = 50
 T = TypeVar("T", bound=Aggregate)
 
 
-class SkuNotFound(NotFound):
-    what = "SKU"
+class SkuNotFound(NotFound, what="SKU"): ...
 
 
-class ReservationNotFound(NotFound):
-    what = "reservation of order"
+class ReservationNotFound(NotFound, what="reservation of order"): ...
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,7 @@ from orders.domain import (
 IDEMPOTENCY_NAMESPACE = uuid.UUID("0b7d3f2a-5c1e-4d8b-9f6a-2e4c8a1b3d5f")
 
 
-class OrderNotFound(NotFound):
-    what = "order"
+class OrderNotFound(NotFound, what="order"): ...
 
 
 @dataclass(frozen=True)

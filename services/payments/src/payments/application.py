@@ -66,8 +66,7 @@ from payments.settings import PaymentsSettings
 log = structlog.get_logger(__name__)
 
 
-class PaymentNotFound(NotFound):
-    what = "payment of order"
+class PaymentNotFound(NotFound, what="payment of order"): ...
 
 
 @dataclass(frozen=True)

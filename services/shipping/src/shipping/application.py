@@ -75,12 +75,10 @@ CARRIER_CLOCK_SKEW = timedelta(minutes=5)
 TAggregate = TypeVar("TAggregate", bound=Aggregate)
 
 
-class ShipmentNotFound(NotFound):
-    what = "shipment of order"
+class ShipmentNotFound(NotFound, what="shipment of order"): ...
 
 
-class UnknownTrackingNumber(NotFound):
-    what = "tracking number"
+class UnknownTrackingNumber(NotFound, what="tracking number"): ...
 
 
 class CarrierUnavailable(DependencyUnavailable):

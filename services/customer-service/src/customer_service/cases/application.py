@@ -22,8 +22,7 @@ from fulfilment_kit.tracing import Trace
 log = structlog.get_logger(__name__)
 
 
-class CaseNotFound(NotFound):
-    what = "case"
+class CaseNotFound(NotFound, what="case"): ...
 
 
 @dataclass(frozen=True)

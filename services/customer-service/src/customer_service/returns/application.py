@@ -28,12 +28,10 @@ from fulfilment_kit.tracing import Trace
 log = structlog.get_logger(__name__)
 
 
-class OrderNotFound(NotFound):
-    what = "order"
+class OrderNotFound(NotFound, what="order"): ...
 
 
-class ReturnNotFound(NotFound):
-    what = "return"
+class ReturnNotFound(NotFound, what="return"): ...
 
 
 @dataclass(frozen=True)
