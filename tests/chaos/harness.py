@@ -182,6 +182,7 @@ class Api:
         sent_headers = {**self.staff, **(headers or {})}
         delay = 0.2
         last: httpx.Response | None = None
+        error: BaseException | None = None
         while True:
             replicas = self.platform.live(service) or self.platform.replicas[service]
             replica = replicas[next(self.platform._turn) % len(replicas)]
@@ -196,12 +197,19 @@ class Api:
                 if reply.status_code not in RETRY_STATUSES and reply.status_code not in retry_on:
                     return reply
                 last = reply
-            except httpx.TransportError:
-                pass
+            except httpx.TransportError as exc:
+                error = exc
             if time.monotonic() > deadline:
                 if last is not None:
                     return last
-                raise AssertionError(f"{method} {service}{path}: no answer before the deadline")
+                states = ", ".join(
+                    f"{r.name} {'running' if r.running else 'exited'}{' (removed)' * r.removed}"
+                    for r in self.platform.replicas[service]
+                )
+                raise AssertionError(
+                    f"{method} {service}{path}: no answer before the deadline "
+                    f"(last error {error!r}; replicas: {states})"
+                )
             self.retries += 1
             await asyncio.sleep(delay * (0.5 + random.random()))  # backoff inside a deadline
             delay = min(delay * 1.6, 2.0)
