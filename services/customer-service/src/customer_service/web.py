@@ -3,18 +3,11 @@ a command (their errors are the kit's command errors, answered as problem+json b
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Header, Request
+from fastapi import Request
 
 from customer_service.application import CustomerServiceApplication
 from fulfilment_kit.http import requests
-from fulfilment_kit.http.requests import wake_relay as wake_relay  # re-exported
 from fulfilment_kit.tracing import Trace
-
-IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-]
 
 
 def app_of(request: Request) -> CustomerServiceApplication:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Strict, StringConstraints
 
 from fulfilment_kit.contracts import StockLine as LineModel
@@ -20,7 +20,7 @@ from fulfilment_kit.contracts.types import (
     Sku,
     StockCount,
 )
-from fulfilment_kit.http.auth import AGENT, OPS, WAREHOUSE, Caller, require
+from fulfilment_kit.http.auth import AGENT, OPS, WAREHOUSE, Caller, IdempotencyKey, require
 from fulfilment_kit.http.errors import problem_responses
 from fulfilment_kit.http.pagination import (
     DEFAULT_PAGE_SIZE,
@@ -29,7 +29,7 @@ from fulfilment_kit.http.pagination import (
     page_after,
     set_next_link,
 )
-from fulfilment_kit.http.requests import app_of, trace_of, wake_relay
+from fulfilment_kit.http.requests import answer_command, app_of, trace_of
 from fulfilment_kit.idempotency import fingerprint
 from inventory.application import (
     CountStock,
@@ -45,9 +45,6 @@ log = structlog.get_logger(__name__)
 router = APIRouter(tags=["inventory"])
 
 SkuPath = Annotated[Sku, Path(description="Stock keeping unit, e.g. MUG-BLUE")]
-IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-]
 StockKeeper = Annotated[Caller, Depends(require(WAREHOUSE, OPS))]
 StockReader = Annotated[Caller, Depends(require(WAREHOUSE, AGENT, OPS))]
 
@@ -129,19 +126,12 @@ def _idempotency(key: str | None, operation: str, sku: str, body: BaseModel) -> 
 
 
 async def _run(
-    request: Request, command: Callable[[InventoryApplication], StockResult]
+    request: Request, response: Response, command: Callable[[InventoryApplication], StockResult]
 ) -> StockResult:
     """Run a stock command off the event loop (its errors are the kit's problems)."""
     result = await asyncio.to_thread(command, app_of(request, InventoryApplication))
-    if not result.replayed:
-        wake_relay(request)
+    answer_command(request, response, applied=not result.replayed)
     return result
-
-
-def _respond(result: StockResult, response: Response) -> StockView:
-    if result.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return StockView.of(result.item)
 
 
 @router.post(
@@ -166,9 +156,9 @@ async def receive_stock(
         trace=trace_of(request, key=idempotency_key),
         idempotency=_idempotency(idempotency_key, "receipt", sku, body),
     )
-    result = await _run(request, lambda app: app.receive_stock(command))
+    result = await _run(request, response, lambda app: app.receive_stock(command))
     log.info("stock received", sku=sku, quantity=body.quantity, replayed=result.replayed)
-    return _respond(result, response)
+    return StockView.of(result.item)
 
 
 @router.post(
@@ -198,9 +188,9 @@ async def adjust_stock(
         trace=trace_of(request, key=idempotency_key),
         idempotency=_idempotency(idempotency_key, "adjustment", sku, body),
     )
-    result = await _run(request, lambda app: app.count_stock(command))
+    result = await _run(request, response, lambda app: app.count_stock(command))
     log.info("stock counted", sku=sku, replayed=result.replayed)
-    return _respond(result, response)
+    return StockView.of(result.item)
 
 
 @router.put(
@@ -213,8 +203,8 @@ async def set_threshold(
 ) -> StockView:
     """Set the SKU's low-stock threshold."""
     command = SetThreshold(sku=sku, threshold=body.threshold, trace=trace_of(request))
-    result = await _run(request, lambda app: app.set_threshold(command))
-    return _respond(result, response)
+    result = await _run(request, response, lambda app: app.set_threshold(command))
+    return StockView.of(result.item)
 
 
 @router.get(

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator
 
 from fulfilment_kit.contracts import OrderLine as LineModel
@@ -20,9 +20,9 @@ from fulfilment_kit.contracts.types import (
     NoControlCharacters,
     PaymentToken,
 )
-from fulfilment_kit.http.auth import AGENT, CUSTOMER, OPS, Caller, require
+from fulfilment_kit.http.auth import AGENT, CUSTOMER, OPS, Caller, IdempotencyKey, require
 from fulfilment_kit.http.errors import ProblemError, not_found, problem_responses
-from fulfilment_kit.http.requests import app_of, trace_of, wake_relay
+from fulfilment_kit.http.requests import answer_command, app_of, trace_of, wake_relay
 from fulfilment_kit.idempotency import fingerprint
 from fulfilment_kit.privacy import PersonalDataVault
 from fulfilment_kit.tracing import Trace
@@ -163,9 +163,7 @@ async def place_order(
     request: Request,
     response: Response,
     caller: Placer,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> OrderView:
     """Place an order. Repeating a request with the same Idempotency-Key returns the same order
     (keys are the caller's own: another caller's same key is another order)."""
@@ -185,12 +183,9 @@ async def place_order(
         trace=trace_of(request, key=idempotency_key),
     )
     placed = await asyncio.to_thread(app_of(request, OrdersApplication).place_order, command)
-    if placed.created:
-        wake_relay(request)
+    location = f"/orders/{placed.order.id}"
+    if answer_command(request, response, applied=placed.created, location=location):
         log.info("order placed", order_id=str(placed.order.id), lines=len(command.lines))
-    else:
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/orders/{placed.order.id}"
     return await _view(request, placed.order)
 
 

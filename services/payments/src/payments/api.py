@@ -8,13 +8,13 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import structlog
-from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from pydantic import BaseModel, ConfigDict
 
 from fulfilment_kit.contracts.types import PositiveMinorAmount
-from fulfilment_kit.http.auth import AGENT, FINANCE, OPS, Caller, require
+from fulfilment_kit.http.auth import AGENT, FINANCE, OPS, Caller, IdempotencyKey, require
 from fulfilment_kit.http.errors import problem_responses
-from fulfilment_kit.http.requests import app_of, trace_of, wake_relay
+from fulfilment_kit.http.requests import answer_command, app_of, trace_of
 from payments.application import PaymentsApplication, RequestRefund
 from payments.domain import Payment, Refund
 
@@ -134,9 +134,7 @@ async def refund(
     request: Request,
     response: Response,
     caller: Refunder,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> RefundCreated:
     """Refund money of a captured payment. The same Idempotency-Key returns the same refund."""
     idempotency_key = caller.idempotency_key(idempotency_key)
@@ -148,12 +146,9 @@ async def refund(
         trace=trace_of(request, key=idempotency_key),
     )
     issued = await asyncio.to_thread(app_of(request, PaymentsApplication).refund, command)
-    if issued.created:
-        wake_relay(request)
+    location = f"/payments/{order_id}"
+    if answer_command(request, response, applied=issued.created, location=location):
         log.info("refund issued", order_id=str(order_id), amount_minor=body.amount_minor)
-    else:
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/payments/{order_id}"
     payment = issued.payment
     return RefundCreated(
         **RefundView.of(issued.refund).model_dump(),

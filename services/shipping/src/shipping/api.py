@@ -9,15 +9,15 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import structlog
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, model_validator
 
 from fulfilment_kit.contracts.shipping import ShipmentExceptionCode
 from fulfilment_kit.contracts.types import InputReasonText, Sku, TrackingNumber
 from fulfilment_kit.http import webhooks
-from fulfilment_kit.http.auth import AGENT, OPS, WAREHOUSE, Caller, require
+from fulfilment_kit.http.auth import AGENT, OPS, WAREHOUSE, Caller, IdempotencyKey, require
 from fulfilment_kit.http.errors import ProblemError, problem_responses
-from fulfilment_kit.http.requests import app_of, trace_of, wake_relay
+from fulfilment_kit.http.requests import answer_command, app_of, trace_of, wake_relay
 from shipping.application import CarrierUpdate, Delivery, ShippingApplication
 from shipping.domain import Shipment
 
@@ -165,9 +165,7 @@ async def dispatch(
     request: Request,
     response: Response,
     caller: Annotated[Caller, Dispatcher],
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> ShipmentView:
     """Hand the parcel to the carrier. Repeating it with the same Idempotency-Key replays."""
     idempotency_key = caller.idempotency_key(idempotency_key)
@@ -175,10 +173,7 @@ async def dispatch(
     done = await asyncio.to_thread(
         app_of(request, ShippingApplication).dispatch, order_id, trace, idempotency_key
     )
-    if done.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    else:
-        wake_relay(request)
+    answer_command(request, response, applied=not done.replayed)
     return ShipmentView.of(done.shipment)
 
 

@@ -17,12 +17,12 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import jwt
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from jwt import PyJWK
@@ -356,6 +356,12 @@ class Caller:
     def idempotency_key(self, key: str | None) -> str | None:
         """The Idempotency-Key scoped to this caller (see `Authenticator.scoped_key`)."""
         return None if key is None else self.authenticator.scoped_key(self.principal, key)
+
+
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+]
+"""A command route's optional Idempotency-Key header (scope it with `Caller.idempotency_key`)."""
 
 
 class RoleCheck:

@@ -1,5 +1,6 @@
 """What a route needs from its request: the service's application, a command's trace, and
-the relay to wake after a commit (one copy for every service)."""
+the answer after a command (the relay woken, or the replay marked): one
+copy for every service."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import uuid
 from typing import TypeVar
 
 import structlog
-from fastapi import Request
+from fastapi import Request, Response
 
 from fulfilment_kit.tracing import Trace
 
@@ -42,3 +43,18 @@ def trace_of(
 def wake_relay(request: Request) -> None:
     """Tell the relay that a commit left events to publish (it need not wait for its poll)."""
     request.app.state.runtime.relay.wake()
+
+
+def answer_command(
+    request: Request, response: Response, *, applied: bool, location: str | None = None
+) -> bool:
+    """After a command: wake the relay when it applied (its events wait to be published),
+    else mark the answer a replay (`Idempotent-Replayed: true`); `Location` when given.
+    Returns `applied`."""
+    if applied:
+        wake_relay(request)
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    if location is not None:
+        response.headers["Location"] = location
+    return applied

@@ -12,10 +12,10 @@ from pydantic import BaseModel, ConfigDict, Strict, StringConstraints
 
 from customer_service.cases.application import OpenCase
 from customer_service.cases.domain import Case
-from customer_service.web import IdempotencyKey, app_of, trace_of, wake_relay
+from customer_service.web import app_of, trace_of
 from fulfilment_kit.contracts.customer_service import CaseKind, CasePriority
 from fulfilment_kit.contracts.types import InputName, InputReasonText, NoControlCharacters
-from fulfilment_kit.http.auth import AGENT, OPS, Caller, require
+from fulfilment_kit.http.auth import AGENT, OPS, Caller, IdempotencyKey, require
 from fulfilment_kit.http.errors import problem_responses
 from fulfilment_kit.http.pagination import (
     DEFAULT_PAGE_SIZE,
@@ -23,6 +23,7 @@ from fulfilment_kit.http.pagination import (
     PageSize,
     set_next_link,
 )
+from fulfilment_kit.http.requests import answer_command, wake_relay
 from fulfilment_kit.idempotency import fingerprint
 from fulfilment_kit.tracing import Trace
 
@@ -192,11 +193,7 @@ async def open_case(
         ),
     )
     done = await asyncio.to_thread(app_of(request).open_case, command)
-    if done.created:
-        wake_relay(request)
-    else:
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/cases/{done.aggregate.id}"
+    answer_command(request, response, applied=done.created, location=f"/cases/{done.aggregate.id}")
     return CaseView.of(done.aggregate)
 
 

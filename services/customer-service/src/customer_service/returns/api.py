@@ -13,12 +13,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from customer_service.returns.application import RequestReturn
 from customer_service.returns.domain import InspectedItem, ReturnRequest
-from customer_service.web import IdempotencyKey, app_of, trace_of, wake_relay
+from customer_service.web import app_of, trace_of
 from fulfilment_kit.contracts import InspectedLine, ReturnLine
 from fulfilment_kit.contracts.customer_service import ReturnReasonCode
 from fulfilment_kit.contracts.types import InputName, InputReasonText, Sku
-from fulfilment_kit.http.auth import AGENT, CUSTOMER, OPS, WAREHOUSE, Caller, require
+from fulfilment_kit.http.auth import (
+    AGENT,
+    CUSTOMER,
+    OPS,
+    WAREHOUSE,
+    Caller,
+    IdempotencyKey,
+    require,
+)
 from fulfilment_kit.http.errors import not_found, problem_responses
+from fulfilment_kit.http.requests import answer_command, wake_relay
 from fulfilment_kit.idempotency import fingerprint
 
 log = structlog.get_logger(__name__)
@@ -189,11 +198,7 @@ async def request_return(
     )
     done = await asyncio.to_thread(app_of(request).request_return, command)
     ret = done.aggregate
-    if done.created:
-        wake_relay(request)
-    else:
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/returns/{ret.id}"
+    answer_command(request, response, applied=done.created, location=f"/returns/{ret.id}")
     return ReturnView.of(ret)
 
 
