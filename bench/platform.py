@@ -298,6 +298,43 @@ class BenchPlatform:
 
             await poll_until(ready, timeout=timeout, what=f"{service.name} ready")
 
+    async def not_ready(self) -> list[str]:
+        """The replicas whose `/readyz` does not answer 200 now, with its reason. A consumer
+        in the middle of a rebalance has no partitions assigned, and says so there."""
+        async with httpx.AsyncClient(timeout=5) as client:
+
+            async def probe(service: ServiceProcess) -> str | None:
+                try:
+                    reply = await client.get(service.url + "/readyz")
+                except httpx.TransportError as exc:
+                    return f"{service.name}: {type(exc).__name__}"
+                return None if reply.status_code == 200 else f"{service.name}: {reply.text[:200]}"
+
+            found = await asyncio.gather(*(probe(s) for s in self.services.values()))
+        return [reason for reason in found if reason]
+
+    async def wait_settled(self, timeout: float = 120, quiet_s: float = 3.0) -> float:
+        """Wait until every replica of every process has been ready without a break for
+        `quiet_s` (two heartbeats of the consumer groups: a member that must rejoin notices at
+        its next heartbeat, and is not ready while its group rebalances). Returns the seconds
+        waited. Called before the clock starts, so no rebalance of the replicas' consumer
+        groups falls inside the measured window (each relay took or missed its lease at
+        start, long before: one publishes, the other stands by)."""
+        began = time.monotonic()
+        since: float | None = None
+        while True:
+            problems = await self.not_ready()
+            now = time.monotonic()
+            if problems:
+                since = None
+                if now - began > timeout:
+                    raise Timeout(f"replicas not settled within {timeout:.0f}s: {problems}")
+            elif since is None:
+                since = now
+            elif now - since >= quiet_s:
+                return now - began
+            await asyncio.sleep(0.5)  # poll interval inside a deadline loop
+
     def dead(self) -> list[str]:
         """Services whose process has exited, with their exit status."""
         return [
