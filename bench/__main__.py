@@ -540,6 +540,11 @@ async def run_platform(args: argparse.Namespace, result: dict[str, Any]) -> None
         tail = TopicTail()
         await tail.start()
         groups = process_groups(platform)
+        # Every consumer group settled (each replica ready with its partitions, for a few
+        # heartbeats) before the idle window and the clock start: no start-up rebalance
+        # is measured.
+        result["settled_wait_s"] = round(await platform.wait_settled(), 2)
+        say(f"every replica ready and its consumer groups settled ({result['settled_wait_s']}s)")
         idle: ProcSampler | None = None
         if args.idle_s > 0:
             # Idle means no traffic: the seeding's events are processed first.
@@ -563,6 +568,8 @@ async def run_platform(args: argparse.Namespace, result: dict[str, Any]) -> None
             profiler.start({name: platform[name].pid for name in chosen})
             say(f"py-spy on {', '.join(chosen)}{' (--gil)' if args.gil else ''} -> {directory}")
             warnings.append("profiled run (py-spy attached): the figures are not comparable")
+        # Settled again (a replica that dropped out during the idle window is waited for).
+        result["settled_wait_s"] += round(await platform.wait_settled(), 2)
         sampler = ProcSampler(groups)
         sampler.start()
 

@@ -227,13 +227,19 @@ class BenchPlatform:
     def replicas_of(self, process: str) -> list[ServiceProcess]:
         return [s for s in self.services.values() if s.process == process]
 
-    async def start(self, ready_timeout: float = 120) -> None:
+    async def start(self, ready_timeout: float = 300) -> None:
+        # 300 s: twelve processes (2 replicas) starting at once on the shared 2-core machine
+        # took 115 s to be ready; a run that times out is lost to the comparison.
         os.environ["FULFIL_TOPIC_PREFIX"] = self.prefix
         if self.processes is None:
             self.processes = processes_of(self.root)
         self.topic_names = await asyncio.to_thread(physical_topics, self.root, self.prefix)
         await ensure_topics(self.topic_names)
         stamp = time.strftime("%Y%m%d-%H%M%S")
+        # One key store for every process: a value sealed by one service (the card token,
+        # sealed by orders) is opened by another (payments) with the same data key.
+        keys = await asyncio.to_thread(create_database, "fulfil_bench_keys")
+        self.databases.append(keys)
         databases: dict[str, str] = {}
         for process in self.processes:
             owner = SHARES_DATABASE.get(process, process)
@@ -245,16 +251,7 @@ class BenchPlatform:
             for replica in range(1, self.replicas + 1):
                 name = instance_name(process, replica)
                 port = free_port()
-                env = dict(os.environ)
-                env.update(
-                    FULFIL_TOPIC_PREFIX=self.prefix,
-                    FULFIL_HTTP_PORT=str(port),
-                    POSTGRES_DBNAME=databases[owner],
-                    FULFIL_SHIPPING_AUTO_DISPATCH_S=str(self.auto_dispatch_s),
-                    FULFIL_LOG_LEVEL=self.log_level,
-                    # One dev issuer (its keys live in the state dir) for every checkout.
-                    FULFIL_STATE_DIR=str(bench_state_dir()),
-                )
+                env = self.environment(port, databases[owner], keys)
                 log_path = LOG_DIR / f"{stamp}-{name}.log"
                 self.services[name] = ServiceProcess(
                     name,
@@ -268,6 +265,22 @@ class BenchPlatform:
         for service in self.services.values():
             service.start()
         await asyncio.gather(*(self._wait_ready(s, ready_timeout) for s in self.services.values()))
+
+    def environment(self, port: int, database: str, keys: str) -> dict[str, str]:
+        """The environment of one process: its port and database, the run's topic prefix
+        and shared key store."""
+        env = dict(os.environ)
+        env.update(
+            FULFIL_TOPIC_PREFIX=self.prefix,
+            FULFIL_HTTP_PORT=str(port),
+            POSTGRES_DBNAME=database,
+            FULFIL_PRIVACY_KEYSTORE_DBNAME=keys,
+            FULFIL_SHIPPING_AUTO_DISPATCH_S=str(self.auto_dispatch_s),
+            FULFIL_LOG_LEVEL=self.log_level,
+            # One dev issuer (its keys live in the state dir) for every checkout.
+            FULFIL_STATE_DIR=str(bench_state_dir()),
+        )
+        return env
 
     async def _wait_ready(self, service: ServiceProcess, timeout: float) -> None:
         async with httpx.AsyncClient(base_url=service.url, timeout=5) as client:
@@ -284,6 +297,43 @@ class BenchPlatform:
                     return False
 
             await poll_until(ready, timeout=timeout, what=f"{service.name} ready")
+
+    async def not_ready(self) -> list[str]:
+        """The replicas whose `/readyz` does not answer 200 now, with its reason. A consumer
+        in the middle of a rebalance has no partitions assigned, and says so there."""
+        async with httpx.AsyncClient(timeout=5) as client:
+
+            async def probe(service: ServiceProcess) -> str | None:
+                try:
+                    reply = await client.get(service.url + "/readyz")
+                except httpx.TransportError as exc:
+                    return f"{service.name}: {type(exc).__name__}"
+                return None if reply.status_code == 200 else f"{service.name}: {reply.text[:200]}"
+
+            found = await asyncio.gather(*(probe(s) for s in self.services.values()))
+        return [reason for reason in found if reason]
+
+    async def wait_settled(self, timeout: float = 120, quiet_s: float = 3.0) -> float:
+        """Wait until every replica of every process has been ready without a break for
+        `quiet_s` (two heartbeats of the consumer groups: a member that must rejoin notices at
+        its next heartbeat, and is not ready while its group rebalances). Returns the seconds
+        waited. Called before the clock starts, so no rebalance of the replicas' consumer
+        groups falls inside the measured window (each relay took or missed its lease at
+        start, long before: one publishes, the other stands by)."""
+        began = time.monotonic()
+        since: float | None = None
+        while True:
+            problems = await self.not_ready()
+            now = time.monotonic()
+            if problems:
+                since = None
+                if now - began > timeout:
+                    raise Timeout(f"replicas not settled within {timeout:.0f}s: {problems}")
+            elif since is None:
+                since = now
+            elif now - since >= quiet_s:
+                return now - began
+            await asyncio.sleep(0.5)  # poll interval inside a deadline loop
 
     def dead(self) -> list[str]:
         """Services whose process has exited, with their exit status."""

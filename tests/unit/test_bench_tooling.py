@@ -14,7 +14,7 @@ from bench import __main__ as bench_cli
 from bench import compare, profile, rebuild
 from bench.figures import alternation, headline, median, medians, ratio
 from bench.load import pacing_schedule, pacing_stats
-from bench.platform import REPO, instance_name, processes_of
+from bench.platform import REPO, BenchPlatform, instance_name, processes_of
 
 
 def test_median_ignores_missing_figures_and_is_none_without_any() -> None:
@@ -236,6 +236,22 @@ def test_replicas_are_named_as_make_run_names_them_and_processes_are_discovered(
     found = processes_of(REPO)
     assert found[:5] == ("orders", "inventory", "payments", "shipping", "customer-service")
     assert set(found) <= {*found[:5], "read-models"}
+
+
+def test_every_process_of_a_run_shares_the_runs_key_store_and_has_its_own_database() -> None:
+    # Without a shared key store payments cannot open the card token orders sealed
+    # (DataKeyMissing) and no order of the benchmark ever ships.
+    platform = BenchPlatform(prefix="bench-x.")
+    orders = platform.environment(8001, "fulfil_bench_orders_1", "fulfil_bench_keys_1")
+    payments = platform.environment(8002, "fulfil_bench_payments_1", "fulfil_bench_keys_1")
+    assert orders["FULFIL_PRIVACY_KEYSTORE_DBNAME"] == "fulfil_bench_keys_1"
+    assert payments["FULFIL_PRIVACY_KEYSTORE_DBNAME"] == "fulfil_bench_keys_1"
+    assert (orders["POSTGRES_DBNAME"], payments["POSTGRES_DBNAME"]) == (
+        "fulfil_bench_orders_1",
+        "fulfil_bench_payments_1",
+    )
+    assert orders["FULFIL_TOPIC_PREFIX"] == "bench-x."
+    assert orders["FULFIL_HTTP_PORT"] == "8001"
 
 
 def test_bench_is_invoked_with_namespace_defaults_the_compare_relies_on() -> None:

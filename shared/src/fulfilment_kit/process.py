@@ -11,11 +11,13 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI, Response
+from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fulfilment_kit.contracts import topics
+from fulfilment_kit.messaging import kafka
 from fulfilment_kit.messaging.consumer import ConsumerWatch, PartitionGate, subscribe_inbox
 from fulfilment_kit.messaging.inbox import Inbox, MessageProcessor, OnFailure
 from fulfilment_kit.observability import metrics as kit_metrics
@@ -115,7 +117,11 @@ class ConsumerGroups:
         return [c for c in self.consumers if c.subscriber is not None]
 
     async def kafka_ready(self) -> str | None:
-        if not await self.broker.ping(timeout=3):
+        try:
+            admin = self.broker.config.admin_client
+        except IncorrectState:  # the broker is not connected (yet)
+            return "broker unreachable"
+        if not await kafka.reachable(admin, timeout_s=3):
             return "broker unreachable"
         for running in self.consumers:
             consumer = running.subscriber.consumer if running.subscriber else None
