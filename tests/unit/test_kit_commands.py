@@ -5,6 +5,7 @@ a write that lost such a race outside `execute` answers 409 problem+json, never 
 from __future__ import annotations
 
 import copy
+import uuid
 from typing import Any
 from uuid import UUID
 
@@ -26,6 +27,7 @@ from fulfilment_kit.commands import (
     execute,
 )
 from fulfilment_kit.http.errors import install_error_handlers
+from fulfilment_kit.idempotency import fingerprint, key_id, recorded
 
 
 class Counter(Aggregate):
@@ -198,3 +200,25 @@ def test_not_found_keeps_what_it_was_raised_with_as_its_message() -> None:
     assert str(missing) == "order 9 was paid but never seen placed"
     assert isinstance(missing, LookupError)
     assert isinstance(InvalidStep("x"), ValueError)
+
+
+# --- one idempotency fingerprint: what a key's first request recorded -------------------------
+
+
+class Recorded:
+    def __init__(self, request_fingerprint: str | None) -> None:
+        self.request_fingerprint = request_fingerprint
+
+
+def test_recorded_replays_the_same_request_and_refuses_another() -> None:
+    first = Recorded(fingerprint("order", "a"))
+    assert recorded(first, fingerprint("order", "a")) is first
+    assert recorded(None, fingerprint("order", "a")) is None  # nothing recorded yet
+    with pytest.raises(IdempotencyConflict, match="different request"):
+        recorded(first, fingerprint("order", "b"))
+
+
+def test_key_id_is_derived_from_the_key_else_new() -> None:
+    derive = lambda key: uuid.uuid5(uuid.NAMESPACE_URL, key)  # noqa: E731
+    assert key_id("k", derive) == key_id("k", derive) == derive("k")
+    assert key_id(None, derive) != key_id(None, derive)

@@ -10,9 +10,10 @@ of these units is already open"), looks for the winner's record again and answer
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from eventsourcing.persistence import IntegrityError
 from pydantic import BaseModel
@@ -25,10 +26,22 @@ __all__ = [
     "Outcome",
     "check_fingerprint",
     "fingerprint",
+    "key_id",
+    "recorded",
     "run_idempotently",
 ]
 
 T = TypeVar("T")
+
+
+class Fingerprinted(Protocol):
+    """What a keyed command recorded: it keeps the fingerprint of the request that made it."""
+
+    @property
+    def request_fingerprint(self) -> str | None: ...
+
+
+F = TypeVar("F", bound=Fingerprinted)
 
 
 def fingerprint(*parts: str | BaseModel) -> str:
@@ -38,11 +51,25 @@ def fingerprint(*parts: str | BaseModel) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def check_fingerprint(key: str | None, stored: str | None, given: str) -> None:
-    """Raise IdempotencyConflict when `key` came before with another request."""
+def check_fingerprint(stored: str | None, given: str) -> None:
+    """Raise IdempotencyConflict when the key came before with another request."""
     if stored != given:
         # The key is not quoted: the API passes the caller-scoped digest of the client's key.
         raise IdempotencyConflict("this Idempotency-Key was already used for a different request")
+
+
+def key_id(key: str | None, derive: Callable[[str], uuid.UUID]) -> uuid.UUID:
+    """The id of a command's effect: derived from its Idempotency-Key (a repeat finds it), or
+    a new one without a key."""
+    return uuid.uuid4() if key is None else derive(key)
+
+
+def recorded(found: F | None, given: str) -> F | None:
+    """What the key's first request recorded (`found`; None: nothing yet), provided `given` is
+    that request's fingerprint (else IdempotencyConflict): a `replay` of `run_idempotently`."""
+    if found is not None:
+        check_fingerprint(found.request_fingerprint, given)
+    return found
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,7 @@ class InventoryApplication(ProcessApplication):
         marker = self.find(idempotency_marker_id(idempotency.key), IdempotencyMarker)
         if marker is None:
             return None
-        check_fingerprint(idempotency.key, marker.fingerprint, idempotency.fingerprint)
+        check_fingerprint(marker.fingerprint, idempotency.fingerprint)
         return self.get_stock(marker.sku)
 
     # Queries

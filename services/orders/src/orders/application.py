@@ -24,7 +24,7 @@ from fulfilment_kit.contracts import (
     StockLocked,
     StockRejected,
 )
-from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
+from fulfilment_kit.idempotency import key_id, recorded, run_idempotently
 from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.privacy import PersonalDataVault, in_process_vault
@@ -100,10 +100,7 @@ class OrdersApplication(ProcessApplication):
 
     def place_order(self, command: PlaceOrder) -> Placed:
         """Place an order once per Idempotency-Key: a replay returns the first order."""
-        if command.idempotency_key is None:
-            order_id = uuid.uuid4()
-        else:
-            order_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, command.idempotency_key)
+        order_id = key_id(command.idempotency_key, lambda k: uuid.uuid5(IDEMPOTENCY_NAMESPACE, k))
 
         # Personal data is sealed before anything stores or publishes it.
         customer = command.customer_id
@@ -126,7 +123,10 @@ class OrdersApplication(ProcessApplication):
             self.save(order)  # IntegrityError: the same key was placed concurrently
             return order
 
-        outcome = run_idempotently(replay=lambda: self._replay(order_id, command), attempt=attempt)
+        outcome = run_idempotently(
+            replay=lambda: recorded(self.find(order_id, Order), command.fingerprint),
+            attempt=attempt,
+        )
         return Placed(outcome.result, created=outcome.applied)
 
     def erase_customer(
@@ -145,14 +145,6 @@ class OrdersApplication(ProcessApplication):
             assert twin is not None
             return Erased(twin, created=False, keys_destroyed=destroyed)
         return Erased(erasure, created=True, keys_destroyed=destroyed)
-
-    def _replay(self, order_id: uuid.UUID, command: PlaceOrder) -> Order | None:
-        try:
-            order = self.get_order(order_id)
-        except OrderNotFound:
-            return None
-        check_fingerprint(command.idempotency_key, order.request_fingerprint, command.fingerprint)
-        return order
 
     def cancel_order(self, order_id: uuid.UUID, reason: str, trace: Trace) -> tuple[Order, bool]:
         """The customer's cancellation: cancelled at once before payment, requested from

@@ -21,7 +21,6 @@ call repeated after a crash.
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from fulfilment_kit.contracts import (
     StockLocked,
     StockRejected,
 )
+from fulfilment_kit.idempotency import key_id
 from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.privacy import PersonalDataVault, in_process_vault
@@ -284,10 +284,9 @@ class PaymentsApplication(ProcessApplication):
         Raises PaymentNotFound, IdempotencyConflict, domain NotRefundable (incl.
         RefundExceedsCapture), TransientGatewayError, RefundRejectedError, ConcurrentUpdate.
         """
-        if command.idempotency_key is None:
-            refund_id = uuid.uuid4()
-        else:
-            refund_id = refund_id_for(f"http:{command.order_id}:{command.idempotency_key}")
+        refund_id = key_id(
+            command.idempotency_key, lambda k: refund_id_for(f"http:{command.order_id}:{k}")
+        )
         payment, requested_now = self._record_refund_request(command, refund_id)
         done = payment.refund_by_id(refund_id)
         if done is not None:

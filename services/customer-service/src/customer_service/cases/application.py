@@ -3,7 +3,6 @@ close support cases, record missed deadlines, and list cases from the case direc
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +15,7 @@ from customer_service.cases.directory import CaseDirectory
 from customer_service.cases.domain import Case, SlaKind, SlaPolicy, case_id_for_key
 from customer_service.commands import CommandResult, CommandsBase, ToSave, correlated
 from fulfilment_kit.commands import NotFound
-from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
+from fulfilment_kit.idempotency import key_id, recorded, run_idempotently
 from fulfilment_kit.tracing import Trace
 
 log = structlog.get_logger(__name__)
@@ -47,10 +46,7 @@ class CaseCommands(CommandsBase):
 
     def open_case(self, command: OpenCase) -> CommandResult:
         """Open a case by hand, once per Idempotency-Key."""
-        if command.idempotency_key is None:
-            case_id = uuid.uuid4()
-        else:
-            case_id = case_id_for_key(command.idempotency_key)
+        case_id = key_id(command.idempotency_key, case_id_for_key)
 
         def attempt() -> Case:
             trace = correlated(command.trace, command.order_id or case_id)
@@ -71,16 +67,9 @@ class CaseCommands(CommandsBase):
             return case
 
         outcome = run_idempotently(
-            replay=lambda: self._replay_case(case_id, command), attempt=attempt
+            replay=lambda: recorded(self.find(case_id, Case), command.fingerprint), attempt=attempt
         )
         return CommandResult(outcome.result, created=outcome.applied)
-
-    def _replay_case(self, case_id: UUID, command: OpenCase) -> Case | None:
-        case = self.find(case_id, Case)
-        if case is None:
-            return None
-        check_fingerprint(command.idempotency_key, case.request_fingerprint, command.fingerprint)
-        return case
 
     def assign_case(self, case_id: UUID, assignee: str, trace: Trace) -> Case:
         return self._change_case(case_id, lambda case: case.assign(assignee), trace)

@@ -3,7 +3,6 @@ returns, verified against the local order replica (kept by the application's pol
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
@@ -22,7 +21,7 @@ from customer_service.returns.domain import (
 )
 from customer_service.returns.labels import LabelGateway, label_key
 from fulfilment_kit.commands import NotFound
-from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
+from fulfilment_kit.idempotency import key_id, recorded, run_idempotently
 from fulfilment_kit.tracing import Trace
 
 log = structlog.get_logger(__name__)
@@ -59,10 +58,7 @@ class ReturnCommands(CommandsBase):
         Raises OrderNotFound, domain ReturnNotAllowed / InvalidReturn, IdempotencyConflict,
         gateway TransientLabelError / LabelError, ConcurrentUpdate. Nothing is recorded then.
         """
-        if command.idempotency_key is None:
-            return_id = uuid.uuid4()
-        else:
-            return_id = return_id_for_key(command.idempotency_key)
+        return_id = key_id(command.idempotency_key, return_id_for_key)
 
         def attempt() -> ReturnRequest:
             record = self.get_order_record(command.order_id)
@@ -90,18 +86,11 @@ class ReturnCommands(CommandsBase):
             return ret
 
         outcome = run_idempotently(
-            replay=lambda: self._replay_return(return_id, command),
+            replay=lambda: recorded(self.find(return_id, ReturnRequest), command.fingerprint),
             attempt=attempt,
             what=f"order {command.order_id}",
         )
         return CommandResult(outcome.result, created=outcome.applied)
-
-    def _replay_return(self, return_id: UUID, command: RequestReturn) -> ReturnRequest | None:
-        ret = self.find(return_id, ReturnRequest)
-        if ret is None:
-            return None
-        check_fingerprint(command.idempotency_key, ret.request_fingerprint, command.fingerprint)
-        return ret
 
     def _label(self, ret: ReturnRequest) -> Label:
         return self.labels.create_label(
