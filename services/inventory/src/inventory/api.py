@@ -30,6 +30,7 @@ from fulfilment_kit.http.pagination import (
     set_next_link,
 )
 from fulfilment_kit.http.requests import answer_command, app_of, trace_of
+from fulfilment_kit.http.views import view_of
 from fulfilment_kit.idempotency import fingerprint
 from inventory.application import (
     CountStock,
@@ -89,15 +90,7 @@ class StockView(BaseModel):
 
     @classmethod
     def of(cls, item: StockItem) -> StockView:
-        return cls(
-            sku=item.sku,
-            on_hand=item.on_hand,
-            reserved=item.reserved,
-            available=item.available,
-            low_stock_threshold=item.low_stock_threshold,
-            below_threshold=item.below_threshold,
-            version=item.version,
-        )
+        return view_of(cls, item)
 
 
 class ReservationView(BaseModel):
@@ -108,15 +101,7 @@ class ReservationView(BaseModel):
 
     @classmethod
     def of(cls, reservation: Reservation) -> ReservationView:
-        return cls(
-            order_id=reservation.order_id,
-            status=str(reservation.status),
-            lines=[LineModel(sku=x.sku, quantity=x.quantity) for x in reservation.lines],
-            shortages=[
-                ShortageModel(sku=x.sku, requested=x.requested, available=x.available)
-                for x in reservation.shortages
-            ],
-        )
+        return view_of(cls, reservation)
 
 
 def _idempotency(key: str | None, operation: str, sku: str, body: BaseModel) -> Idempotency | None:

@@ -23,6 +23,7 @@ from fulfilment_kit.contracts.types import (
 from fulfilment_kit.http.auth import AGENT, CUSTOMER, OPS, Caller, IdempotencyKey, require
 from fulfilment_kit.http.errors import ProblemError, not_found, problem_responses
 from fulfilment_kit.http.requests import answer_command, app_of, trace_of, wake_relay
+from fulfilment_kit.http.views import view_of
 from fulfilment_kit.idempotency import fingerprint
 from fulfilment_kit.privacy import PersonalDataVault
 from fulfilment_kit.tracing import Trace
@@ -111,28 +112,15 @@ class OrderView(BaseModel):
 
     @classmethod
     def of(cls, order: Order, vault: PersonalDataVault) -> OrderView:
-        address = vault.reveal_fields(order.shipping_address)
-        return cls(
+        return view_of(
+            cls,
+            order,
             order_id=order.id,
-            status=str(order.status),
-            customer_id=order.customer_id,
-            lines=[LineModel(**line.__dict__) for line in order.lines],
-            currency=order.currency,
-            total_minor=order.total_minor,
-            shipping_address=ShippingAddress(**address.__dict__),
+            shipping_address=vault.reveal_fields(order.shipping_address),
             placed_at=order.created_on,
             updated_at=order.modified_on,
-            version=order.version,
-            stage_entered_at=order.stage_entered_at,
-            flagged_stages=order.flagged_stages,
-            paid_minor=order.paid_minor,
-            carrier=order.carrier,
-            tracking_number=order.tracking_number,
-            cancelled_by=order.cancelled_by,
-            cancel_reason=order.cancel_reason,
             shortages=[s.__dict__ for s in order.shortages],
             returned=dict(order.returned),
-            returned_refund_minor=order.returned_refund_minor,
         )
 
 

@@ -15,6 +15,7 @@ from fulfilment_kit.contracts.types import PositiveMinorAmount
 from fulfilment_kit.http.auth import AGENT, FINANCE, OPS, Caller, IdempotencyKey, require
 from fulfilment_kit.http.errors import problem_responses
 from fulfilment_kit.http.requests import answer_command, app_of, trace_of
+from fulfilment_kit.http.views import view_of
 from payments.application import PaymentsApplication, RequestRefund
 from payments.domain import Payment, Refund
 
@@ -52,12 +53,7 @@ class RefundView(BaseModel):
 
     @classmethod
     def of(cls, refund: Refund) -> RefundView:
-        return cls(
-            refund_id=refund.refund_id,
-            amount_minor=refund.amount_minor,
-            reason=refund.reason,
-            refunded_at=refund.refunded_at,
-        )
+        return view_of(cls, refund)
 
 
 class PaymentView(BaseModel):
@@ -77,18 +73,7 @@ class PaymentView(BaseModel):
 
     @classmethod
     def of(cls, payment: Payment) -> PaymentView:
-        return cls(
-            order_id=payment.order_id,
-            payment_id=payment.id,
-            status=payment.status.value,
-            amount_minor=payment.amount_minor,
-            currency=payment.currency,
-            captured_minor=payment.captured_minor,
-            refunded_minor=payment.refunded_minor,
-            refunds=[RefundView.of(r) for r in payment.refunds],
-            failure_reason=payment.failure_reason,
-            pending_refund_minor=payment.pending_refund_minor,
-        )
+        return view_of(cls, payment, payment_id=payment.id, status=payment.status.value)
 
 
 class RefundCreated(RefundView):

@@ -18,6 +18,7 @@ from fulfilment_kit.http import webhooks
 from fulfilment_kit.http.auth import AGENT, OPS, WAREHOUSE, Caller, IdempotencyKey, require
 from fulfilment_kit.http.errors import ProblemError, problem_responses
 from fulfilment_kit.http.requests import answer_command, app_of, trace_of, wake_relay
+from fulfilment_kit.http.views import view_of
 from shipping.application import CarrierUpdate, Delivery, ShippingApplication
 from shipping.domain import Shipment
 
@@ -55,26 +56,7 @@ class ShipmentView(BaseModel):
 
     @classmethod
     def of(cls, shipment: Shipment) -> ShipmentView:
-        problem = shipment.problem
-        return cls(
-            order_id=shipment.order_id,
-            shipment_id=shipment.id,
-            status=str(shipment.status),
-            carrier=shipment.carrier,
-            tracking_number=shipment.tracking_number,
-            lines=[LineView(sku=x.sku, quantity=x.quantity) for x in shipment.lines],
-            shipped_at=shipment.shipped_at,
-            delivered_at=shipment.delivered_at,
-            exception=(
-                ExceptionView(
-                    reason_code=problem.reason_code,
-                    reason=problem.reason,
-                    occurred_at=problem.occurred_at,
-                )
-                if problem is not None
-                else None
-            ),
-        )
+        return view_of(cls, shipment, shipment_id=shipment.id, exception=shipment.problem)
 
 
 class CarrierWebhook(BaseModel):

@@ -24,6 +24,7 @@ from fulfilment_kit.http.pagination import (
     set_next_link,
 )
 from fulfilment_kit.http.requests import answer_command, wake_relay
+from fulfilment_kit.http.views import view_of
 from fulfilment_kit.idempotency import fingerprint
 from fulfilment_kit.tracing import Trace
 
@@ -102,26 +103,8 @@ class CaseView(BaseModel):
 
     @classmethod
     def of(cls, case: Case) -> CaseView:
-        return cls(
-            case_id=case.id,
-            kind=case.kind,
-            priority=case.priority,
-            status=case.status.value,
-            summary=case.summary,
-            order_id=case.order_id,
-            customer_id=case.customer_id,
-            assignee=case.assignee,
-            notes=[NoteView(**note.__dict__) for note in case.notes],
-            opened_at=case.opened_at,
-            first_response_due_at=case.first_response_due_at,
-            resolution_due_at=case.resolution_due_at,
-            first_response_at=case.first_response_at,
-            outcome=case.outcome,
-            resolution_note=case.resolution_note,
-            resolved_at=case.resolved_at,
-            closed_at=case.closed_at,
-            sla_breached=list(case.breached),
-            version=case.version,
+        return view_of(
+            cls, case, case_id=case.id, status=case.status.value, sla_breached=list(case.breached)
         )
 
 

@@ -28,6 +28,7 @@ from fulfilment_kit.http.auth import (
 )
 from fulfilment_kit.http.errors import not_found, problem_responses
 from fulfilment_kit.http.requests import answer_command, wake_relay
+from fulfilment_kit.http.views import view_of
 from fulfilment_kit.idempotency import fingerprint
 
 log = structlog.get_logger(__name__)
@@ -129,27 +130,13 @@ class ReturnView(BaseModel):
 
     @classmethod
     def of(cls, ret: ReturnRequest) -> ReturnView:
-        return cls(
+        return view_of(
+            cls,
+            ret,
             return_id=ret.id,
-            order_id=ret.order_id,
-            customer_id=ret.customer_id,
             status=ret.status.value,
-            reason_code=ret.reason_code,
-            reason=ret.reason,
-            lines=[ReturnLineView(**item.__dict__) for item in ret.lines],
-            currency=ret.currency,
-            rma_number=ret.rma_number,
-            label=LabelView(**ret.label.__dict__) if ret.label else None,
-            authorised_by=ret.authorised_by,
-            rejection_reason=ret.rejection_reason,
-            inspected=[
-                InspectedLine(sku=x.sku, quantity=x.quantity, result=x.result)  # type: ignore[arg-type]
-                for x in ret.inspected
-            ],
-            refund_minor=ret.refund_minor,
             requested_at=ret.created_on,
             updated_at=ret.modified_on,
-            version=ret.version,
         )
 
 
