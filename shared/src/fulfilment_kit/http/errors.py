@@ -201,12 +201,17 @@ def _allowed_methods(request: Request) -> list[str]:
     ]
 
 
+def _failed(request: Request, exc: Exception) -> dict[str, str]:
+    """What the log says of a failed request: the error's class (not its message), method, path."""
+    return {"error": type(exc).__name__, "method": request.method, "path": request.url.path}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IntegrityError)
     @app.exception_handler(psycopg.errors.IntegrityError)
     async def _integrity(request: Request, exc: Exception) -> JSONResponse:
-        # The database's message names tables and keys: log it, answer in general terms.
-        log.info("concurrent write conflict", path=request.url.path, error=type(exc).__name__)
+        # The database's message names tables and keys: log the class, answer in general terms.
+        log.info("concurrent write conflict", **_failed(request, exc))
         return _problem(409, "Conflict", CONCURRENT_WRITE)
 
     @app.exception_handler(RequestValidationError)
@@ -251,12 +256,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
         # The message of a driver error can quote SQL parameters: log the class only.
-        log.warning(
-            "database unavailable",
-            error=type(exc).__name__,
-            method=request.method,
-            path=request.url.path,
-        )
+        log.warning("database unavailable", **_failed(request, exc))
         return _problem(
             503,
             "Database unavailable",
@@ -270,11 +270,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error(
-            "unhandled error",
-            error=type(exc).__name__,
-            method=request.method,
-            path=request.url.path,
-            exc_info=exc,
-        )
+        log.error("unhandled error", **_failed(request, exc), exc_info=exc)
         return _problem(500, "Internal Server Error", "an unexpected error; it was logged")
