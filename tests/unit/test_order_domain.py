@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from fulfilment_kit.tracing import Trace
+from fulfilment_kit.tracing import Trace, stamp
 from orders.domain import Address, InvalidOrder, Order, OrderLine, OrderStatus
 
 ADDRESS = Address("Ada Example", "1 Sample Street", None, "Berlin", "10115", "DE")
@@ -14,7 +14,7 @@ TRACE = Trace("corr-1", "cause-1")
 
 
 def place(lines: list[OrderLine]) -> Order:
-    return Order.place(
+    order = Order.place(
         order_id=uuid.uuid4(),
         customer_id=uuid.uuid4(),
         lines=lines,
@@ -22,8 +22,9 @@ def place(lines: list[OrderLine]) -> Order:
         shipping_address=ADDRESS,
         payment_token="tok_visa",
         request_fingerprint=None,
-        trace=TRACE,
     )
+    stamp(TRACE, order.pending_events)  # as the application layer does
+    return order
 
 
 def test_placed_order_totals_its_lines_and_records_one_event() -> None:

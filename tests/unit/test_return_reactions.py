@@ -196,6 +196,6 @@ def test_orders_ignore_returns_of_undelivered_orders_and_reject_impossible_ones(
     delivered = delivered_order(app)
     order = app.get_order(delivered)
     with pytest.raises(InvalidOrder, match="does not fit"):
-        order.return_received(uuid.uuid4(), [], 0, Trace("c", "c"))
+        order.return_received(uuid.uuid4(), [], 0)
     with pytest.raises(InvalidOrder, match="does not fit"):
-        order.return_received(uuid.uuid4(), [ReturnedLine("MUG", 3)], 0, Trace("c", "c"))
+        order.return_received(uuid.uuid4(), [ReturnedLine("MUG", 3)], 0)

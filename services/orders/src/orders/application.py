@@ -94,7 +94,7 @@ class OrdersApplication(ProcessApplication):
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
-        register_dataclasses(transcoder, OrderLine, Address, Shortage, ReturnedLine, Trace)
+        register_dataclasses(transcoder, OrderLine, Address, Shortage, ReturnedLine)
 
     # --- commands ---
 
@@ -118,9 +118,9 @@ class OrdersApplication(ProcessApplication):
                 shipping_address=address,
                 payment_token=token,
                 request_fingerprint=command.fingerprint,
-                trace=command.trace,
             )
-            self.save(order)  # IntegrityError: the same key was placed concurrently
+            # IntegrityError: the same key was placed concurrently
+            self.save(order, trace=command.trace)
             return order
 
         outcome = run_idempotently(
@@ -137,9 +137,9 @@ class OrdersApplication(ProcessApplication):
         recorded = self.find(erasure_id_for(customer_id), CustomerErasure)
         if recorded is not None:
             return Erased(recorded, created=False, keys_destroyed=destroyed)
-        erasure = CustomerErasure(customer_id, requested_by, requested_role, trace)
+        erasure = CustomerErasure(customer_id, requested_by, requested_role)
         try:
-            self.save(erasure)
+            self.save(erasure, trace=trace)
         except IntegrityError:  # a concurrent twin recorded it first
             twin = self.find(erasure.id, CustomerErasure)
             assert twin is not None
@@ -152,9 +152,9 @@ class OrdersApplication(ProcessApplication):
 
         def cancel() -> tuple[Order, bool]:
             order = self.get_order(order_id)
-            changed = order.cancel(reason, trace)
+            changed = order.cancel(reason)
             if changed:  # IntegrityError: a reaction changed it (e.g. paid): decide again
-                self.save(order)
+                self.save(order, trace=trace)
             return order, changed
 
         return execute(cancel, what=f"order {order_id}")
@@ -163,10 +163,10 @@ class OrdersApplication(ProcessApplication):
         """Flag an order stuck in `stage` past its deadline; False if it moved on meanwhile."""
         order = self.get_order(order_id)
         trace = Trace(correlation_id=str(order_id), causation_id=f"deadline:{stage}")
-        if not order.flag_overdue(stage, deadline_at, trace):
+        if not order.flag_overdue(stage, deadline_at):
             return False
         try:
-            self.save(order)
+            self.save(order, trace=trace)
         except IntegrityError:
             return False  # the order changed meanwhile; the watch looks again
         return True
@@ -198,38 +198,38 @@ class OrdersApplication(ProcessApplication):
     @_react.register
     def _(self, event: StockLocked, message: InboundMessage, processing: Any) -> None:
         if order := self._order(processing, event.order_id):
-            order.stock_locked(_trace(message))
+            order.stock_locked()
             processing.collect_events(order)
 
     @_react.register
     def _(self, event: StockRejected, message: InboundMessage, processing: Any) -> None:
         if order := self._order(processing, event.order_id):
             shortages = [Shortage(s.sku, s.requested, s.available) for s in event.shortages]
-            order.stock_rejected(shortages, _trace(message))
+            order.stock_rejected(shortages)
             processing.collect_events(order)
 
     @_react.register
     def _(self, event: PaymentCaptured, message: InboundMessage, processing: Any) -> None:
         if order := self._order(processing, event.order_id):
-            order.payment_captured(event.amount_minor, _trace(message))
+            order.payment_captured(event.amount_minor)
             processing.collect_events(order)
 
     @_react.register
     def _(self, event: PaymentFailed, message: InboundMessage, processing: Any) -> None:
         if order := self._order(processing, event.order_id):
-            order.payment_failed(event.reason_code, _trace(message))
+            order.payment_failed(event.reason_code)
             processing.collect_events(order)
 
     @_react.register
     def _(self, event: ShipmentShipped, message: InboundMessage, processing: Any) -> None:
         if order := self._order(processing, event.order_id):
-            order.shipment_shipped(event.carrier, event.tracking_number, _trace(message))
+            order.shipment_shipped(event.carrier, event.tracking_number)
             processing.collect_events(order)
 
     @_react.register
     def _(self, event: ShipmentCancelled, message: InboundMessage, processing: Any) -> None:
         if order := self._order(processing, event.order_id):
-            order.shipment_cancelled(_trace(message))
+            order.shipment_cancelled()
             processing.collect_events(order)
 
     @_react.register
@@ -237,13 +237,13 @@ class OrdersApplication(ProcessApplication):
         self, event: ShipmentCancellationRefused, message: InboundMessage, processing: Any
     ) -> None:
         if order := self._order(processing, event.order_id):
-            order.cancellation_refused(_trace(message))
+            order.cancellation_refused()
             processing.collect_events(order)
 
     @_react.register
     def _(self, event: ShipmentDelivered, message: InboundMessage, processing: Any) -> None:
         if order := self._order(processing, event.order_id):
-            order.shipment_delivered(_trace(message))
+            order.shipment_delivered()
             processing.collect_events(order)
 
     @_react.register
@@ -253,9 +253,5 @@ class OrdersApplication(ProcessApplication):
             for line in event.lines:  # restockable and damaged units alike came back
                 back[line.sku] = back.get(line.sku, 0) + line.quantity
             lines = [ReturnedLine(sku, quantity) for sku, quantity in back.items()]
-            if order.return_received(event.return_id, lines, event.refund_minor, _trace(message)):
+            if order.return_received(event.return_id, lines, event.refund_minor):
                 processing.collect_events(order)
-
-
-def _trace(message: InboundMessage) -> Trace:
-    return Trace.caused_by(message.envelope.id, message.envelope.correlation_id)

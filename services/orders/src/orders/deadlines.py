@@ -117,8 +117,8 @@ class DeadlineWatch:
         for event in events:
             key = str(event.originator_id)
             previous = writes.get("deadline", key)
-            if isinstance(event, Order.Flagged):
-                if previous is not None and previous.data["stage"] == event.stage:
+            if isinstance(event, Order.Flagged):  # its fields: vars (declared by its method)
+                if previous is not None and previous.data["stage"] == vars(event)["stage"]:
                     writes.put("deadline", key, due_at=None, **{**previous.data, "flagged": True})
                 continue
             stage = str(_ENTERS[type(event)])

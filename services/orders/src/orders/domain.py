@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import ClassVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
 from fulfilment_kit.commands import InvalidCommand, StateConflict
-from fulfilment_kit.tracing import Trace
 
 MAX_LINES = 100
 
@@ -109,90 +109,23 @@ class Order(Aggregate):
     Each reaction therefore records what it implies and ignores what is already past.
     """
 
-    class Placed(Aggregate.Created):
-        customer_id: UUID
-        lines: list[OrderLine]
-        currency: str
-        shipping_address: Address
-        payment_token: str | None
-        request_fingerprint: str | None
-        trace: Trace
-
-    class StockLocked(Aggregate.Event):
-        customer_id: UUID
-        trace: Trace
-
-    class Rejected(Aggregate.Event):
-        customer_id: UUID
-        shortages: list[Shortage]
-        trace: Trace
-
-    class Paid(Aggregate.Event):
-        customer_id: UUID
-        amount_minor: int
-        currency: str
-        trace: Trace
-
-    class Cancelled(Aggregate.Event):
-        customer_id: UUID
-        cancelled_by: str
-        reason: str
-        trace: Trace
-
-    class CancellationRequested(Aggregate.Event):
-        customer_id: UUID
-        requested_by: str
-        reason: str
-        trace: Trace
-
-    class CancellationRefused(Aggregate.Event):
-        """Shipping refused the cancellation: the parcel had left (the order goes on)."""
-
-        customer_id: UUID
-        trace: Trace
-
-    class Shipped(Aggregate.Event):
-        customer_id: UUID
-        carrier: str
-        tracking_number: str
-        trace: Trace
-
-    class ShippedAfterCancellation(Aggregate.Event):
-        """The carrier took the parcel although the order had been cancelled."""
-
-        customer_id: UUID
-        carrier: str
-        tracking_number: str
-        trace: Trace
-
-    class Delivered(Aggregate.Event):
-        customer_id: UUID
-        trace: Trace
-
-    class PartiallyReturned(Aggregate.Event):
-        customer_id: UUID
-        return_id: UUID
-        lines: list[ReturnedLine]
-        refund_minor: int
-        currency: str
-        trace: Trace
-
-    class Returned(Aggregate.Event):
-        """Every delivered unit is back (the last return completed it)."""
-
-        customer_id: UUID
-        return_id: UUID
-        lines: list[ReturnedLine]
-        refund_minor: int
-        currency: str
-        trace: Trace
-
-    class Flagged(Aggregate.Event):
-        customer_id: UUID
-        stage: str
-        stage_entered_at: datetime
-        deadline_at: datetime
-        trace: Trace
+    # The events, declared by the `@event` methods below (their arguments are the fields).
+    Placed: ClassVar[type[Aggregate.Created]]
+    StockLocked: ClassVar[type[Aggregate.Event]]
+    Rejected: ClassVar[type[Aggregate.Event]]
+    Paid: ClassVar[type[Aggregate.Event]]
+    Cancelled: ClassVar[type[Aggregate.Event]]
+    CancellationRequested: ClassVar[type[Aggregate.Event]]
+    CancellationRefused: ClassVar[type[Aggregate.Event]]
+    """Shipping refused the cancellation: the parcel had left (the order goes on)."""
+    Shipped: ClassVar[type[Aggregate.Event]]
+    ShippedAfterCancellation: ClassVar[type[Aggregate.Event]]
+    """The carrier took the parcel although the order had been cancelled."""
+    Delivered: ClassVar[type[Aggregate.Event]]
+    PartiallyReturned: ClassVar[type[Aggregate.Event]]
+    Returned: ClassVar[type[Aggregate.Event]]
+    """Every delivered unit is back (the last return completed it)."""
+    Flagged: ClassVar[type[Aggregate.Event]]
 
     @classmethod
     def place(
@@ -205,7 +138,6 @@ class Order(Aggregate):
         shipping_address: Address,
         payment_token: str | None,
         request_fingerprint: str | None,
-        trace: Trace,
     ) -> Order:
         """Check the invariants, then place the order."""
         if not lines:
@@ -225,10 +157,9 @@ class Order(Aggregate):
             shipping_address=shipping_address,
             payment_token=payment_token,
             request_fingerprint=request_fingerprint,
-            trace=trace,
         )
 
-    @event(Placed)
+    @event("Placed")
     def __init__(
         self,
         id: UUID,
@@ -238,7 +169,6 @@ class Order(Aggregate):
         shipping_address: Address,
         payment_token: str | None,
         request_fingerprint: str | None,
-        trace: Trace,
     ) -> None:
         self.customer_id = customer_id
         self.lines = list(lines)
@@ -275,54 +205,42 @@ class Order(Aggregate):
 
     # --- reactions to other services (idempotent: a fact already past is ignored) ---
 
-    def stock_locked(self, trace: Trace) -> None:
+    def stock_locked(self) -> None:
         if self.status is OrderStatus.PLACED:
-            self._lock(customer_id=self.customer_id, trace=trace)
+            self._lock(customer_id=self.customer_id)
 
-    def stock_rejected(self, shortages: list[Shortage], trace: Trace) -> None:
+    def stock_rejected(self, shortages: list[Shortage]) -> None:
         if self.status is OrderStatus.PLACED:
-            self._reject(customer_id=self.customer_id, shortages=shortages, trace=trace)
+            self._reject(customer_id=self.customer_id, shortages=shortages)
 
-    def payment_captured(self, amount_minor: int, trace: Trace) -> None:
+    def payment_captured(self, amount_minor: int) -> None:
         if self.status is OrderStatus.PLACED:
-            self._lock(
-                customer_id=self.customer_id, trace=trace
-            )  # payment is only taken for locked stock
+            self._lock(customer_id=self.customer_id)  # payment is only taken for locked stock
         if self.status is OrderStatus.STOCK_LOCKED:
             self._pay(
-                customer_id=self.customer_id,
-                amount_minor=amount_minor,
-                currency=self.currency,
-                trace=trace,
+                customer_id=self.customer_id, amount_minor=amount_minor, currency=self.currency
             )
 
-    def payment_failed(self, reason: str, trace: Trace) -> None:
+    def payment_failed(self, reason: str) -> None:
         if self.status in (OrderStatus.PLACED, OrderStatus.STOCK_LOCKED):
             self._cancel(
                 customer_id=self.customer_id,
                 cancelled_by="system",
                 reason=f"payment failed: {reason}",
-                trace=trace,
             )
 
-    def shipment_shipped(self, carrier: str, tracking_number: str, trace: Trace) -> None:
+    def shipment_shipped(self, carrier: str, tracking_number: str) -> None:
         # Shipped while a cancellation was requested: the parcel left, shipping will refuse.
         if self.status in (OrderStatus.PAID, OrderStatus.CANCELLATION_REQUESTED):
             self._ship(
-                customer_id=self.customer_id,
-                carrier=carrier,
-                tracking_number=tracking_number,
-                trace=trace,
+                customer_id=self.customer_id, carrier=carrier, tracking_number=tracking_number
             )
         elif self.status is OrderStatus.CANCELLED and self.tracking_number is None:
             self._shipped_after_cancellation(
-                customer_id=self.customer_id,
-                carrier=carrier,
-                tracking_number=tracking_number,
-                trace=trace,
+                customer_id=self.customer_id, carrier=carrier, tracking_number=tracking_number
             )
 
-    def shipment_cancelled(self, trace: Trace) -> None:
+    def shipment_cancelled(self) -> None:
         """Shipping held the parcel: the requested cancellation is done (refund and release
         follow from shipping's event)."""
         if self.status is OrderStatus.CANCELLATION_REQUESTED:
@@ -330,20 +248,19 @@ class Order(Aggregate):
                 customer_id=self.customer_id,
                 cancelled_by=self.cancelled_by or "customer",
                 reason=self.cancel_reason or "cancelled by the customer",
-                trace=trace,
             )
 
-    def cancellation_refused(self, trace: Trace) -> None:
+    def cancellation_refused(self) -> None:
         """Shipping refused: the parcel had left. The order goes on along its shipping path."""
         if self.cancellation_pending:
-            self._refuse_cancellation(customer_id=self.customer_id, trace=trace)
+            self._refuse_cancellation(customer_id=self.customer_id)
 
-    def shipment_delivered(self, trace: Trace) -> None:
+    def shipment_delivered(self) -> None:
         if self.status is OrderStatus.SHIPPED:
-            self._deliver(customer_id=self.customer_id, trace=trace)
+            self._deliver(customer_id=self.customer_id)
 
     def return_received(
-        self, return_id: UUID, lines: list[ReturnedLine], refund_minor: int, trace: Trace
+        self, return_id: UUID, lines: list[ReturnedLine], refund_minor: int
     ) -> bool:
         """Units came back: partially returned, or returned once every delivered unit is back.
 
@@ -365,13 +282,12 @@ class Order(Aggregate):
             lines=lines,
             refund_minor=refund_minor,
             currency=self.currency,
-            trace=trace,
         )
         return True
 
     # --- commands ---
 
-    def cancel(self, reason: str, trace: Trace) -> bool:
+    def cancel(self, reason: str) -> bool:
         """The customer's cancellation: before payment it cancels at once; a paid order gets
         a cancellation *request* (shipping answers). False if either happened already."""
         if self.status in (OrderStatus.CANCELLED, OrderStatus.CANCELLATION_REQUESTED):
@@ -379,16 +295,14 @@ class Order(Aggregate):
         if self.status not in CANCELLABLE or self.refused_cancellation:
             raise OrderConflict(f"order {self.id} is {self.status} and can no longer be cancelled")
         if self.status in CANCELLED_AT_ONCE:
-            self._cancel(
-                customer_id=self.customer_id, cancelled_by="customer", reason=reason, trace=trace
-            )
+            self._cancel(customer_id=self.customer_id, cancelled_by="customer", reason=reason)
         else:
             self._request_cancellation(
-                customer_id=self.customer_id, requested_by="customer", reason=reason, trace=trace
+                customer_id=self.customer_id, requested_by="customer", reason=reason
             )
         return True
 
-    def flag_overdue(self, stage: str, deadline_at: datetime, trace: Trace) -> bool:
+    def flag_overdue(self, stage: str, deadline_at: datetime) -> bool:
         """Flag the order as stuck in `stage` (once per stage); False if it moved on."""
         if self.status != stage or stage in self.flagged_stages:
             return False
@@ -397,7 +311,6 @@ class Order(Aggregate):
             stage=stage,
             stage_entered_at=self.stage_entered_at,
             deadline_at=deadline_at,
-            trace=trace,
         )
         return True
 
@@ -407,38 +320,36 @@ class Order(Aggregate):
         self.status = status
         self.stage_entered_at = self.modified_on
 
-    @event(StockLocked)
-    def _lock(self, customer_id: UUID, trace: Trace) -> None:
+    @event("StockLocked")
+    def _lock(self, customer_id: UUID) -> None:
         self._enter(OrderStatus.STOCK_LOCKED)
 
-    @event(Rejected)
-    def _reject(self, customer_id: UUID, shortages: list[Shortage], trace: Trace) -> None:
+    @event("Rejected")
+    def _reject(self, customer_id: UUID, shortages: list[Shortage]) -> None:
         self.shortages = list(shortages)
         self._enter(OrderStatus.REJECTED)
 
-    @event(Paid)
-    def _pay(self, customer_id: UUID, amount_minor: int, currency: str, trace: Trace) -> None:
+    @event("Paid")
+    def _pay(self, customer_id: UUID, amount_minor: int, currency: str) -> None:
         self.paid_minor = amount_minor
         self._enter(OrderStatus.PAID)
 
-    @event(Cancelled)
-    def _cancel(self, customer_id: UUID, cancelled_by: str, reason: str, trace: Trace) -> None:
+    @event("Cancelled")
+    def _cancel(self, customer_id: UUID, cancelled_by: str, reason: str) -> None:
         self.cancellation_pending = False
         self.cancelled_by = cancelled_by
         self.cancel_reason = reason
         self._enter(OrderStatus.CANCELLED)
 
-    @event(CancellationRequested)
-    def _request_cancellation(
-        self, customer_id: UUID, requested_by: str, reason: str, trace: Trace
-    ) -> None:
+    @event("CancellationRequested")
+    def _request_cancellation(self, customer_id: UUID, requested_by: str, reason: str) -> None:
         self.cancelled_by = requested_by
         self.cancel_reason = reason
         self.cancellation_pending = True
         self._enter(OrderStatus.CANCELLATION_REQUESTED)
 
-    @event(CancellationRefused)
-    def _refuse_cancellation(self, customer_id: UUID, trace: Trace) -> None:
+    @event("CancellationRefused")
+    def _refuse_cancellation(self, customer_id: UUID) -> None:
         self.cancellation_pending = False
         self.refused_cancellation = True
         self.cancelled_by = None
@@ -446,21 +357,21 @@ class Order(Aggregate):
         if self.status is OrderStatus.CANCELLATION_REQUESTED:
             self._enter(OrderStatus.SHIPPED if self.tracking_number else OrderStatus.PAID)
 
-    @event(Shipped)
-    def _ship(self, customer_id: UUID, carrier: str, tracking_number: str, trace: Trace) -> None:
+    @event("Shipped")
+    def _ship(self, customer_id: UUID, carrier: str, tracking_number: str) -> None:
         self.carrier = carrier
         self.tracking_number = tracking_number
         self._enter(OrderStatus.SHIPPED)
 
-    @event(ShippedAfterCancellation)
+    @event("ShippedAfterCancellation")
     def _shipped_after_cancellation(
-        self, customer_id: UUID, carrier: str, tracking_number: str, trace: Trace
+        self, customer_id: UUID, carrier: str, tracking_number: str
     ) -> None:
         self.carrier = carrier
         self.tracking_number = tracking_number
 
-    @event(Delivered)
-    def _deliver(self, customer_id: UUID, trace: Trace) -> None:
+    @event("Delivered")
+    def _deliver(self, customer_id: UUID) -> None:
         self._enter(OrderStatus.DELIVERED)
 
     def _count_return(self, return_id: UUID, lines: list[ReturnedLine], refund_minor: int) -> None:
@@ -469,7 +380,7 @@ class Order(Aggregate):
         self.return_ids = [*self.return_ids, return_id]
         self.returned_refund_minor += refund_minor
 
-    @event(PartiallyReturned)
+    @event("PartiallyReturned")
     def _partially_returned(
         self,
         customer_id: UUID,
@@ -477,13 +388,12 @@ class Order(Aggregate):
         lines: list[ReturnedLine],
         refund_minor: int,
         currency: str,
-        trace: Trace,
     ) -> None:
         self._count_return(return_id, lines, refund_minor)
         if self.status is not OrderStatus.PARTIALLY_RETURNED:
             self._enter(OrderStatus.PARTIALLY_RETURNED)
 
-    @event(Returned)
+    @event("Returned")
     def _returned(
         self,
         customer_id: UUID,
@@ -491,19 +401,13 @@ class Order(Aggregate):
         lines: list[ReturnedLine],
         refund_minor: int,
         currency: str,
-        trace: Trace,
     ) -> None:
         self._count_return(return_id, lines, refund_minor)
         self._enter(OrderStatus.RETURNED)
 
-    @event(Flagged)
+    @event("Flagged")
     def _flag(
-        self,
-        customer_id: UUID,
-        stage: str,
-        stage_entered_at: datetime,
-        deadline_at: datetime,
-        trace: Trace,
+        self, customer_id: UUID, stage: str, stage_entered_at: datetime, deadline_at: datetime
     ) -> None:
         self.flagged_stages = [*self.flagged_stages, stage]
 
@@ -524,20 +428,13 @@ class CustomerErasure(Aggregate):
     The customer's data key is destroyed before this is saved, so a recorded erasure always
     means the key is gone (a crash in between is finished by the retry)."""
 
-    class Erased(Aggregate.Created):
-        customer_id: UUID
-        requested_by: str
-        requested_role: str
-        trace: Trace
+    Erased: ClassVar[type[Aggregate.Created]]
 
-    @event(Erased)
-    def __init__(
-        self, customer_id: UUID, requested_by: str, requested_role: str, trace: Trace
-    ) -> None:
+    @event("Erased")
+    def __init__(self, customer_id: UUID, requested_by: str, requested_role: str) -> None:
         self.customer_id = customer_id
         self.requested_by = requested_by
         self.requested_role = requested_role
-        self.trace = trace
 
     @staticmethod
     def create_id(customer_id: UUID, **_: object) -> UUID:
