@@ -126,7 +126,7 @@ class InventoryApplication(ProcessApplication):
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
-        register_dataclasses(transcoder, StockLine, Shortage, Trace)
+        register_dataclasses(transcoder, StockLine, Shortage)
 
     # Commands (HTTP)
 
@@ -136,8 +136,8 @@ class InventoryApplication(ProcessApplication):
         def change() -> tuple[StockItem, list[Aggregate]]:
             item = self.find(stock_item_id(command.sku), StockItem)
             if item is None:
-                item = StockItem.create(command.sku, command.trace, self.default_threshold)
-            item.receive(command.quantity, command.trace, command.reference)
+                item = StockItem.create(command.sku, self.default_threshold)
+            item.receive(command.quantity, command.reference)
             return item, []
 
         return self._execute(command.sku, command.idempotency, command.trace, change)
@@ -147,7 +147,7 @@ class InventoryApplication(ProcessApplication):
 
         def change() -> tuple[StockItem, list[Aggregate]]:
             item = self.get_stock(command.sku)
-            item.count(command.counted_on_hand, command.reason, command.trace)
+            item.count(command.counted_on_hand, command.reason)
             return item, []
 
         return self._execute(command.sku, command.idempotency, command.trace, change)
@@ -155,7 +155,7 @@ class InventoryApplication(ProcessApplication):
     def set_threshold(self, command: SetThreshold) -> StockResult:
         def change() -> tuple[StockItem, list[Aggregate]]:
             item = self.get_stock(command.sku)
-            item.set_threshold(command.threshold, command.trace)
+            item.set_threshold(command.threshold)
             return item, []
 
         return self._execute(command.sku, None, command.trace, change)
@@ -168,12 +168,10 @@ class InventoryApplication(ProcessApplication):
         def attempt() -> StockItem:
             marker = None
             if idempotency is not None:
-                marker = IdempotencyMarker.record(
-                    idempotency.key, idempotency.fingerprint, sku, trace
-                )
+                marker = IdempotencyMarker.record(idempotency.key, idempotency.fingerprint, sku)
             item, others = change()
             try:
-                self.save(item, *others, marker)
+                self.save(item, *others, marker, trace=trace)
             except IntegrityError:
                 log.info("stock command conflicted, retrying", sku=sku)
                 raise
@@ -261,7 +259,6 @@ class InventoryApplication(ProcessApplication):
         """Reserve every line or none: lock, or reject naming each short SKU."""
         if self.get_for_update(processing, reservation_id(event.order_id), Reservation) is not None:
             return  # decided already (a redelivery at a new offset)
-        trace = Trace.caused_by(envelope.id, envelope.correlation_id)
         wanted: dict[str, int] = {}
         for line in event.lines:
             wanted[line.sku] = wanted.get(line.sku, 0) + line.quantity
@@ -275,16 +272,16 @@ class InventoryApplication(ProcessApplication):
             if (available := _available(items[sku])) < quantity
         ]
         if shortages:
-            processing.collect_events(Reservation.reject(event.order_id, lines, shortages, trace))
+            processing.collect_events(Reservation.reject(event.order_id, lines, shortages))
             log.info(
                 "stock rejected", order_id=str(event.order_id), short=[s.sku for s in shortages]
             )
             return
-        reservation = Reservation.lock(event.order_id, lines, trace)
+        reservation = Reservation.lock(event.order_id, lines)
         for sku, quantity in wanted.items():
             item = items[sku]
             assert item is not None
-            item.reserve(event.order_id, quantity, trace)
+            item.reserve(event.order_id, quantity)
             processing.collect_events(item)
         processing.collect_events(reservation)
         log.info("stock locked", order_id=str(event.order_id), lines=len(lines))
@@ -293,20 +290,20 @@ class InventoryApplication(ProcessApplication):
     def _order_cancelled(
         self, event: OrderCancelled, envelope: Envelope, processing: ProcessingEvent[UUID]
     ) -> None:
-        self._release(event.order_id, "order_cancelled", envelope, processing)
+        self._release(event.order_id, "order_cancelled", processing)
 
     @_react.register(PaymentFailed)
     def _payment_failed(
         self, event: PaymentFailed, envelope: Envelope, processing: ProcessingEvent[UUID]
     ) -> None:
-        self._release(event.order_id, "payment_failed", envelope, processing)
+        self._release(event.order_id, "payment_failed", processing)
 
     @_react.register(ShipmentCancelled)
     def _shipment_cancelled(
         self, event: ShipmentCancelled, envelope: Envelope, processing: ProcessingEvent[UUID]
     ) -> None:
         """Shipping held the parcel (it never leaves): the reservation is released."""
-        self._release(event.order_id, "order_cancelled", envelope, processing)
+        self._release(event.order_id, "order_cancelled", processing)
 
     @_react.register(ShipmentShipped)
     def _shipment_shipped(
@@ -316,11 +313,10 @@ class InventoryApplication(ProcessApplication):
         reservation = self._locked(event.order_id, processing)
         if reservation is None:
             return
-        trace = Trace.caused_by(envelope.id, envelope.correlation_id)
         for item in self._items_of(reservation, processing):
-            item.commit(reservation.order_id, trace)
+            item.commit(reservation.order_id)
             processing.collect_events(item)
-        reservation.commit(trace)
+        reservation.commit()
         processing.collect_events(reservation)
         log.info("stock committed", order_id=str(event.order_id))
 
@@ -331,7 +327,6 @@ class InventoryApplication(ProcessApplication):
         """Put the restockable units of a return back on hand; damaged units stay out."""
         if self.get_for_update(processing, restock_id(event.return_id), Restock) is not None:
             return  # restocked already (a redelivery at a new offset)
-        trace = Trace.caused_by(envelope.id, envelope.correlation_id)
         wanted: dict[str, int] = {}
         for line in event.lines:
             if line.result == "restockable":
@@ -339,11 +334,11 @@ class InventoryApplication(ProcessApplication):
         for sku, quantity in wanted.items():
             item = self.get_for_update(processing, stock_item_id(sku), StockItem)
             if item is None:  # a SKU sold once but unknown here: create it, like a receipt
-                item = StockItem.create(sku, trace, self.default_threshold)
-            item.restock(quantity, event.order_id, event.return_id, trace)
+                item = StockItem.create(sku, self.default_threshold)
+            item.restock(quantity, event.order_id, event.return_id)
             processing.collect_events(item)
         lines = [StockLine(sku, quantity) for sku, quantity in wanted.items()]
-        processing.collect_events(Restock.record(event.return_id, event.order_id, lines, trace))
+        processing.collect_events(Restock.record(event.return_id, event.order_id, lines))
         log.info(
             "return restocked",
             order_id=str(event.order_id),
@@ -352,20 +347,15 @@ class InventoryApplication(ProcessApplication):
         )
 
     def _release(
-        self,
-        order_id: UUID,
-        reason: ReleaseReason,
-        envelope: Envelope,
-        processing: ProcessingEvent[UUID],
+        self, order_id: UUID, reason: ReleaseReason, processing: ProcessingEvent[UUID]
     ) -> None:
         reservation = self._locked(order_id, processing)
         if reservation is None:
             return
-        trace = Trace.caused_by(envelope.id, envelope.correlation_id)
         for item in self._items_of(reservation, processing):
-            item.release(order_id, trace)
+            item.release(order_id)
             processing.collect_events(item)
-        reservation.release(reason, trace)
+        reservation.release(reason)
         processing.collect_events(reservation)
         log.info("stock released", order_id=str(order_id), reason=reason)
 

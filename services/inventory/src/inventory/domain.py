@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
 from fulfilment_kit.commands import InvalidCommand, StateConflict
-from fulfilment_kit.tracing import Trace
 
 INVENTORY_NAMESPACE = uuid.UUID("3e5c2b7a-9d41-4f0e-8a6b-1c2d3e4f5a6b")
 
@@ -95,74 +95,32 @@ def _check_count(name: str, value: int, low: int = 0, high: int = MAX_STOCK) -> 
 class StockItem(Aggregate):
     """Stock of one SKU: on hand, reserved per order, and the low-stock threshold."""
 
-    class Created(Aggregate.Created):
-        sku: str
-        low_stock_threshold: int
-        trace: Trace
-
-    class Received(Aggregate.Event):
-        sku: str
-        quantity: int
-        on_hand: int
-        reference: str | None
-        trace: Trace
-
-    class Counted(Aggregate.Event):
-        sku: str
-        counted_on_hand: int
-        delta: int
-        reason: str
-        trace: Trace
-
-    class ThresholdSet(Aggregate.Event):
-        threshold: int
-        trace: Trace
-
-    class Reserved(Aggregate.Event):
-        order_id: UUID
-        quantity: int
-        trace: Trace
-
-    class Released(Aggregate.Event):
-        order_id: UUID
-        quantity: int
-        trace: Trace
-
-    class Committed(Aggregate.Event):
-        order_id: UUID
-        quantity: int
-        trace: Trace
-
-    class LowStockDetected(Aggregate.Event):
-        sku: str
-        available: int
-        threshold: int
-        trace: Trace
-
-    class Restocked(Aggregate.Event):
-        """Units of a customer return went back on the shelf."""
-
-        sku: str
-        quantity: int
-        on_hand: int
-        order_id: UUID
-        return_id: UUID
-        trace: Trace
+    # The events, declared by the `@event` methods below (their arguments are the fields).
+    Created: ClassVar[type[Aggregate.Created]]
+    Received: ClassVar[type[Aggregate.Event]]
+    Counted: ClassVar[type[Aggregate.Event]]
+    ThresholdSet: ClassVar[type[Aggregate.Event]]
+    Reserved: ClassVar[type[Aggregate.Event]]
+    Released: ClassVar[type[Aggregate.Event]]
+    Committed: ClassVar[type[Aggregate.Event]]
+    LowStockDetected: ClassVar[type[Aggregate.Event]]
+    Restocked: ClassVar[type[Aggregate.Event]]
+    """Units of a customer return went back on the shelf."""
 
     @staticmethod
     def create_id(sku: str) -> UUID:
         return stock_item_id(sku)
 
     @classmethod
-    def create(cls, sku: str, trace: Trace, low_stock_threshold: int) -> StockItem:
+    def create(cls, sku: str, low_stock_threshold: int) -> StockItem:
         """A new SKU with nothing on hand."""
         if not sku:
             raise InvalidQuantity("sku must not be empty")
         _check_count("low_stock_threshold", low_stock_threshold)
-        return cls(sku=sku, low_stock_threshold=low_stock_threshold, trace=trace)
+        return cls(sku=sku, low_stock_threshold=low_stock_threshold)
 
-    @event(Created)
-    def __init__(self, sku: str, low_stock_threshold: int, trace: Trace) -> None:
+    @event("Created")
+    def __init__(self, sku: str, low_stock_threshold: int) -> None:
         self.sku = sku
         self.on_hand = 0
         self.low_stock_threshold = low_stock_threshold
@@ -186,20 +144,20 @@ class StockItem(Aggregate):
 
     # Commands: check first, then record.
 
-    def receive(self, quantity: int, trace: Trace, reference: str | None = None) -> None:
+    def receive(self, quantity: int, reference: str | None = None) -> None:
         _check_count("quantity", quantity, 1, MAX_LINE_QUANTITY)
         if self.on_hand + quantity > MAX_STOCK:
             raise InvalidQuantity(f"on hand would exceed {MAX_STOCK} units")
-        self._received(self.sku, quantity, self.on_hand + quantity, reference, trace)
+        self._received(self.sku, quantity, self.on_hand + quantity, reference)
 
-    def restock(self, quantity: int, order_id: UUID, return_id: UUID, trace: Trace) -> None:
+    def restock(self, quantity: int, order_id: UUID, return_id: UUID) -> None:
         """Returned units of `order_id` that can be sold again."""
         _check_count("quantity", quantity, 1, MAX_LINE_QUANTITY)
         if self.on_hand + quantity > MAX_STOCK:
             raise InvalidQuantity(f"on hand would exceed {MAX_STOCK} units")
-        self._restocked(self.sku, quantity, self.on_hand + quantity, order_id, return_id, trace)
+        self._restocked(self.sku, quantity, self.on_hand + quantity, order_id, return_id)
 
-    def count(self, counted_on_hand: int, reason: str, trace: Trace) -> None:
+    def count(self, counted_on_hand: int, reason: str) -> None:
         """A cycle count: on hand becomes what was counted."""
         _check_count("counted_on_hand", counted_on_hand)
         if not reason or len(reason) > MAX_REASON_LENGTH:
@@ -209,17 +167,17 @@ class StockItem(Aggregate):
                 f"counted {counted_on_hand} units of {self.sku} but {self.reserved} are "
                 "reserved for orders"
             )
-        with self._watching_low_stock(trace):
-            self._counted(self.sku, counted_on_hand, counted_on_hand - self.on_hand, reason, trace)
+        with self._watching_low_stock():
+            self._counted(self.sku, counted_on_hand, counted_on_hand - self.on_hand, reason)
 
-    def set_threshold(self, threshold: int, trace: Trace) -> None:
+    def set_threshold(self, threshold: int) -> None:
         _check_count("threshold", threshold)
         if threshold == self.low_stock_threshold:
             return
-        with self._watching_low_stock(trace):
-            self._threshold_set(threshold, trace)
+        with self._watching_low_stock():
+            self._threshold_set(threshold)
 
-    def reserve(self, order_id: UUID, quantity: int, trace: Trace) -> None:
+    def reserve(self, order_id: UUID, quantity: int) -> None:
         """Hold `quantity` units for the order; never more than available."""
         _check_count("quantity", quantity, 1, MAX_STOCK)
         held = self.reserved_for(order_id)
@@ -231,33 +189,36 @@ class StockItem(Aggregate):
             raise InsufficientStock(
                 f"{quantity} units of {self.sku} requested, {self.available} available"
             )
-        with self._watching_low_stock(trace):
-            self._reserved(order_id, quantity, trace)
+        with self._watching_low_stock():
+            self._reserved(order_id, quantity)
 
-    def release(self, order_id: UUID, trace: Trace) -> None:
+    def release(self, order_id: UUID) -> None:
         """Give the order's reserved units back; nothing to do when it holds none."""
         held = self.reserved_for(order_id)
         if held:
-            self._released(order_id, held, trace)
+            self._released(order_id, held)
 
-    def commit(self, order_id: UUID, trace: Trace) -> None:
+    def commit(self, order_id: UUID) -> None:
         """The order's reserved units left the warehouse: on hand and reserved both drop."""
         held = self.reserved_for(order_id)
         if held:
-            self._committed(order_id, held, trace)
+            self._committed(order_id, held)
 
-    def _watching_low_stock(self, trace: Trace) -> _LowStockWatch:
-        return _LowStockWatch(self, trace)
+    @contextmanager
+    def _watching_low_stock(self) -> Iterator[None]:
+        """Records LowStockDetected when the change takes the SKU below its threshold."""
+        was_below = self.below_threshold
+        yield
+        if not was_below and self.below_threshold:
+            self._low_stock_detected(self.sku, self.available, self.low_stock_threshold)
 
     # Mutators: apply recorded facts, no checks.
 
-    @event(Received)
-    def _received(
-        self, sku: str, quantity: int, on_hand: int, reference: str | None, trace: Trace
-    ) -> None:
+    @event("Received")
+    def _received(self, sku: str, quantity: int, on_hand: int, reference: str | None) -> None:
         self.on_hand = on_hand
 
-    @event(Restocked)
+    @event("Restocked")
     def _restocked(
         self,
         sku: str,
@@ -265,53 +226,33 @@ class StockItem(Aggregate):
         on_hand: int,
         order_id: UUID,
         return_id: UUID,
-        trace: Trace,
     ) -> None:
         self.on_hand = on_hand
 
-    @event(Counted)
-    def _counted(
-        self, sku: str, counted_on_hand: int, delta: int, reason: str, trace: Trace
-    ) -> None:
+    @event("Counted")
+    def _counted(self, sku: str, counted_on_hand: int, delta: int, reason: str) -> None:
         self.on_hand = counted_on_hand
 
-    @event(ThresholdSet)
-    def _threshold_set(self, threshold: int, trace: Trace) -> None:
+    @event("ThresholdSet")
+    def _threshold_set(self, threshold: int) -> None:
         self.low_stock_threshold = threshold
 
-    @event(Reserved)
-    def _reserved(self, order_id: UUID, quantity: int, trace: Trace) -> None:
+    @event("Reserved")
+    def _reserved(self, order_id: UUID, quantity: int) -> None:
         self.reservations[str(order_id)] = quantity
 
-    @event(Released)
-    def _released(self, order_id: UUID, quantity: int, trace: Trace) -> None:
+    @event("Released")
+    def _released(self, order_id: UUID, quantity: int) -> None:
         self.reservations.pop(str(order_id), None)
 
-    @event(Committed)
-    def _committed(self, order_id: UUID, quantity: int, trace: Trace) -> None:
+    @event("Committed")
+    def _committed(self, order_id: UUID, quantity: int) -> None:
         self.reservations.pop(str(order_id), None)
         self.on_hand -= quantity
 
-    @event(LowStockDetected)
-    def _low_stock_detected(self, sku: str, available: int, threshold: int, trace: Trace) -> None:
+    @event("LowStockDetected")
+    def _low_stock_detected(self, sku: str, available: int, threshold: int) -> None:
         pass
-
-
-class _LowStockWatch:
-    """Records LowStockDetected when a change takes a SKU from at-or-above to below threshold."""
-
-    def __init__(self, item: StockItem, trace: Trace) -> None:
-        self.item = item
-        self.trace = trace
-        self.was_below = item.below_threshold
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        item = self.item
-        if exc_type is None and not self.was_below and item.below_threshold:
-            item._low_stock_detected(item.sku, item.available, item.low_stock_threshold, self.trace)
 
 
 class ReservationStatus(StrEnum):
@@ -337,7 +278,6 @@ class Reservation(Aggregate):
     class Locked(Aggregate.Created):
         order_id: UUID
         lines: list[StockLine]
-        trace: Trace
 
         def apply(self, aggregate: Any) -> None:
             aggregate.status = ReservationStatus.LOCKED
@@ -346,25 +286,16 @@ class Reservation(Aggregate):
         order_id: UUID
         lines: list[StockLine]
         shortages: list[Shortage]
-        trace: Trace
 
         def apply(self, aggregate: Any) -> None:
             aggregate.status = ReservationStatus.REJECTED
             aggregate.shortages = list(self.shortages)
 
-    class Released(Aggregate.Event):
-        order_id: UUID
-        lines: list[StockLine]
-        reason: str
-        trace: Trace
-
-    class Committed(Aggregate.Event):
-        order_id: UUID
-        lines: list[StockLine]
-        trace: Trace
+    Released: ClassVar[type[Aggregate.Event]]
+    Committed: ClassVar[type[Aggregate.Event]]
 
     @classmethod
-    def lock(cls, order_id: UUID, lines: Sequence[StockLine], trace: Trace) -> Reservation:
+    def lock(cls, order_id: UUID, lines: Sequence[StockLine]) -> Reservation:
         """Record that every line is reserved (the stock items hold the units)."""
         _check_lines(lines)
         return cls._create(
@@ -372,7 +303,6 @@ class Reservation(Aggregate):
             id=reservation_id(order_id),
             order_id=order_id,
             lines=list(lines),
-            trace=trace,
         )
 
     @classmethod
@@ -381,7 +311,6 @@ class Reservation(Aggregate):
         order_id: UUID,
         lines: Sequence[StockLine],
         shortages: Sequence[Shortage],
-        trace: Trace,
     ) -> Reservation:
         """Record that the order cannot be served; nothing is reserved."""
         _check_lines(lines)
@@ -393,7 +322,6 @@ class Reservation(Aggregate):
             order_id=order_id,
             lines=list(lines),
             shortages=list(shortages),
-            trace=trace,
         )
 
     def __init__(self, order_id: UUID, lines: list[StockLine]) -> None:
@@ -406,55 +334,47 @@ class Reservation(Aggregate):
     def is_locked(self) -> bool:
         return self.status is ReservationStatus.LOCKED
 
-    def release(self, reason: ReleaseReason, trace: Trace) -> None:
+    def release(self, reason: ReleaseReason) -> None:
         if reason not in RELEASE_REASONS:
             raise InvalidQuantity(f"unknown release reason {reason!r}")
         self._require_locked("release")
-        self._released(self.order_id, self.lines, reason, trace)
+        self._released(self.order_id, self.lines, reason)
 
-    def commit(self, trace: Trace) -> None:
+    def commit(self) -> None:
         self._require_locked("commit")
-        self._committed(self.order_id, self.lines, trace)
+        self._committed(self.order_id, self.lines)
 
     def _require_locked(self, action: str) -> None:
         if not self.is_locked:
             raise InvalidTransition(f"cannot {action} a {self.status} reservation")
 
-    @event(Released)
-    def _released(self, order_id: UUID, lines: list[StockLine], reason: str, trace: Trace) -> None:
+    @event("Released")
+    def _released(self, order_id: UUID, lines: list[StockLine], reason: str) -> None:
         self.status = ReservationStatus.RELEASED
 
-    @event(Committed)
-    def _committed(self, order_id: UUID, lines: list[StockLine], trace: Trace) -> None:
+    @event("Committed")
+    def _committed(self, order_id: UUID, lines: list[StockLine]) -> None:
         self.status = ReservationStatus.COMMITTED
 
 
 class Restock(Aggregate):
     """Marks a customer return as put back on the shelf: a second one is a version conflict."""
 
-    class Recorded(Aggregate.Created):
-        return_id: UUID
-        order_id: UUID
-        lines: list[StockLine]
-        trace: Trace
+    Recorded: ClassVar[type[Aggregate.Created]]
 
     @staticmethod
     def create_id(return_id: UUID) -> UUID:
         return restock_id(return_id)
 
     @classmethod
-    def record(
-        cls, return_id: UUID, order_id: UUID, lines: Sequence[StockLine], trace: Trace
-    ) -> Restock:
+    def record(cls, return_id: UUID, order_id: UUID, lines: Sequence[StockLine]) -> Restock:
         """The restockable units of one return (may be none: everything came back damaged)."""
         for line in lines:
             _check_count(f"quantity of {line.sku}", line.quantity, 1, MAX_LINE_QUANTITY)
-        return cls(return_id=return_id, order_id=order_id, lines=list(lines), trace=trace)
+        return cls(return_id=return_id, order_id=order_id, lines=list(lines))
 
-    @event(Recorded)
-    def __init__(
-        self, return_id: UUID, order_id: UUID, lines: list[StockLine], trace: Trace
-    ) -> None:
+    @event("Recorded")
+    def __init__(self, return_id: UUID, order_id: UUID, lines: list[StockLine]) -> None:
         self.return_id = return_id
         self.order_id = order_id
         self.lines = list(lines)
@@ -463,22 +383,18 @@ class Restock(Aggregate):
 class IdempotencyMarker(Aggregate):
     """Remembers that a request with this Idempotency-Key was applied, and what it was."""
 
-    class Recorded(Aggregate.Created):
-        key: str
-        fingerprint: str
-        sku: str
-        trace: Trace
+    Recorded: ClassVar[type[Aggregate.Created]]
 
     @staticmethod
     def create_id(key: str) -> UUID:
         return idempotency_marker_id(key)
 
     @classmethod
-    def record(cls, key: str, fingerprint: str, sku: str, trace: Trace) -> IdempotencyMarker:
-        return cls(key=key, fingerprint=fingerprint, sku=sku, trace=trace)
+    def record(cls, key: str, fingerprint: str, sku: str) -> IdempotencyMarker:
+        return cls(key=key, fingerprint=fingerprint, sku=sku)
 
-    @event(Recorded)
-    def __init__(self, key: str, fingerprint: str, sku: str, trace: Trace) -> None:
+    @event("Recorded")
+    def __init__(self, key: str, fingerprint: str, sku: str) -> None:
         self.key = key
         self.fingerprint = fingerprint
         self.sku = sku
