@@ -102,7 +102,7 @@ def test_events_recorded_now_have_the_stored_names_and_fields() -> None:
     committed.commit()
     rejected = Reservation.reject(REJECTED, [StockLine("SKU-1", 50)], [Shortage("SKU-1", 50, 3)])
     restock = Restock.record(RETURN_ID, COMMITTED, [StockLine("SKU-1", 1)])
-    marker = IdempotencyMarker.record("key-1", "fp-1", "SKU-1")
+    marker = IdempotencyMarker("key-1", "fp-1", "SKU-1")
     app.save(item, released, committed, rejected, restock, marker, trace=Trace("corr", "cause"))
 
     recorded = [

@@ -168,7 +168,7 @@ class InventoryApplication(ProcessApplication):
         def attempt() -> StockItem:
             marker = None
             if idempotency is not None:
-                marker = IdempotencyMarker.record(idempotency.key, idempotency.fingerprint, sku)
+                marker = IdempotencyMarker(idempotency.key, idempotency.fingerprint, sku)
             item, others = change()
             try:
                 self.save(item, *others, marker, trace=trace)

@@ -389,10 +389,6 @@ class IdempotencyMarker(Aggregate):
     def create_id(key: str) -> UUID:
         return idempotency_marker_id(key)
 
-    @classmethod
-    def record(cls, key: str, fingerprint: str, sku: str) -> IdempotencyMarker:
-        return cls(key=key, fingerprint=fingerprint, sku=sku)
-
     @event("Recorded")
     def __init__(self, key: str, fingerprint: str, sku: str) -> None:
         self.key = key
