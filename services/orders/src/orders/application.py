@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from functools import singledispatchmethod
@@ -162,14 +163,12 @@ class OrdersApplication(ProcessApplication):
     def flag_overdue(self, order_id: uuid.UUID, stage: str, deadline_at: datetime) -> bool:
         """Flag an order stuck in `stage` past its deadline; False if it moved on meanwhile."""
         order = self.get_order(order_id)
-        trace = Trace(correlation_id=str(order_id), causation_id=f"deadline:{stage}")
         if not order.flag_overdue(stage, deadline_at):
             return False
-        try:
-            self.save(order, trace=trace)
-        except IntegrityError:
-            return False  # the order changed meanwhile; the watch looks again
-        return True
+        with suppress(IntegrityError):  # else the order changed meanwhile: the watch looks again
+            self.save(order, trace=Trace(str(order_id), f"deadline:{stage}"))
+            return True
+        return False
 
     # --- queries ---
 
