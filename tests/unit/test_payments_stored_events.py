@@ -4,12 +4,9 @@ stored names and fields (the fixture was recorded by the code before the change)
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-
-from eventsourcing.persistence import StoredEvent
 
 from fulfilment_kit.contracts import PaymentCaptured, PaymentRefunded, PaymentUnresolved
 from fulfilment_kit.tracing import Trace
@@ -17,6 +14,7 @@ from payments.application import PaymentsApplication
 from payments.contracts import to_public
 from payments.domain import Payment, PaymentStatus, Refund, payment_id_for
 from payments.worker import ProviderWorker
+from tests.support.stored_events import load, shapes, with_stored
 
 A = uuid.UUID("11111111-1111-4111-8111-111111111111")
 B = uuid.UUID("22222222-2222-4222-8222-222222222222")
@@ -26,7 +24,7 @@ R1 = uuid.UUID("55555555-5555-4555-8555-555555555555")
 R2 = uuid.UUID("66666666-6666-4666-8666-666666666666")
 AT = datetime(2025, 5, 1, 12, tzinfo=UTC)
 
-STORED = json.loads((Path(__file__).parent / "payments_stored_events.json").read_text())
+STORED = load(Path(__file__).parent / "payments_stored_events.json")
 """(originator id, version, topic, state) of each event as the code before the change stored
 it: payment A captured after an unclear answer, one refund made and one refused; B cancelled
 while its capture was in flight and abandoned; C voided; D failed (no token)."""
@@ -37,14 +35,7 @@ def _app() -> PaymentsApplication:
 
 
 def _app_with_old_events() -> PaymentsApplication:
-    app = _app()
-    app.recorder.insert_events(
-        [
-            StoredEvent(uuid.UUID(oid), version, topic, state.encode())
-            for oid, version, topic, state in STORED
-        ]
-    )
-    return app
+    return with_stored(_app(), STORED)
 
 
 def test_payments_stored_before_load_with_their_state() -> None:
@@ -123,11 +114,4 @@ def test_events_recorded_now_have_the_stored_names_and_fields() -> None:
     d.fail(reason_code="card_declined")
     new = _app()
     new.save(a, b, c, d, trace=Trace("corr", "cause"))
-
-    def shape(app: PaymentsApplication) -> list[tuple[str, str, set[str]]]:
-        return [
-            (str(n.originator_id), n.topic, set(json.loads(n.state)))
-            for n in app.recorder.select_notifications(1, 100)
-        ]
-
-    assert shape(new) == shape(_app_with_old_events())
+    assert shapes(new) == shapes(_app_with_old_events())
