@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -106,6 +106,14 @@ class Refund:
     reason: str
     provider_reference: str
     refunded_at: datetime
+
+
+class OrderTotal(TypedDict):
+    """The fields of the order's total that the capture's events carry."""
+
+    order_id: UUID
+    amount_minor: int
+    currency: str
 
 
 class Payment(Aggregate):
@@ -243,6 +251,14 @@ class Payment(Aggregate):
             return PaymentStatus.AWAITING_STOCK
         return PaymentStatus.AUTHORISING
 
+    def _total(self) -> OrderTotal:
+        """The order and its total (known once the order is noted), as events carry them."""
+        assert self.amount_minor is not None
+        assert self.currency is not None
+        return OrderTotal(
+            order_id=self.order_id, amount_minor=self.amount_minor, currency=self.currency
+        )
+
     # -- commands ---------------------------------------------------------------------------
 
     def note_order(self, *, amount_minor: int, currency: str, payment_token: str | None) -> None:
@@ -274,14 +290,7 @@ class Payment(Aggregate):
             raise NotCapturable(f"the payment is {self.status}: no capture may begin")
         if not idempotency_key:
             raise PaymentError("a capture needs an idempotency key")
-        assert self.amount_minor is not None
-        assert self.currency is not None
-        self._capture_requested(
-            order_id=self.order_id,
-            idempotency_key=idempotency_key,
-            amount_minor=self.amount_minor,
-            currency=self.currency,
-        )
+        self._capture_requested(idempotency_key=idempotency_key, **self._total())
 
     @event("CaptureRequested")
     def _capture_requested(
@@ -293,16 +302,9 @@ class Payment(Aggregate):
         """Record the capture of the order total (the provider took the money). Allowed even
         after a cancellation that arrived while the capture was in flight: it happened."""
         self._check_in_flight()
-        assert self.amount_minor is not None
-        assert self.currency is not None
         if not provider_reference:
             raise PaymentError("a capture needs the provider's reference")
-        self._captured(
-            order_id=self.order_id,
-            amount_minor=self.amount_minor,
-            currency=self.currency,
-            provider_reference=provider_reference,
-        )
+        self._captured(provider_reference=provider_reference, **self._total())
 
     @event("Captured")
     def _captured(
@@ -319,14 +321,7 @@ class Payment(Aggregate):
         """Record a definite decline (or a capture that cannot begin: no payment token)."""
         if not (self.capture_pending or self.ready_to_capture):
             raise NotCapturable(f"the payment is {self.status} and cannot fail")
-        assert self.amount_minor is not None
-        assert self.currency is not None
-        self._failed(
-            order_id=self.order_id,
-            amount_minor=self.amount_minor,
-            currency=self.currency,
-            reason_code=reason_code,
-        )
+        self._failed(reason_code=reason_code, **self._total())
 
     @event("Failed")
     def _failed(self, order_id: UUID, amount_minor: int, currency: str, reason_code: str) -> None:
@@ -359,15 +354,8 @@ class Payment(Aggregate):
         if not self.outcome_unknown or self.unresolved_flagged:
             return False
         assert self.unknown_since is not None
-        assert self.amount_minor is not None
-        assert self.currency is not None
         self._unresolved(
-            order_id=self.order_id,
-            amount_minor=self.amount_minor,
-            currency=self.currency,
-            unknown_since=self.unknown_since,
-            lookups=lookups,
-            flagged_at=at,
+            unknown_since=self.unknown_since, lookups=lookups, flagged_at=at, **self._total()
         )
         return True
 
