@@ -8,8 +8,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from eventsourcing.persistence import StoredEvent
-
 from customer_service.application import CustomerServiceApplication
 from customer_service.cases.domain import Case, CaseStatus, SlaPolicy
 from customer_service.contracts import to_public
@@ -21,25 +19,20 @@ from customer_service.returns.domain import (
 )
 from fulfilment_kit.contracts import CaseOpened
 from fulfilment_kit.tracing import Trace
+from tests.support.stored_events import load, with_stored
 
 ORDER_ID = uuid.UUID("11111111-1111-4111-8111-111111111111")
 CUSTOMER_ID = uuid.UUID("22222222-2222-4222-8222-222222222222")
 RETURN_ID = uuid.UUID("33333333-3333-4333-8333-333333333333")
 CASE_ID = uuid.UUID("44444444-4444-4444-8444-444444444444")
 
-STORED = json.loads((Path(__file__).parent / "customer_service_stored_events.json").read_text())
+STORED = load(Path(__file__).parent / "customer_service_stored_events.json")
 """(originator id, version, topic, state) of each event as the code before the move stored it."""
 
 
 def _app_with_old_events() -> CustomerServiceApplication:
     app = CustomerServiceApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    app.recorder.insert_events(
-        [
-            StoredEvent(uuid.UUID(oid), version, topic, state.encode())
-            for oid, version, topic, state in STORED
-        ]
-    )
-    return app
+    return with_stored(app, STORED)
 
 
 def test_an_order_record_stored_in_the_old_module_loads() -> None:

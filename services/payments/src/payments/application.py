@@ -131,48 +131,44 @@ class PaymentsApplication(ProcessApplication):
         return [payment_id_for(order_id)] if isinstance(order_id, UUID) else []
 
     def handle(self, message: InboundMessage, processing: ProcessingEvent[UUID]) -> None:
-        trace = Trace.caused_by(message.envelope.id, message.envelope.correlation_id)
-        payment = self._react(message.envelope.event, processing, trace)
+        payment = self._react(message.envelope.event, processing)
         if payment is not None:
             processing.collect_events(payment)
 
     @functools.singledispatchmethod
-    def _react(
-        self, event: IntegrationEvent, processing: ProcessingEvent[UUID], trace: Trace
-    ) -> Payment | None:
+    def _react(self, event: IntegrationEvent, processing: ProcessingEvent[UUID]) -> Payment | None:
         """Events this service does not react to: ignored. Each reaction returns the payment
         it changed (None: nothing to record)."""
         return None
 
     @_react.register
-    def _(self, event: OrderPlaced, processing: ProcessingEvent[UUID], trace: Trace) -> Payment:
-        payment = self._payment(processing, event.order_id, trace)
+    def _(self, event: OrderPlaced, processing: ProcessingEvent[UUID]) -> Payment:
+        payment = self._payment(processing, event.order_id)
         if not payment.order_known:
             payment.note_order(
                 amount_minor=event.total_minor,
                 currency=event.currency,
                 # sealed for payments (opened only to charge); plaintext in old records
                 payment_token=event.sealed_payment_token or event.payment_token,
-                trace=trace,
             )
-            self._request_capture(payment, trace)
+            self._request_capture(payment)
         return payment
 
     @_react.register
-    def _(self, event: StockLocked, processing: ProcessingEvent[UUID], trace: Trace) -> Payment:
-        payment = self._payment(processing, event.order_id, trace)
+    def _(self, event: StockLocked, processing: ProcessingEvent[UUID]) -> Payment:
+        payment = self._payment(processing, event.order_id)
         if not payment.stock_locked:
-            payment.note_stock_locked(trace=trace)
-            self._request_capture(payment, trace)
+            payment.note_stock_locked()
+            self._request_capture(payment)
         return payment
 
     @_react.register
-    def _(self, event: StockRejected, processing: ProcessingEvent[UUID], trace: Trace) -> Payment:
-        payment = self._payment(processing, event.order_id, trace)
+    def _(self, event: StockRejected, processing: ProcessingEvent[UUID]) -> Payment:
+        payment = self._payment(processing, event.order_id)
         if payment.is_captured:
             log.warning("stock rejected after capture: ignored", order_id=str(event.order_id))
         elif not (payment.failure_reason is not None or payment.stopped):
-            payment.void(trace=trace)
+            payment.void()
         return payment
 
     @_react.register
@@ -180,43 +176,40 @@ class PaymentsApplication(ProcessApplication):
         self,
         event: OrderCancelled | ShipmentCancelled,
         processing: ProcessingEvent[UUID],
-        trace: Trace,
     ) -> Payment | None:
-        payment = self._payment(processing, event.order_id, trace)
+        payment = self._payment(processing, event.order_id)
         if payment.is_captured:
-            return payment if self.request_cancellation_refund(payment, trace) else None
+            return payment if self.request_cancellation_refund(payment) else None
         if payment.failure_reason is None and not payment.stopped:
-            payment.cancel(trace=trace)
+            payment.cancel()
             return payment
         return None
 
     @_react.register
-    def _(
-        self, event: ReturnReceived, processing: ProcessingEvent[UUID], trace: Trace
-    ) -> Payment | None:
+    def _(self, event: ReturnReceived, processing: ProcessingEvent[UUID]) -> Payment | None:
         found = self.get_for_update(processing, payment_id_for(event.order_id), Payment)
-        if found is None or not self._refund_return(found, event, trace):
+        if found is None or not self._refund_return(found, event):
             return None
         return found
 
-    def _payment(self, processing: ProcessingEvent[UUID], order_id: UUID, trace: Trace) -> Payment:
+    def _payment(self, processing: ProcessingEvent[UUID], order_id: UUID) -> Payment:
         """The order's payment as changed so far, as stored, or opened now."""
         payment = self.get_for_update(processing, payment_id_for(order_id), Payment)
-        return payment if payment is not None else Payment.open(order_id=order_id, trace=trace)
+        return payment if payment is not None else Payment.open(order_id=order_id)
 
-    def _request_capture(self, payment: Payment, trace: Trace) -> None:
+    def _request_capture(self, payment: Payment) -> None:
         """Once order and stock are both there: record the capture's intent (or fail at once
         without a token). The provider worker calls the provider after the commit."""
         if not payment.ready_to_capture:
             return
         if payment.payment_token is None:
-            payment.fail(reason_code="card_declined", trace=trace)
+            payment.fail(reason_code="card_declined")
             log.info("payment failed: no payment token", order_id=str(payment.order_id))
             return
-        payment.request_capture(idempotency_key=str(payment.id), trace=trace)
+        payment.request_capture(idempotency_key=str(payment.id))
 
     @staticmethod
-    def request_cancellation_refund(payment: Payment, trace: Trace) -> bool:
+    def request_cancellation_refund(payment: Payment) -> bool:
         """Request the refund of whatever is left because the order was cancelled; True if
         requested now (once per order, whichever message or worker step asks)."""
         refund_id = cancellation_refund_id(payment.order_id)
@@ -224,12 +217,12 @@ class PaymentsApplication(ProcessApplication):
         if remaining == 0 or payment.knows_refund(refund_id):
             return False
         payment.request_refund(
-            refund_id=refund_id, amount_minor=remaining, reason="order_cancelled", trace=trace
+            refund_id=refund_id, amount_minor=remaining, reason="order_cancelled"
         )
         log.info("refund requested: order cancelled", order_id=str(payment.order_id))
         return True
 
-    def _refund_return(self, payment: Payment, event: ReturnReceived, trace: Trace) -> bool:
+    def _refund_return(self, payment: Payment, event: ReturnReceived) -> bool:
         """Request what the return policy granted, never more than is left; True if requested."""
         refund_id = refund_id_for(f"return:{event.return_id}")
         order_id = str(event.order_id)
@@ -248,9 +241,7 @@ class PaymentsApplication(ProcessApplication):
             )
         if amount == 0:
             return False
-        payment.request_refund(
-            refund_id=refund_id, amount_minor=amount, reason="return_received", trace=trace
-        )
+        payment.request_refund(refund_id=refund_id, amount_minor=amount, reason="return_received")
         log.info("refund requested: return received", order_id=order_id, amount_minor=amount)
         return True
 
@@ -298,11 +289,11 @@ class PaymentsApplication(ProcessApplication):
         except RefundRejectedError as exc:
             refused = str(exc)
             self.record_provider_outcome(
-                payment.order_id, lambda p: _reject(p, refund_id, refused, command.trace)
+                payment.order_id, lambda p: _reject(p, refund_id, refused), command.trace
             )
             raise
         payment = self.record_provider_outcome(
-            payment.order_id, lambda p: _complete(p, refund_id, result, command.trace)
+            payment.order_id, lambda p: _complete(p, refund_id, result), command.trace
         )
         refund = payment.refund_by_id(refund_id)
         assert refund is not None
@@ -331,21 +322,24 @@ class PaymentsApplication(ProcessApplication):
                 refund_id=refund_id,
                 amount_minor=command.amount_minor,
                 reason=command.reason,
-                trace=command.trace,
             )
-            self.save(payment)  # IntegrityError: changed meanwhile, check again
+            # IntegrityError: changed meanwhile, check again
+            self.save(payment, trace=command.trace)
             return payment, True
 
         return execute(change, what=f"payment of order {command.order_id}")
 
-    def record_provider_outcome(self, order_id: UUID, change: Callable[[Payment], bool]) -> Payment:
-        """Apply `change` to the newest payment and save it, retrying on a concurrent change;
-        `change` returns False when there is nothing (more) to record."""
+    def record_provider_outcome(
+        self, order_id: UUID, change: Callable[[Payment], bool], trace: Trace
+    ) -> Payment:
+        """Apply `change` to the newest payment and save it (its events caused by `trace`),
+        retrying on a concurrent change; `change` returns False when there is nothing (more)
+        to record."""
 
         def record() -> Payment:
             payment = self.get_payment(order_id)
             if change(payment):
-                self.save(payment)
+                self.save(payment, trace=trace)
             return payment
 
         return execute(record, what=f"payment of order {order_id}")
@@ -371,22 +365,21 @@ class PaymentsApplication(ProcessApplication):
             self.on_provider_work()
 
 
-def _complete(payment: Payment, refund_id: UUID, result: RefundResult, trace: Trace) -> bool:
+def _complete(payment: Payment, refund_id: UUID, result: RefundResult) -> bool:
     if payment.pending_refund(refund_id) is None:
         return False  # the worker recorded it meanwhile
     payment.refund(
         refund_id=refund_id,
         provider_reference=result.provider_reference,
         refunded_at=datetime.now(UTC),
-        trace=trace,
     )
     return True
 
 
-def _reject(payment: Payment, refund_id: UUID, reason: str, trace: Trace) -> bool:
+def _reject(payment: Payment, refund_id: UUID, reason: str) -> bool:
     if payment.pending_refund(refund_id) is None:
         return False
-    payment.reject_refund(refund_id=refund_id, reason=reason, trace=trace)
+    payment.reject_refund(refund_id=refund_id, reason=reason)
     return True
 
 

@@ -20,12 +20,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import ClassVar, TypedDict
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
 from fulfilment_kit.commands import StateConflict
-from fulfilment_kit.tracing import Trace
 
 # Namespace of the deterministic ids of payments (one per order) and refunds.
 PAYMENTS_NAMESPACE = uuid.UUID("3a5e2c1d-7b4f-4e9a-8c6d-1f2e3d4c5b6a")
@@ -108,104 +108,43 @@ class Refund:
     refunded_at: datetime
 
 
+class OrderTotal(TypedDict):
+    """The fields of the order's total that the capture's events carry."""
+
+    order_id: UUID
+    amount_minor: int
+    currency: str
+
+
 class Payment(Aggregate):
     """The money side of one order."""
 
-    class Opened(Aggregate.Created):
-        order_id: UUID
-        trace: Trace
-
-    class OrderNoted(Aggregate.Event):
-        amount_minor: int
-        currency: str
-        payment_token: str | None
-        trace: Trace
-
-    class StockNoted(Aggregate.Event):
-        trace: Trace
-
-    class CaptureRequested(Aggregate.Event):
-        order_id: UUID
-        idempotency_key: str
-        amount_minor: int
-        currency: str
-        trace: Trace
-
-    class OutcomeUnknown(Aggregate.Event):
-        reason: str
-        since: datetime
-        trace: Trace
-
-    class Unresolved(Aggregate.Event):
-        order_id: UUID
-        amount_minor: int
-        currency: str
-        unknown_since: datetime
-        lookups: int
-        flagged_at: datetime
-        trace: Trace
-
-    class CaptureAbandoned(Aggregate.Event):
-        """Cancelled while the capture was in flight, and the provider has no such charge."""
-
-        trace: Trace
-
-    class RefundRequested(Aggregate.Event):
-        order_id: UUID
-        refund_id: UUID
-        amount_minor: int
-        currency: str
-        reason: str
-        trace: Trace
-
-    class RefundRejected(Aggregate.Event):
-        refund_id: UUID
-        reason: str
-        trace: Trace
-
-    class Captured(Aggregate.Event):
-        order_id: UUID
-        amount_minor: int
-        currency: str
-        provider_reference: str
-        trace: Trace
-
-    class Failed(Aggregate.Event):
-        order_id: UUID
-        amount_minor: int
-        currency: str
-        reason_code: str
-        trace: Trace
-
-    class Cancelled(Aggregate.Event):
-        trace: Trace
-
-    class Voided(Aggregate.Event):
-        trace: Trace
-
-    class Refunded(Aggregate.Event):
-        order_id: UUID
-        refund_id: UUID
-        amount_minor: int
-        currency: str
-        reason: str
-        provider_reference: str
-        refunded_at: datetime
-        total_refunded_minor: int
-        full_refund: bool
-        trace: Trace
+    # The events, declared by the `@event` methods below (their arguments are the fields).
+    Opened: ClassVar[type[Aggregate.Created]]
+    OrderNoted: ClassVar[type[Aggregate.Event]]
+    StockNoted: ClassVar[type[Aggregate.Event]]
+    CaptureRequested: ClassVar[type[Aggregate.Event]]
+    OutcomeUnknown: ClassVar[type[Aggregate.Event]]
+    Unresolved: ClassVar[type[Aggregate.Event]]
+    CaptureAbandoned: ClassVar[type[Aggregate.Event]]
+    """Cancelled while the capture was in flight, and the provider has no such charge."""
+    RefundRequested: ClassVar[type[Aggregate.Event]]
+    RefundRejected: ClassVar[type[Aggregate.Event]]
+    Captured: ClassVar[type[Aggregate.Event]]
+    Failed: ClassVar[type[Aggregate.Event]]
+    Cancelled: ClassVar[type[Aggregate.Event]]
+    Voided: ClassVar[type[Aggregate.Event]]
+    Refunded: ClassVar[type[Aggregate.Event]]
 
     # -- creation ---------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, *, order_id: UUID, trace: Trace) -> Payment:
-        return cls(id=payment_id_for(order_id), order_id=order_id, trace=trace)
+    def open(cls, *, order_id: UUID) -> Payment:
+        return cls(id=payment_id_for(order_id), order_id=order_id)
 
-    @event(Opened)
-    def __init__(self, id: UUID, order_id: UUID, trace: Trace) -> None:
+    @event("Opened")
+    def __init__(self, id: UUID, order_id: UUID) -> None:
         self.order_id = order_id
-        self.correlation_id = trace.correlation_id
-        """Of the last intent: the provider worker's outcomes carry it on."""
         self.amount_minor: int | None = None
         self.currency: str | None = None
         self.payment_token: str | None = None
@@ -312,106 +251,80 @@ class Payment(Aggregate):
             return PaymentStatus.AWAITING_STOCK
         return PaymentStatus.AUTHORISING
 
+    def _total(self) -> OrderTotal:
+        """The order and its total (known once the order is noted), as events carry them."""
+        assert self.amount_minor is not None
+        assert self.currency is not None
+        return OrderTotal(
+            order_id=self.order_id, amount_minor=self.amount_minor, currency=self.currency
+        )
+
     # -- commands ---------------------------------------------------------------------------
 
-    def note_order(
-        self, *, amount_minor: int, currency: str, payment_token: str | None, trace: Trace
-    ) -> None:
+    def note_order(self, *, amount_minor: int, currency: str, payment_token: str | None) -> None:
         if self.order_known:
             raise PaymentError("the order of this payment is already known")
         if amount_minor <= 0:
             raise PaymentError("the amount to pay must be positive")
-        self._order_noted(
-            amount_minor=amount_minor, currency=currency, payment_token=payment_token, trace=trace
-        )
+        self._order_noted(amount_minor=amount_minor, currency=currency, payment_token=payment_token)
 
-    @event(OrderNoted)
-    def _order_noted(
-        self, amount_minor: int, currency: str, payment_token: str | None, trace: Trace
-    ) -> None:
+    @event("OrderNoted")
+    def _order_noted(self, amount_minor: int, currency: str, payment_token: str | None) -> None:
         self.order_known = True
         self.amount_minor = amount_minor
         self.currency = currency
         self.payment_token = payment_token
 
-    def note_stock_locked(self, *, trace: Trace) -> None:
+    def note_stock_locked(self) -> None:
         if self.stock_locked:
             raise PaymentError("stock of this order is already known to be locked")
-        self._stock_noted(trace=trace)
+        self._stock_noted()
 
-    @event(StockNoted)
-    def _stock_noted(self, trace: Trace) -> None:
+    @event("StockNoted")
+    def _stock_noted(self) -> None:
         self.stock_locked = True
 
-    def request_capture(self, *, idempotency_key: str, trace: Trace) -> None:
+    def request_capture(self, *, idempotency_key: str) -> None:
         """Record the intent to capture the order total, before the provider is called."""
         if not self.ready_to_capture:
             raise NotCapturable(f"the payment is {self.status}: no capture may begin")
         if not idempotency_key:
             raise PaymentError("a capture needs an idempotency key")
-        assert self.amount_minor is not None
-        assert self.currency is not None
-        self._capture_requested(
-            order_id=self.order_id,
-            idempotency_key=idempotency_key,
-            amount_minor=self.amount_minor,
-            currency=self.currency,
-            trace=trace,
-        )
+        self._capture_requested(idempotency_key=idempotency_key, **self._total())
 
-    @event(CaptureRequested)
+    @event("CaptureRequested")
     def _capture_requested(
-        self, order_id: UUID, idempotency_key: str, amount_minor: int, currency: str, trace: Trace
+        self, order_id: UUID, idempotency_key: str, amount_minor: int, currency: str
     ) -> None:
         self.capture_key = idempotency_key
-        self.correlation_id = trace.correlation_id
 
-    def capture(self, *, provider_reference: str, trace: Trace) -> None:
+    def capture(self, *, provider_reference: str) -> None:
         """Record the capture of the order total (the provider took the money). Allowed even
         after a cancellation that arrived while the capture was in flight: it happened."""
         self._check_in_flight()
-        assert self.amount_minor is not None
-        assert self.currency is not None
         if not provider_reference:
             raise PaymentError("a capture needs the provider's reference")
-        self._captured(
-            order_id=self.order_id,
-            amount_minor=self.amount_minor,
-            currency=self.currency,
-            provider_reference=provider_reference,
-            trace=trace,
-        )
+        self._captured(provider_reference=provider_reference, **self._total())
 
-    @event(Captured)
+    @event("Captured")
     def _captured(
         self,
         order_id: UUID,
         amount_minor: int,
         currency: str,
         provider_reference: str,
-        trace: Trace,
     ) -> None:
         self.captured_minor = amount_minor
         self.provider_reference = provider_reference
 
-    def fail(self, *, reason_code: str, trace: Trace) -> None:
+    def fail(self, *, reason_code: str) -> None:
         """Record a definite decline (or a capture that cannot begin: no payment token)."""
         if not (self.capture_pending or self.ready_to_capture):
             raise NotCapturable(f"the payment is {self.status} and cannot fail")
-        assert self.amount_minor is not None
-        assert self.currency is not None
-        self._failed(
-            order_id=self.order_id,
-            amount_minor=self.amount_minor,
-            currency=self.currency,
-            reason_code=reason_code,
-            trace=trace,
-        )
+        self._failed(reason_code=reason_code, **self._total())
 
-    @event(Failed)
-    def _failed(
-        self, order_id: UUID, amount_minor: int, currency: str, reason_code: str, trace: Trace
-    ) -> None:
+    @event("Failed")
+    def _failed(self, order_id: UUID, amount_minor: int, currency: str, reason_code: str) -> None:
         self.failure_reason = reason_code
 
     def _check_in_flight(self) -> None:
@@ -423,38 +336,30 @@ class Payment(Aggregate):
             raise NotCapturable(f"the payment is {self.status}: order and stock are both needed")
         raise NotCapturable(f"the payment is {self.status}: no capture is in flight")
 
-    def note_outcome_unknown(self, *, reason: str, at: datetime, trace: Trace) -> bool:
+    def note_outcome_unknown(self, *, reason: str, at: datetime) -> bool:
         """The provider's answer was unclear; False if that is known already."""
         if not self.capture_pending:
             raise NotCapturable(f"the payment is {self.status}: no capture is in flight")
         if self.unknown_since is not None:
             return False
-        self._outcome_unknown(reason=reason[:200], since=at, trace=trace)
+        self._outcome_unknown(reason=reason[:200], since=at)
         return True
 
-    @event(OutcomeUnknown)
-    def _outcome_unknown(self, reason: str, since: datetime, trace: Trace) -> None:
+    @event("OutcomeUnknown")
+    def _outcome_unknown(self, reason: str, since: datetime) -> None:
         self.unknown_since = since
 
-    def flag_unresolved(self, *, lookups: int, at: datetime, trace: Trace) -> bool:
+    def flag_unresolved(self, *, lookups: int, at: datetime) -> bool:
         """The outcome stayed unknown past the deadline (once): a case for a human."""
         if not self.outcome_unknown or self.unresolved_flagged:
             return False
         assert self.unknown_since is not None
-        assert self.amount_minor is not None
-        assert self.currency is not None
         self._unresolved(
-            order_id=self.order_id,
-            amount_minor=self.amount_minor,
-            currency=self.currency,
-            unknown_since=self.unknown_since,
-            lookups=lookups,
-            flagged_at=at,
-            trace=trace,
+            unknown_since=self.unknown_since, lookups=lookups, flagged_at=at, **self._total()
         )
         return True
 
-    @event(Unresolved)
+    @event("Unresolved")
     def _unresolved(
         self,
         order_id: UUID,
@@ -463,39 +368,38 @@ class Payment(Aggregate):
         unknown_since: datetime,
         lookups: int,
         flagged_at: datetime,
-        trace: Trace,
     ) -> None:
         self.unresolved_flagged = True
 
-    def abandon_capture(self, *, trace: Trace) -> None:
+    def abandon_capture(self) -> None:
         """Stopped while in flight and the provider has no such charge: never captured."""
         if not (self.capture_pending and self.stopped):
             raise NotCapturable(f"the payment is {self.status}: nothing to abandon")
-        self._capture_abandoned(trace=trace)
+        self._capture_abandoned()
 
-    @event(CaptureAbandoned)
-    def _capture_abandoned(self, trace: Trace) -> None:
+    @event("CaptureAbandoned")
+    def _capture_abandoned(self) -> None:
         self.abandoned = True
 
-    def cancel(self, *, trace: Trace) -> None:
+    def cancel(self) -> None:
         """The order was cancelled before capture: never begin one afterwards (a capture in
         flight is resolved at the provider, and refunded if the money was taken)."""
         if self.is_captured or self.failure_reason is not None or self.stopped:
             raise PaymentError(f"a {self.status} payment cannot be cancelled")
-        self._cancelled(trace=trace)
+        self._cancelled()
 
-    @event(Cancelled)
-    def _cancelled(self, trace: Trace) -> None:
+    @event("Cancelled")
+    def _cancelled(self) -> None:
         self.cancelled = True
 
-    def void(self, *, trace: Trace) -> None:
+    def void(self) -> None:
         """Stock was rejected before capture: never capture it."""
         if self.is_captured or self.failure_reason is not None or self.stopped:
             raise PaymentError(f"a {self.status} payment cannot be voided")
-        self._voided(trace=trace)
+        self._voided()
 
-    @event(Voided)
-    def _voided(self, trace: Trace) -> None:
+    @event("Voided")
+    def _voided(self) -> None:
         self.voided = True
 
     def check_refund(self, refund_id: UUID, amount_minor: int) -> None:
@@ -509,9 +413,7 @@ class Payment(Aggregate):
         if amount_minor > self.refundable_minor:
             raise RefundExceedsCapture(amount_minor, self.refundable_minor, self.currency or "")
 
-    def request_refund(
-        self, *, refund_id: UUID, amount_minor: int, reason: str, trace: Trace
-    ) -> None:
+    def request_refund(self, *, refund_id: UUID, amount_minor: int, reason: str) -> None:
         """Record a refund before the provider is called (its id is the idempotency key)."""
         self.check_refund(refund_id, amount_minor)
         assert self.currency is not None
@@ -521,10 +423,9 @@ class Payment(Aggregate):
             amount_minor=amount_minor,
             currency=self.currency,
             reason=reason,
-            trace=trace,
         )
 
-    @event(RefundRequested)
+    @event("RefundRequested")
     def _refund_requested(
         self,
         order_id: UUID,
@@ -532,9 +433,7 @@ class Payment(Aggregate):
         amount_minor: int,
         currency: str,
         reason: str,
-        trace: Trace,
     ) -> None:
-        self.correlation_id = trace.correlation_id
         self.pending_refunds = [
             *self.pending_refunds,
             PendingRefund(refund_id, amount_minor, reason),
@@ -546,7 +445,6 @@ class Payment(Aggregate):
         refund_id: UUID,
         provider_reference: str,
         refunded_at: datetime,
-        trace: Trace,
     ) -> None:
         """Record that the provider made a requested refund."""
         pending = self.pending_refund(refund_id)
@@ -564,10 +462,9 @@ class Payment(Aggregate):
             refunded_at=refunded_at,
             total_refunded_minor=total,
             full_refund=total == self.captured_minor,
-            trace=trace,
         )
 
-    @event(Refunded)
+    @event("Refunded")
     def _refunded(
         self,
         order_id: UUID,
@@ -579,20 +476,19 @@ class Payment(Aggregate):
         refunded_at: datetime,
         total_refunded_minor: int,
         full_refund: bool,
-        trace: Trace,
     ) -> None:
         self.pending_refunds = [r for r in self.pending_refunds if r.refund_id != refund_id]
         self.refunds.append(
             Refund(refund_id, amount_minor, reason, provider_reference, refunded_at)
         )
 
-    def reject_refund(self, *, refund_id: UUID, reason: str, trace: Trace) -> None:
+    def reject_refund(self, *, refund_id: UUID, reason: str) -> None:
         """The provider refused a requested refund for good (it needs a human)."""
         if self.pending_refund(refund_id) is None:
             raise NotRefundable(f"refund {refund_id} is not in flight")
-        self._refund_rejected(refund_id=refund_id, reason=reason[:200], trace=trace)
+        self._refund_rejected(refund_id=refund_id, reason=reason[:200])
 
-    @event(RefundRejected)
-    def _refund_rejected(self, refund_id: UUID, reason: str, trace: Trace) -> None:
+    @event("RefundRejected")
+    def _refund_rejected(self, refund_id: UUID, reason: str) -> None:
         self.pending_refunds = [r for r in self.pending_refunds if r.refund_id != refund_id]
         self.rejected_refunds = [*self.rejected_refunds, refund_id]

@@ -31,7 +31,7 @@ from fulfilment_kit.commands import ConcurrentUpdate
 from fulfilment_kit.observability.health import Heartbeat
 from fulfilment_kit.persistence.follower import LogFollower, Writes
 from fulfilment_kit.privacy import REDACTED
-from fulfilment_kit.tracing import Trace
+from fulfilment_kit.tracing import Trace, event_trace
 from payments.application import PaymentsApplication, _complete, _reject
 from payments.domain import Payment
 from payments.gateway import (
@@ -59,15 +59,19 @@ WATCHED = (
 def _project(events: Sequence[Any], writes: Writes) -> None:
     """Rows of the calls still open: "capture" per payment, "refund" per refund."""
     for e in events:
-        payment_id = str(e.originator_id)
-        if isinstance(e, Payment.CaptureRequested):
+        payment_id, kind = str(e.originator_id), type(e)  # the events' fields are untyped
+        if kind is Payment.CaptureRequested:
             writes.put("capture", payment_id, due_at=e.timestamp)
-        elif isinstance(e, Payment.Captured | Payment.Failed | Payment.CaptureAbandoned):
+        elif kind in (Payment.Captured, Payment.Failed, Payment.CaptureAbandoned):
             writes.drop("capture", payment_id)
-        elif isinstance(e, Payment.RefundRequested):
+        elif kind is Payment.RefundRequested:
             writes.put("refund", str(e.refund_id), due_at=e.timestamp, payment=payment_id)
-        elif isinstance(e, Payment.Refunded | Payment.RefundRejected):
+        elif kind in (Payment.Refunded, Payment.RefundRejected):
             writes.drop("refund", str(e.refund_id))
+
+
+INTENTS = (Payment.Opened, Payment.CaptureRequested, Payment.RefundRequested)
+"""Events whose conversation the provider worker's outcomes carry on (the last one's)."""
 
 
 def has_provider_work(payment: Payment) -> bool:
@@ -174,7 +178,7 @@ class ProviderWorker:
             if found is not None:
                 return self._record(payment, found)
             if payment.stopped:
-                return self._change(payment, _abandon)
+                return self._change(payment, _abandon, "abandon")
             # The provider never received it: charging again with the same key is safe.
         sealed, amount, currency = payment.payment_token, payment.amount_minor, payment.currency
         assert sealed is not None
@@ -195,22 +199,20 @@ class ProviderWorker:
         return self._record(payment, result)
 
     def _record(self, payment: Payment, result: ChargeResult) -> int:
-        trace = _trace(payment, "capture")
-
         def change(p: Payment) -> bool:
             if not p.capture_pending:
                 return False
             if result.captured:
                 assert result.provider_reference is not None
-                p.capture(provider_reference=result.provider_reference, trace=trace)
+                p.capture(provider_reference=result.provider_reference)
                 if p.stopped:  # cancelled while in flight: the money goes back
-                    self.app.request_cancellation_refund(p, trace)
+                    self.app.request_cancellation_refund(p)
             else:
                 assert result.failure_code is not None
-                p.fail(reason_code=result.failure_code, trace=trace)
+                p.fail(reason_code=result.failure_code)
             return True
 
-        recorded = self._change(payment, change)
+        recorded = self._change(payment, change, "capture")
         order_id = str(payment.order_id)
         if not recorded:  # a twin replica recorded the same answer first
             log.debug("provider outcome already recorded", order_id=order_id)
@@ -233,34 +235,33 @@ class ProviderWorker:
             tries=tries,
             next_in_s=delay,
         )
-        trace = _trace(payment, "reconcile")
 
         def change(p: Payment) -> bool:
             if not p.capture_pending:
                 return False
-            changed = p.note_outcome_unknown(reason=reason, at=now, trace=trace)
+            changed = p.note_outcome_unknown(reason=reason, at=now)
             since = p.unknown_since
             assert since is not None
             overdue = now - since >= timedelta(seconds=s.unknown_deadline_s)
             if overdue or tries >= s.reconcile_attempts:
-                flagged = p.flag_unresolved(lookups=tries, at=now, trace=trace)
+                flagged = p.flag_unresolved(lookups=tries, at=now)
                 if flagged:
                     log.error("payment outcome unresolved: case opened", order_id=str(p.order_id))
                 changed = changed or flagged
             return changed
 
-        return self._change(payment, change)
+        return self._change(payment, change, "reconcile")
 
     # -- refunds ----------------------------------------------------------------------------
 
     def _refund(self, payment: Payment, refund_id: UUID, now: datetime) -> int:
-        trace = _trace(payment, f"refund:{refund_id}")
+        what = f"refund:{refund_id}"
         try:
             result = self.app.call_refund(payment, refund_id)
         except RefundRejectedError as exc:
             log.error("provider refused a refund: needs a human", order_id=str(payment.order_id))
             refused = str(exc)
-            return self._change(payment, lambda p: _reject(p, refund_id, refused, trace))
+            return self._change(payment, lambda p: _reject(p, refund_id, refused), what)
         except TransientGatewayError as exc:
             # Retried until done, with backoff: a cancellation refund always happens.
             s = self.settings
@@ -271,14 +272,15 @@ class ProviderWorker:
                 "refund not done yet, retrying", order_id=str(payment.order_id), error=str(exc)
             )
             return 0
-        recorded = self._change(payment, lambda p: _complete(p, refund_id, result, trace))
+        recorded = self._change(payment, lambda p: _complete(p, refund_id, result), what)
         if recorded:
             log.info("payment refunded", order_id=str(payment.order_id))
         return recorded
 
-    def _change(self, payment: Payment, change: Callable[[Payment], bool]) -> int:
-        """Record an outcome; 1 when this call saved it, 0 when there was nothing to record
-        (a twin replica recorded it first: the newest payment has no such work left)."""
+    def _change(self, payment: Payment, change: Callable[[Payment], bool], what: str) -> int:
+        """Record an outcome of step `what`; 1 when this call saved it, 0 when there was
+        nothing to record (a twin replica recorded it first: the newest payment has no such
+        work left)."""
         saved = False
 
         def tracked(newest: Payment) -> bool:
@@ -286,7 +288,8 @@ class ProviderWorker:
             saved = change(newest)  # the last attempt's answer is the one that was saved
             return saved
 
-        after = self.app.record_provider_outcome(payment.order_id, tracked)
+        trace = self.step_trace(payment, what)
+        after = self.app.record_provider_outcome(payment.order_id, tracked, trace)
         if not has_provider_work(after):
             self._done(payment.id)
         return 1 if saved else 0
@@ -320,6 +323,15 @@ class ProviderWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._next_wait())
 
+    def step_trace(self, payment: Payment, what: str) -> Trace:
+        """A step of the worker carries on the conversation of the payment's last intent."""
+        stored = self.app.repository.event_store.get(payment.id, lte=payment.version, desc=True)
+        intent = next(e for e in stored if isinstance(e, INTENTS))
+        return Trace(
+            correlation_id=event_trace(intent).correlation_id or str(payment.order_id),
+            causation_id=f"provider-worker:{payment.id}:{what}",
+        )
+
     def _next_wait(self) -> float:
         if not self.not_before:
             return self.poll_interval_s
@@ -331,12 +343,5 @@ class ProviderWorker:
 def _abandon(payment: Payment) -> bool:
     if not (payment.capture_pending and payment.stopped):
         return False
-    payment.abandon_capture(trace=_trace(payment, "abandon"))
+    payment.abandon_capture()
     return True
-
-
-def _trace(payment: Payment, what: str) -> Trace:
-    return Trace(
-        correlation_id=payment.correlation_id or str(payment.order_id),
-        causation_id=f"provider-worker:{payment.id}:{what}",
-    )

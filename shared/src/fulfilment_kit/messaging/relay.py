@@ -73,9 +73,6 @@ class EventToPublish:
     causation_id: str
 
 
-Outbound = EventToPublish
-"""Former name, for branches written before the rename; remove once none uses it."""
-
 EventMapper = Callable[[Any], Sequence[EventToPublish]]
 """Maps one domain event to the public events it publishes (often none)."""
 
