@@ -20,6 +20,7 @@ from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging import kafka
 from fulfilment_kit.messaging.consumer import ConsumerWatch, PartitionGate, subscribe_inbox
 from fulfilment_kit.messaging.inbox import Inbox, MessageProcessor, OnFailure
+from fulfilment_kit.messaging.policy import check_subscription
 from fulfilment_kit.observability import metrics as kit_metrics
 from fulfilment_kit.observability.health import Health
 from fulfilment_kit.observability.metrics import REGISTRY
@@ -80,8 +81,12 @@ class ConsumerGroups:
         poison goes to `<topic>.dlq.<group_id>` (with on_failure="stop", a record its handler
         keeps failing on stops its partition instead, retried with backoff: read models).
         With FULFIL_CONSUMERS_ENABLED=false it is registered but not subscribed (operator
-        tools use its inbox: `fulfil dlq`).
+        tools use its inbox: `fulfil dlq`). A topic none of the applier's policies react to
+        is refused (an applier without `reacts_to` sees every event of its topics).
         """
+        reacts_to = getattr(applier, "reacts_to", ())
+        if reacts_to:
+            check_subscription(group_id, reacts_to, source_topics)
         inbox = Inbox(
             app=applier,
             group_id=group_id,
