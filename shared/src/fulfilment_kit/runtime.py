@@ -95,6 +95,21 @@ class ServiceRuntime:
         self.health.readiness_checks["consumers"] = self.groups.consumers_ready
         self.background.append(lambda: record_readiness(self.service, self.health))
 
+    @classmethod
+    def of_service(
+        cls, service: str, app: ProcessApplication, mapper: EventMapper, **fields: Any
+    ) -> ServiceRuntime:
+        """A platform service's runtime: it publishes its registry topic (`topics.PUBLISHES`)
+        and consumes the topics of what its policies react to."""
+        return cls(
+            service=service,
+            app=app,
+            mapper=mapper,
+            output_topics=[topics.PUBLISHES[service]],
+            source_topics=app.subscriptions(),
+            **fields,
+        )
+
     @property
     def consumers(self) -> list[ConsumerGroup]:
         """The consumer groups this process runs (the service's own first)."""
