@@ -64,7 +64,7 @@ class ConsumerRuntime:
         self,
         group_id: str,
         applier: MessageProcessor,
-        source_topics: Sequence[str],
+        source_topics: Sequence[str] | None = None,
         heartbeat: str | None = None,
         on_failure: OnFailure = "dead_letter",
     ) -> ConsumerGroup:

@@ -20,7 +20,7 @@ from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging import kafka
 from fulfilment_kit.messaging.consumer import ConsumerWatch, PartitionGate, subscribe_inbox
 from fulfilment_kit.messaging.inbox import Inbox, MessageProcessor, OnFailure
-from fulfilment_kit.messaging.policy import check_subscription
+from fulfilment_kit.messaging.policy import check_subscription, subscriptions_of
 from fulfilment_kit.observability import metrics as kit_metrics
 from fulfilment_kit.observability.health import Health
 from fulfilment_kit.observability.metrics import REGISTRY
@@ -71,11 +71,12 @@ class ConsumerGroups:
         self,
         group_id: str,
         applier: MessageProcessor,
-        source_topics: Sequence[str],
+        source_topics: Sequence[str] | None = None,
         heartbeat: str | None = None,
         on_failure: OnFailure = "dead_letter",
     ) -> ConsumerGroup:
-        """Run one more consumer group (before `start`).
+        """Run one more consumer group (before `start`) on `source_topics` (by default the
+        topics of what the applier's policies react to: `subscriptions_of`).
 
         Its records are applied by `applier` with tracking names `<group_id>:<topic>:<p>`;
         poison goes to `<topic>.dlq.<group_id>` (with on_failure="stop", a record its handler
@@ -84,6 +85,8 @@ class ConsumerGroups:
         tools use its inbox: `fulfil dlq`). A topic none of the applier's policies react to
         is refused (an applier without `reacts_to` sees every event of its topics).
         """
+        if source_topics is None:
+            source_topics = subscriptions_of(applier)
         reacts_to = getattr(applier, "reacts_to", ())
         if reacts_to:
             check_subscription(group_id, reacts_to, source_topics)

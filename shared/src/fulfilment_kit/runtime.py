@@ -119,7 +119,7 @@ class ServiceRuntime:
         self,
         group_id: str,
         applier: MessageProcessor,
-        source_topics: Sequence[str],
+        source_topics: Sequence[str] | None = None,
         heartbeat: str | None = None,
         on_failure: OnFailure = "dead_letter",
     ) -> ConsumerGroup:

@@ -43,7 +43,7 @@ from fulfilment_kit.contracts import topics
 from fulfilment_kit.contracts.base import IntegrationEvent
 from fulfilment_kit.contracts.registry import event_class_for
 from fulfilment_kit.messaging import cloudevents, kafka
-from fulfilment_kit.messaging.policy import Prefetch, Reaction, reactions_of
+from fulfilment_kit.messaging.policy import Prefetch, Reaction, reactions_of, subscriptions_of
 from fulfilment_kit.observability import metrics
 from fulfilment_kit.persistence.availability import wait_for_database
 from fulfilment_kit.persistence.batch_load import load_aggregates
@@ -115,7 +115,7 @@ class ProcessApplication(Application[UUID]):
     @classmethod
     def subscriptions(cls) -> tuple[str, ...]:
         """The topics that carry what its policies react to."""
-        return topics.sources_of(cls.reacts_to)
+        return subscriptions_of(cls)
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)

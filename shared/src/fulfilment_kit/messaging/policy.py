@@ -11,6 +11,7 @@ from uuid import UUID
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.contracts.base import IntegrationEvent
+from fulfilment_kit.contracts.registry import EVENT_TYPES
 
 
 class Prefetch(Protocol):
@@ -76,6 +77,13 @@ class by_order:  # used like a function: `prefetch = by_order(payment_id_for)`
     def __call__(self, event: Any) -> list[UUID]:
         order_id = getattr(event, "order_id", None)
         return [self.aggregate_id(order_id)] if isinstance(order_id, UUID) else []
+
+
+def subscriptions_of(applier: object) -> tuple[str, ...]:
+    """The topics a consumer subscribes to: those that carry what its policies react to (an
+    applier without policies, e.g. the read models, sees every public event: every topic)."""
+    reacts_to = getattr(applier, "reacts_to", ()) or tuple(EVENT_TYPES.values())
+    return topics.sources_of(reacts_to)
 
 
 def check_subscription(
