@@ -4,9 +4,10 @@ gate, watch), supervised background loops, readiness as metrics, and the probe r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -22,7 +23,7 @@ from fulfilment_kit.messaging.consumer import ConsumerWatch, PartitionGate, subs
 from fulfilment_kit.messaging.inbox import Inbox, MessageProcessor, OnFailure
 from fulfilment_kit.messaging.policy import check_subscription, subscriptions_of
 from fulfilment_kit.observability import metrics as kit_metrics
-from fulfilment_kit.observability.health import Health
+from fulfilment_kit.observability.health import Check, Health
 from fulfilment_kit.observability.metrics import REGISTRY
 from fulfilment_kit.settings import KafkaSettings, ServiceSettings
 
@@ -199,6 +200,82 @@ async def record_readiness(service: str, health: Health, interval_s: float = 2.0
         for check in health.readiness_checks:
             kit_metrics.READINESS_PROBLEMS.labels(service, check).set(int(check in problems))
         await asyncio.sleep(interval_s)
+
+
+@dataclass(kw_only=True)
+class ProcessRuntime:
+    """What every platform process runs: its consumer groups on one broker, its supervised
+    background loops, and readiness (database, Kafka, consumers) as checks and metrics."""
+
+    service: str
+    settings: ServiceSettings = field(default_factory=ServiceSettings)
+    kafka_settings: KafkaSettings = field(default_factory=KafkaSettings)
+    health: Health = field(default_factory=Health)
+    background: list[BackgroundJob] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.broker = kafka_broker(self.service, self.kafka_settings)
+        self.groups = ConsumerGroups(self.broker, self.settings, self.kafka_settings)
+
+    def _watch_readiness(self, database: Check) -> None:
+        """Ready when `database`, Kafka and the consumers are; refreshed as metrics."""
+        self.health.readiness_checks["database"] = database
+        self.health.readiness_checks["kafka"] = self.groups.kafka_ready
+        self.health.readiness_checks["consumers"] = self.groups.consumers_ready
+        self.background.append(lambda: record_readiness(self.service, self.health))
+
+    @property
+    def consumers(self) -> list[ConsumerGroup]:
+        """The consumer groups this process runs (a service's own first)."""
+        return self.groups.consumers
+
+    def add_consumer(
+        self,
+        group_id: str,
+        applier: MessageProcessor,
+        source_topics: Sequence[str] | None = None,
+        heartbeat: str | None = None,
+        on_failure: OnFailure = "dead_letter",
+    ) -> ConsumerGroup:
+        """Run one more consumer group in this process (call before `running()`): see
+        `ConsumerGroups.add`. An applier with a `close()` is closed on shutdown."""
+        return self.groups.add(group_id, applier, source_topics, heartbeat, on_failure)
+
+    def _start_own(self) -> list[asyncio.Task[None]]:
+        """The process's own tasks besides consumers and background loops (a relay)."""
+        return []
+
+    def _stop_own(self) -> None:
+        """Ask the process's own tasks to stop (first thing on the way out)."""
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Start the broker, its own tasks, the groups' watches and the background loops;
+        stop them in reverse."""
+        await self.groups.start_inboxes()
+        await kafka.start_or_refuse(
+            self.broker.start(), "starting its consumers", self.kafka_settings
+        )
+        tasks = [*self._start_own(), *self.groups.watch(self.health)]
+        tasks.extend(
+            asyncio.create_task(supervised(job), name=getattr(job, "__qualname__", "job"))
+            for job in self.background
+        )
+        log.info("process started", groups=[c.inbox.group_id for c in self.consumers])
+        try:
+            yield
+        finally:
+            self._stop_own()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.broker.stop()
+            await self.groups.stop_inboxes()
+            self.close()
+
+    def close(self) -> None:
+        """Close the consumers' appliers (their connection pools)."""
+        self.groups.close_appliers()
 
 
 def install_probes(api: FastAPI, health: Health) -> None:
