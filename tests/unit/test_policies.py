@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from fulfilment_kit.consumer_runtime import ConsumerRuntime
 from fulfilment_kit.contracts import (
     OrderCancelled,
     OrderPlaced,
@@ -18,8 +19,7 @@ from fulfilment_kit.contracts import (
 )
 from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.messaging.policy import by_order, policy
-from fulfilment_kit.process import ConsumerGroups
-from fulfilment_kit.settings import KafkaSettings, ServiceSettings
+from fulfilment_kit.settings import ServiceSettings
 from tests.support.messages import inbound
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
@@ -103,10 +103,15 @@ def test_reacting_to_one_event_type_twice_or_by_hand_is_refused() -> None:
 
 
 def test_a_consumer_subscribed_to_a_topic_none_of_its_policies_react_to_cannot_be_built() -> None:
-    settings = ServiceSettings(consumers_enabled=False)
-    groups = ConsumerGroups(None, settings, KafkaSettings())  # type: ignore[arg-type]
+    process = ConsumerRuntime(service="watcher", database=database_up, settings=ServiceSettings())
     with pytest.raises(ValueError, match=r"fulfilment\.shipping\.v1"):
-        groups.add("watcher", Watcher(), [*Watcher.subscriptions(), topics.SHIPPING])
-    assert groups.consumers == []
-    built = groups.add("watcher", Watcher(), Watcher.subscriptions())
-    assert groups.consumers == [built]
+        process.add_consumer("watcher", Watcher(), [*Watcher.subscriptions(), topics.SHIPPING])
+    assert process.consumers == []
+    built = process.add_consumer("watcher", Watcher())  # its policies' topics
+    assert process.consumers == [built]
+    subscribed = sorted(t.name for t in built.subscriber.topics)
+    assert subscribed == sorted(topics.physical(t) for t in Watcher.subscriptions())
+
+
+async def database_up() -> str | None:
+    return None

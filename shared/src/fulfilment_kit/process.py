@@ -54,21 +54,61 @@ class ConsumerGroup:
     gate: PartitionGate
 
 
-class ConsumerGroups:
-    """The consumer groups of one process on one broker, each with its own inbox."""
+BackgroundJob = Callable[[], Coroutine[Any, Any, None]]
 
-    def __init__(
-        self,
-        broker: KafkaBroker,
-        settings: ServiceSettings,
-        kafka_settings: KafkaSettings,
-    ) -> None:
-        self.broker = broker
-        self.settings = settings
-        self.kafka_settings = kafka_settings
+
+async def supervised(job: BackgroundJob) -> None:
+    """Run a background loop; if it crashes, log it and start it again with backoff."""
+    delay = 0.5
+    while True:
+        try:
+            await job()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background task crashed, restarting", task=job.__qualname__, delay=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+async def record_readiness(service: str, health: Health, interval_s: float = 2.0) -> None:
+    """Readiness as metrics, refreshed every few seconds (a scrape must stay cheap)."""
+    ready = kit_metrics.READY.labels(service)
+    ready.set(0)
+    while True:
+        problems = await health.readiness()
+        ready.set(0 if problems else 1)
+        for check in health.readiness_checks:
+            kit_metrics.READINESS_PROBLEMS.labels(service, check).set(int(check in problems))
+        await asyncio.sleep(interval_s)
+
+
+@dataclass(kw_only=True)
+class ProcessRuntime:
+    """What every platform process runs: its consumer groups on one broker (each with its own
+    inbox), its supervised background loops, and readiness (database, Kafka, consumers) as
+    checks and metrics."""
+
+    service: str
+    settings: ServiceSettings = field(default_factory=ServiceSettings)
+    kafka_settings: KafkaSettings = field(default_factory=KafkaSettings)
+    health: Health = field(default_factory=Health)
+    background: list[BackgroundJob] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.broker = kafka_broker(self.service, self.kafka_settings)
         self.consumers: list[ConsumerGroup] = []
+        """The consumer groups this process runs (a service's own first), each its own inbox."""
 
-    def add(
+    def _watch_readiness(self, database: Check) -> None:
+        """Ready when `database`, Kafka and the consumers are; refreshed as metrics."""
+        self.health.readiness_checks["database"] = database
+        self.health.readiness_checks["kafka"] = self.kafka_ready
+        self.health.readiness_checks["consumers"] = self.consumers_ready
+        self.background.append(lambda: record_readiness(self.service, self.health))
+
+    def add_consumer(
         self,
         group_id: str,
         applier: MessageProcessor,
@@ -76,8 +116,9 @@ class ConsumerGroups:
         heartbeat: str | None = None,
         on_failure: OnFailure = "dead_letter",
     ) -> ConsumerGroup:
-        """Run one more consumer group (before `start`) on `source_topics` (by default the
-        topics of what the applier's policies react to: `subscriptions_of`).
+        """Run one more consumer group in this process (call before `running()`) on
+        `source_topics` (by default the topics of what the applier's policies react to:
+        `subscriptions_of`). An applier with a `close()` is closed on shutdown.
 
         Its records are applied by `applier` with tracking names `<group_id>:<topic>:<p>`;
         poison goes to `<topic>.dlq.<group_id>` (with on_failure="stop", a record its handler
@@ -143,16 +184,16 @@ class ConsumerGroups:
         problems = [p for c in self.active() if (p := c.gate.problem()) is not None]
         return "; ".join(problems) or None
 
-    async def start_inboxes(self) -> None:
+    async def _start_inboxes(self) -> None:
         """Before the broker starts: each inbox's producer (DLQ) and tracking reads."""
         for consumer in self.active():
             await consumer.inbox.start()
 
-    def watch(self, health: Health) -> list[asyncio.Task[None]]:
+    def _watch_consumers(self) -> list[asyncio.Task[None]]:
         """After the broker started: each group's watch (its heartbeat) and partition gate."""
         tasks = []
         for consumer in self.active():
-            beat = health.heartbeat(consumer.heartbeat)
+            beat = self.health.heartbeat(consumer.heartbeat)
             watch = ConsumerWatch(consumer.inbox, consumer.subscriber, beat, consumer.gate)
             tasks.append(asyncio.create_task(watch.run(), name=f"{consumer.heartbeat}-watch"))
             tasks.append(
@@ -160,86 +201,16 @@ class ConsumerGroups:
             )
         return tasks
 
-    async def stop_inboxes(self) -> None:
+    async def _stop_inboxes(self) -> None:
         for consumer in self.active():
             await consumer.inbox.stop()
 
-    def close_appliers(self, keep: object = None) -> None:
+    def _close_appliers(self, keep: object = None) -> None:
         """Close every applier that has a `close()` (but `keep`: its owner closes it)."""
         for consumer in self.consumers:
             close = getattr(consumer.applier, "close", None)
             if callable(close) and consumer.applier is not keep:
                 close()
-
-
-BackgroundJob = Callable[[], Coroutine[Any, Any, None]]
-
-
-async def supervised(job: BackgroundJob) -> None:
-    """Run a background loop; if it crashes, log it and start it again with backoff."""
-    delay = 0.5
-    while True:
-        try:
-            await job()
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("background task crashed, restarting", task=job.__qualname__, delay=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
-
-
-async def record_readiness(service: str, health: Health, interval_s: float = 2.0) -> None:
-    """Readiness as metrics, refreshed every few seconds (a scrape must stay cheap)."""
-    ready = kit_metrics.READY.labels(service)
-    ready.set(0)
-    while True:
-        problems = await health.readiness()
-        ready.set(0 if problems else 1)
-        for check in health.readiness_checks:
-            kit_metrics.READINESS_PROBLEMS.labels(service, check).set(int(check in problems))
-        await asyncio.sleep(interval_s)
-
-
-@dataclass(kw_only=True)
-class ProcessRuntime:
-    """What every platform process runs: its consumer groups on one broker, its supervised
-    background loops, and readiness (database, Kafka, consumers) as checks and metrics."""
-
-    service: str
-    settings: ServiceSettings = field(default_factory=ServiceSettings)
-    kafka_settings: KafkaSettings = field(default_factory=KafkaSettings)
-    health: Health = field(default_factory=Health)
-    background: list[BackgroundJob] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.broker = kafka_broker(self.service, self.kafka_settings)
-        self.groups = ConsumerGroups(self.broker, self.settings, self.kafka_settings)
-
-    def _watch_readiness(self, database: Check) -> None:
-        """Ready when `database`, Kafka and the consumers are; refreshed as metrics."""
-        self.health.readiness_checks["database"] = database
-        self.health.readiness_checks["kafka"] = self.groups.kafka_ready
-        self.health.readiness_checks["consumers"] = self.groups.consumers_ready
-        self.background.append(lambda: record_readiness(self.service, self.health))
-
-    @property
-    def consumers(self) -> list[ConsumerGroup]:
-        """The consumer groups this process runs (a service's own first)."""
-        return self.groups.consumers
-
-    def add_consumer(
-        self,
-        group_id: str,
-        applier: MessageProcessor,
-        source_topics: Sequence[str] | None = None,
-        heartbeat: str | None = None,
-        on_failure: OnFailure = "dead_letter",
-    ) -> ConsumerGroup:
-        """Run one more consumer group in this process (call before `running()`): see
-        `ConsumerGroups.add`. An applier with a `close()` is closed on shutdown."""
-        return self.groups.add(group_id, applier, source_topics, heartbeat, on_failure)
 
     def _start_own(self) -> list[asyncio.Task[None]]:
         """The process's own tasks besides consumers and background loops (a relay)."""
@@ -252,11 +223,11 @@ class ProcessRuntime:
     async def running(self) -> AsyncIterator[None]:
         """Start the broker, its own tasks, the groups' watches and the background loops;
         stop them in reverse."""
-        await self.groups.start_inboxes()
+        await self._start_inboxes()
         await kafka.start_or_refuse(
             self.broker.start(), "starting its consumers", self.kafka_settings
         )
-        tasks = [*self._start_own(), *self.groups.watch(self.health)]
+        tasks = [*self._start_own(), *self._watch_consumers()]
         tasks.extend(
             asyncio.create_task(supervised(job), name=getattr(job, "__qualname__", "job"))
             for job in self.background
@@ -270,12 +241,12 @@ class ProcessRuntime:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.broker.stop()
-            await self.groups.stop_inboxes()
+            await self._stop_inboxes()
             self.close()
 
     def close(self) -> None:
         """Close the consumers' appliers (their connection pools)."""
-        self.groups.close_appliers()
+        self._close_appliers()
 
 
 def install_probes(api: FastAPI, health: Health) -> None:

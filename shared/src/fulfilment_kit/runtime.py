@@ -104,7 +104,7 @@ class ServiceRuntime(ProcessRuntime):
 
     def close(self) -> None:
         """Close the consumers' appliers and the application (their connection pools)."""
-        self.groups.close_appliers(keep=self.app)
+        self._close_appliers(keep=self.app)
         self.app.close()
 
 
