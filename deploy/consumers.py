@@ -1,8 +1,8 @@
 """Generate the kit's registry of consumer groups (`fulfilment_kit/contracts/consumers.py`) from
 the services' policies: never kept by hand (the kit cannot import the services).
 
-    uv run python deploy/consumers.py          # rewrite the registry (make manifests)
-    uv run python deploy/consumers.py --check  # exit 1 if it differs
+    uv run python deploy/consumers.py   # rewrite the registry (make manifests); a unit test
+                                        # (tests/unit/test_subscriptions.py) fails on drift
 
 Each group subscribes to the topics that carry what its policies react to (`@policy(...)`);
 the read models, which see every public event, to every topic that carries one. The topics,
@@ -11,9 +11,7 @@ their DLQs, the Kafka ACLs and the Kubernetes users are derived from the registr
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import sys
 from pathlib import Path
 
 from fulfilment_kit.messaging.policy import subscriptions_of
@@ -60,18 +58,5 @@ def rendered() -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the registry differs")
-    text = rendered()
-    if parser.parse_args().check:
-        if TARGET.read_text() != text:
-            print(f"{TARGET.relative_to(REPO)} is stale: run make manifests", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(text)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    TARGET.write_text(rendered())
