@@ -93,7 +93,8 @@ dashboards-preview: stack prometheus-tools ## e2e traffic, then every panel rend
 k8s-tools: install ## kustomize + kubeconform (pinned, into .local/bin) and the Kubernetes schemas
 	@bash deploy/k8s/tools.sh
 
-manifests: install ## regenerate deploy/k8s/base from the code (topics, ACLs, rules, dashboards)
+manifests: install ## regenerate the consumer registry and deploy/k8s/base from the code (topics, ACLs, rules, dashboards)
+	@$(UV) run --no-sync python deploy/consumers.py
 	@$(UV) run --no-sync python deploy/k8s/generate.py
 	@$(UV) run --no-sync python deploy/config_table.py
 

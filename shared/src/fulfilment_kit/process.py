@@ -4,9 +4,10 @@ gate, watch), supervised background loops, readiness as metrics, and the probe r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -20,8 +21,9 @@ from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging import kafka
 from fulfilment_kit.messaging.consumer import ConsumerWatch, PartitionGate, subscribe_inbox
 from fulfilment_kit.messaging.inbox import Inbox, MessageProcessor, OnFailure
+from fulfilment_kit.messaging.policy import check_subscription, subscriptions_of
 from fulfilment_kit.observability import metrics as kit_metrics
-from fulfilment_kit.observability.health import Health
+from fulfilment_kit.observability.health import Check, Health
 from fulfilment_kit.observability.metrics import REGISTRY
 from fulfilment_kit.settings import KafkaSettings, ServiceSettings
 
@@ -52,36 +54,84 @@ class ConsumerGroup:
     gate: PartitionGate
 
 
-class ConsumerGroups:
-    """The consumer groups of one process on one broker, each with its own inbox."""
+BackgroundJob = Callable[[], Coroutine[Any, Any, None]]
 
-    def __init__(
-        self,
-        broker: KafkaBroker,
-        settings: ServiceSettings,
-        kafka_settings: KafkaSettings,
-    ) -> None:
-        self.broker = broker
-        self.settings = settings
-        self.kafka_settings = kafka_settings
+
+async def supervised(job: BackgroundJob) -> None:
+    """Run a background loop; if it crashes, log it and start it again with backoff."""
+    delay = 0.5
+    while True:
+        try:
+            await job()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background task crashed, restarting", task=job.__qualname__, delay=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+async def record_readiness(service: str, health: Health, interval_s: float = 2.0) -> None:
+    """Readiness as metrics, refreshed every few seconds (a scrape must stay cheap)."""
+    ready = kit_metrics.READY.labels(service)
+    ready.set(0)
+    while True:
+        problems = await health.readiness()
+        ready.set(0 if problems else 1)
+        for check in health.readiness_checks:
+            kit_metrics.READINESS_PROBLEMS.labels(service, check).set(int(check in problems))
+        await asyncio.sleep(interval_s)
+
+
+@dataclass(kw_only=True)
+class ProcessRuntime:
+    """What every platform process runs: its consumer groups on one broker (each with its own
+    inbox), its supervised background loops, and readiness (database, Kafka, consumers) as
+    checks and metrics."""
+
+    service: str
+    settings: ServiceSettings = field(default_factory=ServiceSettings)
+    kafka_settings: KafkaSettings = field(default_factory=KafkaSettings)
+    health: Health = field(default_factory=Health)
+    background: list[BackgroundJob] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.broker = kafka_broker(self.service, self.kafka_settings)
         self.consumers: list[ConsumerGroup] = []
+        """The consumer groups this process runs (a service's own first), each its own inbox."""
 
-    def add(
+    def _watch_readiness(self, database: Check) -> None:
+        """Ready when `database`, Kafka and the consumers are; refreshed as metrics."""
+        self.health.readiness_checks["database"] = database
+        self.health.readiness_checks["kafka"] = self.kafka_ready
+        self.health.readiness_checks["consumers"] = self.consumers_ready
+        self.background.append(lambda: record_readiness(self.service, self.health))
+
+    def add_consumer(
         self,
         group_id: str,
         applier: MessageProcessor,
-        source_topics: Sequence[str],
+        source_topics: Sequence[str] | None = None,
         heartbeat: str | None = None,
         on_failure: OnFailure = "dead_letter",
     ) -> ConsumerGroup:
-        """Run one more consumer group (before `start`).
+        """Run one more consumer group in this process (call before `running()`) on
+        `source_topics` (by default the topics of what the applier's policies react to:
+        `subscriptions_of`). An applier with a `close()` is closed on shutdown.
 
         Its records are applied by `applier` with tracking names `<group_id>:<topic>:<p>`;
         poison goes to `<topic>.dlq.<group_id>` (with on_failure="stop", a record its handler
         keeps failing on stops its partition instead, retried with backoff: read models).
         With FULFIL_CONSUMERS_ENABLED=false it is registered but not subscribed (operator
-        tools use its inbox: `fulfil dlq`).
+        tools use its inbox: `fulfil dlq`). A topic none of the applier's policies react to
+        is refused (an applier without `reacts_to` sees every event of its topics).
         """
+        if source_topics is None:
+            source_topics = subscriptions_of(applier)
+        reacts_to = getattr(applier, "reacts_to", ())
+        if reacts_to:
+            check_subscription(group_id, reacts_to, source_topics)
         inbox = Inbox(
             app=applier,
             group_id=group_id,
@@ -134,16 +184,16 @@ class ConsumerGroups:
         problems = [p for c in self.active() if (p := c.gate.problem()) is not None]
         return "; ".join(problems) or None
 
-    async def start_inboxes(self) -> None:
+    async def _start_inboxes(self) -> None:
         """Before the broker starts: each inbox's producer (DLQ) and tracking reads."""
         for consumer in self.active():
             await consumer.inbox.start()
 
-    def watch(self, health: Health) -> list[asyncio.Task[None]]:
+    def _watch_consumers(self) -> list[asyncio.Task[None]]:
         """After the broker started: each group's watch (its heartbeat) and partition gate."""
         tasks = []
         for consumer in self.active():
-            beat = health.heartbeat(consumer.heartbeat)
+            beat = self.health.heartbeat(consumer.heartbeat)
             watch = ConsumerWatch(consumer.inbox, consumer.subscriber, beat, consumer.gate)
             tasks.append(asyncio.create_task(watch.run(), name=f"{consumer.heartbeat}-watch"))
             tasks.append(
@@ -151,46 +201,52 @@ class ConsumerGroups:
             )
         return tasks
 
-    async def stop_inboxes(self) -> None:
+    async def _stop_inboxes(self) -> None:
         for consumer in self.active():
             await consumer.inbox.stop()
 
-    def close_appliers(self, keep: object = None) -> None:
+    def _close_appliers(self, keep: object = None) -> None:
         """Close every applier that has a `close()` (but `keep`: its owner closes it)."""
         for consumer in self.consumers:
             close = getattr(consumer.applier, "close", None)
             if callable(close) and consumer.applier is not keep:
                 close()
 
+    def _start_own(self) -> list[asyncio.Task[None]]:
+        """The process's own tasks besides consumers and background loops (a relay)."""
+        return []
 
-BackgroundJob = Callable[[], Coroutine[Any, Any, None]]
+    def _stop_own(self) -> None:
+        """Ask the process's own tasks to stop (first thing on the way out)."""
 
-
-async def supervised(job: BackgroundJob) -> None:
-    """Run a background loop; if it crashes, log it and start it again with backoff."""
-    delay = 0.5
-    while True:
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Start the broker, its own tasks, the groups' watches and the background loops;
+        stop them in reverse."""
+        await self._start_inboxes()
+        await kafka.start_or_refuse(
+            self.broker.start(), "starting its consumers", self.kafka_settings
+        )
+        tasks = [*self._start_own(), *self._watch_consumers()]
+        tasks.extend(
+            asyncio.create_task(supervised(job), name=getattr(job, "__qualname__", "job"))
+            for job in self.background
+        )
+        log.info("process started", groups=[c.inbox.group_id for c in self.consumers])
         try:
-            await job()
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("background task crashed, restarting", task=job.__qualname__, delay=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            yield
+        finally:
+            self._stop_own()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.broker.stop()
+            await self._stop_inboxes()
+            self.close()
 
-
-async def record_readiness(service: str, health: Health, interval_s: float = 2.0) -> None:
-    """Readiness as metrics, refreshed every few seconds (a scrape must stay cheap)."""
-    ready = kit_metrics.READY.labels(service)
-    ready.set(0)
-    while True:
-        problems = await health.readiness()
-        ready.set(0 if problems else 1)
-        for check in health.readiness_checks:
-            kit_metrics.READINESS_PROBLEMS.labels(service, check).set(int(check in problems))
-        await asyncio.sleep(interval_s)
+    def close(self) -> None:
+        """Close the consumers' appliers (their connection pools)."""
+        self._close_appliers()
 
 
 def install_probes(api: FastAPI, health: Health) -> None:

@@ -19,24 +19,13 @@ from fulfilment_kit.http.errors import document_problems, install_error_handlers
 from fulfilment_kit.http.events import events_router
 from fulfilment_kit.http.limits import RequestLimitsMiddleware
 from fulfilment_kit.http.metrics import HttpMetricsMiddleware
-from fulfilment_kit.messaging import kafka
-from fulfilment_kit.messaging.inbox import Inbox, MessageProcessor, OnFailure, ProcessApplication
+from fulfilment_kit.messaging.inbox import Inbox, MessageProcessor, ProcessApplication
 from fulfilment_kit.messaging.relay import EventMapper, OutboxRelay
 from fulfilment_kit.observability import metrics as kit_metrics
 from fulfilment_kit.observability.build import publish_build_info
 from fulfilment_kit.observability.business import EventMeter
-from fulfilment_kit.observability.health import Health
 from fulfilment_kit.observability.logging import configure_logging
-from fulfilment_kit.process import (
-    BackgroundJob,
-    ConsumerGroup,
-    ConsumerGroups,
-    install_probes,
-    kafka_broker,
-    record_readiness,
-    supervised,
-)
-from fulfilment_kit.settings import KafkaSettings, ServiceSettings
+from fulfilment_kit.process import ProcessRuntime, install_probes
 
 log = structlog.get_logger(__name__)
 
@@ -45,27 +34,21 @@ ConsumerSpec = tuple[str, MessageProcessor, Sequence[str]]
 """(consumer group, applier, logical source topics) of a consumer besides the service's own."""
 
 
-@dataclass
-class ServiceRuntime:
-    """Everything one service process runs besides its HTTP routes."""
+@dataclass(kw_only=True)
+class ServiceRuntime(ProcessRuntime):
+    """Everything one service process runs besides its HTTP routes: its relay too."""
 
-    service: str
     app: Application[Any]
     mapper: EventMapper
     output_topics: Sequence[str]
     source_topics: Sequence[str] = ()
-    settings: ServiceSettings = field(default_factory=ServiceSettings)
-    kafka_settings: KafkaSettings = field(default_factory=KafkaSettings)
-    health: Health = field(default_factory=Health)
-    background: list[BackgroundJob] = field(default_factory=list)
     extra_consumers: list[ConsumerSpec] = field(default_factory=list)
     """More consumer groups in this process (e.g. projections), each with its own inbox."""
     meter: EventMeter | None = None
     """The service's business metrics, counted from the events its relay publishes."""
 
     def __post_init__(self) -> None:
-        self.broker = kafka_broker(self.service, self.kafka_settings)
-        self.groups = ConsumerGroups(self.broker, self.settings, self.kafka_settings)
+        super().__post_init__()
         self.relay = OutboxRelay(
             service=self.service,
             app=self.app,
@@ -90,62 +73,38 @@ class ServiceRuntime:
             self.inbox, self._subscriber = main.inbox, main.subscriber
         for group_id, applier, group_topics in self.extra_consumers:
             self.add_consumer(group_id, applier, group_topics)
-        self.health.readiness_checks["database"] = self._database_ready
-        self.health.readiness_checks["kafka"] = self.groups.kafka_ready
-        self.health.readiness_checks["consumers"] = self.groups.consumers_ready
-        self.background.append(lambda: record_readiness(self.service, self.health))
+        self._watch_readiness(self._database_ready)
 
-    @property
-    def consumers(self) -> list[ConsumerGroup]:
-        """The consumer groups this process runs (the service's own first)."""
-        return self.groups.consumers
-
-    def add_consumer(
-        self,
-        group_id: str,
-        applier: MessageProcessor,
-        source_topics: Sequence[str],
-        heartbeat: str | None = None,
-        on_failure: OnFailure = "dead_letter",
-    ) -> ConsumerGroup:
-        """Run one more consumer group in this process (call before `running()`): see
-        `ConsumerGroups.add`. An applier with a `close()` is closed on shutdown."""
-        return self.groups.add(group_id, applier, source_topics, heartbeat, on_failure)
+    @classmethod
+    def of_service(
+        cls, service: str, app: ProcessApplication, mapper: EventMapper, **fields: Any
+    ) -> ServiceRuntime:
+        """A platform service's runtime: it publishes its registry topic (`topics.PUBLISHES`)
+        and consumes the topics of what its policies react to."""
+        return cls(
+            service=service,
+            app=app,
+            mapper=mapper,
+            output_topics=[topics.PUBLISHES[service]],
+            source_topics=app.subscriptions(),
+            **fields,
+        )
 
     async def _database_ready(self) -> str | None:
         await asyncio.wait_for(asyncio.to_thread(self.app.recorder.max_notification_id), 5)
         return None
 
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        """Start the broker, relay and background loops; stop them in reverse."""
-        tasks: list[asyncio.Task[None]] = []
-        await self.groups.start_inboxes()
-        await kafka.start_or_refuse(
-            self.broker.start(), "starting its consumers", self.kafka_settings
-        )
-        if self.settings.relay_enabled:
-            tasks.append(asyncio.create_task(self.relay.run(), name="relay"))
-        tasks.extend(self.groups.watch(self.health))
-        tasks.extend(
-            asyncio.create_task(supervised(job), name=getattr(job, "__qualname__", "job"))
-            for job in self.background
-        )
-        log.info("service started", topics_in=list(self.source_topics))
-        try:
-            yield
-        finally:
-            self.relay.stop()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.broker.stop()
-            await self.groups.stop_inboxes()
-            self.close()
+    def _start_own(self) -> list[asyncio.Task[None]]:
+        if not self.settings.relay_enabled:
+            return []
+        return [asyncio.create_task(self.relay.run(), name="relay")]
+
+    def _stop_own(self) -> None:
+        self.relay.stop()
 
     def close(self) -> None:
         """Close the consumers' appliers and the application (their connection pools)."""
-        self.groups.close_appliers(keep=self.app)
+        self._close_appliers(keep=self.app)
         self.app.close()
 
 

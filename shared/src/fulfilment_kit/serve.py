@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 import uvicorn
 
+from fulfilment_kit.relay_only import run_relay_only
+from fulfilment_kit.runtime import ServiceRuntime
 from fulfilment_kit.settings import ServiceSettings
+
+
+def serve_or_relay(
+    create_runtime: Callable[[], ServiceRuntime], factory: str, default_port: int
+) -> None:
+    """A service's command: `fulfil-<service>` serves HTTP, relay, inbox and background loops
+    (`factory`); `fulfil-<service> relay` runs only the relay."""
+    if sys.argv[1:] == ["relay"]:
+        run_relay_only(create_runtime())
+    else:
+        run_service(factory, default_port)
 
 
 def run_service(factory: str, default_port: int) -> None:

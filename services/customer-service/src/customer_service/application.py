@@ -14,7 +14,6 @@ Policy (runs in the inbox's worker thread, one transaction per batch with its tr
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -41,7 +40,6 @@ from customer_service.returns.domain import (
 )
 from customer_service.returns.labels import LabelGateway, SandboxLabels
 from fulfilment_kit.contracts import (
-    IntegrationEvent,
     OrderCancelled,
     OrderDelivered,
     OrderFlagged,
@@ -52,6 +50,7 @@ from fulfilment_kit.contracts import (
     ShipmentException,
 )
 from fulfilment_kit.messaging.inbox import InboundMessage
+from fulfilment_kit.messaging.policy import by_order, policy
 from fulfilment_kit.persistence.moved import moved_from
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 
@@ -73,16 +72,7 @@ moved_from(
 
 class CustomerServiceApplication(ReturnCommands, CaseCommands):
     name = "customer-service"
-    reacts_to = (
-        OrderPlaced,
-        OrderDelivered,
-        OrderCancelled,
-        OrderRejected,
-        ShipmentException,
-        OrderFlagged,
-        PaymentFailed,
-        PaymentUnresolved,
-    )
+    prefetch = by_order(order_record_id)
 
     def __init__(
         self,
@@ -106,24 +96,11 @@ class CustomerServiceApplication(ReturnCommands, CaseCommands):
 
     # -- policy (Kafka): every change goes on `processing`, saved with the tracking record --
 
-    def aggregate_ids(self, message: InboundMessage) -> list[UUID]:
-        order_id = getattr(message.envelope.event, "order_id", None)
-        return [order_record_id(order_id)] if isinstance(order_id, UUID) else []
-
-    def handle(self, message: InboundMessage, processing: ProcessingEvent[UUID]) -> None:
-        self._react(message.envelope.event, message, processing)
-
     def _order(self, processing: ProcessingEvent[UUID], order_id: UUID) -> OrderRecord | None:
         return self.get_for_update(processing, order_record_id(order_id), OrderRecord)
 
-    @functools.singledispatchmethod
-    def _react(
-        self, event: IntegrationEvent, message: InboundMessage, processing: ProcessingEvent[UUID]
-    ) -> None:
-        """Events this service does not react to: ignored."""
-
-    @_react.register
-    def _(self, event: OrderPlaced, message: InboundMessage, processing: Any) -> None:
+    @policy(OrderPlaced)
+    def _placed(self, event: OrderPlaced, message: InboundMessage, processing: Any) -> None:
         if self._order(processing, event.order_id) is not None:
             return  # known already (a redelivery at a new offset)
         record = OrderRecord.place(
@@ -134,36 +111,38 @@ class CustomerServiceApplication(ReturnCommands, CaseCommands):
         )
         processing.collect_events(record)
 
-    @_react.register
-    def _(self, event: OrderDelivered, message: InboundMessage, processing: Any) -> None:
+    @policy(OrderDelivered)
+    def _delivered(self, event: OrderDelivered, message: InboundMessage, processing: Any) -> None:
         if (record := self._order(processing, event.order_id)) and record.deliver(
             event.delivered_at
         ):
             processing.collect_events(record)
 
-    @_react.register
-    def _(self, event: OrderCancelled, message: InboundMessage, processing: Any) -> None:
+    @policy(OrderCancelled)
+    def _cancelled(self, event: OrderCancelled, message: InboundMessage, processing: Any) -> None:
         if (record := self._order(processing, event.order_id)) and record.end_undelivered(
             "cancelled"
         ):
             processing.collect_events(record)
 
-    @_react.register
-    def _(self, event: OrderRejected, message: InboundMessage, processing: Any) -> None:
+    @policy(OrderRejected)
+    def _rejected(self, event: OrderRejected, message: InboundMessage, processing: Any) -> None:
         if (record := self._order(processing, event.order_id)) and record.end_undelivered(
             "rejected"
         ):
             processing.collect_events(record)
 
-    @_react.register
-    def _(self, event: ShipmentException, message: InboundMessage, processing: Any) -> None:
+    @policy(ShipmentException)
+    def _delivery_exception(
+        self, event: ShipmentException, message: InboundMessage, processing: Any
+    ) -> None:
         summary = f"delivery exception ({event.reason_code}): {event.reason}"
         self._open_automatically(
             processing, "delivery_exception", "high", summary, event.order_id, None, message
         )
 
-    @_react.register
-    def _(self, event: OrderFlagged, message: InboundMessage, processing: Any) -> None:
+    @policy(OrderFlagged)
+    def _stuck(self, event: OrderFlagged, message: InboundMessage, processing: Any) -> None:
         summary = (
             f"order stuck in {event.stage} since {event.stage_entered_at.isoformat()} "
             f"(deadline {event.deadline_at.isoformat()})"
@@ -172,15 +151,19 @@ class CustomerServiceApplication(ReturnCommands, CaseCommands):
             processing, "stuck_order", "high", summary, event.order_id, event.customer_id, message
         )
 
-    @_react.register
-    def _(self, event: PaymentFailed, message: InboundMessage, processing: Any) -> None:
+    @policy(PaymentFailed)
+    def _payment_failed(
+        self, event: PaymentFailed, message: InboundMessage, processing: Any
+    ) -> None:
         summary = f"payment of {event.amount_minor} {event.currency} failed: {event.reason_code}"
         self._open_automatically(
             processing, "payment_problem", "normal", summary, event.order_id, None, message
         )
 
-    @_react.register
-    def _(self, event: PaymentUnresolved, message: InboundMessage, processing: Any) -> None:
+    @policy(PaymentUnresolved)
+    def _payment_unresolved(
+        self, event: PaymentUnresolved, message: InboundMessage, processing: Any
+    ) -> None:
         summary = (
             f"payment of {event.amount_minor} {event.currency}: the provider's answer is unknown "
             f"since {event.unknown_since.isoformat()} ({event.lookups} lookups); the card may "

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from fastapi import FastAPI
 
 from customer_service.api import router
@@ -15,17 +13,14 @@ from customer_service.metrics import CaseSampler, customer_service_meter
 from customer_service.projections.wiring import read_models_router
 from customer_service.returns.labels import RetryingLabels, SandboxLabels
 from customer_service.settings import CustomerServiceSettings
-from fulfilment_kit.contracts import topics
 from fulfilment_kit.observability.business import sampler
 from fulfilment_kit.persistence import eventsourcing_env
-from fulfilment_kit.relay_only import run_relay_only
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
-from fulfilment_kit.serve import run_service
+from fulfilment_kit.serve import serve_or_relay
 from fulfilment_kit.settings import ServiceSettings
 
 SERVICE = "customer-service"
 DEFAULT_PORT = 8005
-SOURCE_TOPICS = topics.CONSUMERS[SERVICE]
 
 
 def create_runtime(
@@ -46,14 +41,8 @@ def create_runtime(
         labels=labels,
         clock=clock,
     )
-    runtime = ServiceRuntime(
-        service=SERVICE,
-        app=app,
-        mapper=to_public,
-        output_topics=[topics.CUSTOMER_SERVICE],
-        source_topics=SOURCE_TOPICS,
-        settings=settings,
-        meter=customer_service_meter(app),
+    runtime = ServiceRuntime.of_service(
+        SERVICE, app, to_public, settings=settings, meter=customer_service_meter(app)
     )
     runtime.background.append(sampler(CaseSampler(app).sample, interval_s=5.0))
     watch = SlaWatch(
@@ -90,7 +79,4 @@ def create_app() -> FastAPI:
 
 def run() -> None:
     """`fulfil-customer-service` serves HTTP + relay; `... relay` runs only the relay."""
-    if sys.argv[1:] == ["relay"]:
-        run_relay_only(create_runtime())
-    else:
-        run_service("customer_service.main:create_app", DEFAULT_PORT)
+    serve_or_relay(create_runtime, "customer_service.main:create_app", DEFAULT_PORT)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -16,7 +15,6 @@ from eventsourcing.utils import get_topic
 
 from fulfilment_kit.commands import NotFound
 from fulfilment_kit.contracts import (
-    IntegrationEvent,
     OrderCancelled,
     OrderPlaced,
     PaymentFailed,
@@ -27,6 +25,7 @@ from fulfilment_kit.contracts import (
 from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
 from fulfilment_kit.messaging.cloudevents import Envelope
 from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
+from fulfilment_kit.messaging.policy import by_order, policy
 from fulfilment_kit.persistence.batch_load import load_aggregates
 from fulfilment_kit.persistence.follower import LogFollower, Writes
 from fulfilment_kit.persistence.transcodings import register_dataclasses
@@ -105,14 +104,7 @@ Change = Callable[[], tuple[StockItem, list[Aggregate]]]
 
 class InventoryApplication(ProcessApplication):
     name = "inventory"
-    reacts_to = (
-        OrderPlaced,
-        OrderCancelled,
-        PaymentFailed,
-        ShipmentShipped,
-        ShipmentCancelled,
-        ReturnReceived,
-    )
+    prefetch = by_order(reservation_id)
     snapshotting_intervals = {StockItem: SNAPSHOT_INTERVAL}
     """A SKU's every reservation is an event on it: load it from a snapshot, not from birth."""
 
@@ -232,27 +224,10 @@ class InventoryApplication(ProcessApplication):
 
     # Policy (Kafka): every change goes on `processing`, saved with the tracking record.
 
-    def aggregate_ids(self, message: InboundMessage) -> list[UUID]:
-        event = message.envelope.event
-        ids = []
-        if order_id := getattr(event, "order_id", None):
-            ids.append(reservation_id(order_id))
-        if isinstance(event, OrderPlaced | ReturnReceived):
-            ids.extend(stock_item_id(line.sku) for line in event.lines)
-        if isinstance(event, ReturnReceived):
-            ids.append(restock_id(event.return_id))
-        return ids
-
     def handle(self, message: InboundMessage, processing: ProcessingEvent[UUID]) -> None:
-        self._react(message.envelope.event, message.envelope, processing)
+        self.react(message.envelope.event, message.envelope, processing)
 
-    @functools.singledispatchmethod
-    def _react(
-        self, event: IntegrationEvent, envelope: Envelope, processing: ProcessingEvent[UUID]
-    ) -> None:
-        """Events this service does not react to (yet): ignored."""
-
-    @_react.register(OrderPlaced)
+    @policy(OrderPlaced, prefetch=lambda e: [reservation_id(e.order_id), *_items_of_lines(e)])
     def _order_placed(
         self, event: OrderPlaced, envelope: Envelope, processing: ProcessingEvent[UUID]
     ) -> None:
@@ -286,26 +261,26 @@ class InventoryApplication(ProcessApplication):
         processing.collect_events(reservation)
         log.info("stock locked", order_id=str(event.order_id), lines=len(lines))
 
-    @_react.register(OrderCancelled)
+    @policy(OrderCancelled)
     def _order_cancelled(
         self, event: OrderCancelled, envelope: Envelope, processing: ProcessingEvent[UUID]
     ) -> None:
         self._release(event.order_id, "order_cancelled", processing)
 
-    @_react.register(PaymentFailed)
+    @policy(PaymentFailed)
     def _payment_failed(
         self, event: PaymentFailed, envelope: Envelope, processing: ProcessingEvent[UUID]
     ) -> None:
         self._release(event.order_id, "payment_failed", processing)
 
-    @_react.register(ShipmentCancelled)
+    @policy(ShipmentCancelled)
     def _shipment_cancelled(
         self, event: ShipmentCancelled, envelope: Envelope, processing: ProcessingEvent[UUID]
     ) -> None:
         """Shipping held the parcel (it never leaves): the reservation is released."""
         self._release(event.order_id, "order_cancelled", processing)
 
-    @_react.register(ShipmentShipped)
+    @policy(ShipmentShipped)
     def _shipment_shipped(
         self, event: ShipmentShipped, envelope: Envelope, processing: ProcessingEvent[UUID]
     ) -> None:
@@ -320,7 +295,14 @@ class InventoryApplication(ProcessApplication):
         processing.collect_events(reservation)
         log.info("stock committed", order_id=str(event.order_id))
 
-    @_react.register(ReturnReceived)
+    @policy(
+        ReturnReceived,
+        prefetch=lambda e: [
+            reservation_id(e.order_id),
+            *_items_of_lines(e),
+            restock_id(e.return_id),
+        ],
+    )
     def _return_received(
         self, event: ReturnReceived, envelope: Envelope, processing: ProcessingEvent[UUID]
     ) -> None:
@@ -375,6 +357,10 @@ class InventoryApplication(ProcessApplication):
                 raise LookupError(f"stock item {line.sku} of a locked reservation is missing")
             items.append(item)
         return items
+
+
+def _items_of_lines(event: OrderPlaced | ReturnReceived) -> list[UUID]:
+    return [stock_item_id(line.sku) for line in event.lines]
 
 
 def _available(item: StockItem | None) -> int:

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
-from functools import singledispatchmethod
 from typing import Any
 
 from eventsourcing.application import ProcessingEvent
@@ -27,6 +26,7 @@ from fulfilment_kit.contracts import (
 )
 from fulfilment_kit.idempotency import key_id, recorded, run_idempotently
 from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
+from fulfilment_kit.messaging.policy import by_order, policy
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.privacy import PersonalDataVault, in_process_vault
 from fulfilment_kit.tracing import Trace
@@ -74,17 +74,7 @@ class Placed:
 
 class OrdersApplication(ProcessApplication):
     name = "orders"
-    reacts_to = (
-        StockLocked,
-        StockRejected,
-        PaymentCaptured,
-        PaymentFailed,
-        ShipmentShipped,
-        ShipmentCancelled,
-        ShipmentCancellationRefused,
-        ShipmentDelivered,
-        ReturnReceived,
-    )
+    prefetch = by_order()
 
     def __init__(
         self, env: Mapping[str, str] | None = None, *, vault: PersonalDataVault | None = None
@@ -180,73 +170,64 @@ class OrdersApplication(ProcessApplication):
 
     # --- reactions ---
 
-    def aggregate_ids(self, message: InboundMessage) -> list[uuid.UUID]:
-        order_id = getattr(message.envelope.event, "order_id", None)
-        return [order_id] if isinstance(order_id, uuid.UUID) else []
-
-    def handle(self, message: InboundMessage, processing: ProcessingEvent[uuid.UUID]) -> None:
-        self._react(message.envelope.event, message, processing)
-
     def _order(self, processing: ProcessingEvent[uuid.UUID], order_id: uuid.UUID) -> Order | None:
         return self.get_for_update(processing, order_id, Order)
 
-    @singledispatchmethod
-    def _react(self, event: Any, message: InboundMessage, processing: Any) -> None:
-        """Events this service does not react to."""
-
-    @_react.register
-    def _(self, event: StockLocked, message: InboundMessage, processing: Any) -> None:
+    @policy(StockLocked)
+    def _locked(self, event: StockLocked, message: InboundMessage, processing: Any) -> None:
         if order := self._order(processing, event.order_id):
             order.stock_locked()
             processing.collect_events(order)
 
-    @_react.register
-    def _(self, event: StockRejected, message: InboundMessage, processing: Any) -> None:
+    @policy(StockRejected)
+    def _rejected(self, event: StockRejected, message: InboundMessage, processing: Any) -> None:
         if order := self._order(processing, event.order_id):
             shortages = [Shortage(s.sku, s.requested, s.available) for s in event.shortages]
             order.stock_rejected(shortages)
             processing.collect_events(order)
 
-    @_react.register
-    def _(self, event: PaymentCaptured, message: InboundMessage, processing: Any) -> None:
+    @policy(PaymentCaptured)
+    def _captured(self, event: PaymentCaptured, message: InboundMessage, processing: Any) -> None:
         if order := self._order(processing, event.order_id):
             order.payment_captured(event.amount_minor)
             processing.collect_events(order)
 
-    @_react.register
-    def _(self, event: PaymentFailed, message: InboundMessage, processing: Any) -> None:
+    @policy(PaymentFailed)
+    def _failed(self, event: PaymentFailed, message: InboundMessage, processing: Any) -> None:
         if order := self._order(processing, event.order_id):
             order.payment_failed(event.reason_code)
             processing.collect_events(order)
 
-    @_react.register
-    def _(self, event: ShipmentShipped, message: InboundMessage, processing: Any) -> None:
+    @policy(ShipmentShipped)
+    def _shipped(self, event: ShipmentShipped, message: InboundMessage, processing: Any) -> None:
         if order := self._order(processing, event.order_id):
             order.shipment_shipped(event.carrier, event.tracking_number)
             processing.collect_events(order)
 
-    @_react.register
-    def _(self, event: ShipmentCancelled, message: InboundMessage, processing: Any) -> None:
+    @policy(ShipmentCancelled)
+    def _held(self, event: ShipmentCancelled, message: InboundMessage, processing: Any) -> None:
         if order := self._order(processing, event.order_id):
             order.shipment_cancelled()
             processing.collect_events(order)
 
-    @_react.register
-    def _(
+    @policy(ShipmentCancellationRefused)
+    def _refused(
         self, event: ShipmentCancellationRefused, message: InboundMessage, processing: Any
     ) -> None:
         if order := self._order(processing, event.order_id):
             order.cancellation_refused()
             processing.collect_events(order)
 
-    @_react.register
-    def _(self, event: ShipmentDelivered, message: InboundMessage, processing: Any) -> None:
+    @policy(ShipmentDelivered)
+    def _delivered(
+        self, event: ShipmentDelivered, message: InboundMessage, processing: Any
+    ) -> None:
         if order := self._order(processing, event.order_id):
             order.shipment_delivered()
             processing.collect_events(order)
 
-    @_react.register
-    def _(self, event: ReturnReceived, message: InboundMessage, processing: Any) -> None:
+    @policy(ReturnReceived)
+    def _returned(self, event: ReturnReceived, message: InboundMessage, processing: Any) -> None:
         if order := self._order(processing, event.order_id):
             back: dict[str, int] = {}
             for line in event.lines:  # restockable and damaged units alike came back

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 from fastapi import FastAPI
 
-from fulfilment_kit.contracts import topics
 from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.privacy import open_vault
-from fulfilment_kit.relay_only import run_relay_only
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
-from fulfilment_kit.serve import run_service
+from fulfilment_kit.serve import serve_or_relay
 from fulfilment_kit.settings import ServiceSettings
 from orders.api import router
 from orders.application import OrdersApplication
@@ -22,7 +18,6 @@ from orders.settings import OrdersSettings
 
 SERVICE = "orders"
 DEFAULT_PORT = 8001
-SOURCE_TOPICS = (topics.INVENTORY, topics.PAYMENTS, topics.SHIPPING, topics.CUSTOMER_SERVICE)
 
 
 def create_runtime(
@@ -34,14 +29,8 @@ def create_runtime(
         env=eventsourcing_env(SERVICE, settings),
         vault=open_vault(SERVICE, may_open=("contact",), service_settings=settings),
     )
-    runtime = ServiceRuntime(
-        service=SERVICE,
-        app=app,
-        mapper=to_public,
-        output_topics=[topics.ORDERS],
-        source_topics=SOURCE_TOPICS,
-        settings=settings,
-        meter=order_meter(),
+    runtime = ServiceRuntime.of_service(
+        SERVICE, app, to_public, settings=settings, meter=order_meter()
     )
     runtime.background.append(DeadlineWatch(app, deadlines_s=orders.deadlines_s()).run)
     return runtime
@@ -53,7 +42,4 @@ def create_app() -> FastAPI:
 
 def run() -> None:
     """`fulfil-orders` serves HTTP + relay; `fulfil-orders relay` runs only the relay."""
-    if sys.argv[1:] == ["relay"]:
-        run_relay_only(create_runtime())
-    else:
-        run_service("orders.main:create_app", DEFAULT_PORT)
+    serve_or_relay(create_runtime, "orders.main:create_app", DEFAULT_PORT)

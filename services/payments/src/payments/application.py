@@ -20,7 +20,6 @@ call repeated after a crash.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +32,6 @@ from eventsourcing.persistence import JSONTranscoder, Recording
 
 from fulfilment_kit.commands import IdempotencyConflict, NotFound, execute
 from fulfilment_kit.contracts import (
-    IntegrationEvent,
     OrderCancelled,
     OrderPlaced,
     ReturnReceived,
@@ -42,7 +40,8 @@ from fulfilment_kit.contracts import (
     StockRejected,
 )
 from fulfilment_kit.idempotency import key_id
-from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
+from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication, Processing
+from fulfilment_kit.messaging.policy import by_order, policy
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.privacy import PersonalDataVault, in_process_vault
 from fulfilment_kit.tracing import Trace
@@ -87,14 +86,7 @@ class RefundIssued:
 
 class PaymentsApplication(ProcessApplication):
     name = "payments"
-    reacts_to = (
-        OrderPlaced,
-        StockLocked,
-        StockRejected,
-        OrderCancelled,
-        ShipmentCancelled,
-        ReturnReceived,
-    )
+    prefetch = by_order(payment_id_for)
 
     def __init__(
         self,
@@ -126,23 +118,14 @@ class PaymentsApplication(ProcessApplication):
 
     # -- policy -----------------------------------------------------------------------------
 
-    def aggregate_ids(self, message: InboundMessage) -> list[UUID]:
-        order_id = getattr(message.envelope.event, "order_id", None)
-        return [payment_id_for(order_id)] if isinstance(order_id, UUID) else []
-
     def handle(self, message: InboundMessage, processing: ProcessingEvent[UUID]) -> None:
-        payment = self._react(message.envelope.event, processing)
+        # Each reaction returns the payment it changed (None: nothing to record).
+        payment = self.react(message.envelope.event, processing)
         if payment is not None:
             processing.collect_events(payment)
 
-    @functools.singledispatchmethod
-    def _react(self, event: IntegrationEvent, processing: ProcessingEvent[UUID]) -> Payment | None:
-        """Events this service does not react to: ignored. Each reaction returns the payment
-        it changed (None: nothing to record)."""
-        return None
-
-    @_react.register
-    def _(self, event: OrderPlaced, processing: ProcessingEvent[UUID]) -> Payment:
+    @policy(OrderPlaced)
+    def _placed(self, event: OrderPlaced, processing: Processing) -> Payment:
         payment = self._payment(processing, event.order_id)
         if not payment.order_known:
             payment.note_order(
@@ -154,16 +137,16 @@ class PaymentsApplication(ProcessApplication):
             self._request_capture(payment)
         return payment
 
-    @_react.register
-    def _(self, event: StockLocked, processing: ProcessingEvent[UUID]) -> Payment:
+    @policy(StockLocked)
+    def _locked(self, event: StockLocked, processing: Processing) -> Payment:
         payment = self._payment(processing, event.order_id)
         if not payment.stock_locked:
             payment.note_stock_locked()
             self._request_capture(payment)
         return payment
 
-    @_react.register
-    def _(self, event: StockRejected, processing: ProcessingEvent[UUID]) -> Payment:
+    @policy(StockRejected)
+    def _rejected(self, event: StockRejected, processing: Processing) -> Payment:
         payment = self._payment(processing, event.order_id)
         if payment.is_captured:
             log.warning("stock rejected after capture: ignored", order_id=str(event.order_id))
@@ -171,8 +154,8 @@ class PaymentsApplication(ProcessApplication):
             payment.void()
         return payment
 
-    @_react.register
-    def _(
+    @policy(OrderCancelled, ShipmentCancelled)
+    def _cancelled(
         self,
         event: OrderCancelled | ShipmentCancelled,
         processing: ProcessingEvent[UUID],
@@ -185,8 +168,8 @@ class PaymentsApplication(ProcessApplication):
             return payment
         return None
 
-    @_react.register
-    def _(self, event: ReturnReceived, processing: ProcessingEvent[UUID]) -> Payment | None:
+    @policy(ReturnReceived)
+    def _returned(self, event: ReturnReceived, processing: Processing) -> Payment | None:
         found = self.get_for_update(processing, payment_id_for(event.order_id), Payment)
         if found is None or not self._refund_return(found, event):
             return None

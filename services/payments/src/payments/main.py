@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 from fastapi import FastAPI
 
-from fulfilment_kit.contracts import topics
 from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.privacy import open_vault
-from fulfilment_kit.relay_only import run_relay_only
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
-from fulfilment_kit.serve import run_service
+from fulfilment_kit.serve import serve_or_relay
 from fulfilment_kit.settings import ServiceSettings
 from payments.api import router
 from payments.application import PaymentsApplication
@@ -33,14 +29,8 @@ def create_runtime(
         gateway=gateway,
         vault=open_vault(SERVICE, may_open=("payment",), service_settings=settings),
     )
-    runtime = ServiceRuntime(
-        service=SERVICE,
-        app=app,
-        mapper=to_public,
-        output_topics=[topics.PAYMENTS],
-        source_topics=topics.CONSUMERS[SERVICE],
-        settings=settings,
-        meter=payment_meter(),
+    runtime = ServiceRuntime.of_service(
+        SERVICE, app, to_public, settings=settings, meter=payment_meter()
     )
     if settings.consumers_enabled:
         # The provider calls the policy recorded as intents, outside its transactions.
@@ -59,7 +49,4 @@ def create_app() -> FastAPI:
 
 def run() -> None:
     """`fulfil-payments` serves HTTP, relay and inbox; `fulfil-payments relay` only the relay."""
-    if sys.argv[1:] == ["relay"]:
-        run_relay_only(create_runtime())
-    else:
-        run_service("payments.main:create_app", DEFAULT_PORT)
+    serve_or_relay(create_runtime, "payments.main:create_app", DEFAULT_PORT)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -10,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal, TypeVar
 
 import structlog
-from eventsourcing.application import ProcessingEvent
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import JSONTranscoder
 from prometheus_client import Counter
@@ -24,14 +22,14 @@ from fulfilment_kit.commands import (
     execute,
 )
 from fulfilment_kit.contracts import (
-    IntegrationEvent,
     OrderCancellationRequested,
     OrderCancelled,
     OrderPaid,
     OrderPlaced,
     OrderRejected,
 )
-from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
+from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication, Processing
+from fulfilment_kit.messaging.policy import by_order, policy
 from fulfilment_kit.observability.metrics import REGISTRY
 from fulfilment_kit.persistence.batch_load import load_aggregates
 from fulfilment_kit.persistence.transcodings import register_dataclasses
@@ -147,13 +145,7 @@ class Updated:
 
 class ShippingApplication(ProcessApplication):
     name = "shipping"
-    reacts_to = (
-        OrderPlaced,
-        OrderPaid,
-        OrderCancelled,
-        OrderRejected,
-        OrderCancellationRequested,
-    )
+    prefetch = by_order(shipment_id_for)
 
     def __init__(
         self,
@@ -179,39 +171,10 @@ class ShippingApplication(ProcessApplication):
             close()
         super().close()
 
-    # -- policy ---------------------------------------------------------------------------
+    # -- policy: every reaction is a no-op when its effect happened already -----------------
 
-    def aggregate_ids(self, message: InboundMessage) -> list[uuid.UUID]:
-        order_id = getattr(message.envelope.event, "order_id", None)
-        return [shipment_id_for(order_id)] if isinstance(order_id, uuid.UUID) else []
-
-    def handle(self, message: InboundMessage, processing: ProcessingEvent[uuid.UUID]) -> None:
-        """React to order events; every reaction is a no-op when its effect happened already."""
-        self._react(message.envelope.event, processing)
-
-    @functools.singledispatchmethod
-    def _react(self, event: IntegrationEvent, processing: ProcessingEvent[uuid.UUID]) -> None:
-        """Anything else on our source topics is not ours to act on."""
-
-    @_react.register
-    def _(self, event: OrderPlaced, processing: ProcessingEvent[uuid.UUID]) -> None:
-        self._on_placed(event, processing)
-
-    @_react.register
-    def _(self, event: OrderPaid, processing: ProcessingEvent[uuid.UUID]) -> None:
-        self._on_paid(event, processing)
-
-    @_react.register
-    def _(
-        self, event: OrderCancelled | OrderRejected, processing: ProcessingEvent[uuid.UUID]
-    ) -> None:
-        self._on_cancelled(event.order_id, processing)
-
-    @_react.register
-    def _(self, event: OrderCancellationRequested, processing: ProcessingEvent[uuid.UUID]) -> None:
-        self._on_cancellation_requested(event.order_id, processing)
-
-    def _on_placed(self, placed: OrderPlaced, processing: ProcessingEvent[uuid.UUID]) -> None:
+    @policy(OrderPlaced)
+    def _on_placed(self, placed: OrderPlaced, _: InboundMessage, processing: Processing) -> None:
         sid = shipment_id_for(placed.order_id)
         if self.get_for_update(processing, sid, Shipment) is not None:
             return  # redelivered
@@ -223,7 +186,8 @@ class ShippingApplication(ProcessApplication):
         processing.collect_events(shipment)
         log.info("shipment awaiting payment", order_id=str(placed.order_id))
 
-    def _on_paid(self, paid: OrderPaid, processing: ProcessingEvent[uuid.UUID]) -> None:
+    @policy(OrderPaid)
+    def _on_paid(self, paid: OrderPaid, _: InboundMessage, processing: Processing) -> None:
         shipment = self.get_for_update(processing, shipment_id_for(paid.order_id), Shipment)
         if shipment is None:
             # OrderPlaced precedes OrderPaid on the same partition, so it was dead-lettered
@@ -233,7 +197,11 @@ class ShippingApplication(ProcessApplication):
             processing.collect_events(shipment)
             log.info("shipment packing", order_id=str(paid.order_id))
 
-    def _on_cancelled(self, order_id: uuid.UUID, processing: ProcessingEvent[uuid.UUID]) -> None:
+    @policy(OrderCancelled, OrderRejected)
+    def _on_cancelled(
+        self, event: OrderCancelled | OrderRejected, _: InboundMessage, processing: Processing
+    ) -> None:
+        order_id = event.order_id
         shipment = self.get_for_update(processing, shipment_id_for(order_id), Shipment)
         if shipment is None:
             log.warning("cancelled order has no shipment", order_id=str(order_id))
@@ -248,11 +216,13 @@ class ShippingApplication(ProcessApplication):
                 status=str(shipment.status),
             )
 
+    @policy(OrderCancellationRequested)
     def _on_cancellation_requested(
-        self, order_id: uuid.UUID, processing: ProcessingEvent[uuid.UUID]
+        self, event: OrderCancellationRequested, _: InboundMessage, processing: Processing
     ) -> None:
         """Shipping answers: held (not dispatched: cancelled, then refund and release follow)
         or refused (already left). The shipment's version decides a race with dispatch."""
+        order_id = event.order_id
         shipment = self.get_for_update(processing, shipment_id_for(order_id), Shipment)
         if shipment is None:
             # OrderPlaced precedes the request on the same partition: fail loudly (DLQ).

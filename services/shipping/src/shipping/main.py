@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 from fastapi import FastAPI
 
-from fulfilment_kit.contracts import topics
 from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.privacy import open_vault
-from fulfilment_kit.relay_only import run_relay_only
 from fulfilment_kit.runtime import ServiceRuntime, create_http_app
-from fulfilment_kit.serve import run_service
+from fulfilment_kit.serve import serve_or_relay
 from fulfilment_kit.settings import ServiceSettings
 from shipping.api import WEBHOOK_PATH, router
 from shipping.application import ShippingApplication
@@ -57,14 +53,7 @@ def create_runtime(
         carrier=create_carrier(shipping),
         vault=open_vault(SERVICE, may_open=("contact",), service_settings=settings),
     )
-    runtime = ServiceRuntime(
-        service=SERVICE,
-        app=app,
-        mapper=to_public,
-        output_topics=[topics.SHIPPING],
-        source_topics=topics.CONSUMERS[SERVICE],
-        settings=settings,
-    )
+    runtime = ServiceRuntime.of_service(SERVICE, app, to_public, settings=settings)
     initialise_metrics()
     if shipping.shipping_auto_dispatch_s > 0:
         dispatcher = AutoDispatcher(
@@ -92,7 +81,4 @@ def create_app() -> FastAPI:
 
 def run() -> None:
     """`fulfil-shipping` serves HTTP + relay; `fulfil-shipping relay` runs only the relay."""
-    if sys.argv[1:] == ["relay"]:
-        run_relay_only(create_runtime())
-    else:
-        run_service("shipping.main:create_app", DEFAULT_PORT)
+    serve_or_relay(create_runtime, "shipping.main:create_app", DEFAULT_PORT)

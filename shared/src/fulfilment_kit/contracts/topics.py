@@ -6,6 +6,9 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+# Consumer groups and the topics they subscribe to: generated from the services' policies.
+from fulfilment_kit.contracts.consumers import CONSUMERS as CONSUMERS
+
 ORDERS = "fulfilment.orders.v1"
 INVENTORY = "fulfilment.inventory.v1"
 PAYMENTS = "fulfilment.payments.v1"
@@ -17,18 +20,6 @@ ALL: tuple[str, ...] = (ORDERS, INVENTORY, PAYMENTS, SHIPPING, CUSTOMER_SERVICE)
 OPERATOR_AUDIT = "fulfilment.operator-audit.v1"
 """What operators did to consumers: DLQ records replayed or discarded (with the reason),
 retention gaps accepted. Written by `fulfil dlq` / `fulfil consumers`; kept forever."""
-
-# Consumer groups and the topics they subscribe to: those of the events they react to (tested
-# against each service's `reacts_to`); a DLQ topic exists per (source topic, consumer).
-CONSUMERS: dict[str, tuple[str, ...]] = {
-    "inventory": (ORDERS, PAYMENTS, SHIPPING, CUSTOMER_SERVICE),
-    "payments": (INVENTORY, ORDERS, SHIPPING, CUSTOMER_SERVICE),
-    "shipping": (ORDERS,),
-    "orders": (INVENTORY, PAYMENTS, SHIPPING, CUSTOMER_SERVICE),
-    "customer-service": (ORDERS, PAYMENTS, SHIPPING),
-    # the read models (projections): the read-models process (customer-service's package)
-    "customer-service-projections": ALL,
-}
 
 # The deployables and what each one runs: the topic its relay publishes (none for the read
 # models, which only consume) and the consumer groups it runs (one Kafka user per deployable;

@@ -43,6 +43,7 @@ from fulfilment_kit.contracts import topics
 from fulfilment_kit.contracts.base import IntegrationEvent
 from fulfilment_kit.contracts.registry import event_class_for
 from fulfilment_kit.messaging import cloudevents, kafka
+from fulfilment_kit.messaging.policy import Prefetch, Reaction, reactions_of, subscriptions_of
 from fulfilment_kit.observability import metrics
 from fulfilment_kit.persistence.availability import wait_for_database
 from fulfilment_kit.persistence.batch_load import load_aggregates
@@ -57,6 +58,8 @@ log = structlog.get_logger(__name__)
 _story = structlog.get_logger(__name__)
 
 TAggregate = TypeVar("TAggregate", bound=Aggregate)
+Processing = ProcessingEvent[UUID]
+"""What a policy handler collects the events it causes on (saved with the batch's tracking)."""
 
 
 @dataclass(frozen=True)
@@ -85,12 +88,34 @@ class MessageProcessor(Protocol):
 
 
 class ProcessApplication(Application[UUID]):
-    """A process application: its policy (`handle`) reacts to other services' messages, and
-    its recorder records the events it causes with the inbox's tracking, atomically."""
+    """A process application: its policy reacts to other services' messages, and its recorder
+    records the events it causes with the inbox's tracking, atomically.
+
+    The policy is its `@policy(EventType, ...)` handlers, each called as
+    `handler(event, message, processing)` by `handle`; from them the kit derives `reacts_to`,
+    the aggregates to prefetch (the handler's `prefetch`, else the class's) and the topics
+    to subscribe to (`subscriptions()`)."""
 
     recorder: ProcessRecorder
     reacts_to: ClassVar[tuple[type[IntegrationEvent], ...]] = ()
-    """The public event types `handle` reacts to (empty: all of them)."""
+    """The public event types it reacts to: derived from its @policy handlers (empty: an
+    application with a hand-written `handle` that sees every event)."""
+    reactions: ClassVar[dict[type[IntegrationEvent], Reaction]] = {}
+    prefetch: ClassVar[Prefetch | None] = None
+    """The aggregates a handler without its own `prefetch` loads (e.g. `by_order(...)`)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.reactions = reactions_of(cls)
+        if cls.reactions:
+            if "reacts_to" in vars(cls):
+                raise TypeError(f"{cls.__name__}: reacts_to is derived from its @policy handlers")
+            cls.reacts_to = tuple(cls.reactions)
+
+    @classmethod
+    def subscriptions(cls) -> tuple[str, ...]:
+        """The topics that carry what its policies react to."""
+        return subscriptions_of(cls)
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
@@ -108,6 +133,18 @@ class ProcessApplication(Application[UUID]):
 
     def handle(self, message: InboundMessage, processing: ProcessingEvent[UUID]) -> None:
         """The service's policy: react to one message by collecting events on `processing`."""
+        self.react(message.envelope.event, message, processing)
+
+    def react(self, event: IntegrationEvent, *args: Any) -> Any:
+        """Call the @policy handler of `event`'s type with `(event, *args)` (none: None)."""
+        reaction = self._reaction(type(event))
+        return None if reaction is None else getattr(self, reaction.handler.__name__)(event, *args)
+
+    def _reaction(self, event_type: type[IntegrationEvent]) -> Reaction | None:
+        for klass in event_type.__mro__:
+            if (reaction := self.reactions.get(klass)) is not None:
+                return reaction
+        return None
 
     def process_messages(self, messages: Sequence[InboundMessage], tracking: Tracking) -> None:
         """Apply messages and record their events with `tracking`, atomically."""
@@ -150,7 +187,11 @@ class ProcessApplication(Application[UUID]):
 
     def aggregate_ids(self, message: InboundMessage) -> Iterable[UUID]:
         """Ids of the aggregates `handle(message)` will load: fetched with one query a batch."""
-        return ()
+        event = message.envelope.event
+        reaction = self._reaction(type(event))
+        prefetch = reaction.prefetch if reaction is not None else None
+        prefetch = prefetch or type(self).prefetch
+        return () if reaction is None or prefetch is None else prefetch(event)
 
     def get_for_update(
         self, processing: ProcessingEvent[UUID], aggregate_id: UUID, cls: type[TAggregate]

@@ -11,7 +11,6 @@ from customer_service.projections.api import projections_router, unavailable_rou
 from customer_service.projections.queries import ReadModels
 from customer_service.projections.store import ProjectionsApplier, ReadModelRecorder, datastore
 from fulfilment_kit.consumer_runtime import ConsumerRuntime
-from fulfilment_kit.contracts import topics
 from fulfilment_kit.process import ConsumerGroup
 from fulfilment_kit.settings import PostgresSettings, ServiceSettings
 
@@ -23,13 +22,12 @@ NEEDS_POSTGRES = "the read models need PostgreSQL (FULFIL_PERSISTENCE=postgres)"
 def add_projections_consumer(
     runtime: ConsumerRuntime, recorder: ReadModelRecorder
 ) -> ConsumerGroup:
-    """Register the projections' consumer group (`customer-service-projections`, the topics the
-    registry gives it) on `runtime`, writing through `recorder`."""
+    """Register the projections' consumer group (`customer-service-projections`) on `runtime`,
+    writing through `recorder`: it sees every public event (the timeline records each one),
+    so it subscribes to every topic that carries one."""
     # A projection failure is a bug, never a reason to miss an event the producers accepted:
     # the partition stops at it (retried with backoff, alerted), nothing is dead-lettered.
-    return runtime.add_consumer(
-        GROUP, ProjectionsApplier(recorder), topics.CONSUMERS[GROUP], on_failure="stop"
-    )
+    return runtime.add_consumer(GROUP, ProjectionsApplier(recorder), on_failure="stop")
 
 
 def read_models_router(
