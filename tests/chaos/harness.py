@@ -155,14 +155,31 @@ class Api:
     def __init__(self, platform: ChaosPlatform, *, deadline_s: float = 150) -> None:
         self.platform = platform
         self.deadline_s = deadline_s
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(20, connect=3), limits=httpx.Limits(max_connections=64)
-        )
+        self.client = self._new_client()
         self.staff = staff_headers()
         self.retries = 0
+        self.pools_renewed = 0
+        self._old_clients: list[httpx.AsyncClient] = []
+
+    @staticmethod
+    def _new_client() -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(20, connect=3), limits=httpx.Limits(max_connections=64)
+        )
+
+    def _renew_pool(self, stuck: httpx.AsyncClient) -> None:
+        """A fresh client after a PoolTimeout. httpcore 1.0.9 leaks the slot of a request
+        cancelled while it waits for a connection of a full pool (encode/httpcore#1093: "only
+        recreating the pool recovers"); the open-loop traffic fills the pool whenever the
+        platform slows down, so the leaked slots add up until every request times out."""
+        if self.client is stuck:
+            self._old_clients.append(stuck)
+            self.client = self._new_client()
+            self.pools_renewed += 1
 
     async def close(self) -> None:
-        await self.client.aclose()
+        for client in (*self._old_clients, self.client):
+            await client.aclose()
 
     async def call(
         self,
@@ -186,8 +203,9 @@ class Api:
         while True:
             replicas = self.platform.live(service) or self.platform.replicas[service]
             replica = replicas[next(self.platform._turn) % len(replicas)]
+            client = self.client
             try:
-                reply = await self.client.request(
+                reply = await client.request(
                     method,
                     f"{replica.url}{path}",
                     headers=sent_headers,
@@ -197,6 +215,9 @@ class Api:
                 if reply.status_code not in RETRY_STATUSES and reply.status_code not in retry_on:
                     return reply
                 last = reply
+            except httpx.PoolTimeout as exc:
+                error = exc
+                self._renew_pool(client)
             except httpx.TransportError as exc:
                 error = exc
             if time.monotonic() > deadline:

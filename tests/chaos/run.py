@@ -49,6 +49,7 @@ class Result:
     refused: Counter[str]
     seconds: dict[str, float] = field(default_factory=dict)
     api_retries: int = 0
+    pools_renewed: int = 0
     webhooks: Counter[int] = field(default_factory=Counter)
     final_states: Counter[str] = field(default_factory=Counter)
 
@@ -148,6 +149,7 @@ async def run_chaos(size: Size) -> Result:
                 traffic.refused,
                 seconds,
                 api.retries,
+                api.pools_renewed,
                 traffic.webhook_answers,
                 final,
             )
@@ -177,7 +179,8 @@ def table(result: Result, wall_s: float) -> str:
     if result.refused:
         out.append(f"orders refused by the API: {dict(result.refused)}")
     out += [
-        f"client retries (502/503/504/connection): {result.api_retries}; webhook answers "
+        f"client retries (502/503/504/connection): {result.api_retries} (connection pools "
+        f"renewed after a PoolTimeout: {result.pools_renewed}); webhook answers "
         f"{dict(sorted(result.webhooks.items()))}",
         "",
         f"{'fault':<62}{'at (s)':>8}{'wall':>10}{'ready (s)':>11}{'recovery (s)':>14}",
