@@ -137,9 +137,7 @@ class CustomerServiceApplication(ReturnCommands, CaseCommands):
         self, event: ShipmentException, message: InboundMessage, processing: Any
     ) -> None:
         summary = f"delivery exception ({event.reason_code}): {event.reason}"
-        self._open_automatically(
-            processing, "delivery_exception", "high", summary, event.order_id, None, message
-        )
+        self._open_automatically("delivery_exception", "high", summary, event, message, processing)
 
     @policy(OrderFlagged)
     def _stuck(self, event: OrderFlagged, message: InboundMessage, processing: Any) -> None:
@@ -147,18 +145,12 @@ class CustomerServiceApplication(ReturnCommands, CaseCommands):
             f"order stuck in {event.stage} since {event.stage_entered_at.isoformat()} "
             f"(deadline {event.deadline_at.isoformat()})"
         )
-        self._open_automatically(
-            processing, "stuck_order", "high", summary, event.order_id, event.customer_id, message
-        )
+        self._open_automatically("stuck_order", "high", summary, event, message, processing)
 
     @policy(PaymentFailed)
-    def _payment_failed(
-        self, event: PaymentFailed, message: InboundMessage, processing: Any
-    ) -> None:
+    def _failed(self, event: PaymentFailed, message: InboundMessage, processing: Any) -> None:
         summary = f"payment of {event.amount_minor} {event.currency} failed: {event.reason_code}"
-        self._open_automatically(
-            processing, "payment_problem", "normal", summary, event.order_id, None, message
-        )
+        self._open_automatically("payment_problem", "normal", summary, event, message, processing)
 
     @policy(PaymentUnresolved)
     def _payment_unresolved(
@@ -169,20 +161,20 @@ class CustomerServiceApplication(ReturnCommands, CaseCommands):
             f"since {event.unknown_since.isoformat()} ({event.lookups} lookups); the card may "
             "have been charged"
         )
-        self._open_automatically(
-            processing, "payment_problem", "high", summary, event.order_id, None, message
-        )
+        self._open_automatically("payment_problem", "high", summary, event, message, processing)
 
     def _open_automatically(
         self,
-        processing: ProcessingEvent[UUID],
         kind: str,
         priority: str,
         summary: str,
-        order_id: UUID,
-        customer_id: UUID | None,
+        event: ShipmentException | OrderFlagged | PaymentFailed | PaymentUnresolved,
         message: InboundMessage,
+        processing: ProcessingEvent[UUID],
     ) -> None:
+        """Open the case `event` calls for, of the event's order (and customer, else the one
+        the order record names)."""
+        order_id, customer_id = event.order_id, getattr(event, "customer_id", None)
         # One active case per cause and order; a new one once the previous one has ended.
         for generation in itertools.count():
             case_id = case_id_for(kind, order_id, generation)
