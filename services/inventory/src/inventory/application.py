@@ -23,7 +23,6 @@ from fulfilment_kit.contracts import (
     ShipmentShipped,
 )
 from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
-from fulfilment_kit.messaging.cloudevents import Envelope
 from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.messaging.policy import by_order, policy
 from fulfilment_kit.persistence.batch_load import load_aggregates
@@ -224,12 +223,9 @@ class InventoryApplication(ProcessApplication):
 
     # Policy (Kafka): every change goes on `processing`, saved with the tracking record.
 
-    def handle(self, message: InboundMessage, processing: ProcessingEvent[UUID]) -> None:
-        self.react(message.envelope.event, message.envelope, processing)
-
     @policy(OrderPlaced, prefetch=lambda e: [reservation_id(e.order_id), *_items_of_lines(e)])
     def _order_placed(
-        self, event: OrderPlaced, envelope: Envelope, processing: ProcessingEvent[UUID]
+        self, event: OrderPlaced, _: InboundMessage, processing: ProcessingEvent[UUID]
     ) -> None:
         """Reserve every line or none: lock, or reject naming each short SKU."""
         if self.get_for_update(processing, reservation_id(event.order_id), Reservation) is not None:
@@ -263,26 +259,26 @@ class InventoryApplication(ProcessApplication):
 
     @policy(OrderCancelled)
     def _order_cancelled(
-        self, event: OrderCancelled, envelope: Envelope, processing: ProcessingEvent[UUID]
+        self, event: OrderCancelled, _: InboundMessage, processing: ProcessingEvent[UUID]
     ) -> None:
         self._release(event.order_id, "order_cancelled", processing)
 
     @policy(PaymentFailed)
     def _payment_failed(
-        self, event: PaymentFailed, envelope: Envelope, processing: ProcessingEvent[UUID]
+        self, event: PaymentFailed, _: InboundMessage, processing: ProcessingEvent[UUID]
     ) -> None:
         self._release(event.order_id, "payment_failed", processing)
 
     @policy(ShipmentCancelled)
     def _shipment_cancelled(
-        self, event: ShipmentCancelled, envelope: Envelope, processing: ProcessingEvent[UUID]
+        self, event: ShipmentCancelled, _: InboundMessage, processing: ProcessingEvent[UUID]
     ) -> None:
         """Shipping held the parcel (it never leaves): the reservation is released."""
         self._release(event.order_id, "order_cancelled", processing)
 
     @policy(ShipmentShipped)
     def _shipment_shipped(
-        self, event: ShipmentShipped, envelope: Envelope, processing: ProcessingEvent[UUID]
+        self, event: ShipmentShipped, _: InboundMessage, processing: ProcessingEvent[UUID]
     ) -> None:
         """The order's reserved units left the warehouse: commit them."""
         reservation = self._locked(event.order_id, processing)
@@ -304,7 +300,7 @@ class InventoryApplication(ProcessApplication):
         ],
     )
     def _return_received(
-        self, event: ReturnReceived, envelope: Envelope, processing: ProcessingEvent[UUID]
+        self, event: ReturnReceived, _: InboundMessage, processing: ProcessingEvent[UUID]
     ) -> None:
         """Put the restockable units of a return back on hand; damaged units stay out."""
         if self.get_for_update(processing, restock_id(event.return_id), Restock) is not None:
