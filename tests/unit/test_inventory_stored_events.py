@@ -20,7 +20,7 @@ from inventory.domain import (
     idempotency_marker_id,
     restock_id,
 )
-from tests.support.stored_events import load, shapes, with_stored
+from tests.support.stored_events import load, published, shapes, with_stored
 
 RELEASED, COMMITTED, REJECTED = (
     uuid.UUID(f"1111111{i}-1111-4111-8111-111111111111") for i in (1, 2, 3)
@@ -55,13 +55,7 @@ def test_stock_stored_by_the_old_code_loads_in_its_state_and_is_listed() -> None
 
 
 def test_each_stored_event_maps_to_its_public_event_with_its_stored_trace() -> None:
-    app = _app_with_old_events()
-    published = [
-        (type(out.event).__name__, out.correlation_id, out.causation_id)
-        for n in app.recorder.select_notifications(1, len(STORED))
-        for out in to_public(app.mapper.to_domain_event(n))
-    ]
-    assert published == [
+    assert published(_app_with_old_events(), to_public) == [
         ("StockReceived", "corr", "cause-2"),
         ("StockAdjusted", "corr", "cause-3"),
         ("StockLow", "corr", "cause-7"),

@@ -20,7 +20,7 @@ from orders.domain import (
     Shortage,
     erasure_id_for,
 )
-from tests.support.stored_events import load, shapes, with_stored
+from tests.support.stored_events import load, published, shapes, with_stored
 
 CUSTOMER_ID = uuid.UUID("22222222-2222-4222-8222-222222222222")
 RETURNED, REJECTED, CANCELLED = (
@@ -64,13 +64,7 @@ def test_orders_stored_by_the_old_code_load_in_their_state() -> None:
 
 
 def test_each_stored_event_maps_to_its_public_event_with_its_stored_trace() -> None:
-    app = _app_with_old_events()
-    published = [
-        (type(out.event).__name__, out.correlation_id, out.causation_id)
-        for n in app.recorder.select_notifications(1, len(STORED))
-        for out in to_public(app.mapper.to_domain_event(n))
-    ]
-    assert published == [
+    assert published(_app_with_old_events(), to_public) == [
         ("OrderPlaced", "corr", "cause-1"),
         ("OrderStockLocked", "corr", "cause-2"),
         ("OrderPaid", "corr", "cause-3"),
