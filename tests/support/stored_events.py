@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 from eventsourcing.application import Application
 from eventsourcing.persistence import StoredEvent
 
+from fulfilment_kit.messaging.relay import EventMapper
+
 AppT = TypeVar("AppT", bound=Application[Any])
 
 
@@ -36,4 +38,14 @@ def shapes(app: Application[Any]) -> list[tuple[str, str, set[str]]]:
     return [
         (str(n.originator_id), n.topic, set(json.loads(n.state)))
         for n in app.recorder.select_notifications(1, 1000)
+    ]
+
+
+def published(app: Application[Any], to_public: EventMapper) -> list[tuple[str, str, str]]:
+    """(public event type, correlation id, causation id) of what each event in `app`'s
+    notification log publishes, in order."""
+    return [
+        (type(out.event).__name__, out.correlation_id, out.causation_id)
+        for n in app.recorder.select_notifications(1, 1000)
+        for out in to_public(app.mapper.to_domain_event(n))
     ]

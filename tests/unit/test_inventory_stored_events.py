@@ -3,11 +3,8 @@ recorded now keep the stored names and fields (the fixture was recorded from tha
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
-
-from eventsourcing.persistence import StoredEvent
 
 from fulfilment_kit.tracing import Trace
 from inventory.application import InventoryApplication
@@ -23,6 +20,7 @@ from inventory.domain import (
     idempotency_marker_id,
     restock_id,
 )
+from tests.support.stored_events import load, published, shapes, with_stored
 
 RELEASED, COMMITTED, REJECTED = (
     uuid.UUID(f"1111111{i}-1111-4111-8111-111111111111") for i in (1, 2, 3)
@@ -30,19 +28,12 @@ RELEASED, COMMITTED, REJECTED = (
 RETURN_ID = uuid.UUID("33333333-3333-4333-8333-333333333333")
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 
-STORED = json.loads((Path(__file__).parent / "inventory_stored_events.json").read_text())
-"""(originator id, version, topic, state) of each event as the code before the move stored it."""
+STORED = load(Path(__file__).parent / "inventory_stored_events.json")
+"""(originator id, version, topic, state) of each event as the code before the change stored it."""
 
 
 def _app_with_old_events() -> InventoryApplication:
-    app = InventoryApplication(env=POPO)
-    app.recorder.insert_events(
-        [
-            StoredEvent(uuid.UUID(oid), version, topic, state.encode())
-            for oid, version, topic, state in STORED
-        ]
-    )
-    return app
+    return with_stored(InventoryApplication(env=POPO), STORED)
 
 
 def test_stock_stored_by_the_old_code_loads_in_its_state_and_is_listed() -> None:
@@ -64,13 +55,7 @@ def test_stock_stored_by_the_old_code_loads_in_its_state_and_is_listed() -> None
 
 
 def test_each_stored_event_maps_to_its_public_event_with_its_stored_trace() -> None:
-    app = _app_with_old_events()
-    published = [
-        (type(out.event).__name__, out.correlation_id, out.causation_id)
-        for n in app.recorder.select_notifications(1, len(STORED))
-        for out in to_public(app.mapper.to_domain_event(n))
-    ]
-    assert published == [
+    assert published(_app_with_old_events(), to_public) == [
         ("StockReceived", "corr", "cause-2"),
         ("StockAdjusted", "corr", "cause-3"),
         ("StockLow", "corr", "cause-7"),
@@ -105,10 +90,4 @@ def test_events_recorded_now_have_the_stored_names_and_fields() -> None:
     marker = IdempotencyMarker("key-1", "fp-1", "SKU-1")
     app.save(item, released, committed, rejected, restock, marker, trace=Trace("corr", "cause"))
 
-    recorded = [
-        (str(n.originator_id), n.originator_version, n.topic, set(json.loads(n.state)))
-        for n in app.recorder.select_notifications(1, 100)
-    ]
-    assert recorded == [
-        (oid, version, topic, set(json.loads(state))) for oid, version, topic, state in STORED
-    ]
+    assert shapes(app) == shapes(_app_with_old_events())

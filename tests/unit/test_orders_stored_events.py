@@ -3,12 +3,9 @@ recorded now keep the stored names and fields (the fixture was recorded from tha
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-
-from eventsourcing.persistence import StoredEvent
 
 from fulfilment_kit.tracing import Trace
 from orders.application import OrdersApplication
@@ -23,6 +20,7 @@ from orders.domain import (
     Shortage,
     erasure_id_for,
 )
+from tests.support.stored_events import load, published, shapes, with_stored
 
 CUSTOMER_ID = uuid.UUID("22222222-2222-4222-8222-222222222222")
 RETURNED, REJECTED, CANCELLED = (
@@ -31,19 +29,12 @@ RETURNED, REJECTED, CANCELLED = (
 RETURNS = [uuid.UUID(f"33333333-3333-4333-8333-33333333333{i}") for i in (1, 2)]
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 
-STORED = json.loads((Path(__file__).parent / "orders_stored_events.json").read_text())
-"""(originator id, version, topic, state) of each event as the code before the move stored it."""
+STORED = load(Path(__file__).parent / "orders_stored_events.json")
+"""(originator id, version, topic, state) of each event as the code before the change stored it."""
 
 
 def _app_with_old_events() -> OrdersApplication:
-    app = OrdersApplication(env=POPO)
-    app.recorder.insert_events(
-        [
-            StoredEvent(uuid.UUID(oid), version, topic, state.encode())
-            for oid, version, topic, state in STORED
-        ]
-    )
-    return app
+    return with_stored(OrdersApplication(env=POPO), STORED)
 
 
 def test_orders_stored_by_the_old_code_load_in_their_state() -> None:
@@ -73,13 +64,7 @@ def test_orders_stored_by_the_old_code_load_in_their_state() -> None:
 
 
 def test_each_stored_event_maps_to_its_public_event_with_its_stored_trace() -> None:
-    app = _app_with_old_events()
-    published = [
-        (type(out.event).__name__, out.correlation_id, out.causation_id)
-        for n in app.recorder.select_notifications(1, len(STORED))
-        for out in to_public(app.mapper.to_domain_event(n))
-    ]
-    assert published == [
+    assert published(_app_with_old_events(), to_public) == [
         ("OrderPlaced", "corr", "cause-1"),
         ("OrderStockLocked", "corr", "cause-2"),
         ("OrderPaid", "corr", "cause-3"),
@@ -134,10 +119,4 @@ def test_events_recorded_now_have_the_stored_names_and_fields() -> None:
     app.save(order, trace=trace)
     app.save(CustomerErasure(CUSTOMER_ID, "ops-1", "ops"), trace=trace)
 
-    recorded = [
-        (n.originator_version, n.topic, set(json.loads(n.state)))
-        for n in app.recorder.select_notifications(1, 100)
-    ]
-    assert recorded == [
-        (version, topic, set(json.loads(state))) for _, version, topic, state in STORED
-    ]
+    assert shapes(app) == shapes(_app_with_old_events())
