@@ -23,6 +23,7 @@ from fulfilment_kit.contracts import (
     ShippingAddress,
 )
 from fulfilment_kit.contracts import OrderLine as PublicLine
+from fulfilment_kit.contracts.base import IntegrationEvent
 from fulfilment_kit.messaging.public import AGGREGATE_ID, RECORDED_AT, PublicEvents
 from fulfilment_kit.privacy import is_sealed
 from orders.domain import CustomerErasure, Order
@@ -72,66 +73,43 @@ def _returned_lines(e: Any) -> list[ReturnedLine]:
     return [ReturnedLine(sku=x.sku, quantity=x.quantity) for x in e.lines]
 
 
+def _order_event(
+    kind: type[Any], public: type[IntegrationEvent], same: str = "", **sources: Any
+) -> None:
+    """Every order event names the order (its aggregate) and its customer."""
+    to_public.copy(kind, public, f"customer_id {same}", order_id=AGGREGATE_ID, **sources)
+
+
 to_public.copy(CustomerErasure.Erased, CustomerErased, "customer_id", erased_at=RECORDED_AT)
-to_public.copy(
-    Order.StockLocked, OrderStockLocked, "customer_id", locked_at=RECORDED_AT, order_id=AGGREGATE_ID
-)
-to_public.copy(
+_order_event(Order.StockLocked, OrderStockLocked, locked_at=RECORDED_AT)
+_order_event(
     Order.Rejected,
     OrderRejected,
-    "customer_id",
     reason_code=lambda _: "out_of_stock",
     reason=_shortage_text,
     rejected_at=RECORDED_AT,
-    order_id=AGGREGATE_ID,
 )
-to_public.copy(
-    Order.Paid,
-    OrderPaid,
-    "customer_id amount_minor currency",
-    paid_at=RECORDED_AT,
-    order_id=AGGREGATE_ID,
-)
-to_public.copy(
-    Order.Cancelled,
-    OrderCancelled,
-    "customer_id cancelled_by reason",
-    cancelled_at=RECORDED_AT,
-    order_id=AGGREGATE_ID,
-)
-to_public.copy(
+_order_event(Order.Paid, OrderPaid, "amount_minor currency", paid_at=RECORDED_AT)
+_order_event(Order.Cancelled, OrderCancelled, "cancelled_by reason", cancelled_at=RECORDED_AT)
+_order_event(
     Order.CancellationRequested,
     OrderCancellationRequested,
-    "customer_id requested_by reason",
+    "requested_by reason",
     requested_at=RECORDED_AT,
-    order_id=AGGREGATE_ID,
 )
-to_public.copy(
-    Order.Shipped,
-    OrderShipped,
-    "customer_id carrier tracking_number",
-    shipped_at=RECORDED_AT,
-    order_id=AGGREGATE_ID,
-)
-to_public.copy(
-    Order.Delivered, OrderDelivered, "customer_id", delivered_at=RECORDED_AT, order_id=AGGREGATE_ID
-)
-to_public.copy(
-    Order.Flagged,
-    OrderFlagged,
-    "customer_id stage stage_entered_at deadline_at",
-    flagged_at=RECORDED_AT,
-    order_id=AGGREGATE_ID,
+_order_event(Order.Shipped, OrderShipped, "carrier tracking_number", shipped_at=RECORDED_AT)
+_order_event(Order.Delivered, OrderDelivered, delivered_at=RECORDED_AT)
+_order_event(
+    Order.Flagged, OrderFlagged, "stage stage_entered_at deadline_at", flagged_at=RECORDED_AT
 )
 for returned, public in (
     (Order.PartiallyReturned, OrderPartiallyReturned),
     (Order.Returned, OrderReturned),
 ):
-    to_public.copy(
+    _order_event(
         returned,
         public,
-        "customer_id refund_minor currency",
+        "refund_minor currency",
         lines=_returned_lines,
         returned_at=RECORDED_AT,
-        order_id=AGGREGATE_ID,
     )
