@@ -10,11 +10,8 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 
-from aiokafka import TopicPartition
-
 from fulfilment_kit.contracts import topics
-from fulfilment_kit.messaging import kafka
-from fulfilment_kit.settings import KafkaSettings
+from tests.support.stack import assigned_reader
 
 
 class EventWatch:
@@ -28,16 +25,8 @@ class EventWatch:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        consumer = kafka.reader(KafkaSettings(), fetch_max_wait_ms=200)
-        await consumer.start()
-        tps: list[TopicPartition] = []
-        for topic in (topics.physical(t) for t in topics.ALL):
-            parts = consumer.partitions_for_topic(topic)
-            if not parts:
-                await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(topic) or set()
-            tps.extend(TopicPartition(topic, p) for p in sorted(parts))
-        consumer.assign(tps)
+        names = [topics.physical(t) for t in topics.ALL]
+        consumer, tps = await assigned_reader(names, fetch_max_wait_ms=200)
         await consumer.seek_to_beginning(*tps)
         self._task = asyncio.create_task(self._run(consumer))
 
@@ -55,7 +44,7 @@ class EventWatch:
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # the broker is down: aiokafka reconnects
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(0.5)  # backoff before the next fetch
                     continue
                 now = int(time.monotonic() - self.started)
                 for records in batches.values():

@@ -74,8 +74,12 @@ class Record:
     headers: dict[str, str]
 
 
-async def assigned_reader(topic_names: Sequence[str]) -> tuple[Any, list[TopicPartition]]:
-    consumer = kafka.reader(KafkaSettings())
+async def assigned_reader(
+    topic_names: Sequence[str], **options: Any
+) -> tuple[Any, list[TopicPartition]]:
+    """A started reader assigned every partition of `topic_names` (`options` go to the kit's
+    `kafka.reader`)."""
+    consumer = kafka.reader(KafkaSettings(), **options)
     await consumer.start()
     tps: list[TopicPartition] = []
     for topic in topic_names:
