@@ -194,6 +194,9 @@ class ServiceSettings(Settings):
     startup_database_wait_s: float = Field(default=300.0, ge=0)
     """How long a starting process waits for PostgreSQL before it gives up (a replica
     restarted during an outage comes up when the database is back)."""
+    aggregate_cache_size: int = Field(default=2000, ge=0)
+    """Aggregates each process keeps loaded between batches (LRU), so a load reads only the
+    events recorded since; 0 turns the cache off."""
     consumer_resume_from: Literal["database", "kafka"] = "database"
     """Where a consumer resumes on assignment; `kafka` (Kafka's committed offsets) only to
     inject redelivery in tests."""

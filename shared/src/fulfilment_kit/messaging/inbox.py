@@ -13,9 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
@@ -46,10 +55,10 @@ from fulfilment_kit.messaging import cloudevents, kafka
 from fulfilment_kit.messaging.policy import Prefetch, Reaction, reactions_of, subscriptions_of
 from fulfilment_kit.observability import metrics
 from fulfilment_kit.persistence.availability import wait_for_database
-from fulfilment_kit.persistence.batch_load import load_aggregates
+from fulfilment_kit.persistence.batch_load import AggregateCache, load_aggregates
 from fulfilment_kit.persistence.fencing import FencedTracking, fenced_process_recorder
 from fulfilment_kit.persistence.transcodings import register_dataclasses
-from fulfilment_kit.settings import KafkaSettings, ServiceSettings
+from fulfilment_kit.settings import KafkaSettings, ServiceSettings, read_settings
 from fulfilment_kit.tracing import Trace, stamp
 
 log = structlog.get_logger(__name__)
@@ -121,6 +130,10 @@ class ProcessApplication(Application[UUID]):
         super().__init__(env)
         # Aggregates prefetched for the batch being processed, by id(ProcessingEvent).
         self._prefetched: dict[int, tuple[set[UUID], dict[UUID, Any]]] = {}
+        self.aggregate_cache = AggregateCache(
+            read_settings(ServiceSettings, self.env).aggregate_cache_size
+        )
+        """Aggregates as last loaded or saved here: a load reads only the newer events."""
 
     def construct_recorder(self) -> ProcessRecorder:
         # Fenced tracking writes: a revoked consumer cannot commit over the new owner.
@@ -150,8 +163,10 @@ class ProcessApplication(Application[UUID]):
         """Apply messages and record their events with `tracking`, atomically."""
         processing: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
         wanted = {i for message in messages for i in self.aggregate_ids(message)}
-        # One query for the whole batch instead of one per message and aggregate.
-        self._prefetched[id(processing)] = (wanted, load_aggregates(self, wanted))
+        # One query for the whole batch instead of one per message and aggregate; the
+        # aggregates cached are taken (this batch owns them) and read only from their version.
+        loaded = load_aggregates(self, wanted, self.aggregate_cache)
+        self._prefetched[id(processing)] = (wanted, loaded)
         try:
             for message in messages:
                 collected = len(processing.events)
@@ -160,10 +175,17 @@ class ProcessApplication(Application[UUID]):
                 envelope = message.envelope
                 reaction = Trace.caused_by(envelope.id, envelope.correlation_id)
                 stamp(reaction, processing.events[collected:])
+            recordings = self._record(processing)
+        except BaseException:
+            # Objects a failed batch changed in place are not the stored state: forget them.
+            self.aggregate_cache.evict([*wanted, *processing.aggregates])
+            raise
         finally:
             del self._prefetched[id(processing)]
-        recordings = self._record(processing)
         self._take_snapshots(processing)
+        # Committed: what the batch loaded, changed or created is the stored state now (put
+        # back only after the snapshots: another thread may take them from the cache at once).
+        self.aggregate_cache.put([*loaded.values(), *processing.aggregates.values()])
         self._notify(recordings)
 
     def save(
@@ -201,12 +223,16 @@ class ProcessApplication(Application[UUID]):
         if pending is not None:
             assert isinstance(pending, cls)
             return pending
-        wanted, loaded = self._prefetched.get(id(processing), ((), {}))
-        if aggregate_id in wanted:  # the same object all batch long, changes included
-            aggregate = loaded.get(aggregate_id)
-            assert aggregate is None or isinstance(aggregate, cls)
-            return aggregate
-        return self.find(aggregate_id, cls)
+        batch = self._prefetched.get(id(processing))
+        if batch is None:
+            return self.find(aggregate_id, cls)
+        wanted, loaded = batch
+        if aggregate_id not in wanted:  # not prefetched: loaded now, kept for the batch
+            loaded.update(load_aggregates(self, [aggregate_id], self.aggregate_cache))
+            wanted.add(aggregate_id)
+        aggregate = loaded.get(aggregate_id)  # the same object all batch long, changes included
+        assert aggregate is None or isinstance(aggregate, cls)
+        return aggregate
 
     def get_many_for_update(
         self, processing: ProcessingEvent[UUID], ids: Sequence[UUID], cls: type[TAggregate]
@@ -216,18 +242,29 @@ class ProcessApplication(Application[UUID]):
         if batch is not None:
             wanted, loaded = batch
             missing = [i for i in ids if i not in processing.aggregates and i not in wanted]
-            loaded.update(load_aggregates(self, missing))
+            loaded.update(load_aggregates(self, missing, self.aggregate_cache))
             wanted.update(missing)
         return [self.get_for_update(processing, i, cls) for i in ids]
 
     def find(self, aggregate_id: UUID, cls: type[TAggregate]) -> TAggregate | None:
-        """The stored aggregate, or None when it does not exist.
+        """The stored aggregate, or None when it does not exist: a private copy the caller
+        may change and save (the cached one, brought up to date, stays in the cache).
 
         Replays the events itself: the repository's projection checks a runtime Protocol per
-        event, which was a tenth of a busy consumer's time (no snapshots are configured)."""
-        aggregate = load_aggregates(self, [aggregate_id]).get(aggregate_id)
+        event, which was a tenth of a busy consumer's time."""
+        aggregate = self.read_aggregates([aggregate_id]).get(aggregate_id)
         assert aggregate is None or isinstance(aggregate, cls), f"{aggregate_id} is {aggregate!r}"
         return aggregate
+
+    def read_aggregates(self, ids: Collection[UUID]) -> dict[UUID, Any]:
+        """The stored state of each aggregate in `ids` that exists (one query), as private
+        copies: through the cache, which keeps the originals, brought up to date."""
+        loaded = load_aggregates(self, ids, self.aggregate_cache)
+        if self.aggregate_cache.maxsize <= 0:
+            return loaded
+        copies = {i: copy.deepcopy(aggregate) for i, aggregate in loaded.items()}
+        self.aggregate_cache.put(loaded.values())
+        return copies
 
     def next_offset(self, tracking_name: str) -> int | None:
         return self.recorder.max_tracking_id(tracking_name)
