@@ -11,7 +11,7 @@ import pytest
 
 from fulfilment_kit.privacy import REDACTED, KeyEncryptionKeys, PersonalDataVault
 from fulfilment_kit.privacy.keys import generate_kek
-from fulfilment_kit.privacy.store import TABLE, PostgresKeyStore
+from fulfilment_kit.privacy.store import TABLE, PostgresKeyStore, StoredKey
 from fulfilment_kit.settings import PostgresSettings
 from tests.support.stack import create_database, drop_database
 
@@ -77,3 +77,33 @@ def test_rotation_on_postgres(database: str) -> None:
     assert after.reveal(sealed) == SENTINEL
     for v in (before, rotating, after):
         v.close()
+
+
+def test_first_or_latest_creates_only_a_first_key_and_reads_the_newest_otherwise(
+    database: str,
+) -> None:
+    """The placement's one key-store statement: a new customer's generation 1 is stored by it;
+    a known customer's newest row (live, or erased) is read by it and nothing is stored."""
+    keks = KeyEncryptionKeys.parse(generate_kek("k1"))
+    keys = store(database)
+    customer = uuid.uuid4()
+    first = StoredKey(customer, 1, "k1", b"first")
+    assert keys.first_or_latest(first) == (first, True)
+    assert keys.first_or_latest(StoredKey(customer, 1, "k1", b"again")) == (first, False)
+    assert keys.erase(customer) == 1
+    newest, created = keys.first_or_latest(StoredKey(customer, 1, "k1", b"third"))
+    assert created is False
+    assert newest is not None
+    assert (newest.generation, newest.erased) == (1, True)
+    # another replica erased the customer: the next seal here gets generation 2, live at once
+    orders = PersonalDataVault(store(database), keks, ("contact",))
+    other = PersonalDataVault(store(database), keks, ("contact",))
+    again = uuid.uuid4()
+    old = orders.seal(again, "contact", SENTINEL)
+    assert other.erase(again) == 1
+    fresh = orders.seal(again, "contact", "New Lane 7")
+    assert fresh.split(":")[3] == "2"
+    assert other.reveal(fresh) == "New Lane 7"
+    assert other.reveal(old) == REDACTED
+    for closing in (keys, orders, other):
+        closing.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from fulfilment_kit.privacy import (
 )
 from fulfilment_kit.privacy.keys import generate_kek
 from fulfilment_kit.privacy.masking import mask_text
+from fulfilment_kit.privacy.store import StoredKey
 from fulfilment_kit.settings import ServiceSettings
 
 SENTINEL = "Sentinel Street 42"
@@ -73,6 +75,69 @@ def test_erasure_destroys_the_key_every_read_redacts_and_is_idempotent() -> None
     fresh = v.seal(customer, "contact", "New Lane 7")
     assert v.reveal(fresh) == "New Lane 7"
     assert v.reveal(sealed) == REDACTED
+
+
+class CountingStore(InMemoryKeyStore):
+    """An in-memory key store that counts the statements a vault sends it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def first_or_latest(self, key: StoredKey) -> tuple[StoredKey | None, bool]:
+        self.calls += 1
+        return super().first_or_latest(key)
+
+    def latest(self, customer_id: uuid.UUID) -> StoredKey | None:
+        self.calls += 1
+        return super().latest(customer_id)
+
+    def get(self, customer_id: uuid.UUID, generation: int) -> StoredKey | None:
+        self.calls += 1
+        return super().get(customer_id, generation)
+
+    def create(self, key: StoredKey) -> bool:
+        self.calls += 1
+        return super().create(key)
+
+
+def test_one_key_store_ask_seals_a_whole_placement_and_the_reveal_after_it_is_cached() -> None:
+    store = CountingStore()
+    v, customer = vault(store), uuid.uuid4()
+    sealer = v.sealer(customer)  # a new customer: their first key is made by the same ask
+    sealed = [sealer.seal("contact", f"{SENTINEL} {i}") for i in range(6)]
+    token = sealer.seal("payment", "tok_visa")
+    assert store.calls == 1
+    assert [v.reveal(s) for s in sealed] == [f"{SENTINEL} {i}" for i in range(6)]
+    assert v.reveal(token) == "tok_visa"
+    assert store.calls == 1
+    v.sealer(customer)  # a returning customer: one ask again
+    assert store.calls == 2
+
+
+def test_an_erasure_by_another_replica_gives_the_next_order_a_new_generation_at_once() -> None:
+    """Replica A sealed for the customer a moment ago (its key cache is warm); replica B erases
+    the customer, who then orders again on A: that order must be sealed under a new, live key
+    (a destroyed one would read [erased] everywhere and decline the payment)."""
+    store, keks = InMemoryKeyStore(), generate_kek("k1")
+    a, b = vault(store, keks), vault(store, keks)
+    customer = uuid.uuid4()
+    before = a.seal(customer, "contact", SENTINEL)
+    assert b.erase(customer) == 1
+    after = a.seal(customer, "contact", "New Lane 7")
+    assert after.split(":")[3] == "2"  # the generation
+    assert b.reveal(after) == "New Lane 7"
+    assert b.reveal(before) == REDACTED
+
+
+def test_concurrent_first_seals_in_memory_agree_on_one_key() -> None:
+    store, keks = InMemoryKeyStore(), generate_kek("k1")
+    vaults = [vault(store, keks) for _ in range(8)]
+    customer = uuid.uuid4()
+    with ThreadPoolExecutor(8) as pool:
+        sealed = list(pool.map(lambda v: v.seal(customer, "contact", SENTINEL), vaults))
+    assert {vaults[-1].reveal(s) for s in sealed} == {SENTINEL}
+    assert len(store._keys) == 1
 
 
 def test_a_key_store_without_the_customers_key_is_an_error_not_an_erasure() -> None:

@@ -94,11 +94,9 @@ class OrdersApplication(ProcessApplication):
         order_id = key_id(command.idempotency_key, lambda k: uuid.uuid5(IDEMPOTENCY_NAMESPACE, k))
 
         # Personal data is sealed before anything stores or publishes it.
-        customer = command.customer_id
-        address = self.vault.seal_fields(
-            customer, "contact", command.shipping_address, keep=("country_code",)
-        )
-        token = self.vault.seal_optional(customer, "payment", command.payment_token)
+        sealer = self.vault.sealer(command.customer_id)  # one key-store round trip
+        address = sealer.seal_fields("contact", command.shipping_address, keep=("country_code",))
+        token = sealer.seal_optional("payment", command.payment_token)
 
         def attempt() -> Order:
             order = Order.place(

@@ -51,8 +51,15 @@ class KeyStore(Protocol):
 
     def get(self, customer_id: uuid.UUID, generation: int) -> StoredKey | None: ...
 
-    def create(self, key: StoredKey) -> None:
-        """Store a new generation unless one with that number exists (a concurrent twin)."""
+    def create(self, key: StoredKey) -> bool:
+        """Store a new generation unless one with that number exists (a concurrent twin);
+        whether `key` was stored."""
+
+    def first_or_latest(self, key: StoredKey) -> tuple[StoredKey | None, bool]:
+        """Store `key` (generation 1) if the customer has no key at all, else read their
+        newest (live or erased): (the newest key, whether it is `key`). One statement where
+        the store can (a placement's only key-store round trip); (None, False) when a twin's
+        generation 1 was committed meanwhile (read it with `latest`)."""
 
     def erase(self, customer_id: uuid.UUID) -> int:
         """Destroy every live key of the customer; how many were live."""
@@ -75,15 +82,26 @@ class InMemoryKeyStore:
 
     def latest(self, customer_id: uuid.UUID) -> StoredKey | None:
         with self._lock:
-            mine = [k for (c, _), k in self._keys.items() if c == customer_id]
+            return self._latest(customer_id)
+
+    def _latest(self, customer_id: uuid.UUID) -> StoredKey | None:
+        mine = [k for (c, _), k in self._keys.items() if c == customer_id]
         return max(mine, key=lambda k: k.generation, default=None)
 
     def get(self, customer_id: uuid.UUID, generation: int) -> StoredKey | None:
         return self._keys.get((customer_id, generation))
 
-    def create(self, key: StoredKey) -> None:
+    def create(self, key: StoredKey) -> bool:
         with self._lock:
-            self._keys.setdefault((key.customer_id, key.generation), key)
+            return self._keys.setdefault((key.customer_id, key.generation), key) is key
+
+    def first_or_latest(self, key: StoredKey) -> tuple[StoredKey | None, bool]:
+        with self._lock:
+            latest = self._latest(key.customer_id)
+            if latest is None:
+                self._keys[(key.customer_id, key.generation)] = key
+                return key, True
+            return latest, False
 
     def erase(self, customer_id: uuid.UUID) -> int:
         with self._lock:
@@ -147,12 +165,20 @@ class _SqlKeyStore:
         )
         return self._key(rows[0]) if rows else None
 
-    def create(self, key: StoredKey) -> None:
-        self._run(
+    def create(self, key: StoredKey) -> bool:
+        stored = self._run(
             f"INSERT INTO {TABLE} (customer_id, generation, kek_id, wrapped) "  # noqa: S608
             "VALUES (%s, %s, %s, %s) ON CONFLICT (customer_id, generation) DO NOTHING",
             (str(key.customer_id), key.generation, key.kek_id, key.wrapped),
         )
+        return stored == 1
+
+    def first_or_latest(self, key: StoredKey) -> tuple[StoredKey | None, bool]:
+        # Every customer with a key has a generation 1 (erasure keeps the row), so inserting
+        # generation 1 succeeds exactly for a customer without any key.
+        if self.create(key):
+            return key, True
+        return self.latest(key.customer_id), False
 
     def erase(self, customer_id: uuid.UUID) -> int:
         return self._run(
@@ -215,6 +241,23 @@ class PostgresKeyStore(_SqlKeyStore):
                 " PRIMARY KEY (customer_id, generation))"
             )
             self._table_ready = True
+
+    def first_or_latest(self, key: StoredKey) -> tuple[StoredKey | None, bool]:
+        # One round trip: the insert of generation 1 (a customer's first key), and the newest
+        # row as it was before it (the statement's snapshot does not see its own insert).
+        rows = self._rows(
+            f"WITH inserted AS (INSERT INTO {TABLE} (customer_id, generation, kek_id, wrapped)"  # noqa: S608
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (customer_id, generation) DO NOTHING"
+            " RETURNING generation)"
+            " SELECT customer_id, generation, kek_id, wrapped, false FROM ("
+            f"  SELECT customer_id, generation, kek_id, wrapped FROM {TABLE}"
+            "   WHERE customer_id = %s ORDER BY generation DESC LIMIT 1) AS newest"
+            " UNION ALL SELECT NULL, generation, NULL, NULL, true FROM inserted",
+            (str(key.customer_id), key.generation, key.kek_id, key.wrapped, str(key.customer_id)),
+        )
+        if any(row[4] for row in rows):
+            return key, True
+        return (self._key(rows[0][:4]), False) if rows else (None, False)
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         self._ensure_table()

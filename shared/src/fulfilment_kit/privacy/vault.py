@@ -28,7 +28,14 @@ from fulfilment_kit.privacy.settings import PrivacySettings
 from fulfilment_kit.privacy.store import InMemoryKeyStore, KeyStore, StoredKey, open_key_store
 from fulfilment_kit.settings import PostgresSettings, ServiceSettings
 
-__all__ = ["REVEALS", "NotAllowed", "PersonalDataVault", "in_process_vault", "open_vault"]
+__all__ = [
+    "REVEALS",
+    "NotAllowed",
+    "PersonalDataVault",
+    "Sealer",
+    "in_process_vault",
+    "open_vault",
+]
 
 REVEALS = Counter(
     "fulfil_personal_data_reveals_total",
@@ -58,6 +65,36 @@ def _aad(customer_id: uuid.UUID, generation: int) -> bytes:
     return f"data-key:{customer_id}:{generation}".encode()
 
 
+def _replace(value: T, change: Any, keep: frozenset[str]) -> T:
+    assert dataclasses.is_dataclass(value)
+    assert not isinstance(value, type)
+    changes = {
+        f.name: change(getattr(value, f.name))
+        for f in dataclasses.fields(value)
+        if f.name not in keep and isinstance(getattr(value, f.name), str)
+    }
+    return dataclasses.replace(value, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sealer:
+    """Seals values of one customer under the data key that was current when it was made."""
+
+    customer_id: uuid.UUID
+    generation: int
+    key: bytes = dataclasses.field(repr=False)
+
+    def seal(self, purpose: Purpose, value: str) -> str:
+        return seal_with(self.key, self.customer_id, self.generation, purpose, value)
+
+    def seal_optional(self, purpose: Purpose, value: str | None) -> str | None:
+        return None if value is None else self.seal(purpose, value)
+
+    def seal_fields(self, purpose: Purpose, value: T, keep: Iterable[str] = ()) -> T:
+        """A copy of a dataclass with every string field but `keep` sealed."""
+        return _replace(value, lambda s: self.seal(purpose, s), frozenset(keep))
+
+
 class PersonalDataVault:
     """Per-customer data keys from the key store, unwrapped by the KEKs, briefly cached.
 
@@ -77,7 +114,6 @@ class PersonalDataVault:
         self.may_open = frozenset(may_open)
         self.cache_s = cache_s
         self._cache: dict[tuple[uuid.UUID, int], tuple[float, bytes | None]] = {}
-        self._current: dict[uuid.UUID, tuple[float, int]] = {}
         self._lock = threading.Lock()
         for purpose in PURPOSES:
             for outcome in ("revealed", "erased"):
@@ -85,10 +121,15 @@ class PersonalDataVault:
 
     # --- sealing ---
 
+    def sealer(self, customer_id: uuid.UUID) -> Sealer:
+        """Seals under the customer's current data key (created on first use), looked up
+        once: one key-store round trip for everything one command seals."""
+        generation, key = self._current_key(customer_id)
+        return Sealer(customer_id, generation, key)
+
     def seal(self, customer_id: uuid.UUID, purpose: Purpose, value: str) -> str:
         """`value` sealed under the customer's current data key (created on first use)."""
-        generation, key = self._current_key(customer_id)
-        return seal_with(key, customer_id, generation, purpose, value)
+        return self.sealer(customer_id).seal(purpose, value)
 
     def seal_optional(
         self, customer_id: uuid.UUID, purpose: Purpose, value: str | None
@@ -99,47 +140,46 @@ class PersonalDataVault:
         self, customer_id: uuid.UUID, purpose: Purpose, value: T, keep: Iterable[str] = ()
     ) -> T:
         """A copy of a dataclass with every string field but `keep` sealed."""
-        return self._replace(value, lambda s: self.seal(customer_id, purpose, s), frozenset(keep))
+        return self.sealer(customer_id).seal_fields(purpose, value, keep)
 
     def reveal_fields(self, value: T) -> T:
         """A copy of a dataclass with every sealed string field revealed."""
-        return self._replace(value, self.reveal, frozenset())
-
-    @staticmethod
-    def _replace(value: T, change: Any, keep: frozenset[str]) -> T:
-        assert dataclasses.is_dataclass(value)
-        assert not isinstance(value, type)
-        changes = {
-            f.name: change(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if f.name not in keep and isinstance(getattr(value, f.name), str)
-        }
-        return dataclasses.replace(value, **changes)
+        return _replace(value, self.reveal, frozenset())
 
     def _current_key(self, customer_id: uuid.UUID) -> tuple[int, bytes]:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._current.get(customer_id)
-        if cached is not None and cached[0] > now:
-            key = self._key(customer_id, cached[1])
-            if key is not None:
-                return cached[1], key
+        """The customer's live generation and its data key, asked of the key store each time.
+
+        Not from a cache: after an erasure by another replica the customer's next order must
+        get a new generation at once (ADR 21), not a destroyed key for `cache_s`. The ask is
+        one statement, which also creates a new customer's first key; the unwrapped key is
+        then cached for the reveals that follow."""
+        data_key, first = self._new_key(customer_id, 1)
+        latest, created = self.store.first_or_latest(first)
+        if created:
+            return self._remember(customer_id, 1, data_key)
         for _ in range(3):
-            latest = self.store.latest(customer_id)
+            if latest is None:  # a twin created generation 1 meanwhile: read it
+                latest = self.store.latest(customer_id)
             if latest is not None and not latest.erased:
-                generation = latest.generation
-            else:  # no key yet, or erased: a new generation (nothing older opens with it)
-                generation = latest.generation + 1 if latest is not None else 1
-                data_key = AESGCM.generate_key(bit_length=256)
-                kek_id, wrapped = self.keks.wrap(data_key, _aad(customer_id, generation))
-                self.store.create(StoredKey(customer_id, generation, kek_id, wrapped))
-            self._forget(customer_id, generation)
-            key = self._key(customer_id, generation)  # the stored one (a concurrent twin's)
-            if key is not None:
-                with self._lock:
-                    self._current[customer_id] = (now + self.cache_s, generation)
-                return generation, key
+                key = self._unwrapped(latest)
+                if key is not None:
+                    return self._remember(customer_id, latest.generation, key)
+            # no key yet, or erased: a new generation (nothing older opens with it)
+            generation = latest.generation + 1 if latest is not None else 1
+            data_key, stored = self._new_key(customer_id, generation)
+            if self.store.create(stored):
+                return self._remember(customer_id, generation, data_key)
+            latest = self.store.get(customer_id, generation)  # a concurrent twin's
         raise RuntimeError("the customer's data key was erased while sealing; retry")
+
+    def _new_key(self, customer_id: uuid.UUID, generation: int) -> tuple[bytes, StoredKey]:
+        data_key = AESGCM.generate_key(bit_length=256)
+        kek_id, wrapped = self.keks.wrap(data_key, _aad(customer_id, generation))
+        return data_key, StoredKey(customer_id, generation, kek_id, wrapped)
+
+    def _remember(self, customer_id: uuid.UUID, generation: int, key: bytes) -> tuple[int, bytes]:
+        self._put(customer_id, generation, key, time.monotonic())
+        return generation, key
 
     # --- revealing ---
 
@@ -177,17 +217,26 @@ class PersonalDataVault:
                 "a sealed value's data key is not in this service's key store: the services that"
                 " seal and open each other's values must share one (FULFIL_PRIVACY_KEYSTORE_DBNAME)"
             )
-        key: bytes | None = None
-        if stored is not None and stored.wrapped is not None and stored.kek_id is not None:
-            try:
-                key = self.keks.unwrap(stored.kek_id, stored.wrapped, _aad(customer_id, generation))
-            except InvalidTag as exc:
-                raise RuntimeError("a data key does not unwrap: wrong KEK configured") from exc
+        key = self._unwrapped(stored)
+        self._put(customer_id, generation, key, now)
+        return key
+
+    def _unwrapped(self, stored: StoredKey) -> bytes | None:
+        """The data key of a stored row (None: erased)."""
+        if stored.wrapped is None or stored.kek_id is None:
+            return None
+        try:
+            return self.keks.unwrap(
+                stored.kek_id, stored.wrapped, _aad(stored.customer_id, stored.generation)
+            )
+        except InvalidTag as exc:
+            raise RuntimeError("a data key does not unwrap: wrong KEK configured") from exc
+
+    def _put(self, customer_id: uuid.UUID, generation: int, key: bytes | None, now: float) -> None:
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[(customer_id, generation)] = (now + self.cache_s, key)
-        return key
 
     # --- erasing and rotating ---
 
@@ -195,16 +244,11 @@ class PersonalDataVault:
         """Destroy the customer's data keys (idempotent); how many were still live."""
         destroyed = self.store.erase(customer_id)
         with self._lock:
-            self._current.pop(customer_id, None)
             for cached in [k for k in self._cache if k[0] == customer_id]:
                 del self._cache[cached]
         if destroyed:
             ERASURES.inc()
         return destroyed
-
-    def _forget(self, customer_id: uuid.UUID, generation: int) -> None:
-        with self._lock:
-            self._cache.pop((customer_id, generation), None)
 
     def rewrap(self, batch: int = 500) -> int:
         """Rewrap every live data key under the current KEK (after a rotation); how many."""
