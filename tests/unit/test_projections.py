@@ -25,8 +25,8 @@ from customer_service.projections.tables import (
     TABLES,
     Merge,
     Table,
+    merge_statement,
     projection_names,
-    upsert_statement,
 )
 from tests.support.public_events import EventFactory
 
@@ -125,12 +125,25 @@ def merge(table: Table, name: str, old: dict[str, Any], value: Any, new: dict[st
     return min(present) if column.merge is Merge.MIN else max(present)
 
 
-def test_upsert_sql_uses_the_merge_rules() -> None:
-    text = upsert_statement("rm", "sku_stock", ("sku", "low_key", "low_available")).as_string()
+def test_merge_sql_folds_a_batch_per_key_by_the_merge_rules() -> None:
+    text = merge_statement("rm", "sku_stock").as_string()
+    assert "FROM unnest(%b::text[], %b::text[], %b::bigint[]" in text
+    assert 'GROUP BY u."sku" ORDER BY u."sku" COLLATE "C"' in text
+    assert 'max(u."low_key" COLLATE "C")' in text
+    assert (
+        '(array_agg(u."low_available" ORDER BY u."low_key" COLLATE "C" DESC NULLS LAST))[1]' in text
+    )
     assert 'ON CONFLICT ("sku") DO UPDATE' in text
     assert 'GREATEST("sku_stock"."low_key", EXCLUDED."low_key")' in text
-    assert 'CASE WHEN "sku_stock"."low_key" IS NULL OR EXCLUDED."low_key" >' in text
-    timeline = upsert_statement("rm", "timeline", ("ce_id", "order_id")).as_string()
+    assert (
+        'CASE WHEN EXCLUDED."low_key" IS NOT NULL AND ("sku_stock"."low_key" IS NULL OR '
+        'EXCLUDED."low_key" > "sku_stock"."low_key")'
+    ) in text
+    facts = merge_statement("rm", "order_facts").as_string()
+    assert 'min(u."customer_id"::text COLLATE "C")::uuid' in facts  # no min(uuid) in PG 15
+    assert 'LEAST("order_facts"."placed_at", EXCLUDED."placed_at")' in facts
+    timeline = merge_statement("rm", "timeline").as_string()
+    assert 'SELECT DISTINCT ON (u."ce_id" COLLATE "C")' in timeline
     assert timeline.endswith("DO NOTHING")
 
 

@@ -50,11 +50,17 @@ _HIDDEN = frozenset(
 )
 
 
+def _field(event: IntegrationEvent, name: str) -> Any:
+    """The event's field `name`, None when it has none (a pydantic model keeps its fields in
+    `__dict__`; `getattr` with a default goes through a raised AttributeError per miss)."""
+    return vars(event).get(name)
+
+
 def summary(event: IntegrationEvent) -> dict[str, Any]:
     """A compact JSON summary of an event: no personal data, lists reduced to counts."""
     compact: dict[str, Any] = {}
-    for name, value in event.model_dump(mode="json").items():
-        if name in _HIDDEN or value is None:
+    for name, value in event.model_dump(mode="json", exclude=set(_HIDDEN)).items():
+        if value is None:
             continue
         if isinstance(value, list):
             compact[name] = len(value)
@@ -73,7 +79,7 @@ def register_key(envelope: Envelope) -> str:
 
 
 def timeline_changes(envelope: Envelope) -> list[RowMerge]:
-    order_id = getattr(envelope.event, "order_id", None)
+    order_id = _field(envelope.event, "order_id")
     if order_id is None:
         return []
     row = {
@@ -92,8 +98,8 @@ def timeline_changes(envelope: Envelope) -> list[RowMerge]:
 
 def customer_changes(envelope: Envelope) -> list[RowMerge]:
     e = envelope.event
-    order_id: UUID | None = getattr(e, "order_id", None)
-    customer_id: UUID | None = getattr(e, "customer_id", None)
+    order_id: UUID | None = _field(e, "order_id")
+    customer_id: UUID | None = _field(e, "customer_id")
     changes: list[RowMerge] = []
     if isinstance(e, CaseOpened | CaseResolved | CaseSlaBreached):
         case: dict[str, Any] = {"case_id": e.case_id, "customer_id": customer_id}
@@ -113,7 +119,7 @@ def customer_changes(envelope: Envelope) -> list[RowMerge]:
         order.update(captured_minor=e.amount_minor, currency=e.currency)
     elif isinstance(e, PaymentRefunded):
         order.update(refunded_minor=e.total_refunded_minor, currency=e.currency)
-    return_id: UUID | None = getattr(e, "return_id", None)
+    return_id: UUID | None = _field(e, "return_id")
     if return_id is not None:
         row = {"return_id": return_id, "customer_id": customer_id, "order_id": order_id}
         changes.append(RowMerge("customer_returns", row))
@@ -155,13 +161,13 @@ def kpi_changes(envelope: Envelope) -> list[RowMerge]:
     if isinstance(e, CaseSlaBreached):
         row = {"case_id": e.case_id, "sla": e.sla, "breached_at": e.breached_at}
         return [RowMerge("case_sla_breaches", row)]
-    order_id: UUID | None = getattr(e, "order_id", None)
+    order_id: UUID | None = _field(e, "order_id")
     if order_id is None:
         return []
     fact: dict[str, Any] = {"order_id": order_id}
     times = _ORDER_TIMES.get(type(e))
     if times is not None:
-        fact["customer_id"] = getattr(e, "customer_id", None)
+        fact["customer_id"] = _field(e, "customer_id")
         fact[times[0]] = getattr(e, times[1])
     if isinstance(e, OrderPlaced):
         fact.update(currency=e.currency, total_minor=e.total_minor)

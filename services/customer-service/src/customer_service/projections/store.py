@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -20,8 +21,9 @@ from customer_service.projections.tables import (
     APPLIED,
     PROJECTIONS,
     TABLES,
+    Table,
     create_statements,
-    upsert_statement,
+    merge_statement,
 )
 from fulfilment_kit.messaging.cloudevents import Envelope
 from fulfilment_kit.messaging.inbox import InboundMessage
@@ -68,18 +70,20 @@ def apply_batch(
     unique = list({e.id: e for e in envelopes}.values())
     if not unique:
         return BatchResult(0, 0)
-    curs.execute(
-        sql.SQL(
-            "INSERT INTO {}.{} (ce_id) SELECT unnest(%s::text[]) ON CONFLICT DO NOTHING "
-            "RETURNING ce_id"
-        ).format(sql.Identifier(schema), sql.Identifier(APPLIED.name)),
-        ([e.id for e in unique],),
-    )
+    curs.execute(_applied_statement(schema), ([e.id for e in unique],))
     fresh_ids = {row["ce_id"] for row in curs.fetchall()}
     fresh = [e for e in unique if e.id in fresh_ids]
     changes = changes_for(fresh, projections)
     _upsert(curs, schema, changes)
     return BatchResult(len(fresh), len(envelopes) - len(fresh))
+
+
+@cache
+def _applied_statement(schema: str) -> sql.Composed:
+    """Record the batch's ce_ids (one binary array), returning those not recorded before."""
+    return sql.SQL(
+        "INSERT INTO {}.{} (ce_id) SELECT unnest(%b::text[]) ON CONFLICT DO NOTHING RETURNING ce_id"
+    ).format(sql.Identifier(schema), sql.Identifier(APPLIED.name))
 
 
 def storable(value: Any) -> Any:
@@ -95,18 +99,27 @@ def storable(value: Any) -> Any:
 
 
 def _upsert(curs: Cursor[DictRow], schema: str, changes: Sequence[RowMerge]) -> None:
-    grouped: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = defaultdict(list)
+    """Every change of a batch in one statement per table (tables in one order): the rows'
+    values go as one array per column, PostgreSQL folds them per key and merges."""
+    by_table: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for change in changes:
-        row = {
-            k: Jsonb(storable(v)) if isinstance(v, dict) else storable(v)
-            for k, v in change.row.items()
-        }
-        grouped[(change.table, change.columns)].append(row)
-    for (table, columns), rows in grouped.items():
-        # Rows in key order: two consumers upserting the same rows lock them in one order.
-        key = TABLES[table].key if table in TABLES else ()
-        rows.sort(key=lambda row: tuple(str(row.get(k)) for k in key))
-        curs.executemany(upsert_statement(schema, table, columns), rows)
+        by_table[change.table].append(change.row)
+    for name in TABLES:
+        rows = by_table.get(name)
+        if rows:
+            curs.execute(merge_statement(schema, name), _column_arrays(TABLES[name], rows))
+
+
+def _column_arrays(table: Table, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    arrays: list[list[Any]] = []
+    for column in table.columns:
+        values = [row.get(column.name) for row in rows]
+        if column.base_type == "jsonb":
+            values = [None if v is None else Jsonb(storable(v)) for v in values]
+        elif column.base_type == "text":
+            values = [storable(v) for v in values]
+        arrays.append(values)
+    return arrays
 
 
 class ReadModelRecorder(FencedPostgresTrackingMixin, PostgresTrackingRecorder):

@@ -7,6 +7,7 @@ from enum import Enum
 from functools import cache
 
 from psycopg import sql
+from psycopg.adapt import PyFormat
 
 
 class Merge(Enum):
@@ -27,6 +28,17 @@ class Column:
     merge: Merge = Merge.MIN
     register: str | None = None
     """Last-writer-wins: take the new value when the new `register` key is greater."""
+
+    @property
+    def base_type(self) -> str:
+        """The SQL type without constraints or collation (`uuid`, `text`, ...)."""
+        return self.type.split()[0]
+
+    @property
+    def collation(self) -> str | None:
+        """The column's explicit collation (`C` for register keys), None for the default."""
+        words = self.type.split()
+        return words[words.index("COLLATE") + 1].strip('"') if "COLLATE" in words else None
 
 
 @dataclass(frozen=True)
@@ -189,35 +201,87 @@ def create_statements(schema: str, tables: tuple[Table, ...]) -> list[sql.Compos
 
 
 def _merged(table: Table, column: Column) -> sql.Composable:
+    """The stored value of `column` merged with the one a batch brings (`EXCLUDED`)."""
     stored = sql.SQL("{}.{}").format(sql.Identifier(table.name), sql.Identifier(column.name))
     new = sql.SQL("EXCLUDED.{}").format(sql.Identifier(column.name))
     if column.register is not None:
         key = sql.Identifier(column.register)
+        # A batch without a value for this register (its key NULL) leaves the stored one.
         return sql.SQL(
-            "CASE WHEN {t}.{k} IS NULL OR EXCLUDED.{k} > {t}.{k} THEN {new} ELSE {stored} END"
+            "CASE WHEN EXCLUDED.{k} IS NOT NULL AND ({t}.{k} IS NULL OR EXCLUDED.{k} > {t}.{k}) "
+            "THEN {new} ELSE {stored} END"
         ).format(t=sql.Identifier(table.name), k=key, new=new, stored=stored)
     function = "LEAST" if column.merge is Merge.MIN else "GREATEST"
     return sql.SQL("{}({}, {})").format(sql.SQL(function), stored, new)
 
 
+def _collated(expression: sql.Composable, column: Column) -> sql.Composable:
+    if column.collation is None:
+        return expression
+    return sql.SQL("{} COLLATE {}").format(expression, sql.Identifier(column.collation))
+
+
+def _ordered(column: Column) -> sql.Composable:
+    """`u.<column>` as it sorts: byte-wise for text (as Python sorts str), natively otherwise."""
+    value = sql.SQL("u.{}").format(sql.Identifier(column.name))
+    if column.base_type == "text":
+        return sql.SQL("{} COLLATE {}").format(value, sql.Identifier("C"))
+    return value
+
+
+def _folded(table: Table, column: Column) -> sql.Composable:
+    """The aggregate that folds one key's values of a batch by the column's merge rule: the
+    same comparisons as `_merged` (LEAST/GREATEST ignore NULLs, as min/max do)."""
+    value = sql.SQL("u.{}").format(sql.Identifier(column.name))
+    if column.register is not None:
+        key = table.column(column.register)
+        latest = _collated(sql.SQL("u.{}").format(sql.Identifier(key.name)), key)
+        return sql.SQL("(array_agg({} ORDER BY {} DESC NULLS LAST))[1]").format(value, latest)
+    function = sql.SQL("min" if column.merge is Merge.MIN else "max")
+    if column.base_type == "uuid":  # no min(uuid) before PostgreSQL 16: its text sorts alike
+        as_text = sql.SQL("{}::text COLLATE {}").format(value, sql.Identifier("C"))
+        return sql.SQL("{}({})::uuid").format(function, as_text)
+    return sql.SQL("{}({})").format(function, _collated(value, column))
+
+
 @cache
-def upsert_statement(schema: str, table_name: str, columns: tuple[str, ...]) -> sql.Composed:
-    """INSERT of `columns` that merges into an existing row by the table's merge rules."""
+def merge_statement(schema: str, table_name: str) -> sql.Composed:
+    """One INSERT of a whole batch's changes to `table_name`: one array parameter per column
+    (NULL where a change brings no value; binary, so no element is quoted as text), folded
+    per key by the merge rules, inserted in key order (two consumers lock shared rows in one
+    order), merged into existing rows."""
     table = TABLES.get(table_name) or APPLIED
-    names = sql.SQL(", ").join(map(sql.Identifier, columns))
-    values = sql.SQL(", ").join(sql.Placeholder(c) for c in columns)
-    target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
-    updates = [
-        sql.SQL("{} = {}").format(sql.Identifier(c), _merged(table, table.column(c)))
-        for c in columns
-        if c not in table.key and table.column(c).merge is not Merge.KEEP
-    ]
-    conflict = sql.SQL(", ").join(map(sql.Identifier, table.key))
-    action = (
-        sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(updates))
-        if updates
-        else sql.SQL("DO NOTHING")
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+    arrays = sql.SQL(", ").join(
+        sql.SQL("{}::{}[]").format(sql.Placeholder(format=PyFormat.BINARY), sql.SQL(c.base_type))
+        for c in table.columns
     )
-    return sql.SQL("INSERT INTO {} AS {} ({}) VALUES ({}) ON CONFLICT ({}) {}").format(
-        target, sql.Identifier(table.name), names, values, conflict, action
+    keys = [table.column(k) for k in table.key]
+    key_names = sql.SQL(", ").join(sql.SQL("u.{}").format(sql.Identifier(k.name)) for k in keys)
+    order = sql.SQL(", ").join(_ordered(k) for k in keys)
+    mergeable = [c for c in table.columns if c.name not in table.key and c.merge is not Merge.KEEP]
+    action: sql.Composable
+    if mergeable:
+        selected = sql.SQL(", ").join(
+            sql.SQL("u.{}").format(sql.Identifier(c.name))
+            if c.name in table.key
+            else _folded(table, c)
+            for c in table.columns
+        )
+        query = sql.SQL("SELECT {} FROM unnest({}) AS u ({}) GROUP BY {} ORDER BY {}").format(
+            selected, arrays, names, key_names, order
+        )
+        updates = sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(c.name), _merged(table, c)) for c in mergeable
+        )
+        action = sql.SQL("DO UPDATE SET {}").format(updates)
+    else:  # immutable rows (keyed by the event's own id): the first one of a key stays
+        query = sql.SQL(
+            "SELECT DISTINCT ON ({k}) {c} FROM unnest({a}) AS u ({c}) ORDER BY {o}"
+        ).format(k=order, c=names, a=arrays, o=order)
+        action = sql.SQL("DO NOTHING")
+    target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
+    conflict = sql.SQL(", ").join(map(sql.Identifier, table.key))
+    return sql.SQL("INSERT INTO {} AS {} ({}) {} ON CONFLICT ({}) {}").format(
+        target, sql.Identifier(table.name), names, query, conflict, action
     )
