@@ -30,6 +30,8 @@ SHADOW = f"{SCHEMA}_rebuild"
 RETIRED = f"{SCHEMA}_retired"
 LOCK_KEY = 0x52454255494C44  # one rebuild at a time per database ("REBUILD")
 CATCH_UP_ATTEMPTS = 20
+MAX_APPLY_BATCH = 10_000
+"""Events applied in one transaction at most (batches read meanwhile are joined up to it)."""
 
 Mode = Literal["swap", "dry-run", "compare"]
 Progress = Callable[[int, int | None], None]
@@ -182,7 +184,16 @@ class Rebuild:
 
         producer = asyncio.create_task(produce())
         try:
-            while (batch := await queue.get()) is not None:
+            ended = False
+            while not ended and (batch := await queue.get()) is not None:
+                # What was read while the last batch was applied goes in one transaction: the
+                # slower applying is, the larger (and cheaper per event) its batches.
+                while len(batch) < MAX_APPLY_BATCH and not queue.empty():
+                    more = queue.get_nowait()
+                    if more is None:
+                        ended = True
+                        break
+                    batch = [*batch, *more]
                 await asyncio.to_thread(self._apply, batch)
                 self.report.events += len(batch)
                 if self.progress:

@@ -1,0 +1,77 @@
+"""The rebuild joins the batches read while it applied the previous one: fewer, larger
+transactions the slower applying is, and every event applied once, in the order read."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from customer_service.projections import rebuild
+from customer_service.projections.rebuild import Rebuild
+from customer_service.projections.tables import PROJECTIONS
+
+
+class CountingSource:
+    """`batches` batches of `size` numbered stand-ins; `read_ahead` is set once the reader
+    has handed over `read_ahead_after` of them (the rebuild's queue holds the rest)."""
+
+    name = "test"
+    undecodable = 0
+
+    def __init__(self, batches: int, size: int, read_ahead_after: int) -> None:
+        self.batches_, self.size, self.after = batches, size, read_ahead_after
+        self.read_ahead = threading.Event()
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def total(self) -> int | None:
+        return self.batches_ * self.size
+
+    async def batches(self) -> AsyncIterator[list[Any]]:
+        for n in range(self.batches_):
+            if n == self.after:
+                self.read_ahead.set()
+            yield list(range(n * self.size, (n + 1) * self.size))
+        self.read_ahead.set()
+
+
+async def test_batches_read_while_one_is_applied_are_applied_together() -> None:
+    # The first apply waits until the reader filled the queue (4) and asks for a sixth batch.
+    source = CountingSource(batches=12, size=3, read_ahead_after=5)
+    applied: list[list[int]] = []
+    job = Rebuild(None, tuple(PROJECTIONS), source, mode="dry-run")  # type: ignore[arg-type]
+
+    def apply(batch: Sequence[int]) -> None:
+        if not applied:
+            assert source.read_ahead.wait(10), "the reader never filled the queue"
+        applied.append(list(batch))
+
+    job._apply = apply  # type: ignore[assignment,method-assign]
+    await job._read_all()
+
+    assert [e for batch in applied for e in batch] == list(range(36))
+    assert job.report.events == 36
+    # While the first batch was applied the reader filled the queue: those went in one.
+    assert any(len(batch) >= 4 * 3 for batch in applied[1:]), [len(b) for b in applied]
+    assert len(applied) <= 12 - 3
+
+
+async def test_joined_batches_stay_below_the_largest_transaction(monkeypatch: Any) -> None:
+    monkeypatch.setattr(rebuild, "MAX_APPLY_BATCH", 6)
+    source = CountingSource(batches=12, size=3, read_ahead_after=5)
+    applied: list[list[int]] = []
+    job = Rebuild(None, tuple(PROJECTIONS), source, mode="dry-run")  # type: ignore[arg-type]
+
+    def apply(batch: Sequence[int]) -> None:
+        if not applied:
+            assert source.read_ahead.wait(10)
+        applied.append(list(batch))
+
+    job._apply = apply  # type: ignore[assignment,method-assign]
+    await job._read_all()
+
+    assert [e for batch in applied for e in batch] == list(range(36))
+    assert max(len(batch) for batch in applied) == 6
