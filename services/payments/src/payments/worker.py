@@ -20,18 +20,20 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import structlog
+from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
 from fulfilment_kit.commands import ConcurrentUpdate
 from fulfilment_kit.observability.health import Heartbeat
 from fulfilment_kit.persistence.follower import LogFollower, Writes
 from fulfilment_kit.privacy import REDACTED
-from fulfilment_kit.tracing import Trace, event_trace
+from fulfilment_kit.tracing import Trace, event_trace, stamp
 from payments.application import PaymentsApplication, _complete, _reject
 from payments.domain import Payment
 from payments.gateway import (
@@ -61,7 +63,11 @@ def _project(events: Sequence[Any], writes: Writes) -> None:
     for e in events:
         payment_id, kind = str(e.originator_id), type(e)  # the events' fields are untyped
         if kind is Payment.CaptureRequested:
-            writes.put("capture", payment_id, due_at=e.timestamp)
+            # The conversation the capture's outcome carries on (rows written before this
+            # was kept find it in the payment's events: `step_trace`).
+            trace = vars(e).get("trace")
+            correlation = trace.correlation_id if isinstance(trace, Trace) else None
+            writes.put("capture", payment_id, due_at=e.timestamp, correlation_id=correlation)
         elif kind in (Payment.Captured, Payment.Failed, Payment.CaptureAbandoned):
             writes.drop("capture", payment_id)
         elif kind is Payment.RefundRequested:
@@ -103,6 +109,10 @@ class ProviderWorker:
         self.not_before: dict[UUID, datetime] = {}
         self.tries: dict[UUID, int] = {}
         """Unclear answers in a row, per payment (lookups, or refund attempts)."""
+        self.capture_correlation: dict[UUID, str] = {}
+        """The correlation id of each open capture's request, as its follower row says."""
+        self._staged: list[_Outcome] = []
+        self._staged_since = 0.0
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -115,7 +125,13 @@ class ProviderWorker:
     def open_payments(self) -> list[UUID]:
         """Payments with a call open (as the rows say), oldest first; the backoff of each is
         kept in memory (`not_before`): after a restart every open call is tried again."""
-        ids = [UUID(item.key) for item in self.follower.items("capture")]
+        captures = self.follower.items("capture")
+        self.capture_correlation = {
+            UUID(item.key): str(item.data["correlation_id"])
+            for item in captures
+            if item.data.get("correlation_id")
+        }
+        ids = [UUID(item.key) for item in captures]
         ids += [UUID(str(item.data["payment"])) for item in self.follower.items("refund")]
         return list(dict.fromkeys(ids))
 
@@ -130,20 +146,29 @@ class ProviderWorker:
         self.catch_up()
         started = time.monotonic()
         recorded = 0
-        for payment_id in self.open_payments():
-            if time.monotonic() - started > self.settings.worker_round_s:
-                break  # the rest waits for the next round
-            now = self.clock()
-            if self.not_before.get(payment_id, now) > now:
-                continue
-            payment = self.app.find(payment_id, Payment)
-            if payment is None or not has_provider_work(payment):
-                self._done(payment_id)
-                continue
-            try:
-                recorded += self._serve(payment, now)
-            except ConcurrentUpdate:
-                continue  # next round
+        try:
+            for payment_id in self.open_payments():
+                if time.monotonic() - started > self.settings.worker_round_s:
+                    break  # the rest waits for the next round
+                now = self.clock()
+                if self.not_before.get(payment_id, now) > now:
+                    continue
+                # Read just before the call: a payment cancelled meanwhile is never charged.
+                payment = self.app.find(payment_id, Payment)
+                if payment is None or not has_provider_work(payment):
+                    self._done(payment_id)
+                    continue
+                try:
+                    recorded += self._serve(payment, now)
+                except ConcurrentUpdate:
+                    continue  # next round
+                if self._staged and (
+                    len(self._staged) >= OUTCOMES_PER_TRANSACTION
+                    or time.monotonic() - self._staged_since > OUTCOME_HOLD_S
+                ):
+                    recorded += self._record_staged()
+        finally:
+            recorded += self._record_staged()
         return recorded
 
     def drain(self, rounds: int = 20) -> int:
@@ -199,6 +224,9 @@ class ProviderWorker:
         return self._record(payment, result)
 
     def _record(self, payment: Payment, result: ChargeResult) -> int:
+        """Record a charge's answer: staged on `payment` (read just before the call) and
+        saved with the round's other answers in one transaction (`_record_staged`)."""
+
         def change(p: Payment) -> bool:
             if not p.capture_pending:
                 return False
@@ -212,7 +240,46 @@ class ProviderWorker:
                 p.fail(reason_code=result.failure_code)
             return True
 
-        recorded = self._change(payment, change, "capture")
+        trace = self.step_trace(payment, "capture")
+        if not change(payment):
+            return 0
+        stamp(trace, payment.pending_events)
+        if not self._staged:
+            self._staged_since = time.monotonic()
+        self._staged.append(_Outcome(payment, change, trace, result))
+        return 0  # counted once saved
+
+    def _record_staged(self) -> int:
+        """Save the staged capture answers in one transaction; when a payment changed
+        meanwhile (a version conflict), record each again on its newest state, one by one."""
+        staged, self._staged = self._staged, []
+        if not staged:
+            return 0
+        payments = [outcome.payment for outcome in staged]
+        try:
+            self.app.save(*payments)
+        except IntegrityError:
+            log.info("provider outcomes conflicted: recorded one by one", outcomes=len(staged))
+            return sum(self._record_one(outcome) for outcome in staged)
+        self.app.aggregate_cache.put(payments)  # saved: theirs is the stored state now
+        for outcome in staged:
+            self._log_outcome(outcome, recorded=True)
+            if not has_provider_work(outcome.payment):
+                self._done(outcome.payment.id)
+        return len(staged)
+
+    def _record_one(self, outcome: _Outcome) -> int:
+        payment = outcome.payment
+        try:
+            recorded = self._change(payment, outcome.change, "capture", outcome.trace)
+        except ConcurrentUpdate:
+            return 0  # next round
+        self._log_outcome(outcome, recorded=bool(recorded))
+        return recorded
+
+    @staticmethod
+    def _log_outcome(outcome: _Outcome, *, recorded: bool) -> None:
+        payment, result = outcome.payment, outcome.result
         order_id = str(payment.order_id)
         if not recorded:  # a twin replica recorded the same answer first
             log.debug("provider outcome already recorded", order_id=order_id)
@@ -220,7 +287,6 @@ class ProviderWorker:
             log.info("payment captured", order_id=order_id, amount_minor=payment.amount_minor)
         else:
             log.info("payment declined", order_id=order_id, reason=result.failure_code)
-        return recorded
 
     def _unclear(self, payment: Payment, now: datetime, reason: str) -> int:
         """No clear answer: unknown (never failed); look again later; a case past the bound."""
@@ -277,7 +343,13 @@ class ProviderWorker:
             log.info("payment refunded", order_id=str(payment.order_id))
         return recorded
 
-    def _change(self, payment: Payment, change: Callable[[Payment], bool], what: str) -> int:
+    def _change(
+        self,
+        payment: Payment,
+        change: Callable[[Payment], bool],
+        what: str,
+        trace: Trace | None = None,
+    ) -> int:
         """Record an outcome of step `what`; 1 when this call saved it, 0 when there was
         nothing to record (a twin replica recorded it first: the newest payment has no such
         work left)."""
@@ -288,7 +360,7 @@ class ProviderWorker:
             saved = change(newest)  # the last attempt's answer is the one that was saved
             return saved
 
-        trace = self.step_trace(payment, what)
+        trace = trace or self.step_trace(payment, what)
         after = self.app.record_provider_outcome(payment.order_id, tracked, trace)
         if not has_provider_work(after):
             self._done(payment.id)
@@ -324,7 +396,12 @@ class ProviderWorker:
                 await asyncio.wait_for(self._wake.wait(), self._next_wait())
 
     def step_trace(self, payment: Payment, what: str) -> Trace:
-        """A step of the worker carries on the conversation of the payment's last intent."""
+        """A step of the worker carries on the conversation of the payment's last intent
+        (while a capture is open that is its request, whose correlation id the capture's
+        follower row keeps: no query)."""
+        correlation = self.capture_correlation.get(payment.id) if payment.capture_pending else None
+        if correlation is not None:
+            return Trace(correlation, f"provider-worker:{payment.id}:{what}")
         stored = self.app.repository.event_store.get(payment.id, lte=payment.version, desc=True)
         intent = next(e for e in stored if isinstance(e, INTENTS))
         return Trace(
@@ -338,6 +415,22 @@ class ProviderWorker:
         soonest = min(self.not_before.values())
         wait = (soonest - self.clock()).total_seconds()
         return max(0.01, min(wait, self.poll_interval_s))
+
+
+OUTCOMES_PER_TRANSACTION = 100
+"""Capture answers saved together at most (one transaction for a round's answers)."""
+OUTCOME_HOLD_S = 0.05
+"""Longest a staged answer waits for others (a slow provider keeps each call long)."""
+
+
+@dataclass
+class _Outcome:
+    """A provider's answer applied to the payment read before the call, not saved yet."""
+
+    payment: Payment
+    change: Callable[[Payment], bool]
+    trace: Trace
+    result: ChargeResult
 
 
 def _abandon(payment: Payment) -> bool:
