@@ -25,7 +25,6 @@ from fulfilment_kit.contracts import (
 from fulfilment_kit.idempotency import check_fingerprint, run_idempotently
 from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.messaging.policy import by_order, policy
-from fulfilment_kit.persistence.batch_load import load_aggregates
 from fulfilment_kit.persistence.follower import LogFollower, Writes
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.settings import read_settings
@@ -201,7 +200,9 @@ class InventoryApplication(ProcessApplication):
         if below_threshold is None and limit is not None:
             skus = skus[: limit + 1]
         ids = {stock_item_id(sku): sku for sku in skus}
-        loaded = load_aggregates(self, list(ids))  # one query, each SKU from its snapshot
+        # One query: each SKU cached is read after its cached version, the others from
+        # their snapshot (private copies: the cache keeps its own).
+        loaded = self.read_aggregates(list(ids))
         items = [loaded[i] for i in ids if i in loaded]
         if below_threshold is None:
             return items

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import structlog
 from eventsourcing.domain import Aggregate
@@ -293,7 +293,17 @@ class ShippingApplication(ProcessApplication):
         Returns the ids shipped. Any refusal or conflict leaves the batch to
         `dispatch_shipment`, one by one, which reports each problem precisely.
         """
-        shipments = load_aggregates(self, list(traces))
+        # Taken from the cache (this call owns them), put back once saved.
+        shipments = load_aggregates(self, list(traces), self.aggregate_cache)
+        try:
+            return self._dispatch_loaded(traces, shipments)
+        except BaseException:
+            self.aggregate_cache.evict(shipments)
+            raise
+
+    def _dispatch_loaded(
+        self, traces: Mapping[uuid.UUID, Trace], shipments: dict[uuid.UUID, Any]
+    ) -> list[uuid.UUID]:
         bookings = {}
         for shipment_id in traces:
             shipment = shipments.get(shipment_id)
@@ -327,6 +337,7 @@ class ShippingApplication(ProcessApplication):
             stamp(traces[shipment_id], [*shipment.pending_events, *index.pending_events])
             changed += [shipment, index]
         self.save(*changed)
+        self.aggregate_cache.put(changed)
         SHIPMENTS.labels("shipped").inc(len(bookings))
         return list(bookings)
 
