@@ -10,9 +10,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
+import orjson
 
+from .http1 import Connection, encode_post
 from .platform import api_headers
 
 MAX_RECEIPT = 10_000  # the largest quantity one stock receipt may carry
@@ -155,6 +158,25 @@ def pacing_stats(offsets: list[float], sent: list[float]) -> dict[str, float]:
     }
 
 
+TRANSPORT_ERRORS = (OSError, EOFError, TimeoutError, asyncio.LimitOverrunError, ValueError)
+"""What a failed exchange raises (connection refused or reset, closed mid-reply, timed out,
+a reply that is not HTTP)."""
+
+
+def encode_orders(orders: list[list[Line]], authority: str, headers: dict[str, str]) -> list[bytes]:
+    """Every order's POST /orders, encoded once: a body of its own (a new customer) and a
+    fresh Idempotency-Key each."""
+    return [
+        encode_post(
+            authority,
+            "/orders",
+            orjson.dumps(order_body(lines)),
+            {**headers, "Idempotency-Key": str(uuid.uuid4())},
+        )
+        for lines in orders
+    ]
+
+
 async def drive_orders(
     base_url: str | Sequence[str],
     orders: list[list[Line]],
@@ -165,16 +187,18 @@ async def drive_orders(
     is not sent before `i / rate` seconds after the start (an open-loop paced load, still
     capped at `concurrency` in flight: if the platform falls behind, the sends lag, which
     `Submission.behind_s` records). Several base URLs (replicas) share the connections
-    round-robin."""
+    round-robin. Every reply is checked: a 201 must name its order."""
     result = LoadResult()
-    pending = iter(enumerate(orders))
+    urls = [base_url] if isinstance(base_url, str) else list(base_url)
+    headers = api_headers()
+    # Encoded per URL (the Host header), once, before the first request.
+    encoded = {url: encode_orders(orders, urlsplit(url).netloc, headers) for url in set(urls)}
+    pending = iter(range(len(orders)))
     due = pacing_schedule(len(orders), rate) if rate else None
     began_at = [0.0]  # monotonic start of the schedule, set when the workers are connected
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        for index, lines in pending:  # the shared iterator hands each order out once
-            body = order_body(lines)
-            headers = {"Idempotency-Key": str(uuid.uuid4())}
+    async def worker(connection: Connection, requests: list[bytes]) -> None:
+        for index in pending:  # the shared iterator hands each order out once
             behind = 0.0
             if due is not None:
                 wait = began_at[0] + due[index] - time.monotonic()
@@ -184,8 +208,8 @@ async def drive_orders(
             sent_at = time.time()
             began = time.perf_counter()
             try:
-                reply = await client.post("/orders", json=body, headers=headers)
-            except httpx.HTTPError as exc:
+                reply = await connection.send(requests[index])
+            except TRANSPORT_ERRORS as exc:
                 latency = time.perf_counter() - began
                 error = f"{type(exc).__name__}: {exc}"
                 result.submissions.append(
@@ -193,31 +217,25 @@ async def drive_orders(
                 )
                 continue
             latency = time.perf_counter() - began
-            if reply.status_code == 201:
-                order_id = str(reply.json()["order_id"])
+            if reply.status == 201:
+                order_id = str(orjson.loads(reply.body)["order_id"])
                 result.submissions.append(
                     Submission(index, sent_at, latency, 201, order_id, None, behind)
                 )
             else:
+                text = reply.body.decode(errors="replace")[:300]
                 result.submissions.append(
-                    Submission(
-                        index, sent_at, latency, reply.status_code, None, reply.text[:300], behind
-                    )
+                    Submission(index, sent_at, latency, reply.status, None, text, behind)
                 )
 
-    headers = api_headers()
-
-    urls = [base_url] if isinstance(base_url, str) else list(base_url)
-
     async def connection(url: str) -> None:
-        # One client (one keep-alive connection) per worker: httpx's shared pool spends
-        # O(connections x waiting requests) CPU per request, which the platform would pay for
-        # on a small machine.
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(
-            base_url=url, timeout=60, limits=limits, verify=False, headers=headers
-        ) as client:  # plain HTTP: skip loading CA certificates for each client
-            await worker(client)
+        # One keep-alive connection per worker (a shared pool costs CPU per request, which
+        # the platform would pay for on a small machine).
+        conn = Connection(url, timeout_s=60)
+        try:
+            await worker(conn, encoded[url])
+        finally:
+            await conn.close()
 
     began_at[0] = time.monotonic()
     await asyncio.gather(*(connection(urls[i % len(urls)]) for i in range(concurrency)))

@@ -75,6 +75,25 @@ def test_same_idempotency_key_same_body_returns_the_same_order(client: TestClien
     assert second.headers["idempotent-replayed"] == "true"
 
 
+def test_a_new_key_places_without_reading_the_order_and_a_repeat_replays_it(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The placement's attempt goes first (it creates the order the key names): a new key
+    costs no read of the event store; a repeat fails on the order's id and is replayed."""
+    app = client.app.state.runtime.app  # type: ignore[attr-defined]
+    reads: list[uuid.UUID] = []
+    find = app.find
+    monkeypatch.setattr(app, "find", lambda i, *a, **kw: reads.append(i) or find(i, *a, **kw))
+    first = client.post("/orders", json=SAMPLE, headers={"Idempotency-Key": "k-reads"})
+    assert first.status_code == 201, first.text
+    assert reads == []
+    again = client.post("/orders", json=SAMPLE, headers={"Idempotency-Key": "k-reads"})
+    assert again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert [str(i) for i in reads] == [first.json()["order_id"]]
+
+
 def test_same_idempotency_key_different_body_is_409(client: TestClient) -> None:
     client.post("/orders", json=SAMPLE, headers={"Idempotency-Key": "k-2"})
     other = with_change("currency", "USD")

@@ -86,6 +86,7 @@ def run_idempotently(
     attempt: Callable[[], T],
     attempts: int = COMMAND_ATTEMPTS,
     what: str = "the aggregates",
+    replay_first: bool = True,
 ) -> Outcome[T]:
     """Run `attempt` once per key, replaying the first result to every identical request.
 
@@ -94,11 +95,17 @@ def run_idempotently(
     with what `replay` reads; it raises IntegrityError when a concurrent write won. Whatever
     `attempt` raises, a result recorded for the key meanwhile is the answer; after `attempts`
     conflicts, ConcurrentUpdate names `what` kept changing.
+
+    `replay_first=False` is for an `attempt` that only creates what the key names (an
+    aggregate whose id derives from the key): a repeat's attempt fails on that id (an
+    IntegrityError, or a refusal) and the replay answers, so the attempt may go first and
+    a new key costs no read.
     """
-    for _ in range(attempts):
-        first = replay()
-        if first is not None:
-            return Outcome(first, applied=False)
+    for tried in range(attempts):
+        if replay_first or tried > 0:
+            first = replay()
+            if first is not None:
+                return Outcome(first, applied=False)
         try:
             return Outcome(attempt(), applied=True)
         except IntegrityError:

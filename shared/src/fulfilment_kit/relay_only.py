@@ -6,6 +6,7 @@ import asyncio
 import signal
 
 import structlog
+import uvloop
 
 from fulfilment_kit.observability.logging import configure_logging
 from fulfilment_kit.runtime import ServiceRuntime
@@ -23,6 +24,6 @@ def run_relay_only(runtime: ServiceRuntime) -> None:
         await runtime.relay.run()
 
     try:
-        asyncio.run(main())
+        uvloop.run(main())  # the loop the services run on (fulfilment_kit.serve)
     finally:
         runtime.app.close()

@@ -11,6 +11,9 @@ from fulfilment_kit.relay_only import run_relay_only
 from fulfilment_kit.runtime import ServiceRuntime
 from fulfilment_kit.settings import ServiceSettings
 
+EVENT_LOOP = "uvloop"
+HTTP_PROTOCOL = "httptools"
+
 
 def serve_or_relay(
     create_runtime: Callable[[], ServiceRuntime], factory: str, default_port: int
@@ -24,13 +27,18 @@ def serve_or_relay(
 
 
 def run_service(factory: str, default_port: int) -> None:
-    """Serve an app factory on FULFIL_HTTP_PORT (or the service's default port)."""
+    """Serve an app factory on FULFIL_HTTP_PORT (or the service's default port).
+
+    On uvloop and httptools (pinned by the kit, not left to uvicorn's "auto"): the event
+    loop and the HTTP parser in C, a service's own Python code keeps the CPU."""
     settings = ServiceSettings()
     uvicorn.run(
         factory,
         factory=True,
         host=settings.http_host,
         port=settings.http_port or default_port,
+        loop=EVENT_LOOP,
+        http=HTTP_PROTOCOL,
         log_config=None,
         access_log=False,
     )

@@ -27,7 +27,7 @@ from fulfilment_kit.http.views import view_of
 from fulfilment_kit.idempotency import fingerprint
 from fulfilment_kit.privacy import PersonalDataVault
 from fulfilment_kit.tracing import Trace
-from orders.application import OrdersApplication, PlaceOrder
+from orders.application import OrdersApplication, Placed, PlaceOrder
 from orders.domain import MAX_LINES, Address, Order, OrderLine, OrderStatus
 
 log = structlog.get_logger(__name__)
@@ -111,12 +111,16 @@ class OrderView(BaseModel):
     returned_refund_minor: int = 0
 
     @classmethod
-    def of(cls, order: Order, vault: PersonalDataVault) -> OrderView:
+    def of(
+        cls, order: Order, vault: PersonalDataVault, address: Address | None = None
+    ) -> OrderView:
+        """The view; `address`: the plaintext of the order's sealed one when the caller has it
+        (they just sent it), else it is opened through the vault."""
         return view_of(
             cls,
             order,
             order_id=order.id,
-            shipping_address=vault.reveal_fields(order.shipping_address),
+            shipping_address=address or vault.reveal_fields(order.shipping_address),
             placed_at=order.created_on,
             updated_at=order.modified_on,
             shortages=[s.__dict__ for s in order.shortages],
@@ -170,11 +174,19 @@ async def place_order(
         fingerprint=fingerprint(body),
         trace=trace_of(request, key=idempotency_key),
     )
-    placed = await asyncio.to_thread(app_of(request, OrdersApplication).place_order, command)
+    placed, view = await asyncio.to_thread(_place, app_of(request, OrdersApplication), command)
     location = f"/orders/{placed.order.id}"
     if answer_command(request, response, applied=placed.created, location=location):
         log.info("order placed", order_id=str(placed.order.id), lines=len(command.lines))
-    return await _view(request, placed.order)
+    return view
+
+
+def _place(app: OrdersApplication, command: PlaceOrder) -> tuple[Placed, OrderView]:
+    """Place, and the order's view, in one thread hop: a new order shows the address its
+    caller just sent (nothing to open); a replay opens the stored one."""
+    placed = app.place_order(command)
+    address = command.shipping_address if placed.created else None
+    return placed, OrderView.of(placed.order, app.vault, address)
 
 
 async def _own_order(request: Request, order_id: uuid.UUID, caller: Caller) -> Order:

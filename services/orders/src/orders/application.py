@@ -112,9 +112,12 @@ class OrdersApplication(ProcessApplication):
             self.save(order, trace=command.trace)
             return order
 
+        # The attempt creates the order the key names, so it goes first: a repeated key
+        # fails on the order's id and is then replayed; a new order costs no read.
         outcome = run_idempotently(
             replay=lambda: recorded(self.find(order_id, Order), command.fingerprint),
             attempt=attempt,
+            replay_first=False,
         )
         return Placed(outcome.result, created=outcome.applied)
 
