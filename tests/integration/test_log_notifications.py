@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from eventsourcing.application import Application
 
+from fulfilment_kit.observability.business import sampler
 from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.persistence.notifications import Wakeup, listener_for, on_commit
 from fulfilment_kit.settings import PostgresSettings, ServiceSettings
@@ -212,6 +213,23 @@ async def test_two_deadline_watch_replicas_flag_at_the_deadline_without_polling(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_sampler_reads_again_only_after_a_commit_of_any_replica(replicas: Any) -> None:
+    one = replicas(OrdersApplication, "orders")
+    two = replicas(OrdersApplication, "orders")
+    samples = Counter()
+    job = sampler(samples, interval_s=0.05, changes=one, idle_s=NO_POLL_S)
+    task = asyncio.create_task(job())
+    try:
+        await _counted(samples, 1, "the first sample")
+        await eventually(_listening(one), timeout=20, what="listening")
+        calls = samples.calls
+        await asyncio.to_thread(place, two)  # a change made by the other replica
+        await _counted(samples, calls + 1, "a sample after the change")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _listening(*apps: Application[Any]) -> Callable[[], Any]:
