@@ -135,7 +135,7 @@ class OutboxRelay:
         poll_interval_s: float = 1.0,
         heartbeat: Heartbeat | None = None,
         lease_poll_s: float = 1.0,
-        wake_spacing_s: float = 0.005,
+        wake_spacing_s: float = 0.02,
     ) -> None:
         self.service = service
         self.app = app
