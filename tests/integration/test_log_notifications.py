@@ -1,4 +1,4 @@
-"""Wake-ups by LISTEN/NOTIFY (ADR 23), against the real PostgreSQL: a commit by any replica
+"""Wake-ups by LISTEN/NOTIFY (ADR 24), against the real PostgreSQL: a commit by any replica
 wakes the loops of every replica; a listener that lost its connection (a database restart)
 reconnects and wakes everyone, since notifications sent meanwhile are lost; the loops that
 wait for due times act at the due time without a poll."""

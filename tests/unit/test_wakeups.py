@@ -1,4 +1,4 @@
-"""Wake-ups instead of polls (ADR 23): the kit's Wakeup, the partition gate's sleep, the
+"""Wake-ups instead of polls (ADR 24): the kit's Wakeup, the partition gate's sleep, the
 samplers on a store without notifications, and the loops' sleep until the next due item."""
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ class ServiceSettings(Settings):
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     """Events per Kafka transaction."""
     relay_poll_interval_s: float = Field(default=1.0, gt=0)
-    """The relay's fallback poll: commits wake it at once (LISTEN/NOTIFY, ADR 23)."""
+    """The relay's fallback poll: commits wake it at once (LISTEN/NOTIFY, ADR 24)."""
     relay_wake_spacing_s: float = Field(default=0.02, ge=0, le=1)
     """Least time between two reads of the log after wake-ups (a burst of commits makes one
     batch); a quiet relay reads at once."""

@@ -12,7 +12,7 @@ The listener runs in the event loop on an asyncio psycopg connection (it never b
 loop). When its connection breaks (a database restart) it reconnects with backoff and then
 wakes every subscriber once, since notifications sent while it was away are lost. On the
 in-memory and SQLite stores there is no listener: in-process wake-ups and the fallback polls
-do the job (one process). See docs/adr/0023-wake-ups-by-listen-notify.md.
+do the job (one process). See docs/adr/0024-wake-ups-by-listen-notify.md.
 """
 
 from __future__ import annotations
