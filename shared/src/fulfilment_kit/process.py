@@ -72,7 +72,7 @@ async def supervised(job: BackgroundJob) -> None:
             delay = min(delay * 2, 30.0)
 
 
-async def record_readiness(service: str, health: Health, interval_s: float = 2.0) -> None:
+async def record_readiness(service: str, health: Health, interval_s: float = 5.0) -> None:
     """Readiness as metrics, refreshed every few seconds (a scrape must stay cheap)."""
     ready = kit_metrics.READY.labels(service)
     ready.set(0)

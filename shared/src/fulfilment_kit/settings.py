@@ -178,8 +178,11 @@ class ServiceSettings(Settings):
     """Run the outbox relay inside the service (`fulfil-<service> relay` runs it alone)."""
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
     """Events per Kafka transaction."""
-    relay_poll_interval_s: float = Field(default=0.05, gt=0)
-    """The relay's idle poll."""
+    relay_poll_interval_s: float = Field(default=1.0, gt=0)
+    """The relay's fallback poll: commits wake it at once (LISTEN/NOTIFY, ADR 24)."""
+    relay_wake_spacing_s: float = Field(default=0.02, ge=0, le=1)
+    """Least time between two reads of the log after wake-ups (a burst of commits makes one
+    batch); a quiet relay reads at once."""
     consumers_enabled: bool = True
     """Consume the other services' topics."""
     consumer_max_records: int = Field(default=500, ge=1)

@@ -28,6 +28,12 @@ class ServiceClock:
         self._source = source or (lambda: datetime.now(UTC))
         self._offset = timedelta(0)
         self._lock = threading.Lock()
+        self._on_advance: list[Callable[[], None]] = []
+
+    def on_advance(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (any thread) whenever the clock is moved: loops sleeping until a
+        deadline measured on this clock wake up."""
+        self._on_advance.append(callback)
 
     def __call__(self) -> datetime:
         return self.now()
@@ -47,6 +53,8 @@ class ServiceClock:
             raise ValueError("the clock only moves forward")
         with self._lock:
             self._offset += timedelta(seconds=seconds)
+        for callback in list(self._on_advance):
+            callback()
         return self.now()
 
     def reset(self) -> datetime:

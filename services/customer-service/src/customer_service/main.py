@@ -44,7 +44,7 @@ def create_runtime(
     runtime = ServiceRuntime.of_service(
         SERVICE, app, to_public, settings=settings, meter=customer_service_meter(app)
     )
-    runtime.background.append(sampler(CaseSampler(app).sample, interval_s=5.0))
+    runtime.background.append(sampler(CaseSampler(app).sample, interval_s=5.0, changes=app))
     watch = SlaWatch(
         app,
         clock=clock,

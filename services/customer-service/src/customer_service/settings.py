@@ -46,7 +46,8 @@ class CustomerServiceSettings(Settings):
     case_sla_low_resolution_s: float = Field(default=168 * _HOUR, gt=0)
     """A low-priority case's resolution deadline."""
     case_sla_poll_s: float = Field(default=1.0, gt=0)
-    """How often the SLA watch looks for breached deadlines."""
+    """Least time between two rounds of the SLA watch (it sleeps until the next deadline
+    or a commit; ADR 24)."""
     test_clock: bool = False
     """Tests only, never in production: mount `POST /_test/clock` to move the service clock
     (loopback host and callers only, role `ops`)."""

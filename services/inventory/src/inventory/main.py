@@ -24,7 +24,9 @@ def create_runtime(settings: ServiceSettings | None = None) -> ServiceRuntime:
     runtime = ServiceRuntime.of_service(
         SERVICE, app, to_public, settings=settings, meter=inventory_meter()
     )
-    runtime.background.append(sampler(lambda: sample_low_stock(app), interval_s=5.0))
+    # Reads every StockItem: only after the log changed, at most every 15 s (ADR 24).
+    low_stock = sampler(lambda: sample_low_stock(app), interval_s=15.0, changes=app)
+    runtime.background.append(low_stock)
     return runtime
 
 

@@ -14,7 +14,8 @@ from eventsourcing.utils import get_topic
 from prometheus_client import Counter, Gauge, Histogram
 
 from fulfilment_kit.observability.metrics import REGISTRY
-from fulfilment_kit.persistence.follower import LogFollower, Writes
+from fulfilment_kit.persistence.follower import LogFollower, Writes, seconds_until
+from fulfilment_kit.persistence.notifications import Wakeup, on_commit
 from orders.application import OrderNotFound, OrdersApplication
 from orders.domain import Order, OrderStatus
 from orders.settings import OrdersSettings
@@ -70,23 +71,34 @@ class DeadlineWatch:
     paid, shipped), due when the deadline passes; it is followed from the persisted
     position, so a restart reads only the new events. Replicas claim due rows with
     `SKIP LOCKED`: each overdue order is flagged by one of them.
+
+    A round runs when the order log changed (a commit's notification, any replica) or the
+    next deadline falls due, at most every `interval_s`, and at least every `fallback_s`.
     """
 
     app: OrdersApplication
     deadlines_s: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DEADLINES_S))
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     interval_s: float = 1.0
+    fallback_s: float = 10.0
 
     def __post_init__(self) -> None:
         self.follower = LogFollower(self.app, FOLLOWER, self._project, topics=WATCHED_TOPICS)
+        self.next_due: datetime | None = None
+        """After a round: the earliest deadline still pending (the loop sleeps until it)."""
+        self.wakeup = Wakeup()
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception as exc:  # a bad round must not end the watch
-                log.warning("deadline watch round failed", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(self.interval_s)
+        async with on_commit(self.app, self.wakeup.set):
+            while True:
+                wait = self.fallback_s
+                try:
+                    await self.tick()
+                    wait = seconds_until(self.next_due, self.clock(), self.fallback_s)
+                except Exception as exc:  # a bad round must not end the watch
+                    log.warning("deadline watch round failed", error=f"{type(exc).__name__}: {exc}")
+                    wait = self.interval_s
+                await self.wakeup.wait(wait, spacing_s=self.interval_s)
 
     async def tick(self) -> list[UUID]:
         """Catch up with the log, then flag every order past its deadline; returns those flagged."""
@@ -109,6 +121,7 @@ class DeadlineWatch:
                     flagged.append(order_id)
                     ORDERS_FLAGGED.labels(stage).inc()
                     log.warning("order overdue", order_id=str(order_id), stage=stage)
+        self.next_due = claim.next_due
         self._update_overdue_gauge()
         return flagged
 

@@ -4,9 +4,11 @@ their outcomes. An unclear capture outcome is reconciled by looking the charge u
 
 It finds its work by following the service's own notification log into the kit's follower
 table (`LogFollower`, persisted position: a restart reads only what is new): one row per
-capture and per refund still open. The policy also wakes it after each commit that asks
-for a call. Several replicas are safe: every call carries the intent's idempotency key, and
-recording an outcome another replica recorded first is a version conflict, then a no-op.
+capture and per refund still open. Every commit to the payments log wakes it (the
+notification of any replica's commit; the policy also wakes it in-process after a commit
+that asks for a call), with a slow fallback poll (`poll_interval_s`). Several replicas
+are safe: every call carries the intent's idempotency key, and recording an outcome
+another replica recorded first is a version conflict, then a no-op.
 Rows are read, not claimed: a claim would hold a database transaction open across the
 provider call, which is what this worker exists to avoid.
 
@@ -17,7 +19,6 @@ no call keeps a consumer batch, or this loop, waiting for long.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from eventsourcing.utils import get_topic
 from fulfilment_kit.commands import ConcurrentUpdate
 from fulfilment_kit.observability.health import Heartbeat
 from fulfilment_kit.persistence.follower import LogFollower, Writes
+from fulfilment_kit.persistence.notifications import Wakeup, on_commit
 from fulfilment_kit.privacy import REDACTED
 from fulfilment_kit.tracing import Trace, event_trace, stamp
 from payments.application import PaymentsApplication, _complete, _reject
@@ -46,6 +48,8 @@ from payments.settings import PaymentsSettings
 log = structlog.get_logger(__name__)
 
 FOLLOWER = "payments-provider-calls"
+RETRY_AFTER_ERROR_S = 1.0
+"""A failed round (e.g. the database down) is tried again this soon."""
 
 WATCHED = (
     Payment.CaptureRequested,
@@ -95,7 +99,8 @@ class ProviderWorker:
         clock: Callable[[], datetime] | None = None,
         heartbeat: Heartbeat | None = None,
         on_recorded: Callable[[], None] | None = None,
-        poll_interval_s: float = 1.0,
+        poll_interval_s: float = 10.0,
+        spacing_s: float = 0.01,
     ) -> None:
         self.app = app
         self.settings = settings or PaymentsSettings()
@@ -103,6 +108,9 @@ class ProviderWorker:
         self.heartbeat = heartbeat
         self.on_recorded = on_recorded
         self.poll_interval_s = poll_interval_s
+        """The fallback poll (commits wake the worker; retries have their own due times)."""
+        self.spacing_s = spacing_s
+        """Least time between two rounds: a burst of commits makes one round."""
         self.follower = LogFollower(
             app, FOLLOWER, _project, topics=[get_topic(cls) for cls in WATCHED]
         )
@@ -113,8 +121,7 @@ class ProviderWorker:
         """The correlation id of each open capture's request, as its follower row says."""
         self._staged: list[_Outcome] = []
         self._staged_since = 0.0
-        self._wake: asyncio.Event | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.wakeup = Wakeup()
 
     # -- finding work -----------------------------------------------------------------------
 
@@ -370,30 +377,29 @@ class ProviderWorker:
 
     def wake(self) -> None:
         """Called from any thread after a commit that asks for a provider call."""
-        if self._loop is not None and self._wake is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
+        self.wakeup.set()
 
     async def run(self) -> None:
         """Rounds until cancelled; an error (e.g. the database down) waits for the next one."""
-        self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
+        self.wakeup.bind()
         self.app.on_provider_work = self.wake
         log.info("payment provider worker started")
-        while True:
-            self._wake.clear()
-            try:
-                recorded = await asyncio.to_thread(self.step)
-            except Exception as exc:
-                log.warning("provider worker round failed", error=f"{type(exc).__name__}: {exc}")
-                recorded = 0
-            if recorded and self.on_recorded is not None:
-                self.on_recorded()
-            if self.heartbeat is not None:
-                self.heartbeat.beat()
-            if recorded:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._next_wait())
+        async with on_commit(self.app, self.wake):
+            while True:
+                try:
+                    recorded = await asyncio.to_thread(self.step)
+                except Exception as exc:
+                    log.warning(
+                        "provider worker round failed", error=f"{type(exc).__name__}: {exc}"
+                    )
+                    recorded, wait = 0, min(RETRY_AFTER_ERROR_S, self.poll_interval_s)
+                else:
+                    wait = 0.0 if recorded else self._next_wait()
+                if recorded and self.on_recorded is not None:
+                    self.on_recorded()
+                if self.heartbeat is not None:
+                    self.heartbeat.beat()
+                await self.wakeup.wait(wait, spacing_s=self.spacing_s)
 
     def step_trace(self, payment: Payment, what: str) -> Trace:
         """A step of the worker carries on the conversation of the payment's last intent

@@ -7,6 +7,10 @@ restart reads only the new events. Several replicas are safe: each claims due ro
 `SKIP LOCKED`, so a shipment is dispatched by one of them (and should two ever race, the
 second is a version conflict, then a refusal; the carrier booking is idempotent per
 shipment).
+
+The loop sleeps until the next shipment falls due, or until the shipping log changes (a
+commit's notification from any replica: a shipment started packing), at most every
+`poll_interval_s` and at least every `fallback_s`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from eventsourcing.utils import get_topic
 
 from fulfilment_kit.commands import ConcurrentUpdate
 from fulfilment_kit.observability.health import Heartbeat
-from fulfilment_kit.persistence.follower import Claim, Item, LogFollower, Writes
+from fulfilment_kit.persistence.follower import Claim, Item, LogFollower, Writes, seconds_until
+from fulfilment_kit.persistence.notifications import Wakeup, on_commit
 from fulfilment_kit.tracing import Trace, event_trace
 from shipping.application import (
     CarrierRefused,
@@ -65,6 +70,7 @@ class AutoDispatcher:
         poll_interval_s: float | None = None,
         on_dispatched: Callable[[], None] | None = None,
         heartbeat: Heartbeat | None = None,
+        fallback_s: float = 10.0,
     ) -> None:
         if after_s <= 0:
             raise ValueError("after_s must be greater than zero")
@@ -73,6 +79,12 @@ class AutoDispatcher:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s or min(max(after_s / 4, 0.05), 1.0)
+        """Least time between two rounds (a burst of commits makes one round)."""
+        self.fallback_s = fallback_s
+        """Longest sleep: the poll behind the notifications and the due times."""
+        self.next_due: datetime | None = None
+        """After a round: when the next packing shipment falls due (None: none packing)."""
+        self.wakeup = Wakeup()
         self.on_dispatched = on_dispatched
         self.heartbeat = heartbeat
         self.log = LogFollower(
@@ -115,9 +127,11 @@ class AutoDispatcher:
         shipped = 0
         while True:
             with self.log.claim_due("packing", self.clock(), limit=BATCH) as claim:
-                if not claim.items:
-                    return shipped
-                done, go_on = self._dispatch(claim)
+                if claim.items:
+                    done, go_on = self._dispatch(claim)
+            self.next_due = claim.next_due
+            if not claim.items:
+                return shipped
             shipped += done
             if not go_on or len(claim.items) < BATCH:
                 return shipped
@@ -171,17 +185,20 @@ class AutoDispatcher:
     async def run(self) -> None:
         """Rounds until cancelled; an error (e.g. the database down) waits for the next one."""
         log.info("auto-dispatch started", after_s=self.after.total_seconds())
-        while True:
-            try:
-                shipped = await asyncio.to_thread(self.step)
-            except Exception as exc:
-                log.warning("auto-dispatch round failed", error=f"{type(exc).__name__}: {exc}")
-            else:
-                if shipped and self.on_dispatched is not None:
-                    self.on_dispatched()
-            if self.heartbeat is not None:
-                self.heartbeat.beat()
-            await asyncio.sleep(self.poll_interval_s)
+        async with on_commit(self.app, self.wakeup.set):
+            while True:
+                wait = self.poll_interval_s
+                try:
+                    shipped = await asyncio.to_thread(self.step)
+                except Exception as exc:
+                    log.warning("auto-dispatch round failed", error=f"{type(exc).__name__}: {exc}")
+                else:
+                    wait = seconds_until(self.next_due, self.clock(), self.fallback_s)
+                    if shipped and self.on_dispatched is not None:
+                        self.on_dispatched()
+                if self.heartbeat is not None:
+                    self.heartbeat.beat()
+                await self.wakeup.wait(wait, spacing_s=self.poll_interval_s)
 
 
 def _packing(item: Item) -> Packing:

@@ -27,6 +27,7 @@ from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging.inbox import Inbox, PartitionBlocked, safe_reason
 from fulfilment_kit.observability import metrics
 from fulfilment_kit.observability.health import Heartbeat
+from fulfilment_kit.persistence.notifications import Wakeup
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +57,7 @@ class PartitionGate:
         self.max_backoff_s = max_backoff_s
         self.subscriber: Any = None
         self.holds: dict[TopicPartition, Hold] = {}
+        self._held = Wakeup()  # a new hold: its retry time may be sooner than the gate's sleep
 
     @property
     def consumer(self) -> AIOKafkaConsumer | None:
@@ -101,6 +103,7 @@ class PartitionGate:
             retry_at=now + max(delay, 0.05),
             lost=lost,
         )
+        self._held.set()
         self._gauge(tp, kind).set(1)
         fields = {
             "consumer": self.inbox.group_id,
@@ -210,6 +213,7 @@ class PartitionGate:
                     self.release(tp)  # placed: the database and the log answered
                 else:
                     hold.resumed = True
+                    self._held.set()
 
     async def maintain(self) -> None:
         """Retry the holds that are due: place them again and resume them."""
@@ -240,13 +244,23 @@ class PartitionGate:
                 consumer.resume(tp)  # sought back when it was held: it refetches from there
                 waiting.resumed = True
 
-    async def run(self, interval_s: float = 0.2) -> None:
+    async def run(self, interval_s: float = 0.2, idle_s: float = 30.0) -> None:
+        """Retry holds when due; with nothing held it sleeps until a partition is held."""
         while True:
             try:
                 await self.maintain()
             except Exception as exc:
                 log.warning("partition gate skipped a round", error=safe_reason(exc))
-            await asyncio.sleep(interval_s)
+            await self._held.wait(self._next_wait(interval_s, idle_s))
+
+    def _next_wait(self, interval_s: float, idle_s: float) -> float:
+        """Until the earliest retry; `interval_s` while a resumed partition catches up."""
+        if not self.holds:
+            return idle_s
+        if any(hold.resumed for hold in self.holds.values()):
+            return interval_s
+        soonest = min(hold.retry_at for hold in self.holds.values())
+        return min(idle_s, max(soonest - time.monotonic(), 0.0))
 
     def problem(self) -> str | None:
         """A readiness problem while the consumer cannot work at all (database, Kafka)."""

@@ -10,7 +10,10 @@ neither loses nor duplicates an event.
 
 With several replicas of a service exactly one relay publishes: the one holding the
 service's relay lease (a PostgreSQL advisory lock, `persistence.lease`); the others stand
-by and take over within about `lease_poll_s` of the leader's death. A notification that
+by and take over within about `lease_poll_s` of the leader's death. The relay waits for
+commits, not for a timer: every commit to the event store notifies its channel
+(`persistence.notifications`), in this replica and the others, with `poll_interval_s` as
+a slow fallback poll. A notification that
 cannot be mapped to its public events is quarantined (recorded, counted, logged without
 its payload) and the relay carries on behind it.
 """
@@ -38,6 +41,7 @@ from fulfilment_kit.observability.health import Heartbeat
 from fulfilment_kit.observability.metrics import REGISTRY
 from fulfilment_kit.persistence.follower import Quarantined, follower_store
 from fulfilment_kit.persistence.lease import Lease
+from fulfilment_kit.persistence.notifications import Wakeup, on_commit
 from fulfilment_kit.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
@@ -128,9 +132,10 @@ class OutboxRelay:
         output_topics: Sequence[str],
         kafka_settings: KafkaSettings,
         batch_size: int = 500,
-        poll_interval_s: float = 0.05,
+        poll_interval_s: float = 1.0,
         heartbeat: Heartbeat | None = None,
         lease_poll_s: float = 1.0,
+        wake_spacing_s: float = 0.02,
     ) -> None:
         self.service = service
         self.app = app
@@ -139,6 +144,9 @@ class OutboxRelay:
         self.kafka_settings = kafka_settings
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
+        """The fallback poll: commits wake the relay (LISTEN/NOTIFY and in-process wakes)."""
+        self.wake_spacing_s = wake_spacing_s
+        """Least time between two reads of the log after wake-ups: a burst makes one batch."""
         self.heartbeat = heartbeat
         self.source = source_of(service)
         self.position: int | None = None
@@ -146,7 +154,7 @@ class OutboxRelay:
         self.lease_poll_s = lease_poll_s
         self.store = follower_store(app)
         self.position_name = f"relay:{service}"
-        self._wakeup = asyncio.Event()
+        self._wakeup = Wakeup()
         self._stopped = asyncio.Event()
         self._stopping = False
         self._lease_checked = 0.0
@@ -156,10 +164,16 @@ class OutboxRelay:
         metrics.RELAY_LAG_SECONDS.labels(service).set_function(self._lag_seconds)
 
     def wake(self) -> None:
-        """Tell the relay new events were just committed (saves a poll interval)."""
+        """Tell the relay new events were just committed (any thread; the commit's
+        notification would wake it too, a little later)."""
         self._wakeup.set()
 
     async def run(self) -> None:
+        """Publish while holding the lease, until stopped; woken by every commit."""
+        async with on_commit(self.app, self.wake):
+            await self._run()
+
+    async def _run(self) -> None:
         """Publish while holding the lease, until stopped; any error restarts from the tail."""
         backoff = 0.5
         standing_by = False
@@ -266,9 +280,9 @@ class OutboxRelay:
                 if self.heartbeat:
                     self.heartbeat.beat()
                 if not published:
-                    self._wakeup.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), self.poll_interval_s)
+                    # Cleared when it returns, before the next read: no commit is missed.
+                    wait = min(self.poll_interval_s, self.lease_poll_s)
+                    await self._wakeup.wait(wait, spacing_s=self.wake_spacing_s)
         finally:
             try:
                 await asyncio.wait_for(producer.stop(), 10)

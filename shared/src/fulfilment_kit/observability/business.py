@@ -8,13 +8,16 @@ declares its counters and says which public event moves which one (its `metrics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 import structlog
+from eventsourcing.application import Application
 
 from fulfilment_kit.contracts.base import IntegrationEvent
 from fulfilment_kit.messaging import cloudevents
+from fulfilment_kit.persistence.notifications import Wakeup, on_commit
 from fulfilment_kit.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -62,21 +65,38 @@ def _ce_type(headers: cloudevents.Headers) -> str | None:
 
 
 def sampler(
-    sample: Callable[[], None], interval_s: float = 10.0
+    sample: Callable[[], None],
+    interval_s: float = 10.0,
+    *,
+    changes: Application[Any] | None = None,
+    idle_s: float = 50.0,
 ) -> Callable[[], Coroutine[Any, Any, None]]:
     """A background job that refreshes state gauges (open cases, low-stock SKUs) periodically.
 
     `sample` blocks (it may read the database) and runs in a worker thread; a failing round
-    is logged and the next one tries again.
+    is logged and the next one tries again. With `changes`, the gauges derive from that
+    application's events: a round runs only after its log changed (a commit's notification,
+    any replica), at most every `interval_s`, and every `idle_s` regardless (an idle
+    platform does not re-read what did not change).
     """
 
     async def run_sampler() -> None:
-        while True:
-            try:
-                await asyncio.to_thread(sample)
-            except Exception as exc:
-                log.info("metric sample skipped", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(interval_s)
+        wakeup = Wakeup()
+        wakeup.set()  # the first round samples
+        notifications = (
+            on_commit(changes, wakeup.set) if changes is not None else contextlib.nullcontext()
+        )
+        async with notifications as notified:
+            while True:
+                if notified:  # only after a change (or `idle_s`), at most every `interval_s`
+                    await wakeup.wait(idle_s, spacing_s=interval_s)
+                try:
+                    await asyncio.to_thread(sample)
+                except Exception as exc:
+                    log.info("metric sample skipped", error=f"{type(exc).__name__}: {exc}")
+                    wakeup.set()  # try again next round
+                if not notified:  # no notifications (in memory, SQLite): a plain period
+                    await asyncio.sleep(interval_s)
 
     run_sampler.__qualname__ = f"sampler:{getattr(sample, '__qualname__', 'sample')}"
     return run_sampler

@@ -101,6 +101,10 @@ class Transaction(abc.ABC):
         """Items due by `now`, earliest first, locked; those another transaction holds skipped."""
 
     @abc.abstractmethod
+    def next_due(self, follower: str, kind: str) -> datetime | None:
+        """The earliest `due_at` of the items of `kind` (None when none is due ever)."""
+
+    @abc.abstractmethod
     def quarantine(self, record: Quarantined) -> None: ...
 
     @abc.abstractmethod
@@ -252,6 +256,16 @@ class _PostgresTransaction(Transaction):
         )
         return [_item(row) for row in self.cursor.fetchall()]
 
+    def next_due(self, follower: str, kind: str) -> datetime | None:
+        self.cursor.execute(
+            "SELECT min(due_at) AS due FROM fulfil_followed_item "
+            "WHERE follower = %s AND kind = %s AND due_at IS NOT NULL",
+            (follower, kind),
+        )
+        row = self.cursor.fetchone()
+        due: datetime | None = row["due"] if row else None
+        return due
+
     def quarantine(self, record: Quarantined) -> None:
         self.cursor.execute(
             "INSERT INTO fulfil_relay_quarantine (service, notification_id, originator_id, "
@@ -348,6 +362,10 @@ class _MemoryTransaction(Transaction):
 
     def claim_due(self, follower: str, kind: str, now: datetime, limit: int) -> list[Item]:
         return self.select(follower, kind, {}, due_by=now)[:limit]
+
+    def next_due(self, follower: str, kind: str) -> datetime | None:
+        dues = [i.due_at for i in self._current(follower, kind) if i.due_at is not None]
+        return min(dues, default=None)
 
     def quarantine(self, record: Quarantined) -> None:
         self.quarantines.append(record)
@@ -522,11 +540,15 @@ class LogFollower:
         """Lock up to `limit` items due by `now` for this block; other replicas skip them.
 
         Act on each, then `done` it (dropped) or `put` it back changed; everything the block
-        did to the items commits when it ends. An exception releases them unchanged."""
+        did to the items commits when it ends. An exception releases them unchanged.
+        Afterwards `next_due` is the earliest due time left (read in the same transaction),
+        for the loop to sleep until then."""
         with self.store.transaction() as tx:
             writes = Writes(tx, self.name)
-            yield Claim(tx.claim_due(self.name, kind, now, limit), writes)
+            claim = Claim(tx.claim_due(self.name, kind, now, limit), writes)
+            yield claim
             writes.flush()
+            claim.next_due = tx.next_due(self.name, kind)
 
 
 @dataclass
@@ -535,9 +557,19 @@ class Claim:
 
     items: list[Item]
     writes: Writes
+    next_due: datetime | None = None
+    """After the block: the earliest due time of the kind's items (theirs included)."""
 
     def done(self, item: Item) -> None:
         self.writes.drop(item.kind, item.key)
 
     def put(self, item: Item) -> None:
         self.writes.put_item(item)
+
+
+def seconds_until(due: datetime | None, now: datetime, fallback_s: float) -> float:
+    """How long a loop may sleep before `due` (at most `fallback_s`; 0 when it passed)."""
+    if due is None:
+        return fallback_s
+    # A few milliseconds late rather than early: woken early, the item is not due yet.
+    return min(fallback_s, max(0.0, (due - now).total_seconds() + 0.005))

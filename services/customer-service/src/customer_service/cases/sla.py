@@ -6,6 +6,10 @@ resolution deadline that passed on the service clock without being met is record
 `Case.SlaBreached` (published as CaseSlaBreached). Several replicas are safe: each claims
 due deadlines with `SKIP LOCKED`, and a second report of the same breach would be a
 version conflict or a no-op.
+
+A round runs when the case log changed (a commit's notification, any replica), the next
+deadline falls due, or the service clock moved (tests), at most every `interval_s` and at
+least every `fallback_s`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from prometheus_client import Counter
 from customer_service.cases.application import CaseCommands, CaseNotFound
 from fulfilment_kit.observability.health import Heartbeat
 from fulfilment_kit.observability.metrics import REGISTRY
+from fulfilment_kit.persistence.follower import seconds_until
+from fulfilment_kit.persistence.notifications import Wakeup, on_commit
 
 log = structlog.get_logger(__name__)
 
@@ -40,19 +46,31 @@ class SlaWatch:
     interval_s: float = 1.0
     on_breached: Callable[[], None] | None = None
     heartbeat: Heartbeat | None = None
+    fallback_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        self.next_due: datetime | None = None
+        """After a round: the earliest pending deadline (the loop sleeps until it)."""
+        self.wakeup = Wakeup()
 
     async def run(self) -> None:
-        while True:
-            try:
-                breached = await self.tick()
-            except Exception as exc:  # a bad round (database down) must not end the watch
-                log.warning("sla watch round failed", error=f"{type(exc).__name__}: {exc}")
-            else:
-                if breached and self.on_breached is not None:
-                    self.on_breached()
-            if self.heartbeat is not None:
-                self.heartbeat.beat()
-            await asyncio.sleep(self.interval_s)
+        watch_clock = getattr(self.clock, "on_advance", None)
+        if callable(watch_clock):
+            watch_clock(self.wakeup.set)  # a moved clock may make deadlines due now
+        async with on_commit(self.app.cases.app, self.wakeup.set):
+            while True:
+                wait = self.interval_s
+                try:
+                    breached = await self.tick()
+                except Exception as exc:  # a bad round (database down) must not end the watch
+                    log.warning("sla watch round failed", error=f"{type(exc).__name__}: {exc}")
+                else:
+                    wait = seconds_until(self.next_due, self.clock(), self.fallback_s)
+                    if breached and self.on_breached is not None:
+                        self.on_breached()
+                if self.heartbeat is not None:
+                    self.heartbeat.beat()
+                await self.wakeup.wait(wait, spacing_s=self.interval_s)
 
     async def tick(self) -> list[tuple[UUID, str]]:
         """Catch up with the log and report every deadline passed; returns those reported."""
@@ -77,4 +95,5 @@ class SlaWatch:
                 CASE_SLA_BREACHES.labels(sla, priority).inc()
                 log.warning("case sla breached", case_id=str(case_id), sla=sla, priority=priority)
                 reported.append((case_id, sla))
+        self.next_due = claim.next_due
         return reported
