@@ -57,6 +57,7 @@ class ServiceRuntime(ProcessRuntime):
             kafka_settings=self.kafka_settings,
             batch_size=self.settings.relay_batch_size,
             poll_interval_s=self.settings.relay_poll_interval_s,
+            coalesce_s=self.settings.relay_coalesce_s,
             heartbeat=self.health.heartbeat("relay"),
         )
         if self.meter is not None:

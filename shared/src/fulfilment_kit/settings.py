@@ -180,10 +180,16 @@ class ServiceSettings(Settings):
     """Events per Kafka transaction."""
     relay_poll_interval_s: float = Field(default=0.05, gt=0)
     """The relay's idle poll."""
+    relay_coalesce_s: float = Field(default=0.01, ge=0, le=1.0)
+    """After a Kafka transaction, how long the relay gathers notifications before the next
+    one (under load: fewer, larger transactions; an idle relay publishes at once)."""
     consumers_enabled: bool = True
     """Consume the other services' topics."""
     consumer_max_records: int = Field(default=500, ge=1)
     """Records per batch (one database transaction per partition)."""
+    consumer_commit_interval_s: float = Field(default=5.0, ge=0)
+    """How often a consumer commits its positions to Kafka (lag dashboards, KEDA); the
+    database's tracking records, not these, say where it resumes."""
     consumer_max_attempts: int = Field(default=5, ge=1)
     """Tries of a failing record before the DLQ."""
     consumer_backoff_s: float = Field(default=0.2, ge=0)

@@ -78,6 +78,21 @@ def reader(settings: KafkaSettings, **overrides: Any) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(**options)
 
 
+def consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> AIOKafkaConsumer:
+    """Group member that sees committed transactions only and never commits by itself: the
+    kit commits its positions (for lag dashboards and KEDA) at an interval; the database's
+    tracking records say where it resumes."""
+    options: dict[str, Any] = {
+        **settings.client_options(),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "isolation_level": "read_committed",
+        "auto_offset_reset": "earliest",
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(**options)
+
+
 def admin(settings: KafkaSettings, **overrides: Any) -> AIOKafkaAdminClient:
     """Admin client (topics) with the same connection and security settings."""
     return AIOKafkaAdminClient(**{**settings.client_options(), **overrides})
