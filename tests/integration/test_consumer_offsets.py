@@ -1,4 +1,4 @@
-"""The consumer commits its positions to Kafka at an interval, not per batch (ADR 23).
+"""The consumer commits its positions to Kafka at an interval, not per batch (ADR 24).
 
 Kafka's committed offsets feed lag dashboards, KEDA and `kafka-consumer-groups`; the
 database says where a consumer resumes. They must stay true within the interval, and a

@@ -40,7 +40,7 @@ DLQ_REASONS = ("undecodable", "handler-failed")
 def kafka_broker(service: str, kafka_settings: KafkaSettings) -> KafkaBroker:
     """The FastStream broker of one process: its connection and admin client (readiness).
 
-    The consumers are the kit's own (`InboxSubscriber`, ADR 23); the relay and the DLQ use
+    The consumers are the kit's own (`InboxSubscriber`, ADR 24); the relay and the DLQ use
     the kit's producers. `service` names the process in the broker's client id."""
     return KafkaBroker(
         kafka_settings.bootstrap_servers,

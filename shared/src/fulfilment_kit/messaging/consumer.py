@@ -320,11 +320,11 @@ class SubscribedTopic:
 class InboxSubscriber:
     """Feeds an inbox from its own consumer group: fetch a batch, apply it, and now and then
     commit the positions to Kafka (for lag dashboards, KEDA and `kafka-consumer-groups`;
-    the database's tracking records say where the consumer resumes: ADR 2, 23).
+    the database's tracking records say where the consumer resumes: ADR 2, 24).
 
     The kit's own loop over `getmany`: FastStream's subscriber ran a middleware chain,
     dependency injection and a header parser per batch and committed every batch, a third
-    of a consumer's time while it did nothing the inbox needs (ADR 23)."""
+    of a consumer's time while it did nothing the inbox needs (ADR 24)."""
 
     def __init__(
         self,
