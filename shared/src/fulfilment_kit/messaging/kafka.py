@@ -56,7 +56,7 @@ async def start_or_refuse(
 
 @functools.lru_cache(maxsize=16384)
 def _key_hash(key: bytes) -> int:
-    return murmur2(key) & 0x7FFFFFFF
+    return int(murmur2(key)) & 0x7FFFFFFF
 
 
 def keyed_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
