@@ -354,6 +354,7 @@ class InboxSubscriber:
         self._task: asyncio.Task[None] | None = None
         self._uncommitted = False
         self._committed_at = 0.0
+        self._consuming = False
 
     async def start(self) -> None:
         consumer = kafka.consumer(
@@ -386,6 +387,8 @@ class InboxSubscriber:
             )
 
     async def stop(self) -> None:
+        # Stopped while applying a batch: its positions may be ahead of the database.
+        applying = self._consuming
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -394,8 +397,9 @@ class InboxSubscriber:
         consumer, self.consumer = self.consumer, None
         if consumer is None:
             return
-        with contextlib.suppress(Exception):  # the last positions, so lag reads true
-            await asyncio.wait_for(self._commit(consumer), 5)
+        if not applying:
+            with contextlib.suppress(Exception):  # the last positions, so lag reads true
+                await asyncio.wait_for(self._commit(consumer), 5)
         with contextlib.suppress(Exception):  # aiokafka#1101: stop can hang
             await asyncio.wait_for(consumer.stop(), 30)
 
@@ -412,7 +416,11 @@ class InboxSubscriber:
                 await asyncio.sleep(5)
                 continue
             if fetched:
-                await self.consume(consumer, [r for batch in fetched.values() for r in batch])
+                self._consuming = True
+                try:
+                    await self.consume(consumer, [r for b in fetched.values() for r in b])
+                finally:
+                    self._consuming = False
             if self._uncommitted and self._commit_due():
                 await self._commit(consumer)
 
