@@ -77,3 +77,22 @@ def test_bad_records_raise_decode_error_with_reason(mutate, reason: str) -> None
     bad_value, bad_headers = mutate(value, headers)
     with pytest.raises(cloudevents.DecodeError, match=reason):
         cloudevents.decode(bad_value, bad_headers)
+
+
+def test_the_wire_format_is_what_readers_always_got() -> None:
+    """The value is pydantic's JSON of the event, byte for byte; the traceparent hashes the
+    correlation (cached per correlation id) and takes the span from the ce_id."""
+    _, value, headers = encode()
+    assert value == EVENT.model_dump_json().encode()
+    attrs = dict(headers)
+    trace = uuid.uuid5(cloudevents.CE_ID_NAMESPACE, "trace:corr").hex
+    span = uuid.UUID(attrs["ce_id"].decode()).hex[:16]
+    assert attrs["traceparent"] == f"00-{trace}-{span}-01".encode()
+    assert encode()[2] == headers  # the second encoding (cached trace) is the same
+
+
+def test_header_values_that_are_not_bytes_are_ignored() -> None:
+    _, value, headers = encode()
+    envelope = cloudevents.decode(value, [*headers, ("x-empty", None)])
+    assert envelope.id == cloudevents.event_id(ORDER_ID, 1)
+    assert "x-empty" not in cloudevents.header_map([*headers, ("x-empty", None)])

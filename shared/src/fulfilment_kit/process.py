@@ -14,12 +14,16 @@ import structlog
 from fastapi import FastAPI, Response
 from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
-from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging import kafka
-from fulfilment_kit.messaging.consumer import ConsumerWatch, PartitionGate, subscribe_inbox
+from fulfilment_kit.messaging.consumer import (
+    ConsumerWatch,
+    InboxSubscriber,
+    PartitionGate,
+    subscribe_inbox,
+)
 from fulfilment_kit.messaging.inbox import Inbox, MessageProcessor, OnFailure
 from fulfilment_kit.messaging.policy import check_subscription, subscriptions_of
 from fulfilment_kit.observability import metrics as kit_metrics
@@ -34,11 +38,14 @@ DLQ_REASONS = ("undecodable", "handler-failed")
 
 
 def kafka_broker(service: str, kafka_settings: KafkaSettings) -> KafkaBroker:
-    """The FastStream broker of one process, its client metrics labelled with `service`."""
+    """The FastStream broker of one process: its connection and admin client (readiness).
+
+    The consumers are the kit's own (`InboxSubscriber`, ADR 25); the relay and the DLQ use
+    the kit's producers. `service` names the process in the broker's client id."""
     return KafkaBroker(
         kafka_settings.bootstrap_servers,
         security=kafka_settings.faststream_security(),
-        middlewares=[KafkaPrometheusMiddleware(registry=REGISTRY, app_name=service)],
+        client_id=f"fulfil-{service}",
         logger=None,
     )
 
@@ -48,7 +55,7 @@ class ConsumerGroup:
     """One consumer group a process runs: its inbox, subscriber and heartbeat name."""
 
     inbox: Inbox
-    subscriber: Any
+    subscriber: InboxSubscriber | None
     heartbeat: str
     applier: MessageProcessor
     gate: PartitionGate
@@ -144,12 +151,13 @@ class ProcessRuntime:
         subscriber = None
         if self.settings.consumers_enabled:
             subscriber = subscribe_inbox(
-                self.broker,
                 inbox,
                 source_topics,
+                self.kafka_settings,
                 max_records=self.settings.consumer_max_records,
                 resume_from=self.settings.consumer_resume_from,
                 gate=gate,
+                commit_interval_s=self.settings.consumer_commit_interval_s,
             )
         for topic in map(topics.physical, source_topics):  # every series exists from 0
             kit_metrics.INBOX_APPLIED.labels(group_id, topic)
@@ -189,6 +197,16 @@ class ProcessRuntime:
         for consumer in self.active():
             await consumer.inbox.start()
 
+    async def _start_subscribers(self) -> None:
+        for consumer in self.active():
+            assert consumer.subscriber is not None
+            await consumer.subscriber.start()
+
+    async def _stop_subscribers(self) -> None:
+        for consumer in self.active():
+            assert consumer.subscriber is not None
+            await consumer.subscriber.stop()
+
     def _watch_consumers(self) -> list[asyncio.Task[None]]:
         """After the broker started: each group's watch (its heartbeat) and partition gate."""
         tasks = []
@@ -227,6 +245,12 @@ class ProcessRuntime:
         await kafka.start_or_refuse(
             self.broker.start(), "starting its consumers", self.kafka_settings
         )
+        try:
+            await self._start_subscribers()
+        except BaseException:
+            await self._stop_subscribers()
+            await self.broker.stop()
+            raise
         tasks = [*self._start_own(), *self._watch_consumers()]
         tasks.extend(
             asyncio.create_task(supervised(job), name=getattr(job, "__qualname__", "job"))
@@ -240,6 +264,7 @@ class ProcessRuntime:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self._stop_subscribers()
             await self.broker.stop()
             await self._stop_inboxes()
             self.close()

@@ -181,12 +181,15 @@ class ServiceSettings(Settings):
     relay_poll_interval_s: float = Field(default=1.0, gt=0)
     """The relay's fallback poll: commits wake it at once (LISTEN/NOTIFY, ADR 24)."""
     relay_wake_spacing_s: float = Field(default=0.02, ge=0, le=1)
-    """Least time between two reads of the log after wake-ups (a burst of commits makes one
-    batch); a quiet relay reads at once."""
+    """Least time between two reads of the log, after a batch or a wake-up: under load a burst
+    of commits makes one batch and one Kafka transaction; a quiet relay reads at once."""
     consumers_enabled: bool = True
     """Consume the other services' topics."""
     consumer_max_records: int = Field(default=500, ge=1)
     """Records per batch (one database transaction per partition)."""
+    consumer_commit_interval_s: float = Field(default=5.0, ge=0)
+    """How often a consumer commits its positions to Kafka (lag dashboards, KEDA); the
+    database's tracking records, not these, say where it resumes."""
     consumer_max_attempts: int = Field(default=5, ge=1)
     """Tries of a failing record before the DLQ."""
     consumer_backoff_s: float = Field(default=0.2, ge=0)

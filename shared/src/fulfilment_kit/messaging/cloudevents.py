@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,9 +34,14 @@ def event_id(aggregate_id: uuid.UUID | str, version: int, index: int = 0) -> str
 
 def traceparent(correlation_id: str, ce_id: str) -> str:
     """W3C traceparent: the trace is the correlation, the span is this event."""
-    trace = uuid.uuid5(CE_ID_NAMESPACE, f"trace:{correlation_id}").hex
     span = uuid.UUID(ce_id).hex[:16]
-    return f"00-{trace}-{span}-01"
+    return f"00-{_trace_id(correlation_id)}-{span}-01"
+
+
+@functools.lru_cache(maxsize=4096)
+def _trace_id(correlation_id: str) -> str:
+    """An order's events share their correlation: its trace id is hashed once, not per event."""
+    return uuid.uuid5(CE_ID_NAMESPACE, f"trace:{correlation_id}").hex
 
 
 @dataclass(frozen=True)
@@ -79,12 +85,16 @@ def encode(
     }
     if sequence is not None:
         headers["ce_sequence"] = str(sequence)
-    value = event.model_dump_json().encode()
+    value = event.__pydantic_serializer__.to_json(event)  # model_dump_json's bytes, not str
     return event.key().encode(), value, [(k, v.encode()) for k, v in headers.items()]
 
 
 def header_map(headers: object) -> dict[str, str]:
     """Kafka headers as a dict of UTF-8 strings (the last value of a repeated key wins)."""
+    try:  # the common case: every value is UTF-8 bytes
+        return {key: raw.decode() for key, raw in headers or ()}  # type: ignore[attr-defined]
+    except (UnicodeDecodeError, AttributeError):
+        pass  # say which header is wrong, and skip values that are not bytes
     result: dict[str, str] = {}
     for key, raw in headers or ():  # type: ignore[attr-defined]
         if isinstance(raw, bytes | bytearray):

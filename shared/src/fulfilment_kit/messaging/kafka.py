@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable
 from typing import Any
 
@@ -10,6 +11,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from fulfilment_kit.settings import KafkaSettings
 
@@ -52,13 +54,31 @@ async def start_or_refuse(
         raise KafkaAccessDenied(message) from exc
 
 
+@functools.lru_cache(maxsize=16384)
+def _key_hash(key: bytes) -> int:
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+def keyed_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """The Java client's (and aiokafka's) key-to-partition mapping, its hash cached: aiokafka
+    hashes in pure Python on every send, and an order's events share their key."""
+    if key is None:
+        return int(DefaultPartitioner()(key, all_partitions, available))
+    return all_partitions[_key_hash(key) % len(all_partitions)]
+
+
 def producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
-    """Idempotent producer, acks from all in-sync replicas (aiokafka defaults differ)."""
+    """Idempotent producer, acks from all in-sync replicas (aiokafka defaults differ).
+
+    Its batches are closed by the relay's transaction commit (or after 5 ms for a DLQ
+    record); records of one partition share a batch up to 256 KiB."""
     options: dict[str, Any] = {
         **settings.client_options(),
         "enable_idempotence": True,
         "acks": "all",
         "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
+        "partitioner": keyed_partitioner,
         "request_timeout_ms": int(settings.request_timeout_s * 1000),
     }
     options.update(overrides)
@@ -70,6 +90,21 @@ def reader(settings: KafkaSettings, **overrides: Any) -> AIOKafkaConsumer:
     options: dict[str, Any] = {
         **settings.client_options(),
         "group_id": None,
+        "enable_auto_commit": False,
+        "isolation_level": "read_committed",
+        "auto_offset_reset": "earliest",
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(**options)
+
+
+def consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> AIOKafkaConsumer:
+    """Group member that sees committed transactions only and never commits by itself: the
+    kit commits its positions (for lag dashboards and KEDA) at an interval; the database's
+    tracking records say where it resumes."""
+    options: dict[str, Any] = {
+        **settings.client_options(),
+        "group_id": group_id,
         "enable_auto_commit": False,
         "isolation_level": "read_committed",
         "auto_offset_reset": "earliest",

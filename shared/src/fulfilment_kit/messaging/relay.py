@@ -279,10 +279,13 @@ class OutboxRelay:
                 published = await self._publish_next_batch(producer)
                 if self.heartbeat:
                     self.heartbeat.beat()
-                if not published:
-                    # Cleared when it returns, before the next read: no commit is missed.
-                    wait = min(self.poll_interval_s, self.lease_poll_s)
-                    await self._wakeup.wait(wait, spacing_s=self.wake_spacing_s)
+                # Cleared when it returns, before the next read: no commit is missed. The
+                # spacing holds after a batch too: under load one transaction follows
+                # another, and the next carries what a few more commits add (a transaction
+                # costs AddPartitionsToTxn, EndTxn and a marker per partition, which every
+                # consumer of the topic fetches).
+                wait = 0.0 if published else min(self.poll_interval_s, self.lease_poll_s)
+                await self._wakeup.wait(wait, spacing_s=self.wake_spacing_s)
         finally:
             try:
                 await asyncio.wait_for(producer.stop(), 10)

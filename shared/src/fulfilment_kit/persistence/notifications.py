@@ -71,7 +71,9 @@ class Wakeup:
 
     async def wait(self, timeout_s: float, *, spacing_s: float = 0.0) -> bool:
         """Wait until set or `timeout_s` passed; returns whether it was set. Returns no sooner
-        than `spacing_s` after the previous return, so a burst of commits makes one round.
+        than `spacing_s` after the previous round, so a burst of commits makes one round; a
+        round is a return on a wake-up or from `wait(0)` (a loop that just did work), not a
+        timeout, so the first commit after a quiet spell is read at once.
         The event is cleared on return: a commit during the round that follows wakes again."""
         event = self.bind()
         woken = event.is_set()
@@ -83,7 +85,8 @@ class Wakeup:
         if rest > 0:
             await asyncio.sleep(rest)
         event.clear()
-        self._last_round = time.monotonic()
+        if woken or timeout_s <= 0:
+            self._last_round = time.monotonic()
         return woken
 
 
