@@ -197,3 +197,24 @@ def test_size_zero_turns_the_cache_off(monkeypatch: pytest.MonkeyPatch) -> None:
 def _last_order(app: InventoryApplication) -> uuid.UUID:
     item = app.get_stock("MUG")
     return uuid.UUID(list(item.reservations)[-1])
+
+
+def test_a_snapshot_is_taken_from_the_saved_object_without_loading_it_again(
+    app: InventoryApplication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receive(app, "MUG", 1000)  # version 2
+    feed = Feed(app)
+    for _ in range(47):
+        feed.order("MUG", 1)  # versions 3..49, cached
+    decoded = Decoded(app, monkeypatch)
+    messages = [inbound(placed(("MUG", 1)), offset=feed.offset + i) for i in range(3)]
+    app.process_messages(messages, Tracking(TRACKING, feed.offset + 3))  # versions 50..52
+    assert decoded.calls == 0, "the snapshot was taken from the object the batch saved"
+
+    assert app.snapshots is not None
+    [snapshot] = app.snapshots.recorder.select_events(stock_item_id("MUG"), desc=True, limit=1)
+    assert snapshot.originator_version == 52, "taken at the version the batch reached"
+    app.aggregate_cache.clear()
+    item = app.get_stock("MUG")  # from the snapshot alone
+    assert decoded.calls == 1
+    assert (item.version, item.reserved, item.on_hand) == (52, 50, 1000)

@@ -105,3 +105,33 @@ def test_a_payment_cancelled_during_the_round_is_recorded_on_its_newest_state(
     assert app.get_payment(second).status is PaymentStatus.CAPTURED
     feed.worker.drain()
     assert app.get_payment(first).refundable_minor == 0
+
+
+def test_stock_locked_after_the_order_is_one_event_with_the_capture_request(
+    app: PaymentsApplication,
+) -> None:
+    feed = Feed(app)
+    order_id = uuid.uuid4()
+    feed.send(placed(order_id), locked(order_id))
+    stored = list(app.repository.event_store.get(payment_id_for(order_id)))
+    assert [type(e).__name__ for e in stored] == [
+        "Opened",
+        "OrderNoted",
+        "CaptureRequested",
+        "Captured",
+    ]
+    payment = app.get_payment(order_id)
+    assert payment.stock_locked
+    assert payment.status is PaymentStatus.CAPTURED
+
+
+def test_stock_locked_first_or_without_a_token_keeps_its_own_event(
+    app: PaymentsApplication,
+) -> None:
+    feed = Feed(app)
+    first, tokenless = uuid.uuid4(), uuid.uuid4()
+    feed.send(locked(first), placed(first), placed(tokenless, token=None), locked(tokenless))
+    names = [type(e).__name__ for e in app.repository.event_store.get(payment_id_for(first))]
+    assert names == ["Opened", "StockNoted", "OrderNoted", "CaptureRequested", "Captured"]
+    names = [type(e).__name__ for e in app.repository.event_store.get(payment_id_for(tokenless))]
+    assert names == ["Opened", "OrderNoted", "StockNoted", "Failed"]

@@ -203,6 +203,16 @@ class Payment(Aggregate):
         return self.order_known and self.stock_locked and not self.is_settled
 
     @property
+    def ready_to_capture_once_stock_locked(self) -> bool:
+        """Locking the stock is all that is missing to charge the card (a token is there)."""
+        return (
+            self.order_known
+            and not self.stock_locked
+            and not self.is_settled
+            and self.payment_token is not None
+        )
+
+    @property
     def refunded_minor(self) -> int:
         return sum(r.amount_minor for r in self.refunds)
 
@@ -292,11 +302,23 @@ class Payment(Aggregate):
             raise PaymentError("a capture needs an idempotency key")
         self._capture_requested(idempotency_key=idempotency_key, **self._total())
 
+    def note_stock_locked_and_request_capture(self, *, idempotency_key: str) -> None:
+        """The stock is locked and the order known: the capture's request says both, in one
+        event (a stream stored before says StockNoted, then CaptureRequested)."""
+        if self.stock_locked:
+            raise PaymentError("stock of this order is already known to be locked")
+        if not self.order_known or self.is_settled:
+            raise NotCapturable(f"the payment is {self.status}: no capture may begin")
+        if not idempotency_key:
+            raise PaymentError("a capture needs an idempotency key")
+        self._capture_requested(idempotency_key=idempotency_key, **self._total())
+
     @event("CaptureRequested")
     def _capture_requested(
         self, order_id: UUID, idempotency_key: str, amount_minor: int, currency: str
     ) -> None:
         self.capture_key = idempotency_key
+        self.stock_locked = True  # a capture is only ever requested on locked stock
 
     def capture(self, *, provider_reference: str) -> None:
         """Record the capture of the order total (the provider took the money). Allowed even

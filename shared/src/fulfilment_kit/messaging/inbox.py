@@ -203,6 +203,32 @@ class ProcessApplication(Application[UUID]):
         super().register_transcodings(transcoder)
         register_dataclasses(transcoder, Trace)  # stamped on every event
 
+    def _take_snapshots(self, processing_event: ProcessingEvent[UUID]) -> None:
+        """Snapshot each aggregate whose saved events reach a multiple of its interval, from
+        the object just saved (its state is the committed one), at the version it reached.
+
+        eventsourcing's `take_snapshot` loads the aggregate again (its previous snapshot and
+        up to an interval of events: two queries and the decoding) to snapshot it exactly at
+        the multiple; any committed version serves a later load as well."""
+        if not (self.snapshots and self.snapshotting_intervals):
+            return
+        due: dict[UUID, Any] = {}
+        for event in processing_event.events:
+            aggregate: Any = processing_event.aggregates.get(event.originator_id)
+            interval = self.snapshotting_intervals.get(type(aggregate))
+            if interval is not None and event.originator_version % interval == 0:
+                due[event.originator_id] = aggregate
+        snapshots = []
+        for aggregate in due.values():
+            if getattr(aggregate, "pending_events", None):  # not the saved state: load it
+                self.take_snapshot(aggregate.id, version=aggregate.version)
+                continue
+            snapshot_class = getattr(type(aggregate), "Snapshot", type(self).snapshot_class)
+            assert snapshot_class is not None, f"{type(aggregate).__name__} has no snapshot class"
+            snapshots.append(snapshot_class.take(aggregate))
+        if snapshots:
+            self.snapshots.put(snapshots)
+
     def accepts(self, event_type: type[IntegrationEvent]) -> bool:
         """Whether this consumer reacts to `event_type`; others are skipped undecoded."""
         return not self.reacts_to or issubclass(event_type, self.reacts_to)
