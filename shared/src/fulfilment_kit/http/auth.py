@@ -29,6 +29,7 @@ from jwt import PyJWK
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fulfilment_kit.http.context import header_value
 from fulfilment_kit.http.errors import PROBLEM_JSON, ProblemError
 from fulfilment_kit.settings import AuthSettings
 
@@ -322,7 +323,7 @@ class AuthMiddleware:
         if scope["type"] != "http" or scope["path"] in self.public_paths:
             await self.app(scope, receive, send)
             return
-        raw = dict(scope["headers"]).get(b"authorization")
+        raw = header_value(scope, b"authorization")
         try:
             principal = await self.authenticator.authenticate(
                 raw.decode("latin-1") if raw else None

@@ -29,6 +29,16 @@ CORRELATION_PARAMETER: dict[str, Any] = {
 """The header in the OpenAPI of every operation."""
 
 
+def header_value(scope: Scope, name: bytes) -> bytes | None:
+    """The value of a request header (lower-case `name`; the last one if repeated), found
+    without building a dict of every header per request and middleware."""
+    found = None
+    for key, value in scope["headers"]:
+        if key == name:
+            found = value
+    return found
+
+
 class RequestContextMiddleware:
     """Binds correlation and request ids for the request's log lines; echoes the correlation id."""
 
@@ -39,7 +49,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        raw = dict(scope["headers"]).get(CORRELATION_HEADER)
+        raw = header_value(scope, CORRELATION_HEADER)
         if raw is not None and not _CORRELATION_ID.fullmatch(raw):
             await _bad_correlation_id(send)
             return

@@ -58,8 +58,12 @@ class RequestLimitsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        declared = headers.get(b"content-length")
+        declared = content_type = None
+        for name, value in scope["headers"]:  # the last of a repeated header counts
+            if name == b"content-length":
+                declared = value
+            elif name == b"content-type":
+                content_type = value
         if declared is not None:
             try:
                 length = int(declared)
@@ -74,7 +78,7 @@ class RequestLimitsMiddleware:
         except _TooLarge:
             await self._too_large(send)
             return
-        is_json = b"json" in headers.get(b"content-type", b"application/json")
+        is_json = content_type is None or b"json" in content_type
         if body and is_json and json_depth_exceeds(body, self.max_json_depth):
             await _problem(
                 send,

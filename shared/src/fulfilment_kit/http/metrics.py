@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fulfilment_kit.observability import metrics
 
+MAX_CACHED_LABEL_SETS = 512
 UNMATCHED = "unmatched"
 """The route label of a request no route matched (a 404 or 405 of the router)."""
 
@@ -26,6 +28,9 @@ class HttpMetricsMiddleware:
         self.app = app
         self.service = service
         self.in_flight = metrics.HTTP_IN_FLIGHT.labels(service)
+        # (method, route, status) -> the request counter's and the histogram's children:
+        # `labels()` takes a lock and builds a key per call; the label sets are few.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -45,6 +50,20 @@ class HttpMetricsMiddleware:
         finally:
             self.in_flight.dec()
             elapsed = time.perf_counter() - began
-            route, method = route_template(scope), str(scope.get("method", ""))
-            metrics.HTTP_REQUESTS.labels(self.service, method, route, str(status[0])).inc()
-            metrics.HTTP_DURATION.labels(self.service, method, route).observe(elapsed)
+            requests, duration = self._metrics(
+                str(scope.get("method", "")), route_template(scope), status[0]
+            )
+            requests.inc()
+            duration.observe(elapsed)
+
+    def _metrics(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                metrics.HTTP_REQUESTS.labels(self.service, method, route, str(status)),
+                metrics.HTTP_DURATION.labels(self.service, method, route),
+            )
+            if len(self._children) < MAX_CACHED_LABEL_SETS:  # odd methods stay uncached
+                self._children[key] = children
+        return children
