@@ -268,11 +268,12 @@ class ProviderWorker:
         except IntegrityError:
             log.info("provider outcomes conflicted: recorded one by one", outcomes=len(staged))
             return sum(self._record_one(outcome) for outcome in staged)
-        self.app.aggregate_cache.put(payments)  # saved: theirs is the stored state now
         for outcome in staged:
             self._log_outcome(outcome, recorded=True)
             if not has_provider_work(outcome.payment):
                 self._done(outcome.payment.id)
+        # Saved: theirs is the stored state now. Last: another thread may take them at once.
+        self.app.aggregate_cache.put(payments)
         return len(staged)
 
     def _record_one(self, outcome: _Outcome) -> int:
