@@ -393,6 +393,13 @@ class ProcSampler:
         if self._born_after is None:
             self._born_after = uptime_ticks()
         result: dict[str, GroupSample] = {}
+        pss: dict[int, int] = {}  # pid -> kB, read once per sample (groups overlap: postgres)
+
+        def memory(pid: int) -> int:
+            if pid not in pss:
+                pss[pid] = pss_kb(pid) or 0
+            return pss[pid]
+
         for name, members in self.groups.items():
             pids = sorted(set(members(table)))
             seen = self._seen.setdefault(name, {})
@@ -404,7 +411,7 @@ class ProcSampler:
                     seen[key] = [baseline, stat.ticks]
                 seen[key][1] = stat.ticks
             cpu = sum(latest - baseline for baseline, latest in seen.values()) / CLK_TCK
-            mem = sum(pss_kb(p) or 0 for p in pids)
+            mem = sum(memory(p) for p in pids)
             result[name] = GroupSample(cpu, mem, len(pids))
         entry = (time.time(), result, machine_cpu_s())
         self.samples.append(entry)

@@ -136,3 +136,27 @@ def test_the_client_reads_chunked_and_length_framed_replies_on_one_connection(
     assert replies[6][1] == json.dumps({"order_id": "order-7"}).encode()  # chunked
     assert replies[11][1] == json.dumps({"order_id": "order-12"}).encode()  # after a close
     assert all(h["content-type"] == "application/json" for h, _ in app.requests)
+
+
+def test_the_sampler_reads_each_processs_memory_once_per_sample_across_groups(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Groups overlap (postgres and the run's own backends): a process's PSS is read once
+    per sample and counted in every group it belongs to; CPU is unaffected."""
+    import os
+
+    from bench import measure
+
+    reads: list[int] = []
+
+    def pss(pid: int) -> int:
+        reads.append(pid)
+        return 2048
+
+    monkeypatch.setattr(measure, "pss_kb", pss)
+    me = os.getpid()
+    sampler = measure.ProcSampler({"all": lambda table: [me], "ours": lambda table: [me]})
+    _, groups, _ = sampler.sample()
+    assert reads == [me]
+    assert groups["all"].mem_kb == groups["ours"].mem_kb == 2048
+    assert groups["all"].processes == groups["ours"].processes == 1

@@ -31,6 +31,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     ]
     structlog.configure(
         processors=[
+            # First: a line below the level is dropped before anything renders it (the
+            # services log per command; at WARNING, e.g. in the bench, none of it is kept).
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.processors.StackInfoRenderer(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
