@@ -7,7 +7,7 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from customer_service.projections import rebuild
+from customer_service.projections import pipeline
 from customer_service.projections.rebuild import Rebuild
 from customer_service.projections.tables import PROJECTIONS
 
@@ -60,7 +60,7 @@ async def test_batches_read_while_one_is_applied_are_applied_together() -> None:
 
 
 async def test_joined_batches_stay_below_the_largest_transaction(monkeypatch: Any) -> None:
-    monkeypatch.setattr(rebuild, "MAX_APPLY_BATCH", 6)
+    monkeypatch.setattr(pipeline, "MAX_APPLY_BATCH", 6)
     source = CountingSource(batches=12, size=3, read_ahead_after=5)
     applied: list[list[int]] = []
     job = Rebuild(None, tuple(PROJECTIONS), source, mode="dry-run")  # type: ignore[arg-type]

@@ -59,9 +59,16 @@ class TopicSource:
 
     name = "topics"
 
-    def __init__(self, kafka_settings: KafkaSettings | None = None, batch: int = 2000) -> None:
+    def __init__(
+        self,
+        kafka_settings: KafkaSettings | None = None,
+        batch: int = 2000,
+        share: tuple[int, int] = (0, 1),
+    ) -> None:
         self.kafka_settings = kafka_settings or KafkaSettings()
         self.batch = batch
+        self.share = share
+        """(index, of): read the index-th of `of` shares of the partitions (all by default)."""
         self.undecodable = 0
         self._consumer: Any = None
         self._partitions: list[TopicPartition] = []
@@ -80,6 +87,8 @@ class TopicSource:
                 await self._consumer._client.force_metadata_update()
                 parts = self._consumer.partitions_for_topic(topic)
             self._partitions.extend(TopicPartition(topic, p) for p in sorted(parts))
+        index, of = self.share
+        self._partitions = self._partitions[index::of]
         self._consumer.assign(self._partitions)
         beginnings = await self._consumer.beginning_offsets(self._partitions)
         for tp, offset in beginnings.items():
