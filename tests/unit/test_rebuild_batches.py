@@ -75,3 +75,14 @@ async def test_joined_batches_stay_below_the_largest_transaction(monkeypatch: An
 
     assert [e for batch in applied for e in batch] == list(range(36))
     assert max(len(batch) for batch in applied) == 6
+
+
+def test_workers_only_where_the_records_pay_for_their_start(monkeypatch: Any) -> None:
+    from customer_service import cli
+
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    assert cli.default_workers(5_000) == 1  # one process: no worker to start
+    assert cli.default_workers(cli.EVENTS_PER_WORKER * 2) == 2
+    assert cli.default_workers(10**7) == 2  # at most the CPUs
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 64)
+    assert cli.default_workers(10**7) == cli.MAX_WORKERS

@@ -61,9 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--workers",
             type=int,
-            default=default_workers(),
-            help="processes sharing the topics' partitions (default: the CPUs, at most "
-            f"{MAX_WORKERS}; 1 reads in this process; the logs are read by this process)",
+            help="processes sharing the topics' partitions (default: one per "
+            f"{EVENTS_PER_WORKER:,} records, at most the CPUs and {MAX_WORKERS}; 1 reads in "
+            "this process, as it reads the logs)",
         )
     auth = groups.add_parser("auth", help="the dev issuer (local key pair, dev only)")
     auth_commands = auth.add_subparsers(dest="command", required=True)
@@ -88,10 +88,23 @@ def auth_token(roles: Sequence[str], sub: str | None, ttl_s: float) -> str:
 
 
 MAX_WORKERS = 4
+EVENTS_PER_WORKER = 20_000
+"""Below this a worker's start (its Kafka and database connections) costs more than it saves."""
 
 
-def default_workers() -> int:
-    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+def default_workers(records: int) -> int:
+    """Workers for a rebuild of `records` records: parallel only where it pays."""
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1, records // EVENTS_PER_WORKER))
+
+
+async def count_records() -> int:
+    """The records the topics hold now (end minus beginning offsets of every partition)."""
+    source = TopicSource()
+    await source.open()
+    try:
+        return await source.total() or 0
+    finally:
+        await source.close()
 
 
 def make_source(name: str, workers: int = 1) -> Source | ShardedTopics:
@@ -170,11 +183,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # What the imports made lives as long as the command: frozen, the collector's full passes
     # (one every few thousand events decoded) no longer walk it (a third of a rebuild's CPU).
     gc.freeze()
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         console.print("[red]error:[/red] --workers must be 1 or more")
         return 1
     try:
-        source = make_source(args.source, args.workers)
+        workers = args.workers
+        if workers is None and args.source == "topics":
+            workers = default_workers(asyncio.run(count_records()))  # no thread left behind
+        source = make_source(args.source, workers or 1)
         report = asyncio.run(run_rebuild(projections, source, mode))
     except (RebuildError, RuntimeError) as exc:
         console.print(f"[red]error:[/red] {exc}")

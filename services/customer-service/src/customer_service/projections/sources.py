@@ -68,7 +68,7 @@ class TopicSource:
         self.kafka_settings = kafka_settings or KafkaSettings()
         self.batch = batch
         self.share = share
-        """(index, of): read the index-th of `of` shares of the partitions (all by default)."""
+        """(index, of): read only the partitions numbered index modulo `of` (all by default)."""
         self.undecodable = 0
         self._consumer: Any = None
         self._partitions: list[TopicPartition] = []
@@ -87,8 +87,10 @@ class TopicSource:
                 await self._consumer._client.force_metadata_update()
                 parts = self._consumer.partitions_for_topic(topic)
             self._partitions.extend(TopicPartition(topic, p) for p in sorted(parts))
+        # By partition number: the topics have as many partitions and are keyed by order id,
+        # so all events of one order (and all rows they write) are in one share.
         index, of = self.share
-        self._partitions = self._partitions[index::of]
+        self._partitions = [tp for tp in self._partitions if tp.partition % of == index]
         self._consumer.assign(self._partitions)
         beginnings = await self._consumer.beginning_offsets(self._partitions)
         for tp, offset in beginnings.items():
