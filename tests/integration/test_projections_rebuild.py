@@ -4,8 +4,12 @@ is atomic and the live consumer carries on into the new tables."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +21,29 @@ from customer_service.projections.sources import TopicSource
 from customer_service.projections.store import datastore
 from customer_service.projections.tables import PROJECTIONS, TABLES
 from fulfilment_kit.settings import PostgresSettings
+from tests.support import kafka_security
 from tests.support.projections import ProjectionsProcess, projections_process
 from tests.support.public_events import EventFactory, Published, produce
+
+FULFIL = Path(sys.executable).with_name("fulfil")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def fulfil(database: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `fulfil` command line in a process of its own, as an operator runs it."""
+    return subprocess.run(
+        [str(FULFIL), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+        env={
+            **os.environ,
+            **kafka_security.service_env("read-models"),
+            "POSTGRES_DBNAME": database,
+        },
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -150,3 +175,29 @@ async def test_rebuild_of_one_projection_leaves_the_others_alone(
     assert report.swapped
     assert set(report.rows) == {"timeline"}
     assert await asyncio.to_thread(dump, database) == before
+
+
+async def test_workers_sharing_the_partitions_rebuild_the_rows_of_the_live_tables(
+    rm: ProjectionsProcess, database: str
+) -> None:
+    f = EventFactory()
+    events = traffic(f, orders=16)
+    await produce(events)
+    await produce(events[:5])  # copies at later offsets: applied once, by whichever worker
+    await settle(rm, events)
+    live = await asyncio.to_thread(dump, database)
+
+    compared = await asyncio.to_thread(
+        fulfil, database, "projections", "compare", "all", "--workers", "3"
+    )
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert f"{len(events) + 5:,} events" in compared.stdout
+    assert "skipped 5 duplicate" in compared.stdout
+    assert compared.stdout.count(": equal") == len(TABLES), compared.stdout
+
+    swapped = await asyncio.to_thread(
+        fulfil, database, "projections", "rebuild", "all", "--workers", "4"
+    )
+    assert swapped.returncode == 0, swapped.stdout + swapped.stderr
+    assert "swapped in" in swapped.stdout
+    assert await asyncio.to_thread(dump, database) == live

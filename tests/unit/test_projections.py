@@ -20,6 +20,7 @@ from customer_service.projections.changes import (
 )
 from customer_service.projections.ordering import causal_order
 from customer_service.projections.queries import KpiAggregates, compose_kpis, status_of
+from customer_service.projections.store import joined
 from customer_service.projections.tables import (
     PROJECTIONS,
     TABLES,
@@ -123,6 +124,35 @@ def merge(table: Table, name: str, old: dict[str, Any], value: Any, new: dict[st
     if not present:
         return None
     return min(present) if column.merge is Merge.MIN else max(present)
+
+
+def test_joining_a_batch_rows_per_key_changes_no_merged_row() -> None:
+    factory = EventFactory()
+    customer = uuid.uuid4()
+    order_id, events = factory.order(customer)
+    events += factory.return_and_refund(order_id, customer, 500)
+    events += [factory.stock_low("MUG", 1), factory.stock_received("MUG", 20, 21)]
+    events += factory.case(customer, order_id, breach=True)
+    changes = changes_for([e.envelope() for e in events], PROJECTIONS)
+    rows = []
+    for name, table in TABLES.items():
+        mine = [c.row for c in changes if c.table == name]
+        rows += [RowMerge(name, row) for row in joined(table, mine)]
+    assert apply_in_memory(rows) == apply_in_memory(changes)
+    assert len([r for r in rows if r.table == "order_facts"]) == 1  # an order's events: one row
+    assert len([r for r in rows if r.table == "sku_stock"]) == 2  # registers: left to the SQL
+    assert len([r for r in rows if r.table == "timeline"]) == len(events) - 2
+
+
+def test_rows_that_disagree_on_a_column_are_not_joined() -> None:
+    table = TABLES["order_facts"]
+    first = {"order_id": 1, "customer_id": None, "placed_at": T0}
+    later = {"order_id": 1, "placed_at": T0 + timedelta(seconds=1), "paid_at": T0}
+    other = {"order_id": 1, "customer_id": 7, "shipped_at": T0}
+    assert joined(table, [first, later, other]) == [
+        {"order_id": 1, "customer_id": 7, "placed_at": T0, "shipped_at": T0},
+        {"order_id": 1, "placed_at": T0 + timedelta(seconds=1), "paid_at": T0},
+    ]
 
 
 def test_merge_sql_folds_a_batch_per_key_by_the_merge_rules() -> None:

@@ -7,7 +7,7 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from customer_service.projections import rebuild
+from customer_service.projections import pipeline
 from customer_service.projections.rebuild import Rebuild
 from customer_service.projections.tables import PROJECTIONS
 
@@ -60,7 +60,7 @@ async def test_batches_read_while_one_is_applied_are_applied_together() -> None:
 
 
 async def test_joined_batches_stay_below_the_largest_transaction(monkeypatch: Any) -> None:
-    monkeypatch.setattr(rebuild, "MAX_APPLY_BATCH", 6)
+    monkeypatch.setattr(pipeline, "MAX_APPLY_BATCH", 6)
     source = CountingSource(batches=12, size=3, read_ahead_after=5)
     applied: list[list[int]] = []
     job = Rebuild(None, tuple(PROJECTIONS), source, mode="dry-run")  # type: ignore[arg-type]
@@ -75,3 +75,14 @@ async def test_joined_batches_stay_below_the_largest_transaction(monkeypatch: An
 
     assert [e for batch in applied for e in batch] == list(range(36))
     assert max(len(batch) for batch in applied) == 6
+
+
+def test_workers_only_where_the_records_pay_for_their_start(monkeypatch: Any) -> None:
+    from customer_service import cli
+
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    assert cli.default_workers(5_000) == 1  # one process: no worker to start
+    assert cli.default_workers(cli.EVENTS_PER_WORKER * 2) == 2
+    assert cli.default_workers(10**7) == 2  # at most the CPUs
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 64)
+    assert cli.default_workers(10**7) == cli.MAX_WORKERS

@@ -1,7 +1,7 @@
 """`fulfil`: operator commands of customer-service.
 
-fulfil projections rebuild NAME|all [--source topics|logs] [--dry-run]
-fulfil projections compare NAME|all [--source topics|logs]
+fulfil projections rebuild NAME|all [--source topics|logs] [--dry-run] [--workers N]
+fulfil projections compare NAME|all [--source topics|logs] [--workers N]
 fulfil auth token --role ROLE [--role ROLE ...] [--sub SUBJECT] [--ttl SECONDS]   (dev only)
 fulfil dlq list | show | replay | discard ...      (the kit's: fulfilment_kit.operator.cli)
 fulfil consumers accept-gap CONSUMER TOPIC PARTITION --reason TEXT
@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from customer_service.projections.rebuild import Mode, Rebuild, RebuildError, RebuildReport
+from customer_service.projections.shards import ShardedTopics
 from customer_service.projections.sources import LogSource, Source, TopicSource
 from customer_service.projections.store import datastore
 from customer_service.projections.tables import PROJECTIONS, projection_names
@@ -55,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument(
         "--dry-run", action="store_true", help="rebuild into the shadow tables, do not swap"
     )
+    for command in (rebuild, compare):
+        command.add_argument(
+            "--workers",
+            type=int,
+            help="processes sharing the topics' partitions (default: one per "
+            f"{EVENTS_PER_WORKER:,} records, at most the CPUs and {MAX_WORKERS}; 1 reads in "
+            "this process, as it reads the logs)",
+        )
     auth = groups.add_parser("auth", help="the dev issuer (local key pair, dev only)")
     auth_commands = auth.add_subparsers(dest="command", required=True)
     token = auth_commands.add_parser(
@@ -77,27 +87,54 @@ def auth_token(roles: Sequence[str], sub: str | None, ttl_s: float) -> str:
     return devauth.mint(roles, sub or f"dev-{'-'.join(roles)}", ttl_s=ttl_s, settings=settings)
 
 
-def make_source(name: str) -> Source:
-    return TopicSource() if name == "topics" else LogSource()
+MAX_WORKERS = 4
+EVENTS_PER_WORKER = 20_000
+"""Below this a worker's start (its Kafka and database connections) costs more than it saves."""
 
 
-async def run_rebuild(projections: Sequence[str], source: str, mode: Mode) -> RebuildReport:
+def default_workers(records: int) -> int:
+    """Workers for a rebuild of `records` records: parallel only where it pays."""
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1, records // EVENTS_PER_WORKER))
+
+
+async def count_records() -> int:
+    """The records the topics hold now (end minus beginning offsets of every partition)."""
+    source = TopicSource()
+    await source.open()
+    try:
+        return await source.total() or 0
+    finally:
+        await source.close()
+
+
+def make_source(name: str, workers: int = 1) -> Source | ShardedTopics:
+    """The source to rebuild from. Sharded workers are forked here, so call it before any
+    connection or thread is opened."""
+    if name != "topics":
+        return LogSource()
+    return ShardedTopics(workers) if workers > 1 else TopicSource()
+
+
+async def run_rebuild(
+    projections: Sequence[str], source: Source | ShardedTopics, mode: Mode
+) -> RebuildReport:
     store = datastore()
     try:
         with Progress(
-            TextColumn(f"[bold]{mode} {', '.join(projections)} from {source}"),
+            TextColumn(f"[bold]{mode} {', '.join(projections)} from {source.name}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=console,
             transient=False,
+            disable=not console.is_terminal,  # redrawn 10 times a second: for people only
         ) as bar:
             task = bar.add_task("events", total=None)
 
             def progress(done: int, total: int | None) -> None:
                 bar.update(task, completed=done, total=total)
 
-            rebuild = Rebuild(store, projections, make_source(source), mode=mode, progress=progress)
+            rebuild = Rebuild(store, projections, source, mode=mode, progress=progress)
             return await rebuild.run()
     finally:
         store.close()
@@ -146,8 +183,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # What the imports made lives as long as the command: frozen, the collector's full passes
     # (one every few thousand events decoded) no longer walk it (a third of a rebuild's CPU).
     gc.freeze()
+    if args.workers is not None and args.workers < 1:
+        console.print("[red]error:[/red] --workers must be 1 or more")
+        return 1
     try:
-        report = asyncio.run(run_rebuild(projections, args.source, mode))
+        workers = args.workers
+        if workers is None and args.source == "topics":
+            workers = default_workers(asyncio.run(count_records()))  # no thread left behind
+        source = make_source(args.source, workers or 1)
+        report = asyncio.run(run_rebuild(projections, source, mode))
     except (RebuildError, RuntimeError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 1

@@ -22,6 +22,8 @@ from psycopg import Cursor, sql
 from psycopg.rows import DictRow
 
 from customer_service.projections import SCHEMA
+from customer_service.projections.pipeline import read_and_apply
+from customer_service.projections.shards import ShardedTopics
 from customer_service.projections.sources import Envelope, Source
 from customer_service.projections.store import ReadModelRecorder, apply_batch, tables_of
 from customer_service.projections.tables import APPLIED, Table, create_statements
@@ -30,8 +32,6 @@ SHADOW = f"{SCHEMA}_rebuild"
 RETIRED = f"{SCHEMA}_retired"
 LOCK_KEY = 0x52454255494C44  # one rebuild at a time per database ("REBUILD")
 CATCH_UP_ATTEMPTS = 20
-MAX_APPLY_BATCH = 10_000
-"""Events applied in one transaction at most (batches read meanwhile are joined up to it)."""
 
 Mode = Literal["swap", "dry-run", "compare"]
 Progress = Callable[[int, int | None], None]
@@ -97,7 +97,7 @@ class Rebuild:
         self,
         datastore: PostgresDatastore,
         projections: Sequence[str],
-        source: Source,
+        source: Source | ShardedTopics,
         *,
         mode: Mode = "swap",
         progress: Progress | None = None,
@@ -170,40 +170,24 @@ class Rebuild:
             curs.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SHADOW)))
 
     async def _read_all(self) -> None:
-        """Read the source to its current end, applying batches while the next is read."""
+        """Read the source to its current end, applying batches while the next is read (or
+        have the sharded workers read and apply their partitions)."""
+        if isinstance(self.source, ShardedTopics):
+            counts = await self.source.read_into(SHADOW, self.projections)
+            self.report.events += counts.events
+            self.report.duplicates += counts.duplicates
+            if self.progress:
+                self.progress(self.report.events, self.report.events)
+            return
         total = await self.source.total()
         expected = None if total is None else self.report.events + total
-        queue: asyncio.Queue[list[Envelope] | None] = asyncio.Queue(maxsize=4)
 
-        async def produce() -> None:
-            try:
-                async for batch in self.source.batches():
-                    await queue.put(batch)
-            finally:
-                await queue.put(None)
+        def applied(events: int) -> None:
+            self.report.events += events
+            if self.progress:
+                self.progress(self.report.events, expected)
 
-        producer = asyncio.create_task(produce())
-        try:
-            ended = False
-            while not ended and (batch := await queue.get()) is not None:
-                # What was read while the last batch was applied goes in one transaction: the
-                # slower applying is, the larger (and cheaper per event) its batches.
-                while len(batch) < MAX_APPLY_BATCH and not queue.empty():
-                    more = queue.get_nowait()
-                    if more is None:
-                        ended = True
-                        break
-                    batch = [*batch, *more]
-                await asyncio.to_thread(self._apply, batch)
-                self.report.events += len(batch)
-                if self.progress:
-                    self.progress(self.report.events, expected)
-            await producer  # raises what the reader raised
-        finally:
-            if not producer.done():
-                producer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await producer
+        await read_and_apply(self.source, self._apply, applied)
 
     def _apply(self, batch: Sequence[Envelope]) -> None:
         with self.datastore.transaction(commit=True) as curs:

@@ -59,9 +59,16 @@ class TopicSource:
 
     name = "topics"
 
-    def __init__(self, kafka_settings: KafkaSettings | None = None, batch: int = 2000) -> None:
+    def __init__(
+        self,
+        kafka_settings: KafkaSettings | None = None,
+        batch: int = 2000,
+        share: tuple[int, int] = (0, 1),
+    ) -> None:
         self.kafka_settings = kafka_settings or KafkaSettings()
         self.batch = batch
+        self.share = share
+        """(index, of): read only the partitions numbered index modulo `of` (all by default)."""
         self.undecodable = 0
         self._consumer: Any = None
         self._partitions: list[TopicPartition] = []
@@ -80,6 +87,10 @@ class TopicSource:
                 await self._consumer._client.force_metadata_update()
                 parts = self._consumer.partitions_for_topic(topic)
             self._partitions.extend(TopicPartition(topic, p) for p in sorted(parts))
+        # By partition number: the topics have as many partitions and are keyed by order id,
+        # so all events of one order (and all rows they write) are in one share.
+        index, of = self.share
+        self._partitions = [tp for tp in self._partitions if tp.partition % of == index]
         self._consumer.assign(self._partitions)
         beginnings = await self._consumer.beginning_offsets(self._partitions)
         for tp, offset in beginnings.items():

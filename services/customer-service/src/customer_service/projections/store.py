@@ -21,6 +21,7 @@ from customer_service.projections.tables import (
     APPLIED,
     PROJECTIONS,
     TABLES,
+    Merge,
     Table,
     create_statements,
     merge_statement,
@@ -107,7 +108,32 @@ def _upsert(curs: Cursor[DictRow], schema: str, changes: Sequence[RowMerge]) -> 
     for name in TABLES:
         rows = by_table.get(name)
         if rows:
-            curs.execute(merge_statement(schema, name), _column_arrays(TABLES[name], rows))
+            table = TABLES[name]
+            curs.execute(merge_statement(schema, name), _column_arrays(table, joined(table, rows)))
+
+
+def joined(table: Table, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """`rows` with the rows of one key joined wherever no column gets two different values
+    (an order's events each bring a few columns of its row): exactly what PostgreSQL's fold
+    makes of them, with fewer values to send; rows that disagree are left for it to merge."""
+    if all(c.merge is Merge.KEEP for c in table.columns) or any(c.register for c in table.columns):
+        # One row per event's own id: nothing to join. Registers: a value goes with its key,
+        # so a None that a row brings is a value there, not an absence; PostgreSQL folds them.
+        return list(rows)
+    by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    result: list[Mapping[str, Any]] = []
+    for row in rows:
+        key = tuple(row[k] for k in table.key)
+        candidates = by_key.setdefault(key, [])
+        for candidate in candidates:
+            if all(v is None or candidate.get(c) in (None, v) for c, v in row.items()):
+                candidate.update((c, v) for c, v in row.items() if v is not None)
+                break
+        else:
+            fresh = dict(row)
+            candidates.append(fresh)
+            result.append(fresh)
+    return result
 
 
 def _column_arrays(table: Table, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
