@@ -379,6 +379,9 @@ class InboxSubscriber:
             session_timeout_ms=6000,
             heartbeat_interval_ms=1500,
             max_poll_records=self.max_records,
+            # The broker answers a fetch as soon as records arrive: a longer wait only makes
+            # an idle consumer ask less often (aiokafka's default: twice a second per broker).
+            fetch_max_wait_ms=2000,
         )
         consumer.subscribe(topics=[t.name for t in self.topics], listener=self.listener)
         self.consumer = consumer

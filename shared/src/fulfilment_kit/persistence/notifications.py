@@ -185,23 +185,37 @@ class _Listener:
                 await self._receive(conn)
 
     async def _receive(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Hand out notifications until a channel is added (then LISTEN to it too)."""
+        """Hand out notifications until a channel is added (then LISTEN to it too).
 
-        async def receive() -> None:
-            async for notify in conn.notifies():
-                self._notify([notify.channel])
-
-        receiving = asyncio.create_task(receive())
-        changed = asyncio.create_task(self._changed.wait())
+        Waits for the socket to be readable, then reads what arrived: nothing runs while
+        nothing arrives (psycopg's own `notifies()` wakes ten times a second to look)."""
+        pgconn = conn.pgconn
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        readable.set()  # read what arrived with the LISTEN first
+        loop.add_reader(pgconn.socket, readable.set)
         try:
-            done, _ = await asyncio.wait({receiving, changed}, return_when=asyncio.FIRST_COMPLETED)
+            while not self._changed.is_set():
+                if not readable.is_set():
+                    waiters = {
+                        asyncio.ensure_future(self._changed.wait()),
+                        asyncio.ensure_future(readable.wait()),
+                    }
+                    try:
+                        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for waiter in waiters:
+                            waiter.cancel()
+                    continue
+                readable.clear()
+                pgconn.consume_input()  # raises when the connection broke
+                channels = []
+                while (notify := pgconn.notifies()) is not None:
+                    channels.append(notify.relname.decode())
+                if channels:
+                    self._notify(list(dict.fromkeys(channels)))
         finally:
-            for task in (receiving, changed):
-                task.cancel()
-            await asyncio.gather(receiving, changed, return_exceptions=True)
-        if receiving in done:
-            receiving.result()  # the connection broke: raise it
-            raise ConnectionError("the notification stream ended")
+            loop.remove_reader(pgconn.socket)
 
 
 _LISTENERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], _Listener]]
