@@ -378,6 +378,9 @@ class ProcSampler:
 
     groups: dict[str, Callable[[dict[int, ProcStat]], list[int]]]  # name -> its pids
     interval_s: float = 1.0
+    memory_every: int = 5
+    """Memory (Σ PSS: reading smaps_rollup is most of the sampler's CPU, which the driver
+    pays) is read every this many samples, and kept in between; CPU every sample."""
     samples: list[tuple[float, dict[str, GroupSample], tuple[float, float]]] = field(
         default_factory=list
     )
@@ -385,15 +388,18 @@ class ProcSampler:
     _thread: threading.Thread | None = None
     _seen: dict[str, dict[tuple[int, int], list[int]]] = field(default_factory=dict)
     _born_after: float | None = None
+    _memory: dict[str, int] = field(default_factory=dict)  # group -> Σ PSS kB last read
 
     def sample(self) -> tuple[float, dict[str, GroupSample], tuple[float, float]]:
         """CPU of each group since the first sample: every process it ever had, from the
-        first sample (or its birth) to its last sighting; memory now."""
+        first sample (or its birth) to its last sighting; memory as last read (every
+        `memory_every` samples)."""
         table = process_table()
         if self._born_after is None:
             self._born_after = uptime_ticks()
         result: dict[str, GroupSample] = {}
         pss: dict[int, int] = {}  # pid -> kB, read once per sample (groups overlap: postgres)
+        read_memory = len(self.samples) % max(1, self.memory_every) == 0
 
         def memory(pid: int) -> int:
             if pid not in pss:
@@ -411,7 +417,9 @@ class ProcSampler:
                     seen[key] = [baseline, stat.ticks]
                 seen[key][1] = stat.ticks
             cpu = sum(latest - baseline for baseline, latest in seen.values()) / CLK_TCK
-            mem = sum(memory(p) for p in pids)
+            if read_memory or name not in self._memory:
+                self._memory[name] = sum(memory(p) for p in pids)
+            mem = self._memory[name]
             result[name] = GroupSample(cpu, mem, len(pids))
         entry = (time.time(), result, machine_cpu_s())
         self.samples.append(entry)

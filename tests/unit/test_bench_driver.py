@@ -160,3 +160,26 @@ def test_the_sampler_reads_each_processs_memory_once_per_sample_across_groups(
     assert reads == [me]
     assert groups["all"].mem_kb == groups["ours"].mem_kb == 2048
     assert groups["all"].processes == groups["ours"].processes == 1
+
+
+def test_the_sampler_reads_memory_every_few_samples_and_cpu_every_sample(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from bench import measure
+
+    values = iter(range(1000, 10_000))
+    reads: list[int] = []
+
+    def pss(pid: int) -> int:
+        reads.append(pid)
+        return next(values)
+
+    monkeypatch.setattr(measure, "pss_kb", pss)
+    me = os.getpid()
+    sampler = measure.ProcSampler({"me": lambda table: [me]}, memory_every=3)
+    memory = [sampler.sample()[1]["me"].mem_kb for _ in range(7)]
+    assert memory == [1000, 1000, 1000, 1001, 1001, 1001, 1002]  # read at samples 0, 3, 6
+    assert len(reads) == 3
+    assert len(sampler.samples) == 7
