@@ -25,6 +25,7 @@ from customer_service.projections.tables import (
     Table,
     create_statements,
     merge_statement,
+    upsert_statement,
 )
 from fulfilment_kit.messaging.cloudevents import Envelope
 from fulfilment_kit.messaging.inbox import InboundMessage
@@ -106,10 +107,35 @@ def _upsert(curs: Cursor[DictRow], schema: str, changes: Sequence[RowMerge]) -> 
     for change in changes:
         by_table[change.table].append(change.row)
     for name in TABLES:
-        rows = by_table.get(name)
-        if rows:
-            table = TABLES[name]
-            curs.execute(merge_statement(schema, name), _column_arrays(table, joined(table, rows)))
+        if name not in by_table:
+            continue
+        table = TABLES[name]
+        rows = joined(table, by_table[name])
+        if len(rows) <= ROW_BY_ROW:
+            _upsert_rows(curs, schema, table, rows)
+        else:
+            curs.execute(merge_statement(schema, name), _column_arrays(table, rows))
+
+
+ROW_BY_ROW = 4
+"""Up to this many rows of a table, one plain upsert each: the one-statement fold (unnest,
+GROUP BY, an aggregate per column) costs PostgreSQL more than a few rows' upserts (a live
+batch of one partition is often one or two events)."""
+
+
+def _upsert_rows(
+    curs: Cursor[DictRow], schema: str, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    grouped: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        stored = {
+            k: Jsonb(storable(v)) if isinstance(v, dict) else storable(v) for k, v in row.items()
+        }
+        grouped[tuple(row)].append(stored)
+    for columns, values in grouped.items():
+        # Rows in key order: two consumers upserting the same rows lock them in one order.
+        values.sort(key=lambda row: tuple(str(row.get(k)) for k in table.key))
+        curs.executemany(upsert_statement(schema, table.name, columns), values)
 
 
 def joined(table: Table, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

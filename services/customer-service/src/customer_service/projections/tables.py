@@ -245,6 +245,29 @@ def _folded(table: Table, column: Column) -> sql.Composable:
 
 
 @cache
+def upsert_statement(schema: str, table_name: str, columns: tuple[str, ...]) -> sql.Composed:
+    """INSERT of one row's `columns` that merges into an existing row by the merge rules."""
+    table = TABLES.get(table_name) or APPLIED
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    values = sql.SQL(", ").join(sql.Placeholder(c) for c in columns)
+    target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
+    updates = [
+        sql.SQL("{} = {}").format(sql.Identifier(c), _merged(table, table.column(c)))
+        for c in columns
+        if c not in table.key and table.column(c).merge is not Merge.KEEP
+    ]
+    conflict = sql.SQL(", ").join(map(sql.Identifier, table.key))
+    action = (
+        sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(updates))
+        if updates
+        else sql.SQL("DO NOTHING")
+    )
+    return sql.SQL("INSERT INTO {} AS {} ({}) VALUES ({}) ON CONFLICT ({}) {}").format(
+        target, sql.Identifier(table.name), names, values, conflict, action
+    )
+
+
+@cache
 def merge_statement(schema: str, table_name: str) -> sql.Composed:
     """One INSERT of a whole batch's changes to `table_name`: one array parameter per column
     (NULL where a change brings no value; binary, so no element is quoted as text), folded
