@@ -193,7 +193,10 @@ class _Listener:
         loop = asyncio.get_running_loop()
         readable = asyncio.Event()
         readable.set()  # read what arrived with the LISTEN first
-        loop.add_reader(pgconn.socket, readable.set)
+        # The number, not `pgconn.socket`: once libpq dropped a broken connection the
+        # attribute raises, and a reader left on the closed descriptor spins the loop.
+        fd = pgconn.socket
+        loop.add_reader(fd, readable.set)
         try:
             while not self._changed.is_set():
                 if not readable.is_set():
@@ -215,7 +218,8 @@ class _Listener:
                 if channels:
                     self._notify(list(dict.fromkeys(channels)))
         finally:
-            loop.remove_reader(pgconn.socket)
+            with contextlib.suppress(Exception):  # already closed by libpq
+                loop.remove_reader(fd)
 
 
 _LISTENERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], _Listener]]
