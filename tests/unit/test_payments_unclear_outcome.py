@@ -133,8 +133,14 @@ def test_cancel_while_the_capture_is_in_flight_asks_the_provider_and_never_charg
     feed = Feed(app, worker=False)
     feed.send(placed(order_id), locked(order_id), cancelled(order_id))
     feed.worker.drain()
-    assert gateway.charges == []
     assert len(gateway.lookups) == 1
+    # Abandoned only once lookups found nothing for capture_settle_s (a charge sent just
+    # before the cancellation could still land: see the test below).
+    for _ in range(8):
+        feed.clock.advance(2)
+        feed.worker.drain()
+    assert gateway.charges == []
+    assert 2 <= len(gateway.lookups) <= 8
     assert app.get_payment(order_id).status is PaymentStatus.CANCELLED
     assert published(app) == []
 
@@ -255,3 +261,51 @@ def test_a_sealed_token_is_opened_to_charge_and_an_erased_one_is_never_sent(
     outcomes = {type(e): e for e in published(app)}
     assert outcomes[PaymentCaptured].order_id == paid
     assert outcomes[PaymentFailed].order_id == erased
+
+
+class LandsLate(RecordingGateway):
+    """The first charge times out at the client while the provider is still working on it:
+    lookups find nothing until `land()`, when the provider completes that charge."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight: dict[str, Any] | None = None
+        self.landed = False
+
+    def charge(self, **kwargs: Any) -> Any:
+        if not self.landed:
+            self.charges.append(kwargs)
+            self.in_flight = kwargs
+            raise TransientGatewayError("timed out (the provider is still processing it)")
+        return super().charge(**kwargs)
+
+    def land(self) -> None:
+        assert self.in_flight is not None
+        self.sandbox.charge(**self.in_flight)
+        self.landed = True
+
+
+def test_a_charge_that_lands_after_a_lookup_found_nothing_is_refunded_not_lost() -> None:
+    """Cancelled while a timed-out charge is still in flight: a lookup that finds nothing
+    right away is not proof (the provider may complete it a moment later), so the capture is
+    abandoned only once it has found nothing for `capture_settle_s`; a late charge is then
+    recorded and refunded, never left at the provider unrecorded."""
+    late = LandsLate()
+    app = make_app(late)
+    feed = Feed(app, worker=False)
+    order_id = uuid.uuid4()
+    feed.send(placed(order_id), locked(order_id))
+    feed.worker.drain()
+    assert app.get_payment(order_id).status is PaymentStatus.UNKNOWN
+    feed.send(cancelled(order_id))
+    feed.clock.advance(1)
+    feed.worker.drain()  # the lookup finds nothing yet
+    assert len(late.lookups) >= 1
+    assert app.get_payment(order_id).status is PaymentStatus.UNKNOWN  # not abandoned yet
+    late.land()
+    for _ in range(6):
+        feed.clock.advance(8)
+        feed.worker.drain()
+    assert [type(e) for e in published(app)] == [PaymentCaptured, PaymentRefunded]
+    assert app.get_payment(order_id).status is PaymentStatus.REFUNDED
+    assert late.sandbox.money_moves == 2  # the late charge and its refund

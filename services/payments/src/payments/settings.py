@@ -36,5 +36,10 @@ class PaymentsSettings(Settings):
     comes first); lookups go on at the longest interval afterwards."""
     unknown_deadline_s: float = Field(default=300.0, gt=0)
     """How long an outcome may stay unknown before a payment-problem case is opened."""
+    capture_settle_s: float = Field(default=10.0, gt=0)
+    """A payment cancelled while its capture may be in flight is abandoned only after lookups
+    have found no charge for this long: a charge sent just before the cancellation (by this
+    replica, after a timeout, or by a twin) can reach the provider late (longer than the
+    provider's answer can take, `provider_timeout_s`)."""
     worker_round_s: float = Field(default=2.0, gt=0)
     """No new provider call starts in a worker round after this long (bounds a round)."""

@@ -117,6 +117,8 @@ class ProviderWorker:
         self.not_before: dict[UUID, datetime] = {}
         self.tries: dict[UUID, int] = {}
         """Unclear answers in a row, per payment (lookups, or refund attempts)."""
+        self.stopped_seen: dict[UUID, datetime] = {}
+        """When this worker first found no charge for a cancelled payment's capture."""
         self.capture_correlation: dict[UUID, str] = {}
         """The correlation id of each open capture's request, as its follower row says."""
         self._staged: list[_Outcome] = []
@@ -145,6 +147,7 @@ class ProviderWorker:
     def _done(self, payment_id: UUID) -> None:
         self.not_before.pop(payment_id, None)
         self.tries.pop(payment_id, None)
+        self.stopped_seen.pop(payment_id, None)
 
     # -- one round --------------------------------------------------------------------------
 
@@ -210,7 +213,7 @@ class ProviderWorker:
             if found is not None:
                 return self._record(payment, found)
             if payment.stopped:
-                return self._change(payment, _abandon, "abandon")
+                return self._abandon_when_settled(payment, now)
             # The provider never received it: charging again with the same key is safe.
         sealed, amount, currency = payment.payment_token, payment.amount_minor, payment.currency
         assert sealed is not None
@@ -295,6 +298,19 @@ class ProviderWorker:
             log.info("payment captured", order_id=order_id, amount_minor=payment.amount_minor)
         else:
             log.info("payment declined", order_id=order_id, reason=result.failure_code)
+
+    def _abandon_when_settled(self, payment: Payment, now: datetime) -> int:
+        """Abandon a cancelled payment's capture once lookups have found no charge for
+        `capture_settle_s`: until then a charge sent just before the cancellation may still
+        reach the provider (it is then recorded and refunded, never left unrecorded)."""
+        first = self.stopped_seen.setdefault(payment.id, now)
+        settled_at = first + timedelta(seconds=self.settings.capture_settle_s)
+        if now < settled_at:
+            tries = self.tries[payment.id] = self.tries.get(payment.id, 0) + 1
+            delay = timedelta(seconds=self.settings.reconcile_first_s * 2 ** (tries - 1))
+            self.not_before[payment.id] = min(now + delay, settled_at)
+            return 0
+        return self._change(payment, _abandon, "abandon")
 
     def _unclear(self, payment: Payment, now: datetime, reason: str) -> int:
         """No clear answer: unknown (never failed); look again later; a case past the bound."""
