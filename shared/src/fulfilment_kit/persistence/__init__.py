@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fulfilment_kit.settings import PostgresSettings, ServiceSettings
+
+SESSION_CONNECTION: dict[str, Any] = {
+    "autocommit": True,
+    "connect_timeout": 5,
+    # a session cut off without a FIN (its process killed, the network gone) is noticed
+    # by both ends within ~15 s
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
+"""psycopg options of a long-lived session connection (a lease's, the notification listener's)."""
 
 
 def database_name(service: str) -> str:

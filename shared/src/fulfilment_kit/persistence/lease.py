@@ -19,6 +19,8 @@ import structlog
 from eventsourcing.application import Application
 from eventsourcing.postgres import PostgresDatastore
 
+from fulfilment_kit.persistence import SESSION_CONNECTION
+
 log = structlog.get_logger(__name__)
 
 
@@ -55,13 +57,7 @@ class Lease:
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(
                     **self._params,
-                    autocommit=True,
-                    connect_timeout=5,
-                    # a leader cut off without a FIN is noticed by the server within ~15 s
-                    keepalives=1,
-                    keepalives_idle=5,
-                    keepalives_interval=2,
-                    keepalives_count=3,
+                    **SESSION_CONNECTION,
                     application_name=f"fulfil-lease:{self.name}"[:63],
                 )
             row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()

@@ -30,6 +30,8 @@ from eventsourcing.application import Application
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg import sql
 
+from fulfilment_kit.persistence import SESSION_CONNECTION
+
 log = structlog.get_logger(__name__)
 
 OnCommit = Callable[[], None]
@@ -156,15 +158,7 @@ class _Listener:
 
     async def _listen(self) -> None:
         conn = await psycopg.AsyncConnection.connect(
-            **self.params,
-            autocommit=True,
-            connect_timeout=5,
-            # a connection cut off without a FIN is noticed within ~15 s
-            keepalives=1,
-            keepalives_idle=5,
-            keepalives_interval=2,
-            keepalives_count=3,
-            application_name="fulfil-log-notifications",
+            **self.params, **SESSION_CONNECTION, application_name="fulfil-log-notifications"
         )
         async with conn:
             listening: set[str] = set()
