@@ -25,7 +25,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
@@ -56,7 +56,7 @@ from fulfilment_kit.messaging.policy import Prefetch, Reaction, reactions_of, su
 from fulfilment_kit.observability import metrics
 from fulfilment_kit.persistence.availability import wait_for_database
 from fulfilment_kit.persistence.batch_load import AggregateCache, load_aggregates
-from fulfilment_kit.persistence.fencing import FencedTracking, fenced_process_recorder
+from fulfilment_kit.persistence.fencing import FencedTracking, TrackingSet, fenced_process_recorder
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.settings import KafkaSettings, ServiceSettings, read_settings
 from fulfilment_kit.tracing import Trace, stamp
@@ -86,7 +86,9 @@ class MessageProcessor(Protocol):
 
     `process_messages` must record `tracking` in the same transaction as the effects of
     `messages` and raise eventsourcing's IntegrityError when the tracking position is not
-    ahead of the recorded one (so an offset is never applied twice).
+    ahead of the recorded one (so an offset is never applied twice). A processor that sets
+    `applies_across_partitions = True` is also given a `TrackingSet`: the messages of several
+    partitions (each partition's in offset order) and every one of their positions.
     """
 
     def process_messages(self, messages: Sequence[InboundMessage], tracking: Tracking) -> None:
@@ -112,6 +114,8 @@ class ProcessApplication(Application[UUID]):
     reactions: ClassVar[dict[type[IntegrationEvent], Reaction]] = {}
     prefetch: ClassVar[Prefetch | None] = None
     """The aggregates a handler without its own `prefetch` loads (e.g. `by_order(...)`)."""
+    applies_across_partitions: ClassVar[bool] = True
+    """Its recorder records a `TrackingSet`: one transaction serves a whole fetched batch."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -349,6 +353,18 @@ class PartitionBlocked(Exception):
         self.lost = lost
 
 
+@dataclass
+class _ReadyPartition:
+    """One partition's part of a fetched batch, checked and decoded, not yet applied."""
+
+    tp: TopicPartition
+    name: str
+    records: list[ConsumerRecord[Any, Any]]
+    batch: list[tuple[ConsumerRecord[Any, Any], InboundMessage]] = field(default_factory=list)
+    skipped_through: int = 0
+    skipped: int = 0
+
+
 class InboxBlocked(Exception):
     """Raised by `Inbox.handle_records` when some partitions could not be applied."""
 
@@ -498,39 +514,78 @@ class Inbox:
     async def apply_records(
         self, records: Sequence[ConsumerRecord[Any, Any]]
     ) -> list[PartitionBlocked]:
-        """Apply records partition by partition; returns the partitions that are blocked."""
+        """Apply records; returns the partitions that are blocked.
+
+        Each partition's records are checked and decoded first; then the batches of all
+        partitions go in one transaction when the processor allows it (one commit, one
+        load, one wake-up per fetched batch instead of one per partition). If that fails
+        they are applied partition by partition, which tells which one fails and why."""
 
         def by_tp(r: ConsumerRecord[Any, Any]) -> tuple[str, int]:
             return (r.topic, r.partition)
 
         failures: list[PartitionBlocked] = []
         database_down: PartitionBlocked | None = None
+        ready: list[_ReadyPartition] = []
         for (topic, partition), group in groupby(sorted(records, key=by_tp), key=by_tp):
             ordered = sorted(group, key=lambda r: r.offset)
             tp = TopicPartition(topic, partition)
             if database_down is not None:  # do not wait for the same outage once per partition
-                failures.append(
-                    PartitionBlocked(
-                        tp, "database", self.resume_at(tp, ordered), database_down.reason
-                    )
-                )
+                failures.append(self._down(tp, ordered, database_down))
                 continue
             try:
-                await self._handle_partition(topic, partition, ordered)
-            except PartitionBlocked as blocked:
-                failures.append(blocked)
+                ready.append(await self._prepare_partition(tp, ordered))
+            except Exception as exc:
+                failures.append(blocked := self._blocked(tp, ordered, exc))
                 if blocked.kind == "database":
                     database_down = blocked
+        together = [r for r in ready if r.batch]
+        if database_down is None and len(together) > 1 and self._together:
+            try:
+                await self._commit_together(together)
             except Exception as exc:
-                resume_at = self.resume_at(tp, ordered)
-                if not is_transient(exc):  # a bug here must not skip the batch either
-                    log.exception("inbox failed on a batch", topic=topic, partition=partition)
-                    failures.append(PartitionBlocked(tp, "error", resume_at, safe_reason(exc)))
-                    continue
-                down = PartitionBlocked(tp, "database", resume_at, safe_reason(exc))
-                failures.append(down)
-                database_down = down
+                if is_transient(exc):
+                    metrics.INBOX_RETRIES.labels(
+                        self.group_id, together[0].tp.topic, "database"
+                    ).inc()
+                    database_down = PartitionBlocked(
+                        together[0].tp, "database", None, safe_reason(exc)
+                    )
+        for r in ready:
+            if database_down is not None:
+                failures.append(self._down(r.tp, r.records, database_down))
+                continue
+            try:
+                await self._finish_partition(r)
+            except Exception as exc:
+                failures.append(blocked := self._blocked(r.tp, r.records, exc))
+                if blocked.kind == "database":
+                    database_down = blocked
         return failures
+
+    @property
+    def _together(self) -> bool:
+        return bool(getattr(self.app, "applies_across_partitions", False))
+
+    def _down(
+        self,
+        tp: TopicPartition,
+        records: Sequence[ConsumerRecord[Any, Any]],
+        outage: PartitionBlocked,
+    ) -> PartitionBlocked:
+        return PartitionBlocked(tp, "database", self.resume_at(tp, records), outage.reason)
+
+    def _blocked(
+        self, tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]], exc: Exception
+    ) -> PartitionBlocked:
+        """Why `tp` cannot go on after `exc`: the inbox never skips what it could not apply."""
+        if isinstance(exc, PartitionBlocked):
+            return exc
+        resume_at = self.resume_at(tp, records)
+        if not is_transient(exc):  # a bug here must not skip the batch either
+            log.exception("inbox failed on a batch", topic=tp.topic, partition=tp.partition)
+            return PartitionBlocked(tp, "error", resume_at, safe_reason(exc))
+        return PartitionBlocked(tp, "database", resume_at, safe_reason(exc))
 
     def resume_at(self, tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]]) -> int:
         """Where to seek `tp` back to after `records` (some of them on `tp`) were not applied."""
@@ -540,11 +595,13 @@ class Inbox:
         mine = [r.offset for r in records if (r.topic, r.partition) == (tp.topic, tp.partition)]
         return min(mine) if mine else 0
 
-    async def _handle_partition(
-        self, topic: str, partition: int, records: list[ConsumerRecord[Any, Any]]
-    ) -> None:
+    async def _prepare_partition(
+        self, tp: TopicPartition, records: list[ConsumerRecord[Any, Any]]
+    ) -> _ReadyPartition:
+        """Check and decode one partition's records. An undecodable one is dead-lettered in
+        its place (what came before it is applied first): the rest waits in the result."""
+        topic, partition = tp.topic, tp.partition
         name = self.tracking_name(topic, partition)
-        tp = TopicPartition(topic, partition)
         if name not in self._saved:
             await self.tracked_position(tp)
         fresh = [r for r in records if r.offset >= self._next.get(name, 0)]
@@ -552,8 +609,7 @@ class Inbox:
             metrics.INBOX_DUPLICATES.labels(self.group_id, topic).inc(len(records) - len(fresh))
         if fresh:
             await self._check_no_gap(tp, name, fresh[0].offset)
-        batch: list[tuple[ConsumerRecord[Any, Any], InboundMessage]] = []
-        skipped_through = skipped = 0
+        ready = _ReadyPartition(tp, name, records)
         for record in fresh:
             kind = self._kind(record)
             if kind != "apply":
@@ -566,19 +622,39 @@ class Inbox:
                         partition=partition,
                         offset=record.offset,
                     )
-                skipped_through, skipped = record.offset + 1, skipped + 1
+                ready.skipped_through, ready.skipped = record.offset + 1, ready.skipped + 1
                 continue
             try:
                 envelope = cloudevents.decode(record.value, record.headers)
             except cloudevents.DecodeError as exc:
-                await self._apply(name, batch)
-                batch = []
+                await self._apply(name, ready.batch)
+                ready.batch = []
                 await self._dead_letter(name, record, "undecodable", exc, attempts=1)
                 continue
-            batch.append((record, InboundMessage(envelope, topic, partition, record.offset)))
-        await self._apply(name, batch)
-        if skipped_through > self._next.get(name, 0):
-            await self._skip_through(name, skipped_through, skipped)
+            ready.batch.append((record, InboundMessage(envelope, topic, partition, record.offset)))
+        return ready
+
+    async def _finish_partition(self, ready: _ReadyPartition) -> None:
+        """Apply what `_prepare_partition` left (if not applied together) and move past skips."""
+        await self._apply(ready.name, ready.batch)
+        if ready.skipped_through > self._next.get(ready.name, 0):
+            await self._skip_through(ready.name, ready.skipped_through, ready.skipped)
+
+    async def _commit_together(self, ready: Sequence[_ReadyPartition]) -> None:
+        """The batches of several partitions in one transaction, each position fenced."""
+        positions = [
+            FencedTracking(r.name, r.batch[-1][0].offset + 1, expected=self._saved.get(r.name))
+            for r in ready
+        ]
+        messages = [m for r in ready for _, m in r.batch]
+        began = time.perf_counter()
+        await asyncio.to_thread(self.app.process_messages, messages, TrackingSet.of(positions))
+        for r, position in zip(ready, positions, strict=True):
+            self._next[r.name] = self._saved[r.name] = position.notification_id
+            self._unsaved_skips[r.name] = 0
+            metrics.INBOX_APPLIED.labels(self.group_id, r.tp.topic).inc(len(r.batch))
+            r.batch = []
+        metrics.INBOX_BATCH_SECONDS.labels(self.group_id).observe(time.perf_counter() - began)
 
     async def _check_no_gap(self, tp: TopicPartition, name: str, first: int) -> None:
         """A jump past the next offset is a transaction marker, an aborted transaction, or

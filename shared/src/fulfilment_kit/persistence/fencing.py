@@ -11,6 +11,7 @@ writer moved the position meanwhile. See docs/adr/0014-inbox-never-skips.md.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,27 @@ class FencedTracking(Tracking):
     """Tracking whose write must find `expected` recorded (None: no record yet)."""
 
     expected: int | None = None
+
+
+@dataclass(frozen=True)
+class TrackingSet(Tracking):
+    """The positions of several partitions, recorded in one transaction (each one fenced).
+
+    Its own name and position are the first one's: a recorder that does not know sets
+    would record that one only, so an Inbox gives sets only to a processor that declares
+    `applies_across_partitions` (see docs/adr/0026-one-transaction-per-fetched-batch.md)."""
+
+    positions: tuple[Tracking, ...] = ()
+
+    @classmethod
+    def of(cls, positions: Sequence[Tracking]) -> TrackingSet:
+        first = positions[0]
+        return cls(first.application_name, first.notification_id, positions=tuple(positions))
+
+
+def positions_of(tracking: Tracking) -> tuple[Tracking, ...]:
+    """The positions `tracking` records: those of a set, else itself."""
+    return tracking.positions if isinstance(tracking, TrackingSet) else (tracking,)
 
 
 class TrackingMoved(IntegrityError):
@@ -59,6 +81,10 @@ class FencedPostgresTrackingMixin(PostgresTrackingRecorder):
         super()._create_table(curs)
 
     def _insert_tracking(self, curs: Cursor[DictRow], tracking: Tracking) -> None:
+        if isinstance(tracking, TrackingSet):
+            for position in tracking.positions:
+                self._insert_tracking(curs, position)
+            return
         if not isinstance(tracking, FencedTracking) or not self.datastore.single_row_tracking:
             super()._insert_tracking(curs, tracking)
             return
@@ -100,6 +126,10 @@ class FencedPOPOProcessRecorder(POPOProcessRecorder):
     """In-memory process recorder with fenced tracking writes (unit tests)."""
 
     def _assert_tracking_uniqueness(self, tracking: Tracking) -> None:
+        if isinstance(tracking, TrackingSet):
+            for position in tracking.positions:
+                self._assert_tracking_uniqueness(position)
+            return
         if isinstance(tracking, FencedTracking):
             current = self._max_tracking_ids[tracking.application_name]
             if current != tracking.expected:
@@ -108,6 +138,10 @@ class FencedPOPOProcessRecorder(POPOProcessRecorder):
                     f"not {tracking.expected}"
                 )
         super()._assert_tracking_uniqueness(tracking)
+
+    def _insert_tracking(self, tracking: Tracking) -> None:
+        for position in positions_of(tracking):
+            super()._insert_tracking(position)
 
 
 def fenced_process_recorder(factory: Any) -> Any:

@@ -198,6 +198,8 @@ class ReadModelRecorder(FencedPostgresTrackingMixin, PostgresTrackingRecorder):
 class ProjectionsApplier:
     """The `MessageProcessor` an Inbox uses to run the live projections."""
 
+    applies_across_partitions = True  # the recorder's fenced tracking records a TrackingSet
+
     def __init__(self, recorder: ReadModelRecorder) -> None:
         self.recorder = recorder
 
