@@ -28,7 +28,7 @@ from fulfilment_kit.contracts import (
 from fulfilment_kit.tracing import Trace
 from inventory.application import InventoryApplication, ReceiveStock
 from inventory.contracts import to_public
-from inventory.domain import ReservationStatus
+from inventory.domain import ReservationStatus, reservation_id, stock_item_id
 from tests.support.messages import inbound
 
 TOPIC = topics.ORDERS
@@ -238,6 +238,27 @@ def test_shipment_commits_the_reserved_units(app: InventoryApplication, feed: Fe
     feed.deliver(cancelled(order.order_id))  # after shipment: nothing to release
     assert levels(app, "MUG") == (3, 0, 3)
     assert app.get_reservation(order.order_id).status is ReservationStatus.COMMITTED
+
+
+def test_a_locked_orders_stock_items_are_prefetched_from_its_reservation(
+    app: InventoryApplication, feed: Feed
+) -> None:
+    """Shipped, cancelled or failed: the batch loads the reservations, then all their stock
+    items in one more query (not one query per record)."""
+    stock(app, "MUG", 5)
+    stock(app, "CUP", 5)
+    order = placed(("MUG", 1), ("CUP", 2))
+    feed.deliver(order)
+    rid = reservation_id(order.order_id)
+    loaded = app.read_aggregates([rid])
+    items = [stock_item_id("MUG"), stock_item_id("CUP")]
+    for event in (shipped(order.order_id), cancelled(order.order_id)):
+        assert list(app.aggregate_ids(inbound(event))) == [rid]
+        assert list(app.aggregate_ids_then(inbound(event), loaded)) == items
+    assert list(app.aggregate_ids_then(inbound(shipped(order.order_id)), {})) == []
+    feed.deliver(shipped(order.order_id))
+    committed = app.read_aggregates([rid])
+    assert list(app.aggregate_ids_then(inbound(cancelled(order.order_id)), committed)) == []
 
 
 def test_compensations_for_rejected_or_unknown_orders_do_nothing(

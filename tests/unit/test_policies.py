@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from eventsourcing.persistence import Tracking
 
 from fulfilment_kit.consumer_runtime import ConsumerRuntime
 from fulfilment_kit.contracts import (
@@ -20,6 +21,7 @@ from fulfilment_kit.contracts import (
 from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.messaging.policy import by_order, policy
 from fulfilment_kit.settings import ServiceSettings
+from tests.integration.tally import Tally
 from tests.support.messages import inbound
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
@@ -115,3 +117,33 @@ def test_a_consumer_subscribed_to_a_topic_none_of_its_policies_react_to_cannot_b
 
 async def database_up() -> str | None:
     return None
+
+
+class Follower(ProcessApplication):
+    """Loads the order's aggregate, then (found from it) the aggregate it points at."""
+
+    prefetch = by_order()
+
+    def __init__(self) -> None:
+        super().__init__(env=POPO)
+        self.prefetched_at_handle: set[uuid.UUID] = set()
+
+    @policy(
+        StockLocked,
+        prefetch_then=lambda e, loaded: [stock_of(e.order_id)] if e.order_id in loaded else [],
+    )
+    def _locked(self, event: StockLocked, message: InboundMessage, processing: Any) -> None:
+        wanted, _ = self._prefetched[id(processing)]
+        self.prefetched_at_handle |= wanted
+
+
+def test_a_second_prefetch_is_found_from_the_first_and_loaded_before_the_handlers() -> None:
+    app = Follower()
+    order, stock = Tally(id=ORDER), Tally(id=stock_of(ORDER))
+    app.save(order, stock)
+    line = StockLine(sku="MUG", quantity=1)
+    locked = inbound(StockLocked(order_id=ORDER, lines=[line], locked_at=NOW))
+    assert list(app.aggregate_ids_then(locked, {})) == []
+    assert list(app.aggregate_ids_then(locked, {ORDER: order})) == [stock_of(ORDER)]
+    app.process_messages([locked], Tracking("t", 1))
+    assert app.prefetched_at_handle == {ORDER, stock_of(ORDER)}

@@ -100,6 +100,14 @@ class StockResult:
 Change = Callable[[], tuple[StockItem, list[Aggregate]]]
 
 
+def _reserved_items(event: Any, loaded: Mapping[UUID, Any]) -> list[UUID]:
+    """The stock items of the order's locked reservation (prefetched by the class)."""
+    reservation = loaded.get(reservation_id(event.order_id))
+    if not isinstance(reservation, Reservation) or not reservation.is_locked:
+        return []
+    return [stock_item_id(line.sku) for line in reservation.lines]
+
+
 class InventoryApplication(ProcessApplication):
     name = "inventory"
     prefetch = by_order(reservation_id)
@@ -258,26 +266,26 @@ class InventoryApplication(ProcessApplication):
         processing.collect_events(reservation)
         log.info("stock locked", order_id=str(event.order_id), lines=len(lines))
 
-    @policy(OrderCancelled)
+    @policy(OrderCancelled, prefetch_then=_reserved_items)
     def _order_cancelled(
         self, event: OrderCancelled, _: InboundMessage, processing: ProcessingEvent[UUID]
     ) -> None:
         self._release(event.order_id, "order_cancelled", processing)
 
-    @policy(PaymentFailed)
+    @policy(PaymentFailed, prefetch_then=_reserved_items)
     def _payment_failed(
         self, event: PaymentFailed, _: InboundMessage, processing: ProcessingEvent[UUID]
     ) -> None:
         self._release(event.order_id, "payment_failed", processing)
 
-    @policy(ShipmentCancelled)
+    @policy(ShipmentCancelled, prefetch_then=_reserved_items)
     def _shipment_cancelled(
         self, event: ShipmentCancelled, _: InboundMessage, processing: ProcessingEvent[UUID]
     ) -> None:
         """Shipping held the parcel (it never leaves): the reservation is released."""
         self._release(event.order_id, "order_cancelled", processing)
 
-    @policy(ShipmentShipped)
+    @policy(ShipmentShipped, prefetch_then=_reserved_items)
     def _shipment_shipped(
         self, event: ShipmentShipped, _: InboundMessage, processing: ProcessingEvent[UUID]
     ) -> None:

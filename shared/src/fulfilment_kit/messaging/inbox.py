@@ -36,7 +36,12 @@ import pydantic
 import structlog
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from eventsourcing.application import Application, ProcessingEvent
-from eventsourcing.domain import Aggregate, DomainEventProtocol, MutableOrImmutableAggregate
+from eventsourcing.domain import (
+    Aggregate,
+    BaseAggregate,
+    DomainEventProtocol,
+    MutableOrImmutableAggregate,
+)
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
@@ -165,11 +170,15 @@ class ProcessApplication(Application[UUID]):
 
     def process_messages(self, messages: Sequence[InboundMessage], tracking: Tracking) -> None:
         """Apply messages and record their events with `tracking`, atomically."""
-        processing: ProcessingEvent[UUID] = ProcessingEvent(tracking=tracking)
+        processing: ProcessingEvent[UUID] = _BatchProcessing(tracking=tracking)
         wanted = {i for message in messages for i in self.aggregate_ids(message)}
         # One query for the whole batch instead of one per message and aggregate; the
         # aggregates cached are taken (this batch owns them) and read only from their version.
         loaded = load_aggregates(self, wanted, self.aggregate_cache)
+        then = {i for m in messages for i in self.aggregate_ids_then(m, loaded)} - wanted
+        if then:
+            loaded.update(load_aggregates(self, then, self.aggregate_cache))
+            wanted |= then
         self._prefetched[id(processing)] = (wanted, loaded)
         try:
             for message in messages:
@@ -245,6 +254,15 @@ class ProcessApplication(Application[UUID]):
         prefetch = prefetch or type(self).prefetch
         return () if reaction is None or prefetch is None else prefetch(event)
 
+    def aggregate_ids_then(
+        self, message: InboundMessage, loaded: Mapping[UUID, Any]
+    ) -> Iterable[UUID]:
+        """Ids of the further aggregates `handle(message)` will load, found from `loaded`."""
+        event = message.envelope.event
+        reaction = self._reaction(type(event))
+        then = reaction.prefetch_then if reaction is not None else None
+        return () if then is None else then(event, loaded)
+
     def get_for_update(
         self, processing: ProcessingEvent[UUID], aggregate_id: UUID, cls: type[TAggregate]
     ) -> TAggregate | None:
@@ -298,6 +316,25 @@ class ProcessApplication(Application[UUID]):
 
     def next_offset(self, tracking_name: str) -> int | None:
         return self.recorder.max_tracking_id(tracking_name)
+
+
+class _BatchProcessing(ProcessingEvent[UUID]):
+    """A ProcessingEvent that tells aggregates by their class: eventsourcing's
+    `collect_events` checks runtime Protocols (`isinstance` walks their attributes), which
+    was a twentieth of a busy consumer's samples."""
+
+    def collect_events(
+        self,
+        *objs: MutableOrImmutableAggregate[UUID] | DomainEventProtocol[UUID] | None,
+        **kwargs: Any,
+    ) -> None:
+        for obj in objs:
+            if isinstance(obj, BaseAggregate):
+                self.events.extend(obj.collect_events())
+                self.aggregates[obj.id] = obj
+            elif obj is not None:
+                super().collect_events(obj)
+        self.saved_kwargs.update(kwargs)
 
 
 # Former names, for branches written before the rename; remove once none uses them.

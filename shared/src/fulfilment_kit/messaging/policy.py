@@ -4,7 +4,7 @@ to (`reacts_to`), the aggregates to prefetch for a batch, and the topics to subs
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
@@ -20,6 +20,13 @@ class Prefetch(Protocol):
     def __call__(self, event: Any, /) -> Iterable[UUID]: ...
 
 
+class PrefetchThen(Protocol):
+    """The ids of further aggregates a handler will load, found from those prefetched (e.g.
+    the stock items of the order's reservation): one more query a batch, not one a record."""
+
+    def __call__(self, event: Any, loaded: Mapping[UUID, Any], /) -> Iterable[UUID]: ...
+
+
 THandler = TypeVar("THandler", bound=Callable[..., Any])
 
 
@@ -30,17 +37,23 @@ class Reaction:
     event_types: tuple[type[IntegrationEvent], ...]
     handler: Callable[..., Any]
     prefetch: Prefetch | None = None
+    prefetch_then: PrefetchThen | None = None
 
 
 def policy(
-    *event_types: type[IntegrationEvent], prefetch: Prefetch | None = None
+    *event_types: type[IntegrationEvent],
+    prefetch: Prefetch | None = None,
+    prefetch_then: PrefetchThen | None = None,
 ) -> Callable[[THandler], THandler]:
-    """Mark a method of a ProcessApplication as its reaction to `event_types`."""
+    """Mark a method of a ProcessApplication as its reaction to `event_types`; `prefetch`
+    and `prefetch_then` name what it loads (only a hint: what is not prefetched is loaded
+    when asked for)."""
     if not event_types:
         raise TypeError("@policy needs the event types the handler reacts to")
 
     def mark(handler: THandler) -> THandler:
-        handler.__policy__ = Reaction(event_types, handler, prefetch)  # type: ignore[attr-defined]
+        reaction = Reaction(event_types, handler, prefetch, prefetch_then)
+        handler.__policy__ = reaction  # type: ignore[attr-defined]
         return handler
 
     return mark
