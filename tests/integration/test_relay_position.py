@@ -133,6 +133,32 @@ async def test_relay_after_retention_emptied_the_topic_republishes_nothing(
     assert await keys_on_topic() == [str(newer)]
 
 
+async def test_the_published_position_is_stored_now_and_then_and_when_the_relay_stops(
+    app: OrdersApplication,
+) -> None:
+    first = place(app)
+    relay = relay_of(app)
+    relay.position_store_s = 3600  # only the first batch and the stop write it
+    async with running(relay):
+        await published([first])
+        await eventually(
+            lambda: asyncio.to_thread(relay._stored_position),
+            until=lambda p: p > 0,
+            what="the first position stored",
+        )
+        stored_first = await asyncio.to_thread(relay._stored_position)
+        more = [place(app) for _ in range(3)]
+        await published(more)
+        await eventually(
+            lambda: asyncio.sleep(0, relay.position),
+            until=lambda p: p is not None and p >= (app.recorder.max_notification_id() or 0),
+            what="relay caught up",
+        )
+        assert await asyncio.to_thread(relay._stored_position) == stored_first
+    newest = app.recorder.max_notification_id()
+    assert await asyncio.to_thread(relay._stored_position) == newest > stored_first
+
+
 async def test_an_unmappable_notification_is_quarantined_and_the_relay_moves_on(
     app: OrdersApplication,
 ) -> None:

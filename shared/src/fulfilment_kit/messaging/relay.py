@@ -4,9 +4,9 @@ The event store is the outbox. Each batch of notifications is published in one K
 transaction, and every record carries its notification id in `ce_sequence`. On start the
 relay fences any previous instance (same transactional id), which aborts its open
 transaction, and resumes after the highest `ce_sequence` committed on its topics or the
-position it stored in the service's database after its last committed transaction,
-whichever is higher (retention may have emptied the topics). So a crash at any point
-neither loses nor duplicates an event.
+position it stored in the service's database (within a second of a committed transaction,
+and when it stops), whichever is higher (retention may have emptied the topics). So a crash
+at any point neither loses nor duplicates an event.
 
 With several replicas of a service exactly one relay publishes: the one holding the
 service's relay lease (a PostgreSQL advisory lock, `persistence.lease`); the others stand
@@ -136,6 +136,7 @@ class OutboxRelay:
         heartbeat: Heartbeat | None = None,
         lease_poll_s: float = 1.0,
         wake_spacing_s: float = 0.02,
+        position_store_s: float = 1.0,
     ) -> None:
         self.service = service
         self.app = app
@@ -147,6 +148,10 @@ class OutboxRelay:
         """The fallback poll: commits wake the relay (LISTEN/NOTIFY and in-process wakes)."""
         self.wake_spacing_s = wake_spacing_s
         """Least time between two reads of the log after wake-ups: a burst makes one batch."""
+        self.position_store_s = position_store_s
+        """Least time between two writes of the published position (see below)."""
+        self._stored: int | None = None
+        self._stored_at = 0.0
         self.heartbeat = heartbeat
         self.source = source_of(service)
         self.position: int | None = None
@@ -274,9 +279,11 @@ class OutboxRelay:
                 "relay resuming", after_notification=self.position, topic_tail=tail, stored=stored
             )
             self._lease_checked = time.monotonic()
+            self._stored = stored
             while not self._stopping:
                 await self._check_lease()
                 published = await self._publish_next_batch(producer)
+                await self._store_position_now_and_then()
                 if self.heartbeat:
                     self.heartbeat.beat()
                 # Cleared when it returns, before the next read: no commit is missed. The
@@ -286,6 +293,9 @@ class OutboxRelay:
                 # consumer of the topic fetches).
                 wait = 0.0 if published else min(self.poll_interval_s, self.lease_poll_s)
                 await self._wakeup.wait(wait, spacing_s=self.wake_spacing_s)
+            # Stopped (not failed, nor lost the lease): the position as published, at once.
+            with contextlib.suppress(Exception):  # the database may be down: the tail serves
+                await asyncio.wait_for(self._store_position_now_and_then(last=True), 10)
         finally:
             try:
                 await asyncio.wait_for(producer.stop(), 10)
@@ -320,10 +330,24 @@ class OutboxRelay:
                 metrics.RELAY_PUBLISHED.labels(self.service, topic).inc()
             self.on_published(records)
         self.position = notifications[-1].id
-        # After the Kafka commit: a crash before this store resumes from the topic's tail.
-        await asyncio.to_thread(self._store_position, self.position)
         metrics.RELAY_BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - began)
         return len(records) or len(notifications)
+
+    async def _store_position_now_and_then(self, *, last: bool = False) -> None:
+        """Store the published position at most every `position_store_s` (and when stopping).
+
+        Always after the Kafka commit. The topics' tail is where the relay resumes; the
+        stored position only matters once retention has emptied them, and retention never
+        deletes what was published seconds ago, so a position a moment old serves as well
+        as one written in every batch's own transaction (a transaction per batch saved)."""
+        position = self.position
+        if position is None or position == self._stored:
+            return
+        now = time.monotonic()
+        if not last and now - self._stored_at < self.position_store_s:
+            return
+        await asyncio.to_thread(self._store_position, position)
+        self._stored, self._stored_at = position, now
 
     def _records_for(
         self, notification: Notification
