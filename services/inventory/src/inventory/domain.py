@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,10 +29,12 @@ ReleaseReason = Literal["order_cancelled", "payment_failed", "expired"]
 RELEASE_REASONS: tuple[ReleaseReason, ...] = ("order_cancelled", "payment_failed", "expired")
 
 
+@functools.lru_cache(maxsize=8192)  # every line of every record asks; uuid5 hashes
 def stock_item_id(sku: str) -> UUID:
     return uuid.uuid5(INVENTORY_NAMESPACE, f"stock-item:{sku}")
 
 
+@functools.lru_cache(maxsize=8192)
 def reservation_id(order_id: UUID) -> UUID:
     return uuid.uuid5(INVENTORY_NAMESPACE, f"reservation:{order_id}")
 

@@ -16,6 +16,7 @@ is never part of a public event, a view, or a log line.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,7 @@ from fulfilment_kit.commands import StateConflict
 PAYMENTS_NAMESPACE = uuid.UUID("3a5e2c1d-7b4f-4e9a-8c6d-1f2e3d4c5b6a")
 
 
+@functools.lru_cache(maxsize=8192)  # asked for by every record of an order; uuid5 hashes
 def payment_id_for(order_id: UUID) -> UUID:
     """The one payment of an order: a second "create" for the same order is a version clash."""
     return uuid.uuid5(PAYMENTS_NAMESPACE, f"payment:{order_id}")

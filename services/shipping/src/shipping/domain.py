@@ -17,6 +17,7 @@ returns False and records nothing, so every caller is idempotent by construction
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +42,7 @@ ExceptionCode = Literal[
 pydantic contracts; tests check the two stay equal)."""
 
 
+@functools.lru_cache(maxsize=8192)  # asked for by every record of an order; uuid5 hashes
 def shipment_id_for(order_id: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(SHIPPING_NAMESPACE, f"shipment:{order_id}")
 
