@@ -184,3 +184,31 @@ def test_two_replicas_of_the_payments_provider_worker_capture_each_payment_once(
         events = one.events.get(payment_id_for(order_id))
         assert [type(e) for e in events].count(Payment.Captured) == 1
     assert [w.open_payments() for w in workers] == [[], []]
+
+
+def test_a_follower_woken_by_other_events_writes_nothing_until_one_of_its_own(
+    replicas: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eventsourcing.utils import get_topic
+
+    from fulfilment_kit.persistence import follower as follower_module
+    from fulfilment_kit.persistence.follower import LogFollower
+
+    app = replicas(OrdersApplication, "orders")
+    seen: list[Any] = []
+    flags = LogFollower(
+        app, "flags", lambda events, _: seen.extend(events), topics=[get_topic(Order.Flagged)]
+    )
+    orders = [place(app) for _ in range(3)]
+    assert flags.catch_up() == 0
+    assert flags.position == 0  # only read: none of its events since
+    assert app.flag_overdue(orders[1], "placed", datetime.now(UTC))
+    assert flags.catch_up() == 1
+    assert flags.position == app.recorder.max_notification_id()
+    assert [type(e) for e in seen] == [Order.Flagged]
+    # Far enough past it, the position is written even without one of its events.
+    monkeypatch.setattr(follower_module, "UNWRITTEN_GAP", 2)
+    place(app)
+    place(app)
+    assert flags.catch_up() == 0
+    assert flags.position == app.recorder.max_notification_id()

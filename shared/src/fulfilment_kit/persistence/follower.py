@@ -68,6 +68,10 @@ class Transaction(abc.ABC):
         """The tracked position of `name` (0 if none), locked until the end of the transaction."""
 
     @abc.abstractmethod
+    def read_position(self, name: str) -> int:
+        """The tracked position of `name` (0 if none), not locked (another writer may move it)."""
+
+    @abc.abstractmethod
     def set_position(self, name: str, position: int) -> None: ...
 
     @abc.abstractmethod
@@ -120,7 +124,7 @@ class FollowerStore(abc.ABC):
 
     def position(self, name: str) -> int:
         with self.transaction() as tx:
-            return tx.lock_position(name)
+            return tx.read_position(name)
 
     def create_tables(self) -> None:  # noqa: B027 - nothing to create in memory
         """Create the tables if missing (also done on first use)."""
@@ -174,6 +178,13 @@ class _PostgresTransaction(Transaction):
             "SELECT position FROM fulfil_follower_position WHERE name = %s FOR UPDATE", (name,)
         )
         return int(self.cursor.fetchone()["position"])
+
+    def read_position(self, name: str) -> int:
+        self.cursor.execute(
+            "SELECT position FROM fulfil_follower_position WHERE name = %s", (name,)
+        )
+        row = self.cursor.fetchone()
+        return int(row["position"]) if row else 0
 
     def set_position(self, name: str, position: int) -> None:
         self.cursor.execute(
@@ -324,6 +335,9 @@ class _MemoryTransaction(Transaction):
     def lock_position(self, name: str) -> int:
         return self.positions.get(name, self.store.positions.get(name, 0))
 
+    def read_position(self, name: str) -> int:
+        return self.lock_position(name)
+
     def set_position(self, name: str, position: int) -> None:
         self.positions[name] = position
 
@@ -472,6 +486,10 @@ Projector = Callable[[Sequence[Any], Writes], None]
 """Turns a batch of domain events, in log order, into changes of the follower's items."""
 
 
+UNWRITTEN_GAP = 1000
+"""Notifications of other topics a follower reads past before it writes its position."""
+
+
 class LogFollower:
     """Follows an application's notification log from its persisted position into items."""
 
@@ -508,9 +526,21 @@ class LogFollower:
     def _next_batch(self) -> tuple[int, bool]:
         recorder = self.app.recorder
         with self.store.transaction() as tx:
-            position = tx.lock_position(self.name)
+            seen = tx.read_position(self.name)
             newest = recorder.max_notification_id() or 0
-            if newest <= position:
+            if newest <= seen:
+                return 0, False
+            if (
+                self.topics
+                and newest - seen < UNWRITTEN_GAP
+                and not recorder.select_notifications(seen + 1, 1, stop=newest, topics=self.topics)
+            ):
+                # None of ours since: a read-only transaction. The position moves with our
+                # next event (or once the log ran UNWRITTEN_GAP past it): every commit of the
+                # service wakes every follower, most of them for others' events.
+                return 0, False
+            position = tx.lock_position(self.name)
+            if newest <= position:  # another replica followed further meanwhile
                 return 0, False
             notifications = recorder.select_notifications(
                 position + 1, self.batch, stop=newest, topics=self.topics
