@@ -3,6 +3,7 @@ batches, their order and their duplicates, the rows equal those of one event at 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import uuid
 from collections.abc import Iterator, Sequence
@@ -113,3 +114,26 @@ def test_one_batch_holding_every_event_of_an_order_folds_them_into_its_rows(
     assert (stock["low_available"], stock["level_on_hand"]) == (1, 24)
     assert timeline is not None
     assert timeline["n"] == len(envelopes) - 3  # the stock events name no order
+
+
+def test_a_batch_with_nul_in_its_text_stores_the_replacement_character(
+    store: PostgresDatastore,
+) -> None:
+    """PostgreSQL refuses NUL in text and jsonb: a whole batch's rows (one JSON parameter per
+    table) get U+FFFD for it, as one row's upsert does."""
+    f = EventFactory()
+    customer = uuid.uuid4()
+    events = []
+    for n in range(6):  # more rows than go row by row
+        order_id, _ = f.order(customer, price=100, until="placed")
+        case = f.case(customer, order_id)[0]
+        events.append(
+            dataclasses.replace(
+                case, event=case.event.model_copy(update={"summary": f"parcel\u0000late {n}"})
+            )
+        )
+    apply(store, "with_nul", [[e.envelope() for e in events]])
+    with store.transaction(commit=False) as curs:
+        curs.execute("SELECT summary FROM with_nul.timeline")
+        summaries = sorted(r["summary"]["summary"] for r in curs.fetchall())
+    assert summaries == [f"parcel\ufffdlate {n}" for n in range(6)]

@@ -157,7 +157,9 @@ def test_rows_that_disagree_on_a_column_are_not_joined() -> None:
 
 def test_merge_sql_folds_a_batch_per_key_by_the_merge_rules() -> None:
     text = merge_statement("rm", "sku_stock").as_string()
-    assert "FROM unnest(%b::text[], %b::text[], %b::bigint[]" in text
+    assert (
+        'FROM json_to_recordset(%s::json) AS u ("sku" text, "low_key" text, "low_available" bigint'
+    ) in text
     assert 'GROUP BY u."sku" ORDER BY u."sku" COLLATE "C"' in text
     assert 'max(u."low_key" COLLATE "C")' in text
     assert (

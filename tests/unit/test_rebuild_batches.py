@@ -7,6 +7,8 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import pytest
+
 from customer_service.projections import pipeline
 from customer_service.projections.rebuild import Rebuild
 from customer_service.projections.tables import PROJECTIONS
@@ -86,3 +88,45 @@ def test_workers_only_where_the_records_pay_for_their_start(monkeypatch: Any) ->
     assert cli.default_workers(10**7) == 2  # at most the CPUs
     monkeypatch.setattr(cli.os, "cpu_count", lambda: 64)
     assert cli.default_workers(10**7) == cli.MAX_WORKERS
+
+
+async def test_the_collector_is_paused_while_applying_and_restored_after(monkeypatch: Any) -> None:
+    import gc
+
+    monkeypatch.setattr(pipeline, "FULL_COLLECTION_EVERY", 2)
+    collections: list[int] = []
+    monkeypatch.setattr(pipeline.gc, "collect", lambda generation=2: collections.append(generation))
+    source = CountingSource(batches=12, size=3, read_ahead_after=0)
+    enabled_while_applying: list[bool] = []
+    job = Rebuild(None, tuple(PROJECTIONS), source, mode="dry-run")  # type: ignore[arg-type]
+
+    def apply(batch: Sequence[int]) -> None:
+        enabled_while_applying.append(gc.isenabled())
+
+    job._apply = apply  # type: ignore[assignment,method-assign]
+    assert gc.isenabled()
+    await job._read_all()
+
+    assert job.report.events == 36
+    assert enabled_while_applying
+    assert not any(enabled_while_applying)
+    assert gc.isenabled()  # restored
+    # One collection per applied transaction; every second a full one.
+    assert len(collections) == len(enabled_while_applying)
+    assert collections[1::2] == [2] * (len(collections) // 2)
+    assert set(collections[0::2]) == {1}
+
+
+async def test_the_collector_is_restored_when_applying_fails() -> None:
+    import gc
+
+    source = CountingSource(batches=3, size=3, read_ahead_after=0)
+    job = Rebuild(None, tuple(PROJECTIONS), source, mode="dry-run")  # type: ignore[arg-type]
+
+    def apply(batch: Sequence[int]) -> None:
+        raise RuntimeError("database gone")
+
+    job._apply = apply  # type: ignore[assignment,method-assign]
+    with pytest.raises(RuntimeError, match="database gone"):
+        await job._read_all()
+    assert gc.isenabled()

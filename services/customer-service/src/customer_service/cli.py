@@ -88,8 +88,10 @@ def auth_token(roles: Sequence[str], sub: str | None, ttl_s: float) -> str:
 
 
 MAX_WORKERS = 4
-EVENTS_PER_WORKER = 20_000
-"""Below this a worker's start (its Kafka and database connections) costs more than it saves."""
+EVENTS_PER_WORKER = 5_000
+"""Below this a worker's start (its Kafka and database connections, 30-60 ms) costs more than
+it saves (13,800 events: 0.75-1.0 s with two workers, 1.0-1.3 s with one, the best runs of six
+alternating; the collector paused, see pipeline.py)."""
 
 
 def default_workers(records: int) -> int:

@@ -62,7 +62,8 @@ def _check_sku(value: str) -> str:
 
 
 def _check_currency(value: str) -> str:
-    if not _CURRENCY_RE.fullmatch(value) or pycountry.currencies.get(alpha_3=value) is None:
+    # Every event's payload is checked on decode: a set, not pycountry's lookup per value.
+    if not _CURRENCY_RE.fullmatch(value) or value not in _CURRENCY_CODES:
         raise PydanticCustomError(
             "currency_code", "'{value}' is not an ISO-4217 currency code", {"value": value}
         )
@@ -70,7 +71,7 @@ def _check_currency(value: str) -> str:
 
 
 def _check_country(value: str) -> str:
-    if not _COUNTRY_RE.fullmatch(value) or pycountry.countries.get(alpha_2=value) is None:
+    if not _COUNTRY_RE.fullmatch(value) or value not in _COUNTRY_CODES:
         raise PydanticCustomError(
             "country_code", "'{value}' is not an ISO-3166 alpha-2 country code", {"value": value}
         )
@@ -238,6 +239,8 @@ CHARGEABLE_CURRENCIES: tuple[str, ...] = tuple(
     sorted(c.alpha_3 for c in pycountry.currencies if c.alpha_3 not in NON_CURRENCY_CODES)
 )
 COUNTRY_CODES: tuple[str, ...] = tuple(sorted(c.alpha_2 for c in pycountry.countries))
+_CURRENCY_CODES = frozenset(c.alpha_3 for c in pycountry.currencies)
+_COUNTRY_CODES = frozenset(COUNTRY_CODES)
 _CHARGEABLE = frozenset(CHARGEABLE_CURRENCIES)
 
 

@@ -7,7 +7,6 @@ from enum import Enum
 from functools import cache
 
 from psycopg import sql
-from psycopg.adapt import PyFormat
 
 
 class Merge(Enum):
@@ -269,16 +268,16 @@ def upsert_statement(schema: str, table_name: str, columns: tuple[str, ...]) -> 
 
 @cache
 def merge_statement(schema: str, table_name: str) -> sql.Composed:
-    """One INSERT of a whole batch's changes to `table_name`: one array parameter per column
-    (NULL where a change brings no value; binary, so no element is quoted as text), folded
-    per key by the merge rules, inserted in key order (two consumers lock shared rows in one
-    order), merged into existing rows."""
+    """One INSERT of a whole batch's changes to `table_name`: one JSON array of the rows as
+    the only parameter (`store.rows_json`; a key a row lacks is NULL), typed by
+    `json_to_recordset`, folded per key by the merge rules, inserted in key order (two
+    consumers lock shared rows in one order), merged into existing rows."""
     table = TABLES.get(table_name) or APPLIED
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-    arrays = sql.SQL(", ").join(
-        sql.SQL("{}::{}[]").format(sql.Placeholder(format=PyFormat.BINARY), sql.SQL(c.base_type))
-        for c in table.columns
+    typed = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.base_type)) for c in table.columns
     )
+    rows = sql.SQL("json_to_recordset({}::json) AS u ({})").format(sql.Placeholder(), typed)
     keys = [table.column(k) for k in table.key]
     key_names = sql.SQL(", ").join(sql.SQL("u.{}").format(sql.Identifier(k.name)) for k in keys)
     order = sql.SQL(", ").join(_ordered(k) for k in keys)
@@ -291,17 +290,17 @@ def merge_statement(schema: str, table_name: str) -> sql.Composed:
             else _folded(table, c)
             for c in table.columns
         )
-        query = sql.SQL("SELECT {} FROM unnest({}) AS u ({}) GROUP BY {} ORDER BY {}").format(
-            selected, arrays, names, key_names, order
+        query = sql.SQL("SELECT {} FROM {} GROUP BY {} ORDER BY {}").format(
+            selected, rows, key_names, order
         )
         updates = sql.SQL(", ").join(
             sql.SQL("{} = {}").format(sql.Identifier(c.name), _merged(table, c)) for c in mergeable
         )
         action = sql.SQL("DO UPDATE SET {}").format(updates)
     else:  # immutable rows (keyed by the event's own id): the first one of a key stays
-        query = sql.SQL(
-            "SELECT DISTINCT ON ({k}) {c} FROM unnest({a}) AS u ({c}) ORDER BY {o}"
-        ).format(k=order, c=names, a=arrays, o=order)
+        query = sql.SQL("SELECT DISTINCT ON ({k}) {c} FROM {r} ORDER BY {o}").format(
+            k=order, c=names, r=rows, o=order
+        )
         action = sql.SQL("DO NOTHING")
     target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
     conflict = sql.SQL(", ").join(map(sql.Identifier, table.key))
