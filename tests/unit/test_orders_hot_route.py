@@ -3,6 +3,7 @@ answer must be the one the FastAPI route gives, status, headers and body alike."
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import uuid
@@ -206,3 +207,42 @@ def test_a_hot_route_without_a_fastapi_route_refuses_to_build() -> None:
 
     with pytest.raises(RuntimeError, match="has no FastAPI route"):
         _app(lonely)
+
+
+async def test_concurrent_placements_are_saved_together_and_each_answered_as_alone(
+    served: list[bool],
+) -> None:
+    """Group commit: placements in flight together share a transaction; a repeated key
+    among them is still a replay and a reused key with another body still a 409."""
+    api = _app(router)
+    app = api.state.runtime.app
+    saves: list[int] = []
+    save = app.save
+    app.save = lambda *objs, **kw: saves.append(len(objs)) or save(*objs, **kw)
+    transport = httpx.ASGITransport(app=api)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://t", headers=staff_headers()
+    ) as client:
+        keys = [f"burst-{i}" for i in range(12)]
+        first = await asyncio.gather(
+            *(client.post("/orders", json=SAMPLE, headers={"Idempotency-Key": k}) for k in keys)
+        )
+        assert [r.status_code for r in first] == [201] * 12
+        assert len({r.json()["order_id"] for r in first}) == 12
+        assert max(saves) > 1
+        assert sum(saves) == 12
+        again = await asyncio.gather(
+            client.post("/orders", json=SAMPLE, headers={"Idempotency-Key": "burst-0"}),
+            client.post("/orders", json=SAMPLE, headers={"Idempotency-Key": "burst-new"}),
+            client.post(
+                "/orders", json=_changed("currency", "USD"), headers={"Idempotency-Key": "burst-1"}
+            ),
+            client.post("/orders", json=SAMPLE, headers={"Idempotency-Key": "burst-new"}),
+        )
+    assert [r.status_code for r in again] == [201, 201, 409, 201]
+    assert again[0].json()["order_id"] == first[0].json()["order_id"]
+    assert again[0].headers["idempotent-replayed"] == "true"
+    assert again[1].json()["order_id"] == again[3].json()["order_id"]
+    assert [r.headers.get("idempotent-replayed") for r in (again[1], again[3])].count("true") == 1
+    assert "different request" in again[2].json()["detail"]
+    assert all(served)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated
 
@@ -31,6 +33,7 @@ from fulfilment_kit.contracts.types import (
     PaymentToken,
 )
 from fulfilment_kit.http.auth import AGENT, CUSTOMER, OPS, Caller, IdempotencyKey, require
+from fulfilment_kit.http.batching import GroupCommit
 from fulfilment_kit.http.errors import ProblemError, not_found, problem_responses
 from fulfilment_kit.http.hot import serve_hot
 from fulfilment_kit.http.requests import answer_command, app_of, trace_of, wake_relay
@@ -186,7 +189,7 @@ async def place_order(
         fingerprint=fingerprint(body),
         trace=trace_of(request, key=idempotency_key),
     )
-    placed, view = await asyncio.to_thread(_place, app_of(request, OrdersApplication), command)
+    placed, view = await _placements(request)(command)
     location = f"/orders/{placed.order.id}"
     if answer_command(request, response, applied=placed.created, location=location):
         log.info("order placed", order_id=str(placed.order.id), lines=len(command.lines))
@@ -229,12 +232,36 @@ async def place_order_hot(request: Request, body: bytes) -> Response | None:
     return response
 
 
-def _place(app: OrdersApplication, command: PlaceOrder) -> tuple[Placed, OrderView]:
-    """Place, and the order's view, in one thread hop: a new order shows the address its
+Placement = tuple[Placed, OrderView]
+
+
+def _placements(request: Request) -> GroupCommit[PlaceOrder, Placement]:
+    """Concurrent placements go together: one thread hop and one transaction (group commit)."""
+    state = request.app.state
+    group: GroupCommit[PlaceOrder, Placement] | None = getattr(state, "placements", None)
+    if group is None:
+        group = state.placements = GroupCommit(
+            functools.partial(_place_all, app_of(request, OrdersApplication))
+        )
+    return group
+
+
+def _place_all(
+    app: OrdersApplication, commands: Sequence[PlaceOrder]
+) -> list[Placement | Exception]:
+    """Place, and each order's view, in one thread hop: a new order shows the address its
     caller just sent (nothing to open); a replay opens the stored one."""
-    placed = app.place_order(command)
-    address = command.shipping_address if placed.created else None
-    return placed, OrderView.of(placed.order, app.vault, address)
+    outcomes: list[Placement | Exception] = []
+    for command, placed in zip(commands, app.place_orders(commands), strict=True):
+        if isinstance(placed, Exception):
+            outcomes.append(placed)
+            continue
+        address = command.shipping_address if placed.created else None
+        try:
+            outcomes.append((placed, OrderView.of(placed.order, app.vault, address)))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 async def _own_order(request: Request, order_id: uuid.UUID, caller: Caller) -> Order:
