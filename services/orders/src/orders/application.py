@@ -30,6 +30,7 @@ from fulfilment_kit.messaging.policy import by_order, policy
 from fulfilment_kit.persistence.availability import DATABASE_UNAVAILABLE
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.privacy import PersonalDataVault, in_process_vault
+from fulfilment_kit.privacy.vault import Sealer
 from fulfilment_kit.tracing import Trace, stamp
 from orders.domain import (
     Address,
@@ -93,6 +94,12 @@ def _new_order(
     )
 
 
+def _sealed(sealer: Sealer, command: PlaceOrder) -> tuple[Address, str | None]:
+    """The command's address and payment token sealed under the customer's key."""
+    address = sealer.seal_fields("contact", command.shipping_address, keep=("country_code",))
+    return address, sealer.seal_optional("payment", command.payment_token)
+
+
 def _outcome(place: Callable[[PlaceOrder], Placed], command: PlaceOrder) -> Placed | Exception:
     try:
         return place(command)
@@ -138,8 +145,9 @@ class OrdersApplication(ProcessApplication):
         return Placed(outcome.result, created=outcome.applied)
 
     def place_orders(self, commands: Sequence[PlaceOrder]) -> list[Placed | Exception]:
-        """Place concurrent requests' orders in one transaction (group commit), each as
-        `place_order` would; the outcome of each (its Placed, or what it raised).
+        """Place concurrent requests' orders in one transaction (group commit), their
+        customers' keys in one key-store round trip, each as `place_order` would; the
+        outcome of each (its Placed, or what it raised).
 
         A batch saves only new orders: when any of them cannot be saved as new (a repeated
         or concurrently placed key: IntegrityError), each is placed on its own, so every
@@ -147,35 +155,29 @@ class OrdersApplication(ProcessApplication):
         not answer is every command's answer (each would have waited for it in turn)."""
         if len(commands) == 1:
             return [_outcome(self.place_order, commands[0])]
-        outcomes: list[Placed | Exception | None] = [None] * len(commands)
         orders: list[Order] = []
         try:
-            for i, command in enumerate(commands):
-                try:
-                    sealed = self._sealed(command)
-                except DATABASE_UNAVAILABLE:
-                    raise
-                except Exception as exc:  # this command's own failure (as `place_order`'s)
-                    outcomes[i] = exc
-                    continue
+            try:  # the batch's keys in one key-store round trip
+                sealers = self.vault.sealers(command.customer_id for command in commands)
+            except DATABASE_UNAVAILABLE:
+                raise
+            except Exception:  # one customer's own trouble (erased meanwhile): each alone
+                return [_outcome(self.place_order, command) for command in commands]
+            for command in commands:
+                sealed = _sealed(sealers[command.customer_id], command)
                 order = _new_order(_order_id(command), command, sealed)
                 stamp(command.trace, order.pending_events)
                 orders.append(order)
-            if orders:
-                self.save(*orders)
+            self.save(*orders)
         except IntegrityError:
             return [_outcome(self.place_order, command) for command in commands]
         except Exception as exc:
-            return [outcome or exc for outcome in outcomes]
-        placed = iter(orders)
-        return [outcome or Placed(next(placed), created=True) for outcome in outcomes]
+            return [exc for _ in commands]
+        return [Placed(order, created=True) for order in orders]
 
     def _sealed(self, command: PlaceOrder) -> tuple[Address, str | None]:
-        """The command's personal data sealed (address, payment token) before anything
-        stores or publishes it."""
-        sealer = self.vault.sealer(command.customer_id)  # one key-store round trip
-        address = sealer.seal_fields("contact", command.shipping_address, keep=("country_code",))
-        return address, sealer.seal_optional("payment", command.payment_token)
+        """The command's personal data sealed before anything stores or publishes it."""
+        return _sealed(self.vault.sealer(command.customer_id), command)  # one key-store trip
 
     def erase_customer(
         self, customer_id: uuid.UUID, requested_by: str, requested_role: str, trace: Trace
