@@ -107,3 +107,30 @@ def test_first_or_latest_creates_only_a_first_key_and_reads_the_newest_otherwise
     assert other.reveal(old) == REDACTED
     for closing in (keys, orders, other):
         closing.close()
+
+
+def test_first_or_latest_many_answers_each_key_as_first_or_latest_does(database: str) -> None:
+    """A group of placements' one statement: new customers' generation 1 stored, a known
+    customer's newest (live or erased) read, nothing else stored."""
+    keys = store(database)
+    known, erased, new = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    known_first = StoredKey(known, 1, "k1", b"known")
+    assert keys.first_or_latest(known_first) == (known_first, True)
+    assert keys.create(StoredKey(known, 2, "k1", b"known-2"))
+    assert keys.first_or_latest(StoredKey(erased, 1, "k1", b"erased"))[1] is True
+    assert keys.erase(erased) == 1
+    asked = [StoredKey(c, 1, "k1", c.bytes) for c in (known, new, erased)]
+    answers = keys.first_or_latest_many(asked)
+    assert answers[0] == (StoredKey(known, 2, "k1", b"known-2"), False)
+    assert answers[1] == (asked[1], True)
+    newest, created = answers[2]
+    assert created is False
+    assert newest is not None
+    assert (newest.customer_id, newest.generation, newest.erased) == (erased, 1, True)
+    assert keys.latest(new) == asked[1]
+    assert keys.get(known, 1) == known_first  # not overwritten
+    assert keys.first_or_latest_many([asked[1], StoredKey(uuid.uuid4(), 1, "k1", b"x")])[0] == (
+        asked[1],
+        False,
+    )
+    keys.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -275,3 +276,35 @@ def test_the_postgres_key_store_opens_while_the_database_is_down() -> None:
             store.latest(uuid.uuid4())
     finally:
         store.close()
+
+
+class BatchCountingStore(CountingStore):
+    def first_or_latest_many(
+        self, keys: Sequence[StoredKey]
+    ) -> list[tuple[StoredKey | None, bool]]:
+        self.calls += 1
+        return [InMemoryKeyStore.first_or_latest(self, key) for key in keys]
+
+
+def test_sealers_for_a_group_of_placements_ask_the_key_store_once() -> None:
+    """Group commit: new and returning customers' keys in one ask, each sealer as `sealer`
+    makes it; an erased customer still gets a new generation (their own ask)."""
+    store = BatchCountingStore()
+    v = vault(store)
+    returning, erased, new = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    known = v.sealer(returning)
+    old = v.sealer(erased).seal("contact", SENTINEL)
+    v.erase(erased)
+    store.calls = 0
+    sealers = v.sealers([new, returning, new, erased])
+    assert list(sealers) == [new, returning, erased]
+    assert store.calls == 1 + 2  # one batch ask; the erased customer's own (ask, create)
+    assert sealers[returning].generation == known.generation == 1
+    assert sealers[new].generation == 1
+    assert sealers[erased].generation == 2
+    store.calls = 0
+    assert len(v.sealers([uuid.uuid4(), uuid.uuid4(), returning])) == 3
+    assert store.calls == 1
+    assert v.reveal(sealers[new].seal("contact", "Ada")) == "Ada"
+    assert v.reveal(sealers[erased].seal("contact", "New Lane 7")) == "New Lane 7"
+    assert v.reveal(old) == REDACTED

@@ -17,6 +17,7 @@ from fulfilment_kit.http.auth import OPS, SERVICE, install_auth, require
 from fulfilment_kit.http.context import CORRELATION_PARAMETER, RequestContextMiddleware
 from fulfilment_kit.http.errors import document_problems, install_error_handlers
 from fulfilment_kit.http.events import events_router
+from fulfilment_kit.http.hot import HotRoutesMiddleware, check_hot_routes, hot_routes
 from fulfilment_kit.http.limits import RequestLimitsMiddleware
 from fulfilment_kit.http.metrics import HttpMetricsMiddleware
 from fulfilment_kit.messaging.inbox import Inbox, MessageProcessor, ProcessApplication
@@ -120,7 +121,9 @@ def create_http_app(
     """The service's FastAPI app with health, metrics, errors, request context and auth.
 
     Every route of `routers` must declare its roles (`fulfilment_kit.http.auth.require`);
-    `public_paths` are routes that authenticate by other means (a signed webhook).
+    `public_paths` are routes that authenticate by other means (a signed webhook);
+    the routers' hot routes (`fulfilment_kit.http.hot.serve_hot`) serve their busiest
+    operations without FastAPI's per-request work.
     """
     configure_logging(runtime.service, runtime.settings.log_level)
 
@@ -133,6 +136,9 @@ def create_http_app(
     api.state.runtime = runtime
     install_error_handlers(api)
 
+    hot = [route for router in routers for route in hot_routes(router)]
+    if hot:  # innermost: behind every kit middleware, like the routes it stands for
+        api.add_middleware(HotRoutesMiddleware, api=api, routes=hot)
     api.add_middleware(
         RequestLimitsMiddleware,
         max_body_bytes=runtime.settings.http_max_body_bytes,
@@ -150,6 +156,7 @@ def create_http_app(
     for router in routers:
         api.include_router(router)
     install_auth(api, public_paths=public_paths)
+    check_hot_routes(api, hot)
     # Outside auth, so refused requests (401) are counted and timed too.
     api.add_middleware(HttpMetricsMiddleware, service=runtime.service)
     api.add_middleware(RequestContextMiddleware)  # outermost: 401s carry a correlation id too

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,9 +27,11 @@ from fulfilment_kit.contracts import (
 from fulfilment_kit.idempotency import key_id, recorded, run_idempotently
 from fulfilment_kit.messaging.inbox import InboundMessage, ProcessApplication
 from fulfilment_kit.messaging.policy import by_order, policy
+from fulfilment_kit.persistence.availability import DATABASE_UNAVAILABLE
 from fulfilment_kit.persistence.transcodings import register_dataclasses
 from fulfilment_kit.privacy import PersonalDataVault, in_process_vault
-from fulfilment_kit.tracing import Trace
+from fulfilment_kit.privacy.vault import Sealer
+from fulfilment_kit.tracing import Trace, stamp
 from orders.domain import (
     Address,
     CustomerErasure,
@@ -72,6 +74,39 @@ class Placed:
     created: bool
 
 
+def _order_id(command: PlaceOrder) -> uuid.UUID:
+    """The id of the order `command` places: derived from its Idempotency-Key, else new."""
+    return key_id(command.idempotency_key, lambda k: uuid.uuid5(IDEMPOTENCY_NAMESPACE, k))
+
+
+def _new_order(
+    order_id: uuid.UUID, command: PlaceOrder, sealed: tuple[Address, str | None]
+) -> Order:
+    address, token = sealed
+    return Order.place(
+        order_id=order_id,
+        customer_id=command.customer_id,
+        lines=command.lines,
+        currency=command.currency,
+        shipping_address=address,
+        payment_token=token,
+        request_fingerprint=command.fingerprint,
+    )
+
+
+def _sealed(sealer: Sealer, command: PlaceOrder) -> tuple[Address, str | None]:
+    """The command's address and payment token sealed under the customer's key."""
+    address = sealer.seal_fields("contact", command.shipping_address, keep=("country_code",))
+    return address, sealer.seal_optional("payment", command.payment_token)
+
+
+def _outcome(place: Callable[[PlaceOrder], Placed], command: PlaceOrder) -> Placed | Exception:
+    try:
+        return place(command)
+    except Exception as exc:
+        return exc
+
+
 class OrdersApplication(ProcessApplication):
     name = "orders"
     prefetch = by_order()
@@ -91,23 +126,11 @@ class OrdersApplication(ProcessApplication):
 
     def place_order(self, command: PlaceOrder) -> Placed:
         """Place an order once per Idempotency-Key: a replay returns the first order."""
-        order_id = key_id(command.idempotency_key, lambda k: uuid.uuid5(IDEMPOTENCY_NAMESPACE, k))
-
-        # Personal data is sealed before anything stores or publishes it.
-        sealer = self.vault.sealer(command.customer_id)  # one key-store round trip
-        address = sealer.seal_fields("contact", command.shipping_address, keep=("country_code",))
-        token = sealer.seal_optional("payment", command.payment_token)
+        order_id = _order_id(command)
+        sealed = self._sealed(command)
 
         def attempt() -> Order:
-            order = Order.place(
-                order_id=order_id,
-                customer_id=command.customer_id,
-                lines=command.lines,
-                currency=command.currency,
-                shipping_address=address,
-                payment_token=token,
-                request_fingerprint=command.fingerprint,
-            )
+            order = _new_order(order_id, command, sealed)
             # IntegrityError: the same key was placed concurrently
             self.save(order, trace=command.trace)
             return order
@@ -120,6 +143,41 @@ class OrdersApplication(ProcessApplication):
             replay_first=False,
         )
         return Placed(outcome.result, created=outcome.applied)
+
+    def place_orders(self, commands: Sequence[PlaceOrder]) -> list[Placed | Exception]:
+        """Place concurrent requests' orders in one transaction (group commit), their
+        customers' keys in one key-store round trip, each as `place_order` would; the
+        outcome of each (its Placed, or what it raised).
+
+        A batch saves only new orders: when any of them cannot be saved as new (a repeated
+        or concurrently placed key: IntegrityError), each is placed on its own, so every
+        replay and conflict is answered as `place_order` answers it. A database that does
+        not answer is every command's answer (each would have waited for it in turn)."""
+        if len(commands) == 1:
+            return [_outcome(self.place_order, commands[0])]
+        orders: list[Order] = []
+        try:
+            try:  # the batch's keys in one key-store round trip
+                sealers = self.vault.sealers(command.customer_id for command in commands)
+            except DATABASE_UNAVAILABLE:
+                raise
+            except Exception:  # one customer's own trouble (erased meanwhile): each alone
+                return [_outcome(self.place_order, command) for command in commands]
+            for command in commands:
+                sealed = _sealed(sealers[command.customer_id], command)
+                order = _new_order(_order_id(command), command, sealed)
+                stamp(command.trace, order.pending_events)
+                orders.append(order)
+            self.save(*orders)
+        except IntegrityError:
+            return [_outcome(self.place_order, command) for command in commands]
+        except Exception as exc:
+            return [exc for _ in commands]
+        return [Placed(order, created=True) for order in orders]
+
+    def _sealed(self, command: PlaceOrder) -> tuple[Address, str | None]:
+        """The command's personal data sealed before anything stores or publishes it."""
+        return _sealed(self.vault.sealer(command.customer_id), command)  # one key-store trip
 
     def erase_customer(
         self, customer_id: uuid.UUID, requested_by: str, requested_role: str, trace: Trace

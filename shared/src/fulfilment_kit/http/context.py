@@ -12,6 +12,8 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CORRELATION_HEADER = b"x-correlation-id"
+REQUEST_LOG_KEYS = ("correlation_id", "request_id")
+"""What the middleware binds for a request's log lines (and unbinds after it)."""
 CORRELATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/+=@-]{0,127}$"
 """What a caller's X-Correlation-Id may be: 1-128 visible ASCII characters (a UUID, a trace id,
 `checkout:1234`); it is copied onto every Kafka record and log line the request causes."""
@@ -68,7 +70,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_correlation)
         finally:
-            structlog.contextvars.unbind_contextvars("correlation_id", "request_id")
+            structlog.contextvars.unbind_contextvars(*REQUEST_LOG_KEYS)
 
 
 async def _bad_correlation_id(send: Send) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -61,6 +62,12 @@ class KeyStore(Protocol):
         the store can (a placement's only key-store round trip); (None, False) when a twin's
         generation 1 was committed meanwhile (read it with `latest`)."""
 
+    def first_or_latest_many(
+        self, keys: Sequence[StoredKey]
+    ) -> list[tuple[StoredKey | None, bool]]:
+        """`first_or_latest` of each key (of distinct customers), in one statement where the
+        store can (a group of placements' only key-store round trip)."""
+
     def erase(self, customer_id: uuid.UUID) -> int:
         """Destroy every live key of the customer; how many were live."""
 
@@ -102,6 +109,11 @@ class InMemoryKeyStore:
                 self._keys[(key.customer_id, key.generation)] = key
                 return key, True
             return latest, False
+
+    def first_or_latest_many(
+        self, keys: Sequence[StoredKey]
+    ) -> list[tuple[StoredKey | None, bool]]:
+        return [self.first_or_latest(key) for key in keys]
 
     def erase(self, customer_id: uuid.UUID) -> int:
         with self._lock:
@@ -179,6 +191,11 @@ class _SqlKeyStore:
         if self.create(key):
             return key, True
         return self.latest(key.customer_id), False
+
+    def first_or_latest_many(
+        self, keys: Sequence[StoredKey]
+    ) -> list[tuple[StoredKey | None, bool]]:
+        return [self.first_or_latest(key) for key in keys]
 
     def erase(self, customer_id: uuid.UUID) -> int:
         return self._run(
@@ -258,6 +275,40 @@ class PostgresKeyStore(_SqlKeyStore):
         if any(row[4] for row in rows):
             return key, True
         return (self._key(rows[0][:4]), False) if rows else (None, False)
+
+    def first_or_latest_many(
+        self, keys: Sequence[StoredKey]
+    ) -> list[tuple[StoredKey | None, bool]]:
+        # The statement of `first_or_latest` over arrays: every key's insert, and each
+        # customer's newest row as it was before them.
+        if len(keys) == 1:
+            return [self.first_or_latest(keys[0])]
+        customers = [str(key.customer_id) for key in keys]
+        rows = self._rows(
+            "WITH given AS (SELECT * FROM unnest(%s::uuid[], %s::integer[], %s::text[],"  # noqa: S608
+            " %s::bytea[]) AS g(customer_id, generation, kek_id, wrapped)),"
+            f" inserted AS (INSERT INTO {TABLE} (customer_id, generation, kek_id, wrapped)"
+            " SELECT customer_id, generation, kek_id, wrapped FROM given"
+            " ON CONFLICT (customer_id, generation) DO NOTHING RETURNING customer_id)"
+            " SELECT customer_id, generation, kek_id, wrapped, false FROM ("
+            "  SELECT DISTINCT ON (customer_id) customer_id, generation, kek_id, wrapped"
+            f"  FROM {TABLE} WHERE customer_id = ANY(%s::uuid[])"
+            "  ORDER BY customer_id, generation DESC) AS newest"
+            " UNION ALL SELECT customer_id, NULL, NULL, NULL, true FROM inserted",
+            (
+                customers,
+                [key.generation for key in keys],
+                [key.kek_id for key in keys],
+                [key.wrapped for key in keys],
+                customers,
+            ),
+        )
+        created = {str(row[0]) for row in rows if row[4]}
+        newest = {str(row[0]): self._key(row[:4]) for row in rows if not row[4]}
+        return [
+            (key, True) if customer in created else (newest.get(customer), False)
+            for customer, key in zip(customers, keys, strict=True)
+        ]
 
     def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         self._ensure_table()

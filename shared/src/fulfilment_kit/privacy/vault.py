@@ -127,6 +127,29 @@ class PersonalDataVault:
         generation, key = self._current_key(customer_id)
         return Sealer(customer_id, generation, key)
 
+    def sealers(self, customer_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Sealer]:
+        """A sealer for each customer, as `sealer` makes it, their keys asked of the key store
+        in one round trip (a group of placements)."""
+        distinct = list(dict.fromkeys(customer_ids))
+        if len(distinct) == 1:
+            return {distinct[0]: self.sealer(distinct[0])}
+        firsts = [self._new_key(customer_id, 1) for customer_id in distinct]
+        answers = self.store.first_or_latest_many([stored for _, stored in firsts])
+        sealers: dict[uuid.UUID, Sealer] = {}
+        for customer_id, (data_key, _), (latest, created) in zip(
+            distinct, firsts, answers, strict=True
+        ):
+            key = data_key if created else None
+            if latest is not None and not created and not latest.erased:
+                key = self._unwrapped(latest)
+            if key is None:  # erased, or a twin's first key meanwhile: as `sealer` goes on
+                sealers[customer_id] = self.sealer(customer_id)
+                continue
+            generation = 1 if created else latest.generation if latest is not None else 1
+            self._remember(customer_id, generation, key)
+            sealers[customer_id] = Sealer(customer_id, generation, key)
+        return sealers
+
     def seal(self, customer_id: uuid.UUID, purpose: Purpose, value: str) -> str:
         """`value` sealed under the customer's current data key (created on first use)."""
         return self.sealer(customer_id).seal(purpose, value)
