@@ -530,6 +530,8 @@ class _RoundPayments:
         cache.put(self.held.values())  # read again: from the versions held
         self.held = load_aggregates(self.app, self.left, cache)
         self.read_at = time.monotonic()
+        # The card tokens' data keys too: one key-store statement, not one per charge.
+        self.app.vault.prefetch(p.payment_token for p in self.held.values() if p.capture_pending)
 
 
 @dataclass
