@@ -530,8 +530,14 @@ class _RoundPayments:
         cache.put(self.held.values())  # read again: from the versions held
         self.held = load_aggregates(self.app, self.left, cache)
         self.read_at = time.monotonic()
-        # The card tokens' data keys too: one key-store statement, not one per charge.
-        self.app.vault.prefetch(p.payment_token for p in self.held.values() if p.capture_pending)
+        # The card tokens' data keys too: one key-store statement, not one per charge. Only
+        # a hint: a key store down fails the reveal of each charge, not the round's lookups.
+        try:
+            self.app.vault.prefetch(
+                p.payment_token for p in self.held.values() if p.capture_pending
+            )
+        except Exception as exc:
+            log.warning("card token keys not prefetched", error=f"{type(exc).__name__}: {exc}")
 
 
 @dataclass
