@@ -212,3 +212,30 @@ def test_a_follower_woken_by_other_events_writes_nothing_until_one_of_its_own(
     place(app)
     assert flags.catch_up() == 0
     assert flags.position == app.recorder.max_notification_id()
+
+
+def test_the_payments_worker_skips_reading_its_rows_only_while_no_replica_moved_them(
+    replicas: Any,
+) -> None:
+    """A round catches up and reads the open calls in one transaction; with nothing new since
+    its last read it reads nothing (one statement). A twin replica's catch-up moves the
+    shared position, so the next round reads the rows again."""
+    one, two = (replicas(PaymentsApplication, "payments") for _ in "12")
+    feed = PaymentsFeed(one, worker=False)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    feed.send(order_placed(first), locked(first))
+    mine, twins = (ProviderWorker(app, settings=WORKER_SETTINGS).follower for app in (one, two))
+
+    read = mine.follow("capture", "refund")
+    assert [item.key for item in read.items or ()] == [str(payment_id_for(first))]
+    assert mine.follow("capture", "refund", known=read.position).items is None
+
+    feed.send(order_placed(second), locked(second))
+    moved = twins.follow("capture", "refund")  # the twin caught up: the rows changed
+    expected = {str(payment_id_for(first)), str(payment_id_for(second))}
+    assert {item.key for item in moved.items or ()} == expected
+    again = mine.follow("capture", "refund", known=read.position)
+    assert again.items is not None
+    assert {item.key for item in again.items} == expected
+    assert again.position == moved.position
+    assert twins.follow("capture", "refund", known=moved.position).items is None

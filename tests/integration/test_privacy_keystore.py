@@ -133,4 +133,14 @@ def test_first_or_latest_many_answers_each_key_as_first_or_latest_does(database:
         asked[1],
         False,
     )
+
+
+def test_many_keys_are_read_with_one_statement_each_pair_as_asked(database: str) -> None:
+    keys = store(database)
+    first, second, absent = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for customer, generation in ((first, 1), (first, 2), (second, 1)):
+        assert keys.create(StoredKey(customer, generation, "k1", b"wrapped"))
+    found = keys.get_many([(first, 2), (second, 1), (absent, 1), (second, 3)])
+    assert sorted((k.customer_id, k.generation) for k in found) == sorted([(first, 2), (second, 1)])
+    assert keys.get_many([]) == []
     keys.close()

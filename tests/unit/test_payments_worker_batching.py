@@ -1,5 +1,6 @@
 """The provider worker records a round's capture answers in one transaction, each with its
-own trace, and a payment changed meanwhile is recorded again on its newest state."""
+own trace, and a payment changed meanwhile is recorded again on its newest state; it reads a
+round's payments in one load, again only for those still to call once that read is old."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from fulfilment_kit.contracts import PaymentCaptured
 from fulfilment_kit.tracing import Trace, event_trace
+from payments import worker as worker_module
 from payments.application import PaymentsApplication
 from payments.domain import Payment, PaymentStatus, payment_id_for
 from tests.support.messages import envelope
@@ -135,3 +137,53 @@ def test_stock_locked_first_or_without_a_token_keeps_its_own_event(
     assert names == ["Opened", "StockNoted", "OrderNoted", "CaptureRequested", "Captured"]
     names = [type(e).__name__ for e in app.repository.event_store.get(payment_id_for(tokenless))]
     assert names == ["Opened", "OrderNoted", "StockNoted", "Failed"]
+
+
+def test_a_round_reads_its_payments_with_one_load_and_no_private_copies(
+    app: PaymentsApplication, gateway: RecordingGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed = Feed(app, worker=False)
+    orders = [uuid.uuid4() for _ in range(5)]
+    feed.send(*(e for o in orders for e in (placed(o), locked(o))))
+    loads: list[list[uuid.UUID]] = []
+    load = worker_module.load_aggregates
+
+    def counting_load(application: Any, ids: Any, cache: Any = None) -> Any:
+        loads.append(list(ids))
+        return load(application, ids, cache)
+
+    def no_find(*args: Any) -> Any:
+        raise AssertionError("a round reads its payments in one load, not one by one")
+
+    monkeypatch.setattr(worker_module, "load_aggregates", counting_load)
+    monkeypatch.setattr(app, "find", no_find)
+
+    assert feed.worker.step() == 5
+    assert loads == [[payment_id_for(o) for o in orders]]
+    assert len(gateway.charges) == 5
+    assert feed.worker.step() == 0
+    assert len(loads) == 1, "nothing open: nothing read"
+
+
+def test_a_payment_cancelled_during_an_earlier_call_of_the_round_is_never_charged(
+    app: PaymentsApplication, gateway: RecordingGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each call outlasts the round's read: the payments still to call are read again.
+    monkeypatch.setattr(worker_module, "READ_FRESH_S", 0.0)
+    feed = Feed(app, worker=False)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    feed.send(placed(first), locked(first), placed(second), locked(second))
+
+    charge = gateway.charge
+
+    def second_cancelled_while_charging_the_first(**kwargs: Any) -> Any:
+        result = charge(**kwargs)
+        if len(gateway.charges) == 1:
+            feed.batch([envelope(cancelled(second))])
+        return result
+
+    monkeypatch.setattr(gateway, "charge", second_cancelled_while_charging_the_first)
+    feed.worker.step()
+    assert [c["idempotency_key"] for c in gateway.charges] == [str(payment_id_for(first))]
+    assert app.get_payment(first).status is PaymentStatus.CAPTURED
+    assert not app.get_payment(second).is_captured

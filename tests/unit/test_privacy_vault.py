@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -100,6 +100,10 @@ class CountingStore(InMemoryKeyStore):
     def create(self, key: StoredKey) -> bool:
         self.calls += 1
         return super().create(key)
+
+    def get_many(self, wanted: Collection[tuple[uuid.UUID, int]]) -> list[StoredKey]:
+        self.calls += 1
+        return super().get_many(wanted)
 
 
 def test_one_key_store_ask_seals_a_whole_placement_and_the_reveal_after_it_is_cached() -> None:
@@ -308,3 +312,21 @@ def test_sealers_for_a_group_of_placements_ask_the_key_store_once() -> None:
     assert v.reveal(sealers[new].seal("contact", "Ada")) == "Ada"
     assert v.reveal(sealers[erased].seal("contact", "New Lane 7")) == "New Lane 7"
     assert v.reveal(old) == REDACTED
+
+
+def test_a_batch_about_to_reveal_reads_its_keys_with_one_ask_and_erased_ones_stay_erased() -> None:
+    """The payments worker prefetches the keys of a round's card tokens: one key-store ask,
+    then each reveal is served from the cache; an erased customer's token reads REDACTED."""
+    store, keks = CountingStore(), generate_kek("k1")
+    orders, payments = vault(store, keks), vault(store, keks)
+    customers = [uuid.uuid4() for _ in range(5)]
+    tokens = [orders.seal(c, "payment", f"tok_{i}") for i, c in enumerate(customers)]
+    assert orders.erase(customers[0]) == 1
+    store.calls = 0
+
+    payments.prefetch([*tokens, None, "not-sealed"])
+    assert store.calls == 1
+    assert [payments.reveal(t) for t in tokens] == [REDACTED, "tok_1", "tok_2", "tok_3", "tok_4"]
+    assert store.calls == 1, "every key came with the one ask"
+    payments.prefetch(tokens)
+    assert store.calls == 1, "all cached: nothing asked"

@@ -13,7 +13,10 @@ Rows are read, not claimed: a claim would hold a database transaction open acros
 provider call, which is what this worker exists to avoid.
 
 A round is bounded in time (`worker_round_s`; each call also has the client's own timeout):
-no call keeps a consumer batch, or this loop, waiting for long.
+no call keeps a consumer batch, or this loop, waiting for long. Its database work: one
+transaction that catches up and reads the open calls (one statement when nothing was recorded
+since its last read), one query for the payments due (`_RoundPayments`), one transaction for
+the capture answers.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from eventsourcing.utils import get_topic
 
 from fulfilment_kit.commands import ConcurrentUpdate
 from fulfilment_kit.observability.health import Heartbeat
-from fulfilment_kit.persistence.follower import LogFollower, Writes
+from fulfilment_kit.persistence.batch_load import load_aggregates
+from fulfilment_kit.persistence.follower import Item, LogFollower, Notified, Writes
 from fulfilment_kit.persistence.notifications import Wakeup, on_commit
 from fulfilment_kit.privacy import REDACTED
 from fulfilment_kit.tracing import Trace, event_trace, stamp
@@ -62,11 +66,20 @@ WATCHED = (
 )
 
 
+CAPTURE_CLOSED = frozenset(
+    get_topic(cls) for cls in (Payment.Captured, Payment.Failed, Payment.CaptureAbandoned)
+)
+"""Events that close a capture: the follower needs only their payment's id (not decoded)."""
+
+
 def _project(events: Sequence[Any], writes: Writes) -> None:
     """Rows of the calls still open: "capture" per payment, "refund" per refund."""
     for e in events:
         payment_id, kind = str(e.originator_id), type(e)  # the events' fields are untyped
-        if kind is Payment.CaptureRequested:
+        if kind is Notified:
+            if e.topic in CAPTURE_CLOSED:
+                writes.drop("capture", payment_id)
+        elif kind is Payment.CaptureRequested:
             # The conversation the capture's outcome carries on (rows written before this
             # was kept find it in the payment's events: `step_trace`).
             trace = vars(e).get("trace")
@@ -112,7 +125,11 @@ class ProviderWorker:
         self.spacing_s = spacing_s
         """Least time between two rounds: a burst of commits makes one round."""
         self.follower = LogFollower(
-            app, FOLLOWER, _project, topics=[get_topic(cls) for cls in WATCHED]
+            app,
+            FOLLOWER,
+            _project,
+            topics=[get_topic(cls) for cls in WATCHED],
+            undecoded=CAPTURE_CLOSED,
         )
         self.not_before: dict[UUID, datetime] = {}
         self.tries: dict[UUID, int] = {}
@@ -123,6 +140,11 @@ class ProviderWorker:
         """The correlation id of each open capture's request, as its follower row says."""
         self._staged: list[_Outcome] = []
         self._staged_since = 0.0
+        self._open: list[UUID] = []
+        self._open_at: int | None = None
+        """The open calls as of the follower's position `_open_at` (None: not read yet)."""
+        self.cut_short = False
+        """Whether the last round stopped at `worker_round_s` with calls left to make."""
         self.wakeup = Wakeup()
 
     # -- finding work -----------------------------------------------------------------------
@@ -134,15 +156,29 @@ class ProviderWorker:
     def open_payments(self) -> list[UUID]:
         """Payments with a call open (as the rows say), oldest first; the backoff of each is
         kept in memory (`not_before`): after a restart every open call is tried again."""
-        captures = self.follower.items("capture")
+        followed = self.follower.follow("capture", "refund")
+        assert followed.items is not None
+        return self._calls(followed.position, followed.items)
+
+    def _open_calls(self) -> list[UUID]:
+        """`open_payments` for a round: caught up and read in one transaction, and when
+        nothing was recorded since the last round's read, one statement and no read."""
+        followed = self.follower.follow("capture", "refund", known=self._open_at)
+        if followed.items is None:
+            return self._open
+        return self._calls(followed.position, followed.items)
+
+    def _calls(self, position: int, items: list[Item]) -> list[UUID]:
+        captures = [item for item in items if item.kind == "capture"]
         self.capture_correlation = {
             UUID(item.key): str(item.data["correlation_id"])
             for item in captures
             if item.data.get("correlation_id")
         }
         ids = [UUID(item.key) for item in captures]
-        ids += [UUID(str(item.data["payment"])) for item in self.follower.items("refund")]
-        return list(dict.fromkeys(ids))
+        ids += [UUID(str(item.data["payment"])) for item in items if item.kind == "refund"]
+        self._open, self._open_at = list(dict.fromkeys(ids)), position
+        return self._open
 
     def _done(self, payment_id: UUID) -> None:
         self.not_before.pop(payment_id, None)
@@ -153,19 +189,26 @@ class ProviderWorker:
 
     def step(self) -> int:
         """One round (blocking: run it in a thread); returns the outcomes recorded."""
-        self.catch_up()
+        self.cut_short = False
+        open_ids = self._open_calls()
         started = time.monotonic()
+        now = self.clock()
+        due = [i for i in open_ids if self.not_before.get(i, now) <= now]
+        payments = _RoundPayments(self.app, due)
         recorded = 0
         try:
-            for payment_id in self.open_payments():
+            for payment_id in due:
                 if time.monotonic() - started > self.settings.worker_round_s:
+                    self.cut_short = True
                     break  # the rest waits for the next round
                 now = self.clock()
                 if self.not_before.get(payment_id, now) > now:
                     continue
-                # Read just before the call: a payment cancelled meanwhile is never charged.
-                payment = self.app.find(payment_id, Payment)
+                # Read just before the call (at most READ_FRESH_S before): a payment
+                # cancelled meanwhile is never charged.
+                payment = payments.take(payment_id)
                 if payment is None or not has_provider_work(payment):
+                    payments.give_back(payment)
                     self._done(payment_id)
                     continue
                 try:
@@ -178,6 +221,7 @@ class ProviderWorker:
                 ):
                     recorded += self._record_staged()
         finally:
+            payments.close()
             recorded += self._record_staged()
         return recorded
 
@@ -411,7 +455,9 @@ class ProviderWorker:
                     )
                     recorded, wait = 0, min(RETRY_AFTER_ERROR_S, self.poll_interval_s)
                 else:
-                    wait = 0.0 if recorded else self._next_wait()
+                    # A round that made every due call waits: its own commit, a new intent
+                    # (in-process or any replica's) or the next retry wakes the next one.
+                    wait = 0.0 if self.cut_short else self._next_wait()
                 if recorded and self.on_recorded is not None:
                     self.on_recorded()
                 if self.heartbeat is not None:
@@ -444,6 +490,54 @@ OUTCOMES_PER_TRANSACTION = 100
 """Capture answers saved together at most (one transaction for a round's answers)."""
 OUTCOME_HOLD_S = 0.05
 """Longest a staged answer waits for others (a slow provider keeps each call long)."""
+READ_FRESH_S = 0.05
+"""A round reads its payments with one query; those still to call are read again (one query)
+once that read is older than this (a slow provider keeps each call long): a cancellation
+recorded before the read is never charged; one recorded later is refunded once the capture
+is recorded, as one recorded during the call is."""
+
+
+class _RoundPayments:
+    """The payments of one round's due calls, read with one query (ADR 23's cache: only the
+    events after each cached version are decoded). The round owns what it took out of the
+    cache: `take` hands one over to the caller; `close` gives the rest back unchanged."""
+
+    def __init__(self, app: PaymentsApplication, ids: Sequence[UUID]) -> None:
+        self.app = app
+        self.left = list(ids)
+        self.held: dict[UUID, Any] = {}
+        self.read_at = -READ_FRESH_S
+
+    def take(self, payment_id: UUID) -> Payment | None:
+        if time.monotonic() - self.read_at > READ_FRESH_S:
+            self._read()
+        self.left = [i for i in self.left if i != payment_id]
+        payment = self.held.pop(payment_id, None)
+        assert payment is None or isinstance(payment, Payment)
+        return payment
+
+    def give_back(self, payment: Payment | None) -> None:
+        """Give back a payment taken and left unchanged."""
+        if payment is not None:
+            self.app.aggregate_cache.put([payment])
+
+    def close(self) -> None:
+        held, self.held = list(self.held.values()), {}
+        self.app.aggregate_cache.put(held)
+
+    def _read(self) -> None:
+        cache = self.app.aggregate_cache
+        cache.put(self.held.values())  # read again: from the versions held
+        self.held = load_aggregates(self.app, self.left, cache)
+        self.read_at = time.monotonic()
+        # The card tokens' data keys too: one key-store statement, not one per charge. Only
+        # a hint: a key store down fails the reveal of each charge, not the round's lookups.
+        try:
+            self.app.vault.prefetch(
+                p.payment_token for p in self.held.values() if p.capture_pending
+            )
+        except Exception as exc:
+            log.warning("card token keys not prefetched", error=f"{type(exc).__name__}: {exc}")
 
 
 @dataclass

@@ -23,13 +23,14 @@ import abc
 import contextlib
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from eventsourcing.application import Application
 from eventsourcing.postgres import PostgresDatastore
+from psycopg.sql import SQL
 from psycopg.types.json import Jsonb
 
 from fulfilment_kit.persistence.fencing import SCHEMA_LOCK
@@ -74,6 +75,10 @@ class Transaction(abc.ABC):
     @abc.abstractmethod
     def set_position(self, name: str, position: int) -> None: ...
 
+    def newest(self, recorder: Any) -> int:
+        """The newest notification id of `recorder`'s log (0: none)."""
+        return int(recorder.max_notification_id() or 0)
+
     @abc.abstractmethod
     def get(self, follower: str, kind: str, key: str) -> Item | None: ...
 
@@ -100,6 +105,11 @@ class Transaction(abc.ABC):
     ) -> list[Item]:
         """Items of `kind` whose data contains `where` (and due by `due_by`), due first."""
 
+    def select_kinds(self, follower: str, kinds: Sequence[str]) -> list[Item]:
+        """The items of each of `kinds`, earliest due first (one query where the store can)."""
+        found = [i for kind in kinds for i in self.select(follower, kind, {}, due_by=None)]
+        return sorted(found, key=_due_order)
+
     @abc.abstractmethod
     def claim_due(self, follower: str, kind: str, now: datetime, limit: int) -> list[Item]:
         """Items due by `now`, earliest first, locked; those another transaction holds skipped."""
@@ -125,6 +135,11 @@ class FollowerStore(abc.ABC):
     def position(self, name: str) -> int:
         with self.transaction() as tx:
             return tx.read_position(name)
+
+    def peek(self, name: str, recorder: Any) -> tuple[int, int]:
+        """(the tracked position of `name`, the newest notification id), unlocked."""
+        with self.transaction() as tx:
+            return tx.read_position(name), tx.newest(recorder)
 
     def create_tables(self) -> None:  # noqa: B027 - nothing to create in memory
         """Create the tables if missing (also done on first use)."""
@@ -169,15 +184,29 @@ class _PostgresTransaction(Transaction):
         self.cursor = cursor
 
     def lock_position(self, name: str) -> int:
-        self.cursor.execute(
-            "INSERT INTO fulfil_follower_position (name, position) VALUES (%s, 0) "
-            "ON CONFLICT (name) DO NOTHING",
-            (name,),
-        )
-        self.cursor.execute(
-            "SELECT position FROM fulfil_follower_position WHERE name = %s FOR UPDATE", (name,)
-        )
-        return int(self.cursor.fetchone()["position"])
+        # The row exists but for a follower's first transaction: one statement then.
+        for _ in range(2):
+            self.cursor.execute(
+                "SELECT position FROM fulfil_follower_position WHERE name = %s FOR UPDATE",
+                (name,),
+            )
+            row = self.cursor.fetchone()
+            if row is not None:
+                return int(row["position"])
+            self.cursor.execute(
+                "INSERT INTO fulfil_follower_position (name, position) VALUES (%s, 0) "
+                "ON CONFLICT (name) DO NOTHING",
+                (name,),
+            )
+        raise RuntimeError(f"follower position {name!r} neither found nor created")
+
+    def newest(self, recorder: Any) -> int:
+        statement = getattr(recorder, "max_notification_id_statement", None)
+        if statement is None:
+            return super().newest(recorder)
+        self.cursor.execute(statement)  # in this transaction: no second connection
+        row = self.cursor.fetchone()
+        return int(row["max"] or 0) if row else 0
 
     def read_position(self, name: str) -> int:
         self.cursor.execute(
@@ -258,6 +287,14 @@ class _PostgresTransaction(Transaction):
         self.cursor.execute(sql + " ORDER BY due_at, key", params)
         return [_item(row) for row in self.cursor.fetchall()]
 
+    def select_kinds(self, follower: str, kinds: Sequence[str]) -> list[Item]:
+        self.cursor.execute(
+            "SELECT kind, key, due_at, data FROM fulfil_followed_item "
+            "WHERE follower = %s AND kind = ANY(%s) ORDER BY due_at, key",
+            (follower, list(kinds)),
+        )
+        return [_item(row) for row in self.cursor.fetchall()]
+
     def claim_due(self, follower: str, kind: str, now: datetime, limit: int) -> list[Item]:
         self.cursor.execute(
             "SELECT kind, key, due_at, data FROM fulfil_followed_item "
@@ -320,6 +357,22 @@ class PostgresFollowerStore(FollowerStore):
             self.create_tables()
         with self.datastore.transaction(commit=True) as cursor:
             yield _PostgresTransaction(cursor)
+
+    def peek(self, name: str, recorder: Any) -> tuple[int, int]:
+        statement = getattr(recorder, "max_notification_id_statement", None)
+        if statement is None:
+            return super().peek(name, recorder)
+        if not self._created:
+            self.create_tables()
+        query = SQL(
+            "SELECT (SELECT position FROM fulfil_follower_position WHERE name = %s) AS position, "
+            "({}) AS newest"
+        ).format(statement)
+        with self.datastore.get_connection() as conn, conn.cursor() as cursor:
+            cursor.execute(query, (name,), prepare=True)  # one autocommit statement
+            row = cursor.fetchone()
+        assert row is not None  # a SELECT without FROM returns one row
+        return int(row["position"] or 0), int(row["newest"] or 0)
 
 
 # -- in memory (popo and SQLite stores) ---------------------------------------------------
@@ -483,7 +536,27 @@ class Writes:
 
 
 Projector = Callable[[Sequence[Any], Writes], None]
-"""Turns a batch of domain events, in log order, into changes of the follower's items."""
+"""Turns a batch of domain events, in log order, into changes of the follower's items (the
+events of the follower's `undecoded` topics as `Notified`)."""
+
+
+@dataclass(frozen=True)
+class Notified:
+    """An event handed to a projector undecoded (its topic is one of the follower's
+    `undecoded`): what the notification log says of it, without its state."""
+
+    originator_id: Any
+    originator_version: int
+    topic: str
+
+
+@dataclass(frozen=True)
+class Followed:
+    """What `LogFollower.follow` read: the position reached, and the items then."""
+
+    position: int
+    items: list[Item] | None
+    """None: unchanged since the read at the `known` position that `follow` was given."""
 
 
 UNWRITTEN_GAP = 1000
@@ -500,14 +573,21 @@ class LogFollower:
         project: Projector,
         *,
         topics: Sequence[str] = (),
+        undecoded: Collection[str] = (),
         batch: int = 500,
     ) -> None:
         self.app = app
         self.name = name
         self.project = project
         self.topics = tuple(topics)
+        self.undecoded = frozenset(undecoded)
+        """Topics of events the projector needs only the identity of: handed over as
+        `Notified`, their state never decoded."""
         self.batch = batch
         self.store = follower_store(app)
+        self._clear = (-1, -1)
+        """(position, newest): from that position the log holds none of our events up to
+        that newest notification (found by a read that did not move the position)."""
 
     @property
     def position(self) -> int:
@@ -523,37 +603,71 @@ class LogFollower:
             if not more:
                 return read
 
+    def follow(self, *kinds: str, known: int | None = None) -> Followed:
+        """Catch up, then the items of `kinds`, earliest due first, read in the transaction
+        that reached the position (one transaction when there was at most one batch to read).
+
+        With `known`, the position of an earlier `follow`: when the log has nothing new and
+        the position is still `known`, one unlocked statement and `items` None (unchanged).
+        Only for a follower whose items its projector alone writes (no `claim_due`): the
+        items change only in the transactions that move the position."""
+        if known is not None:
+            position, newest = self.store.peek(self.name, self.app.recorder)
+            clear_from, clear_to = self._clear
+            if position == known and newest <= (clear_to if clear_from == position else position):
+                return Followed(position, None)
+        while True:
+            with self.store.transaction() as tx:
+                position, _, more = self._advance(tx)
+                if not more:
+                    return Followed(position, tx.select_kinds(self.name, kinds))
+
     def _next_batch(self) -> tuple[int, bool]:
-        recorder = self.app.recorder
         with self.store.transaction() as tx:
-            seen = tx.read_position(self.name)
-            newest = recorder.max_notification_id() or 0
-            if newest <= seen:
-                return 0, False
-            if (
-                self.topics
-                and newest - seen < UNWRITTEN_GAP
-                and not recorder.select_notifications(seen + 1, 1, stop=newest, topics=self.topics)
-            ):
-                # None of ours since: a read-only transaction. The position moves with our
-                # next event (or once the log ran UNWRITTEN_GAP past it): every commit of the
-                # service wakes every follower, most of them for others' events.
-                return 0, False
-            position = tx.lock_position(self.name)
-            if newest <= position:  # another replica followed further meanwhile
-                return 0, False
-            notifications = recorder.select_notifications(
-                position + 1, self.batch, stop=newest, topics=self.topics
+            _, count, more = self._advance(tx)
+            return count, more
+
+    def _advance(self, tx: Transaction) -> tuple[int, int, bool]:
+        """Project the next batch in `tx`: (the position reached, events read, whether more
+        may follow)."""
+        recorder = self.app.recorder
+        seen = tx.read_position(self.name)
+        newest = tx.newest(recorder)
+        if newest <= seen:
+            return seen, 0, False
+        if (
+            self.topics
+            and newest - seen < UNWRITTEN_GAP
+            and not recorder.select_notifications(seen + 1, 1, stop=newest, topics=self.topics)
+        ):
+            # None of ours since: a read-only transaction. The position moves with our next
+            # event (or once the log ran UNWRITTEN_GAP past it): every commit of the service
+            # wakes every follower, most of them for others' events.
+            self._clear = (seen, newest)
+            return seen, 0, False
+        position = tx.lock_position(self.name)
+        if newest <= position:  # another replica followed further meanwhile
+            return position, 0, False
+        notifications = recorder.select_notifications(
+            position + 1, self.batch, stop=newest, topics=self.topics
+        )
+        events = [self._event(n) for n in notifications]
+        if events:
+            writes = Writes(tx, self.name)
+            self.project(events, writes)
+            writes.flush()
+        full = len(notifications) == self.batch
+        # A short batch read everything of our topics up to `newest`.
+        reached = notifications[-1].id if full else newest
+        tx.set_position(self.name, reached)
+        return reached, len(events), full
+
+    def _event(self, notification: Any) -> Any:
+        if notification.topic in self.undecoded:
+            return Notified(
+                notification.originator_id, notification.originator_version, notification.topic
             )
-            events = [self.app.mapper.to_domain_event(n) for n in notifications]
-            if events:
-                writes = Writes(tx, self.name)
-                self.project(events, writes)
-                writes.flush()
-            full = len(notifications) == self.batch
-            # A short batch read everything of our topics up to `newest`.
-            tx.set_position(self.name, notifications[-1].id if full else newest)
-            return len(events), full
+        return self.app.mapper.to_domain_event(notification)
 
     def items(self, kind: str, /, **where: Any) -> list[Item]:
         """The items of `kind` whose data has the values `where`, earliest due first."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,6 +51,10 @@ class KeyStore(Protocol):
         """The customer's newest generation (live or erased), if any."""
 
     def get(self, customer_id: uuid.UUID, generation: int) -> StoredKey | None: ...
+
+    def get_many(self, wanted: Collection[tuple[uuid.UUID, int]]) -> list[StoredKey]:
+        """The stored keys among the (customer, generation) pairs `wanted` (one statement
+        where the store can)."""
 
     def create(self, key: StoredKey) -> bool:
         """Store a new generation unless one with that number exists (a concurrent twin);
@@ -97,6 +101,9 @@ class InMemoryKeyStore:
 
     def get(self, customer_id: uuid.UUID, generation: int) -> StoredKey | None:
         return self._keys.get((customer_id, generation))
+
+    def get_many(self, wanted: Collection[tuple[uuid.UUID, int]]) -> list[StoredKey]:
+        return [k for k in (self._keys.get(pair) for pair in wanted) if k is not None]
 
     def create(self, key: StoredKey) -> bool:
         with self._lock:
@@ -176,6 +183,21 @@ class _SqlKeyStore:
             (str(customer_id), generation),
         )
         return self._key(rows[0]) if rows else None
+
+    def get_many(self, wanted: Collection[tuple[uuid.UUID, int]]) -> list[StoredKey]:
+        pairs = set(wanted)
+        customers = sorted({str(customer) for customer, _ in pairs})
+        found: list[StoredKey] = []
+        for start in range(0, len(customers), 500):
+            chunk = customers[start : start + 500]
+            rows = self._rows(
+                f"SELECT customer_id, generation, kek_id, wrapped FROM {TABLE} "  # noqa: S608
+                f"WHERE customer_id IN ({', '.join(['%s'] * len(chunk))})",
+                tuple(chunk),
+            )
+            keys = (self._key(row) for row in rows)
+            found += [k for k in keys if (k.customer_id, k.generation) in pairs]
+        return found
 
     def create(self, key: StoredKey) -> bool:
         stored = self._run(
