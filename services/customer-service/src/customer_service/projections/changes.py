@@ -48,6 +48,7 @@ class RowMerge:
 _HIDDEN = frozenset(
     {"order_id", "customer_id", "shipping_address", "payment_token", "sealed_payment_token"}
 )
+_EXCLUDED: set[str] = set(_HIDDEN)  # pydantic's type for `exclude`; never changed
 
 
 def _field(event: IntegrationEvent, name: str) -> Any:
@@ -59,7 +60,9 @@ def _field(event: IntegrationEvent, name: str) -> Any:
 def summary(event: IntegrationEvent) -> dict[str, Any]:
     """A compact JSON summary of an event: no personal data, lists reduced to counts."""
     compact: dict[str, Any] = {}
-    for name, value in event.model_dump(mode="json", exclude=set(_HIDDEN)).items():
+    # What model_dump(mode="json", exclude=...) returns, without its wrapper's per-call work.
+    dumped = event.__pydantic_serializer__.to_python(event, mode="json", exclude=_EXCLUDED)
+    for name, value in dumped.items():
         if value is None:
             continue
         if isinstance(value, list):
@@ -96,12 +99,17 @@ def timeline_changes(envelope: Envelope) -> list[RowMerge]:
     return [RowMerge("timeline", row)]
 
 
+_CASE_EVENTS = (CaseOpened, CaseResolved, CaseSlaBreached)
+_STOCK_LEVELS = (StockReceived, StockAdjusted)
+"""Tuples made once (an `A | B` union is a new object at every call)."""
+
+
 def customer_changes(envelope: Envelope) -> list[RowMerge]:
     e = envelope.event
     order_id: UUID | None = _field(e, "order_id")
     customer_id: UUID | None = _field(e, "customer_id")
     changes: list[RowMerge] = []
-    if isinstance(e, CaseOpened | CaseResolved | CaseSlaBreached):
+    if isinstance(e, _CASE_EVENTS):
         case: dict[str, Any] = {"case_id": e.case_id, "customer_id": customer_id}
         if isinstance(e, CaseOpened):
             case["opened_at"] = e.opened_at
@@ -154,7 +162,7 @@ def kpi_changes(envelope: Envelope) -> list[RowMerge]:
             "low_at": e.detected_at,
         }
         return [RowMerge("sku_stock", low)]
-    if isinstance(e, StockReceived | StockAdjusted):
+    if isinstance(e, _STOCK_LEVELS):
         at = e.received_at if isinstance(e, StockReceived) else e.adjusted_at
         level = {"sku": e.sku, "level_key": register_key(envelope), "level_on_hand": e.on_hand}
         return [RowMerge("sku_stock", {**level, "level_at": at})]
