@@ -3,6 +3,7 @@ transactions the slower applying is, and every event applied once, in the order 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -130,3 +131,54 @@ async def test_the_collector_is_restored_when_applying_fails() -> None:
     with pytest.raises(RuntimeError, match="database gone"):
         await job._read_all()
     assert gc.isenabled()
+
+
+class Steps(CountingSource):
+    """A source recording its opening and closing (failing to open when told)."""
+
+    def __init__(self, steps: list[str], fail_open: bool = False) -> None:
+        super().__init__(batches=2, size=3, read_ahead_after=0)
+        self.steps, self.fail_open = steps, fail_open
+        self.opening = threading.Event()
+
+    async def open(self) -> None:
+        self.opening.set()
+        self.steps.append("open")
+        if self.fail_open:
+            raise RuntimeError("kafka gone")
+
+    async def close(self) -> None:
+        self.steps.append("close")
+
+
+def stepped(source: Steps, steps: list[str]) -> Rebuild:
+    job = Rebuild(None, tuple(PROJECTIONS), source, mode="dry-run")  # type: ignore[arg-type]
+
+    def create_shadow() -> None:
+        # Made while the source connects: it started opening before the tables are done.
+        assert source.opening.wait(10), "the source did not open while the shadow was made"
+        steps.append("create")
+
+    job._exclusive = contextlib.nullcontext  # type: ignore[assignment,method-assign]
+    job._create_shadow = create_shadow  # type: ignore[method-assign]
+    job._drop_shadow = lambda: steps.append("drop")  # type: ignore[method-assign]
+    job._apply = lambda batch: steps.append("apply")  # type: ignore[method-assign]
+    job._finish = lambda final: steps.append("finish")  # type: ignore[method-assign]
+    return job
+
+
+async def test_the_shadow_is_made_while_the_source_opens_and_dropped_while_it_closes() -> None:
+    steps: list[str] = []
+    report = await stepped(Steps(steps), steps).run()
+    assert report.events == 6
+    assert steps[:2] == ["open", "create"]
+    assert "finish" in steps
+    assert sorted(steps[-2:]) == ["close", "drop"]
+
+
+async def test_a_source_that_fails_to_open_is_closed_and_the_shadow_dropped() -> None:
+    steps: list[str] = []
+    with pytest.raises(RuntimeError, match="kafka gone"):
+        await stepped(Steps(steps, fail_open=True), steps).run()
+    assert "apply" not in steps
+    assert sorted(steps) == ["close", "create", "drop", "open"]

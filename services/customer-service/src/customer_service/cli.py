@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from customer_service.projections.rebuild import Mode, Rebuild, RebuildError, RebuildReport
 from customer_service.projections.shards import ShardedTopics
 from customer_service.projections.sources import LogSource, Source, TopicSource
-from customer_service.projections.store import datastore
+from customer_service.projections.store import rebuild_datastore
 from customer_service.projections.tables import PROJECTIONS, projection_names
 from fulfilment_kit import devauth
 from fulfilment_kit.http.auth import CUSTOMER, ROLES
@@ -120,7 +120,7 @@ def make_source(name: str, workers: int = 1) -> Source | ShardedTopics:
 async def run_rebuild(
     projections: Sequence[str], source: Source | ShardedTopics, mode: Mode
 ) -> RebuildReport:
-    store = datastore()
+    store = rebuild_datastore(2)  # the rebuild's lock, and its transactions
     try:
         with Progress(
             TextColumn(f"[bold]{mode} {', '.join(projections)} from {source.name}"),

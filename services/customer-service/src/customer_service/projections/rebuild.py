@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -86,6 +86,15 @@ class _NotCaughtUp(Exception):
         self.rebuild_behind = rebuild_behind
 
 
+async def _together(*steps: Awaitable[Any]) -> None:
+    """Run `steps` at once and wait for all of them, even when one fails; then raise the
+    first failure (a failed open still gets its shadow dropped and its source closed)."""
+    outcomes = await asyncio.gather(*steps, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
 def _ident(schema: str, table: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
 
@@ -113,11 +122,12 @@ class Rebuild:
         self.report = RebuildReport(self.projections, source.name, mode)
 
     async def run(self) -> RebuildReport:
-        ReadModelRecorder(self.datastore).create_table()  # the live tables exist
         began = time.perf_counter()
-        async with self._exclusive(), self._opened_source():
-            await asyncio.to_thread(self._create_shadow)
+        async with self._exclusive():
+            # The shadow tables are made while the source connects (its workers' Kafka
+            # readers and pools), and dropped while it closes: neither waits for the other.
             try:
+                await _together(asyncio.to_thread(self._create_shadow), self.source.open())
                 await self._read_all()
                 for attempt in range(CATCH_UP_ATTEMPTS):
                     try:
@@ -134,18 +144,10 @@ class Rebuild:
                         "source does not have: not swapping"
                     )
             finally:
-                await asyncio.to_thread(self._drop_shadow)
+                await _together(asyncio.to_thread(self._drop_shadow), self.source.close())
         self.report.seconds = time.perf_counter() - began
         self.report.undecodable = self.source.undecodable
         return self.report
-
-    @contextlib.asynccontextmanager
-    async def _opened_source(self) -> AsyncIterator[None]:
-        await self.source.open()
-        try:
-            yield
-        finally:
-            await self.source.close()
 
     @contextlib.asynccontextmanager
     async def _exclusive(self) -> AsyncIterator[None]:
@@ -160,6 +162,7 @@ class Rebuild:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
 
     def _create_shadow(self) -> None:
+        ReadModelRecorder(self.datastore).create_table()  # the live tables exist
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SHADOW)))
             for statement in create_statements(SHADOW, (APPLIED, *self.tables)):

@@ -22,7 +22,7 @@ from typing import Any
 
 from customer_service.projections.pipeline import read_and_apply
 from customer_service.projections.sources import TopicSource
-from customer_service.projections.store import apply_batch, datastore
+from customer_service.projections.store import apply_batch, rebuild_datastore
 
 
 @dataclass
@@ -122,7 +122,7 @@ def _serve(pipe: Connection, index: int, workers: int, inherited: list[Connectio
                 break
             try:
                 if command == "open":
-                    store = datastore()
+                    store = rebuild_datastore(1)
                     loop.run_until_complete(source.open())
                     pipe.send(None)
                 elif command == "read":

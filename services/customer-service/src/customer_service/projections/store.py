@@ -54,6 +54,13 @@ def datastore(postgres: PostgresSettings | None = None, schema: str = SCHEMA) ->
     )
 
 
+def rebuild_datastore(connections: int) -> PostgresDatastore:
+    """A pool of `connections` for a rebuild (its lock and one transaction at a time, or a
+    worker's one): opening the services' pool size (5) cost each process 5 connections."""
+    pg = PostgresSettings()
+    return datastore(pg.model_copy(update={"pool_size": connections, "max_overflow": 1}))
+
+
 def tables_of(projections: Iterable[str]) -> tuple[Any, ...]:
     return tuple(t for name in projections for t in PROJECTIONS[name])
 
