@@ -126,7 +126,7 @@ def _upsert(curs: Cursor[DictRow], schema: str, changes: Sequence[RowMerge]) -> 
 
 
 ROW_BY_ROW = 4
-"""Up to this many rows of a table, one plain upsert each: the one-statement fold (unnest,
+"""Up to this many rows of a table, one plain upsert each: the one-statement fold (recordset,
 GROUP BY, an aggregate per column) costs PostgreSQL more than a few rows' upserts (a live
 batch of one partition is often one or two events)."""
 
