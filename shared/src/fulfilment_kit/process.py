@@ -16,6 +16,7 @@ from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from fulfilment_kit import heap
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging import kafka
 from fulfilment_kit.messaging.consumer import (
@@ -257,6 +258,7 @@ class ProcessRuntime:
             for job in self.background
         )
         log.info("process started", groups=[c.inbox.group_id for c in self.consumers])
+        heap.settled()
         try:
             yield
         finally:

@@ -8,6 +8,7 @@ import signal
 import structlog
 import uvloop
 
+from fulfilment_kit import heap
 from fulfilment_kit.observability.logging import configure_logging
 from fulfilment_kit.runtime import ServiceRuntime
 
@@ -21,6 +22,7 @@ def run_relay_only(runtime: ServiceRuntime) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runtime.relay.stop)
         structlog.get_logger(__name__).info("relay-only process started")
+        heap.settled()
         await runtime.relay.run()
 
     try:

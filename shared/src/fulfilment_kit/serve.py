@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import uvicorn
 
+from fulfilment_kit import heap
 from fulfilment_kit.relay_only import run_relay_only
 from fulfilment_kit.runtime import ServiceRuntime
 from fulfilment_kit.settings import ServiceSettings
@@ -20,6 +21,7 @@ def serve_or_relay(
 ) -> None:
     """A service's command: `fulfil-<service>` serves HTTP, relay, inbox and background loops
     (`factory`); `fulfil-<service> relay` runs only the relay."""
+    heap.settle_after_start()
     if sys.argv[1:] == ["relay"]:
         run_relay_only(create_runtime())
     else:
@@ -32,6 +34,7 @@ def run_service(factory: str, default_port: int) -> None:
     On uvloop and httptools (pinned by the kit, not left to uvicorn's "auto"): the event
     loop and the HTTP parser in C, a service's own Python code keeps the CPU."""
     settings = ServiceSettings()
+    heap.settle_after_start()  # the process's `running()` settles its heap once started
     uvicorn.run(
         factory,
         factory=True,
