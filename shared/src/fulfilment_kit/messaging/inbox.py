@@ -207,10 +207,19 @@ class ProcessApplication(Application[UUID]):
         trace: Trace | None = None,
         **kwargs: Any,
     ) -> list[Recording[UUID]]:
-        """Save `objs`, their new events stamped with `trace` (the command's causal context)."""
+        """Save `objs`, their new events stamped with `trace` (the command's causal context).
+
+        eventsourcing's `Application.save`, collecting with `_BatchProcessing` (no runtime
+        Protocol check per aggregate: ~45 us each, for every command and worker save)."""
         if trace is not None:
             stamp(trace, (e for obj in objs for e in getattr(obj, "pending_events", ())))
-        return super().save(*objs, **kwargs)
+        processing = _BatchProcessing()
+        processing.collect_events(*objs, **kwargs)
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        self.notify(processing.events)  # eventsourcing's deprecated hook, as its save calls it
+        return recordings
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
