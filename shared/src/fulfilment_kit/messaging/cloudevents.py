@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,13 +32,34 @@ class DecodeError(Exception):
 def event_id(aggregate_id: uuid.UUID | str, version: int, index: int = 0) -> str:
     """Deterministic, globally unique ce_id of the index-th public event of one domain event."""
     name = f"{aggregate_id}:{version}" + (f":{index}" if index else "")
-    return str(uuid.uuid5(CE_ID_NAMESPACE, name))
+    return _uuid5(name)
+
+
+_CE_ID_NAMESPACE_BYTES = CE_ID_NAMESPACE.bytes
+
+
+def _uuid5(name: str) -> str:
+    """`str(uuid.uuid5(CE_ID_NAMESPACE, name))` without building UUID objects (the relay
+    computes one per public event; the uuid module's objects cost most of it)."""
+    digest = bytearray(
+        hashlib.sha1(_CE_ID_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def traceparent(correlation_id: str, ce_id: str) -> str:
     """W3C traceparent: the trace is the correlation, the span is this event."""
-    span = uuid.UUID(ce_id).hex[:16]
+    if len(ce_id) == 36 and _CANONICAL_UUID.fullmatch(ce_id):  # event_id's form
+        span = ce_id[:8] + ce_id[9:13] + ce_id[14:18]
+    else:
+        span = uuid.UUID(ce_id).hex[:16]
     return f"00-{_trace_id(correlation_id)}-{span}-01"
+
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @functools.lru_cache(maxsize=4096)

@@ -50,6 +50,7 @@ from eventsourcing.persistence import (
     ProcessRecorder,
     Recording,
     Tracking,
+    Transcoder,
 )
 from psycopg_pool import PoolTimeout
 
@@ -62,7 +63,7 @@ from fulfilment_kit.observability import metrics
 from fulfilment_kit.persistence.availability import wait_for_database
 from fulfilment_kit.persistence.batch_load import AggregateCache, load_aggregates
 from fulfilment_kit.persistence.fencing import FencedTracking, TrackingSet, fenced_process_recorder
-from fulfilment_kit.persistence.transcodings import register_dataclasses
+from fulfilment_kit.persistence.transcodings import FastJSONTranscoder, register_dataclasses
 from fulfilment_kit.settings import KafkaSettings, ServiceSettings, read_settings
 from fulfilment_kit.tracing import Trace, stamp
 
@@ -220,6 +221,15 @@ class ProcessApplication(Application[UUID]):
         self._notify(recordings)
         self.notify(processing.events)  # eventsourcing's deprecated hook, as its save calls it
         return recordings
+
+    def construct_transcoder(self) -> Transcoder:
+        """The factory's transcoder; its default JSON one decoding with orjson (same objects)."""
+        transcoder = self.factory.transcoder()
+        if type(transcoder) is JSONTranscoder:
+            transcoder = FastJSONTranscoder()
+        if isinstance(transcoder, JSONTranscoder):
+            self.register_transcodings(transcoder)
+        return transcoder
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from eventsourcing.utils import resolve_topic
+
 from fulfilment_kit.contracts.base import IntegrationEvent
 from fulfilment_kit.messaging.relay import EventToPublish
 from fulfilment_kit.tracing import event_trace
@@ -43,6 +45,22 @@ class PublicEvents:
 
     def __init__(self) -> None:
         self._makers: dict[type[Any], Make] = {}
+        self._topics: dict[str, bool] = {}
+
+    def may_publish(self, topic: str) -> bool:
+        """Whether a domain event of `topic` (its stored topic) may publish anything: False
+        only for a class nothing is mapped for, so the relay skips it without decoding it.
+        A topic that does not resolve says True (decoding it fails, and the relay
+        quarantines it as before)."""
+        known = self._topics.get(topic)
+        if known is None:
+            try:
+                kind = resolve_topic(topic)
+            except Exception:
+                return True
+            known = any(k in self._makers for k in getattr(kind, "__mro__", (kind,)))
+            self._topics[topic] = known
+        return known
 
     def __call__(self, domain_event: Any) -> Sequence[EventToPublish]:
         make = next(
@@ -61,6 +79,7 @@ class PublicEvents:
             if kind in self._makers:
                 raise TypeError(f"{kind.__qualname__} is mapped twice")
             self._makers[kind] = make
+            self._topics.clear()
             return make
 
         return add

@@ -100,7 +100,12 @@ def source_of(service: str) -> str:
 def public_records(
     app: Application[Any], mapper: EventMapper, source: str, notification: Notification
 ) -> list[PublicRecord]:
-    """The records a notification publishes: what the relay sends and `GET /events` serves."""
+    """The records a notification publishes: what the relay sends and `GET /events` serves.
+
+    A mapper with `may_publish(topic)` (`PublicEvents`) lets private events pass undecoded."""
+    may_publish = getattr(mapper, "may_publish", None)
+    if may_publish is not None and not may_publish(notification.topic):
+        return []
     domain_event: Any = app.mapper.to_domain_event(notification)
     records = []
     for index, outbound in enumerate(mapper(domain_event)):

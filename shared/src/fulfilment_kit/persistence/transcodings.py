@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import orjson
 from eventsourcing.persistence import JSONTranscoder, Transcoding
 from eventsourcing.utils import get_topic
 
@@ -36,3 +37,41 @@ def register_dataclasses(transcoder: JSONTranscoder, *classes: type[Any]) -> Non
         transcoder.register(transcoding)
         for name in former_topics(cls):
             transcoder.names[name] = transcoding
+
+
+class FastJSONTranscoder(JSONTranscoder):
+    """eventsourcing's JSON transcoder, parsing with orjson: the same objects, decoded cheaper.
+
+    Every read of an event pays the decode (the relay, the log followers, loading an
+    aggregate). orjson parses in a fraction of the stdlib's time; the object hook then runs
+    over the parsed values innermost first, as the stdlib parser calls it. Encoding is
+    unchanged, so stored events keep their exact bytes. What orjson refuses and the stdlib
+    accepts (integers beyond 64 bits, NaN) is decoded by the stdlib as before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        names = self.names  # registrations add to this dict: the closure sees them
+        hook = self._decode_obj
+
+        def revive(obj: Any) -> Any:
+            """The stdlib's object hook, applied innermost first as its parser does."""
+            if type(obj) is list:
+                return [revive(v) if type(v) is dict or type(v) is list else v for v in obj]
+            for key, value in obj.items():
+                if type(value) is dict or type(value) is list:
+                    obj[key] = revive(value)
+            if len(obj) == 2 and "_type_" in obj and "_data_" in obj:
+                transcoding = names.get(obj["_type_"])
+                return hook(obj) if transcoding is None else transcoding.decode(obj["_data_"])
+            return obj
+
+        self._revive = revive
+
+    def decode(self, data: bytes) -> Any:
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return super().decode(data)
+        if type(parsed) is dict or type(parsed) is list:
+            return self._revive(parsed)
+        return parsed
