@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import get_topic
 
 from customer_service.application import CustomerServiceApplication
+from fulfilment_kit.contracts import OrderDelivered, OrderStockLocked
 from fulfilment_kit.messaging import cloudevents
 from fulfilment_kit.messaging.relay import public_records
+from fulfilment_kit.observability.business import EventMeter
 from fulfilment_kit.persistence.transcodings import FastJSONTranscoder
 from inventory.application import InventoryApplication
 from orders.application import OrdersApplication
@@ -30,6 +33,7 @@ from orders.domain import Order
 from payments.application import PaymentsApplication
 
 POPO = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+ORDER_ID = uuid.UUID("11111111-1111-4111-8111-111111111111")
 FIXTURES = Path(__file__).parent
 APPS: list[tuple[type[Any], str]] = [
     (OrdersApplication, "orders_stored_events.json"),
@@ -109,3 +113,48 @@ def test_the_relay_passes_private_events_undecoded_and_maps_public_ones() -> Non
     )
     (notification,) = app.recorder.select_notifications(1, 10)
     assert public_records(app, to_public, "/fulfilment/orders", notification) == []
+
+
+def test_encoded_headers_are_the_attributes_in_their_order_as_utf8() -> None:
+    at = datetime(2025, 5, 1, 12, 30, tzinfo=timezone(timedelta(hours=2)))
+    event = OrderStockLocked(order_id=ORDER_ID, customer_id=ORDER_ID, locked_at=at)
+    ce_id = cloudevents.event_id(ORDER_ID, 2)
+    key, value, headers = cloudevents.encode(
+        event,
+        ce_id=ce_id,
+        source="/fulfilment/orders",
+        time=at,
+        correlation_id="corr-ü",
+        causation_id="cause",
+        sequence=42,
+    )
+    assert key == str(ORDER_ID).encode()
+    assert value == event.model_dump_json().encode()
+    assert headers == [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", ce_id.encode()),
+        ("ce_type", event.ce_type.encode()),
+        ("ce_source", b"/fulfilment/orders"),
+        ("ce_time", b"2025-05-01T10:30:00Z"),
+        ("ce_subject", str(ORDER_ID).encode()),
+        ("content-type", b"application/json"),
+        ("ce_correlationid", "corr-ü".encode()),
+        ("ce_causationid", b"cause"),
+        ("traceparent", cloudevents.traceparent("corr-ü", ce_id).encode()),
+        ("ce_sequence", b"42"),
+    ]
+    assert ("ce_sequence", b"42") not in cloudevents.encode(
+        event, ce_id=ce_id, source="s", time=at, correlation_id="c", causation_id="c"
+    )[2]
+
+
+def test_the_business_meter_observes_the_published_events_by_type_and_never_raises() -> None:
+    meter = EventMeter()
+    seen: list[Any] = []
+    meter.on(OrderStockLocked, seen.append)
+    meter.on(OrderDelivered, lambda _: 1 / 0)  # a broken observer: logged, not raised
+    at = datetime(2025, 5, 1, tzinfo=UTC)
+    locked = OrderStockLocked(order_id=ORDER_ID, customer_id=ORDER_ID, locked_at=at)
+    delivered = OrderDelivered(order_id=ORDER_ID, customer_id=ORDER_ID, delivered_at=at)
+    meter.observe([delivered, locked])
+    assert seen == [locked]

@@ -21,6 +21,7 @@ its payload) and the relay carries on behind it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import Callable, Sequence
@@ -90,6 +91,8 @@ class PublicRecord:
     key: bytes
     value: bytes
     headers: cloudevents.Headers
+    event: IntegrationEvent
+    """The public event the record carries (for in-process observers: not decoded again)."""
 
 
 def source_of(service: str) -> str:
@@ -121,7 +124,7 @@ def public_records(
             causation_id=outbound.causation_id,
             sequence=notification.id,
         )
-        records.append(PublicRecord(outbound.event.topic, key, value, headers))
+        records.append(PublicRecord(outbound.event.topic, key, value, headers, outbound.event))
     return records
 
 
@@ -147,6 +150,7 @@ class OutboxRelay:
         self.app = app
         self.mapper = mapper
         self.output_topics = [topics.physical(t) for t in output_topics]
+        self._physical_names: dict[str, str] = {}
         self.kafka_settings = kafka_settings
         self.batch_size = batch_size
         self.poll_interval_s = poll_interval_s
@@ -169,8 +173,10 @@ class OutboxRelay:
         self._stopping = False
         self._lease_checked = 0.0
         self._oldest_unpublished_at: float | None = None
-        self.on_published: Callable[[Sequence[tuple[str, bytes, bytes, cloudevents.Headers]]], None]
-        self.on_published = _ignore  # e.g. the service's business metrics (EventMeter.observe)
+        self.on_published: Callable[[Sequence[IntegrationEvent]], None]
+        """Called with the public events of each committed batch, in order (e.g. the
+        service's business metrics, `EventMeter.observe`)."""
+        self.on_published = _ignore
         metrics.RELAY_LAG_SECONDS.labels(service).set_function(self._lag_seconds)
 
     def wake(self) -> None:
@@ -317,23 +323,26 @@ class OutboxRelay:
         if not notifications:
             return 0
         began = time.perf_counter()
-        records = []
+        records: list[PublicRecord] = []
         for notification in notifications:
             try:
-                records.extend(self._records_for(notification))
+                records.extend(self._public_records(notification))
             except Exception as exc:  # a mapping bug must not wedge every later event
                 await asyncio.to_thread(self._quarantine, notification, exc)
         if records:
+            physical = self._physical
             async with producer.transaction():
                 sends = [
-                    await producer.send(topic, value=value, key=key, headers=headers)
-                    for topic, key, value, headers in records
+                    await producer.send(
+                        physical(r.topic), value=r.value, key=r.key, headers=r.headers
+                    )
+                    for r in records
                 ]
             for future in sends:
                 future.result()  # the transaction committed, so each send has its result
-            for topic, *_ in records:
-                metrics.RELAY_PUBLISHED.labels(self.service, topic).inc()
-            self.on_published(records)
+            for topic, count in collections.Counter(r.topic for r in records).items():
+                metrics.RELAY_PUBLISHED.labels(self.service, physical(topic)).inc(count)
+            self.on_published([r.event for r in records])
         self.position = notifications[-1].id
         metrics.RELAY_BATCH_SECONDS.labels(self.service).observe(time.perf_counter() - began)
         return len(records) or len(notifications)
@@ -357,10 +366,21 @@ class OutboxRelay:
     def _records_for(
         self, notification: Notification
     ) -> list[tuple[str, bytes, bytes, cloudevents.Headers]]:
+        """(physical topic, key, value, headers) of each record the notification publishes."""
         return [
-            (topics.physical(r.topic), r.key, r.value, r.headers)
-            for r in public_records(self.app, self.mapper, self.source, notification)
+            (self._physical(r.topic), r.key, r.value, r.headers)
+            for r in self._public_records(notification)
         ]
+
+    def _public_records(self, notification: Notification) -> list[PublicRecord]:
+        return public_records(self.app, self.mapper, self.source, notification)
+
+    def _physical(self, topic: str) -> str:
+        """The broker's name of a logical topic, as it was when the relay was made."""
+        name = self._physical_names.get(topic)
+        if name is None:
+            name = self._physical_names[topic] = topics.physical(topic)
+        return name
 
     def _quarantine(self, notification: Notification, exc: Exception) -> None:
         record = Quarantined(

@@ -16,16 +16,12 @@ import structlog
 from eventsourcing.application import Application
 
 from fulfilment_kit.contracts.base import IntegrationEvent
-from fulfilment_kit.messaging import cloudevents
 from fulfilment_kit.persistence.notifications import Wakeup, on_commit
 from fulfilment_kit.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
 E = TypeVar("E", bound=IntegrationEvent)
-
-PublishedRecord = tuple[str, bytes, bytes, cloudevents.Headers]
-"""(physical topic, key, value, headers) of a record the relay committed."""
 
 
 class EventMeter:
@@ -39,29 +35,20 @@ class EventMeter:
         entry = self._observers.setdefault(event_type.ce_type, (event_type, []))
         entry[1].append(observer)
 
-    def observe(self, records: Iterable[PublishedRecord]) -> None:
-        """Feed the records of one committed relay batch (never raises: metrics are not data)."""
+    def observe(self, events: Iterable[IntegrationEvent]) -> None:
+        """Feed the public events of one committed relay batch, as published (the relay's
+        own objects: not decoded again). Never raises: metrics are not data."""
         if not self._observers:
             return
-        for _topic, _key, value, headers in records:
-            ce_type = _ce_type(headers)
-            entry = self._observers.get(ce_type) if ce_type else None
+        for event in events:
+            entry = self._observers.get(event.ce_type)
             if entry is None:
                 continue
-            event_type, observers = entry
             try:
-                event = event_type.model_validate_json(value)
-                for observer in observers:
+                for observer in entry[1]:
                     observer(event)
             except Exception as exc:
-                log.warning("business metric not counted", ce_type=ce_type, error=str(exc))
-
-
-def _ce_type(headers: cloudevents.Headers) -> str | None:
-    for key, raw in headers:
-        if key == "ce_type":
-            return raw.decode() if isinstance(raw, bytes | bytearray) else str(raw)
-    return None
+                log.warning("business metric not counted", ce_type=event.ce_type, error=str(exc))
 
 
 def sampler(
