@@ -6,11 +6,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
 
 from fulfilment_kit.tracing import Trace
 from shipping.application import ShippingApplication
 from shipping.dispatcher import AutoDispatcher
-from shipping.domain import ShipmentStatus, shipment_id_for
+from shipping.domain import Shipment, ShipmentStatus, shipment_id_for
 from shipping.gateway import RetryingCarrier, SandboxCarrier
 from tests.unit.test_shipping_policy import Feed, cancelled, paid, placed
 
@@ -218,3 +220,20 @@ def test_a_batch_with_a_cancelled_shipment_falls_back_to_one_by_one(
         ShipmentStatus.CANCELLED,
         ShipmentStatus.SHIPPED,
     ]
+
+
+def test_the_events_that_end_packing_are_followed_without_decoding_their_state(
+    app: ShippingApplication, feed: Feed
+) -> None:
+    order_id = packing_order(feed)
+    shipment = shipment_id_for(order_id)
+    auto = dispatcher(app, Clock())
+    auto.catch_up()
+    assert list(auto.packing) == [shipment]
+    version = app.get_shipment(order_id).version
+    # A Shipped event whose state nobody could decode: the dispatcher needs only its id.
+    app.recorder.insert_events(
+        [StoredEvent(shipment, version + 1, get_topic(Shipment.Shipped), b"not decoded")]
+    )
+    auto.catch_up()
+    assert auto.packing == {}

@@ -43,6 +43,9 @@ log = structlog.get_logger(__name__)
 WATCHED_TOPICS = tuple(
     get_topic(cls) for cls in (Shipment.PackingStarted, Shipment.Shipped, Shipment.Cancelled)
 )
+ENDED_TOPICS = frozenset(get_topic(cls) for cls in (Shipment.Shipped, Shipment.Cancelled))
+"""Events that end a shipment's packing: the dispatcher needs only their shipment's id
+(handed over undecoded)."""
 
 
 BATCH = 200  # shipments dispatched in one transaction
@@ -88,7 +91,12 @@ class AutoDispatcher:
         self.on_dispatched = on_dispatched
         self.heartbeat = heartbeat
         self.log = LogFollower(
-            app, FOLLOWER, self._project, topics=WATCHED_TOPICS, batch=batch_size
+            app,
+            FOLLOWER,
+            self._project,
+            topics=WATCHED_TOPICS,
+            undecoded=ENDED_TOPICS,
+            batch=batch_size,
         )
 
     # -- the log --------------------------------------------------------------------------

@@ -29,7 +29,11 @@ class CaseDirectory:
         # Stored topics include those of cases stored before `cases.domain` existed.
         events = (Case.Opened, Case.Assigned, Case.Commented, Case.Resolved, Case.Closed)
         topics = stored_topics(*events, Case.SlaBreached)
-        self.follower = LogFollower(app, self.FOLLOWER, self._project, topics=topics)
+        # The projector needs only which cases changed (it loads their current state):
+        # their events are handed over undecoded.
+        self.follower = LogFollower(
+            app, self.FOLLOWER, self._project, topics=topics, undecoded=topics
+        )
 
     def refresh(self) -> None:
         """Catch up with the log (blocking: call from a worker thread)."""
