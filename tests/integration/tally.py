@@ -60,23 +60,40 @@ class TallyApplication(ProcessApplication):
         return int(tally.count)
 
 
-def create_runtime(settings: Any = None) -> Any:
-    """The tally consumer declared as a service declares its consumers, for the operator tools
-    (FULFIL_CONSUMER_RUNTIMES=<group>=tests.integration.tally:create_runtime): group
-    FULFIL_TALLY_GROUP on database FULFIL_TALLY_DATABASE."""
-    from fulfilment_kit.contracts import topics
+def tally_app(
+    database: str, settings: Any = None, cls: type[TallyApplication] = TallyApplication
+) -> TallyApplication:
+    """A tally application (`cls`) on `database`."""
     from fulfilment_kit.persistence import eventsourcing_env
-    from fulfilment_kit.runtime import ServiceRuntime
     from fulfilment_kit.settings import PostgresSettings, ServiceSettings
 
-    settings = settings or ServiceSettings()
-    database = PostgresSettings(dbname=os.environ["FULFIL_TALLY_DATABASE"])
-    app = TallyApplication(env=eventsourcing_env("tally", settings, database))
+    env = eventsourcing_env(
+        "tally", settings or ServiceSettings(), PostgresSettings(dbname=database)
+    )
+    return cls(env=env)
+
+
+def tally_runtime(app: TallyApplication, group: str, settings: Any) -> Any:
+    """The tally consumer as a service runtime of consumer group `group` on the orders topic."""
+    from fulfilment_kit.contracts import topics
+    from fulfilment_kit.runtime import ServiceRuntime
+
     return ServiceRuntime(
-        service=os.environ["FULFIL_TALLY_GROUP"],
+        service=group,
         app=app,
         mapper=lambda _: (),
         output_topics=[],
         source_topics=[topics.ORDERS],
         settings=settings,
     )
+
+
+def create_runtime(settings: Any = None) -> Any:
+    """The tally consumer declared as a service declares its consumers, for the operator tools
+    (FULFIL_CONSUMER_RUNTIMES=<group>=tests.integration.tally:create_runtime): group
+    FULFIL_TALLY_GROUP on database FULFIL_TALLY_DATABASE."""
+    from fulfilment_kit.settings import ServiceSettings
+
+    settings = settings or ServiceSettings()
+    app = tally_app(os.environ["FULFIL_TALLY_DATABASE"], settings)
+    return tally_runtime(app, os.environ["FULFIL_TALLY_GROUP"], settings)

@@ -15,10 +15,9 @@ from aiokafka import TopicPartition
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging import kafka
 from fulfilment_kit.messaging.admin import ensure_topics
-from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.runtime import ServiceRuntime
-from fulfilment_kit.settings import KafkaSettings, PostgresSettings, ServiceSettings
-from tests.integration.tally import TallyApplication
+from fulfilment_kit.settings import KafkaSettings, ServiceSettings
+from tests.integration.tally import TallyApplication, tally_app, tally_runtime
 from tests.integration.test_inbox import placed, produce
 from tests.support.polling import eventually
 from tests.support.stack import end_offsets
@@ -28,17 +27,8 @@ INTERVAL_S = 2.0
 
 def runtime_of(database: str, group: str) -> ServiceRuntime:
     settings = ServiceSettings(relay_enabled=False, consumer_commit_interval_s=INTERVAL_S)
-    app = TallyApplication(
-        env=eventsourcing_env("tally", settings, PostgresSettings(dbname=database))
-    )
-    return ServiceRuntime(
-        service=group,
-        app=app,
-        mapper=lambda _: (),
-        output_topics=[],
-        source_topics=[topics.ORDERS],
-        settings=settings,
-    )
+    runtime: ServiceRuntime = tally_runtime(tally_app(database, settings), group, settings)
+    return runtime
 
 
 async def committed(group: str, tp: TopicPartition) -> int | None:

@@ -16,10 +16,9 @@ from fulfilment_kit.messaging.admin import ensure_topics
 from fulfilment_kit.messaging.consumer import ConsumerWatch
 from fulfilment_kit.observability import metrics
 from fulfilment_kit.observability.health import Heartbeat
-from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.runtime import ServiceRuntime
-from fulfilment_kit.settings import KafkaSettings, PostgresSettings, ServiceSettings
-from tests.integration.tally import POISON_SKU, TallyApplication
+from fulfilment_kit.settings import KafkaSettings, ServiceSettings
+from tests.integration.tally import POISON_SKU, TallyApplication, tally_app, tally_runtime
 from tests.support.polling import eventually
 from tests.support.stack import read_topic
 
@@ -76,17 +75,8 @@ def make_runtime(database: str, group: str) -> ServiceRuntime:
     settings = ServiceSettings(
         relay_enabled=False, consumer_max_attempts=3, consumer_backoff_s=0.05
     )
-    app = TallyApplication(
-        env=eventsourcing_env("tally", settings, PostgresSettings(dbname=database))
-    )
-    return ServiceRuntime(
-        service=group,
-        app=app,
-        mapper=lambda _: (),
-        output_topics=[],
-        source_topics=[topics.ORDERS],
-        settings=settings,
-    )
+    runtime: ServiceRuntime = tally_runtime(tally_app(database, settings), group, settings)
+    return runtime
 
 
 @pytest.fixture

@@ -17,10 +17,9 @@ from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging.admin import ensure_topics
 from fulfilment_kit.messaging.inbox import InboundMessage
 from fulfilment_kit.observability import metrics
-from fulfilment_kit.persistence import eventsourcing_env
 from fulfilment_kit.runtime import ServiceRuntime
-from fulfilment_kit.settings import PostgresSettings, ServiceSettings
-from tests.integration.tally import TallyApplication
+from fulfilment_kit.settings import ServiceSettings
+from tests.integration.tally import TallyApplication, tally_app, tally_runtime
 from tests.integration.test_inbox import placed, produce
 from tests.support.polling import eventually
 from tests.support.stack import end_offsets, pg_down, pg_up, postgres_answers
@@ -53,19 +52,12 @@ def runtime_of(app: TallyApplication, group: str) -> ServiceRuntime:
         consumer_backoff_s=0.05,
         consumer_max_backoff_s=0.5,
     )
-    return ServiceRuntime(
-        service=group,
-        app=app,
-        mapper=lambda _: (),
-        output_topics=[],
-        source_topics=[topics.ORDERS],
-        settings=settings,
-    )
+    runtime: ServiceRuntime = tally_runtime(app, group, settings)
+    return runtime
 
 
 def tally(database: str, cls: type[TallyApplication] = TallyApplication) -> TallyApplication:
-    settings = ServiceSettings()
-    return cls(env=eventsourcing_env("tally", settings, PostgresSettings(dbname=database)))
+    return tally_app(database, cls=cls)
 
 
 async def assigned(rt: ServiceRuntime) -> None:
