@@ -42,6 +42,7 @@ from .measure import (
     ProcStat,
     TopicTail,
     cmdline,
+    hop_latencies,
     kafka_pid,
     machine_info,
     peak_rss_mib,
@@ -479,6 +480,7 @@ async def paced_phase(
             "POST /orders (HTTP)": summary([s.latency_s for s in load.accepted]),
             **{stage: summary(values) for stage, values in latencies.stages.items()},
         },
+        "hops": {hop: summary(v) for hop, v in hop_latencies(tail, ids).items()},
     }
     pacing = result["paced"]["pacing"]
     if pacing.get("max_behind_s", 0) > 1:

@@ -26,6 +26,7 @@ from .platform import REPO, database_dsn, poll_until
 ORDER_PLACED = "fulfilment.order.placed.v1"
 STOCK_LOCKED = "fulfilment.stock.locked.v1"
 PAYMENT_CAPTURED = "fulfilment.payment.captured.v1"
+ORDER_PAID = "fulfilment.order.paid.v1"
 SHIPMENT_SHIPPED = "fulfilment.shipment.shipped.v1"
 
 # stage name -> (topic, ce_type) of the event that ends it; every stage starts at OrderPlaced.
@@ -74,7 +75,8 @@ class TailRecord:
     offset: int
     key: str
     ce_type: str
-    ce_time: float  # epoch seconds of the ce_time header
+    ce_time: float  # epoch seconds of the ce_time header (when the event was stored)
+    sent_at: float  # epoch seconds of the record's timestamp (when the relay sent it)
     value_size: int
     headers: tuple[tuple[str, bytes], ...]
 
@@ -90,6 +92,7 @@ def _parse(logical: str, record: Any) -> TailRecord:
         key=record.key.decode(errors="replace") if record.key else "",
         ce_type=attrs.get("ce_type", "?"),
         ce_time=datetime.fromisoformat(ce_time).timestamp() if ce_time else float("nan"),
+        sent_at=record.timestamp / 1000,
         value_size=len(record.value or b""),
         headers=headers,
     )
@@ -228,6 +231,38 @@ def stage_latencies(tail: TopicTail, order_ids: Iterable[str]) -> Latencies:
         stages[stage] = [end[k] - placed[k] for k in ids if k in end and k in placed]
         missing[stage] = [k for k in ids if k not in end]
     return Latencies(stages, missing, placed, ends)
+
+
+# The chain of events an order's placed->shipped runs through, each the trigger of the
+# next: (event, the service that stores it, its topic, its ce_type).
+CHAIN: tuple[tuple[str, str, str, str], ...] = (
+    ("OrderPlaced", "orders", topics.ORDERS, ORDER_PLACED),
+    ("StockLocked", "inventory", topics.INVENTORY, STOCK_LOCKED),
+    ("PaymentCaptured", "payments", topics.PAYMENTS, PAYMENT_CAPTURED),
+    ("OrderPaid", "orders", topics.ORDERS, ORDER_PAID),
+    ("ShipmentShipped", "shipping", topics.SHIPPING, SHIPMENT_SHIPPED),
+)
+
+
+def hop_latencies(tail: TopicTail, order_ids: Iterable[str]) -> dict[str, list[float]]:
+    """placed->shipped split into hops: each relay's stored->sent, and each consumer's
+    sent->stored of the event the previous one triggers (the record timestamps the relays
+    set and the ce_time of the stored events, one machine's clock)."""
+    ids = list(order_ids)
+    hops: dict[str, list[float]] = {}
+    previous: tuple[str, dict[str, TailRecord]] | None = None
+    for event, service, topic, ce_type in CHAIN:
+        records = tail.first_of(topic, ce_type)
+        if previous is not None:
+            before_event, before = previous
+            hops[f"{before_event} sent -> {event} stored ({service})"] = [
+                records[k].ce_time - before[k].sent_at for k in ids if k in records and k in before
+            ]
+        hops[f"{event} stored -> sent ({service} relay)"] = [
+            records[k].sent_at - records[k].ce_time for k in ids if k in records
+        ]
+        previous = (event, records)
+    return hops
 
 
 def records_by_type(records: Iterable[TailRecord]) -> dict[str, int]:

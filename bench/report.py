@@ -152,6 +152,10 @@ def table(r: dict[str, Any]) -> str:
         for name, s in paced.get("latency", {}).items():
             label = f"{name} (n={s.get('n', 0)})"
             rows.append((label, ms(s.get("p50")), ms(s.get("p95")), ms(s.get("p99"))))
+        if paced.get("hops"):
+            rows.append(("HOPS of placed->shipped at that rate, ms", "p50", "p95", "p99"))
+        for name, s in paced.get("hops", {}).items():
+            rows.append((f"  {name}", ms(s.get("p50")), ms(s.get("p95")), ms(s.get("p99"))))
     rebuilt = r.get("rebuild")
     if rebuilt:
         rows += [

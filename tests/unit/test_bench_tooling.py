@@ -261,3 +261,29 @@ def test_bench_is_invoked_with_namespace_defaults_the_compare_relies_on() -> Non
     assert command[command.index("--rate") + 1] == "12.5"
     assert command[command.index("--seed") + 1] == "7"
     assert command[command.index("--idle-s") + 1] == "10"
+
+
+def test_hops_split_placed_to_shipped_into_relays_and_consumers() -> None:
+    from bench.measure import CHAIN, TailRecord, TopicTail, hop_latencies
+
+    tail = TopicTail()
+    # Order "a": each event stored 1.0 s after the previous one was sent; each relay takes 0.25 s.
+    for i, (_, _, topic, ce_type) in enumerate(CHAIN):
+        stored = 100 + i * 1.25
+        tail.records.append(TailRecord(topic, 0, i, "a", ce_type, stored, stored + 0.25, 10, ()))
+    hops = hop_latencies(tail, ["a", "never-placed"])
+
+    assert list(hops) == [
+        "OrderPlaced stored -> sent (orders relay)",
+        "OrderPlaced sent -> StockLocked stored (inventory)",
+        "StockLocked stored -> sent (inventory relay)",
+        "StockLocked sent -> PaymentCaptured stored (payments)",
+        "PaymentCaptured stored -> sent (payments relay)",
+        "PaymentCaptured sent -> OrderPaid stored (orders)",
+        "OrderPaid stored -> sent (orders relay)",
+        "OrderPaid sent -> ShipmentShipped stored (shipping)",
+        "ShipmentShipped stored -> sent (shipping relay)",
+    ]
+    for name, values in hops.items():
+        expected = 0.25 if "relay)" in name else 1.0
+        assert values == [pytest.approx(expected)], name
