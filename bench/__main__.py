@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from fulfilment_kit.contracts import topics
 from . import profile as profiling
 from . import rebuild
 from .ceilings import kafka_ceiling, postgres_ceiling
-from .figures import headline
+from .figures import INFRASTRUCTURE, headline
 from .load import (
     LoadResult,
     demand,
@@ -446,19 +447,26 @@ async def paced_phase(
     orders: list[Any],
     tail: TopicTail,
     result: dict[str, Any],
+    groups: dict[str, Any],
 ) -> None:
     """A second load at `--rate` orders/s after the saturated one has settled: its stage
-    latencies are the latency at that load, kept apart from the saturated run's."""
+    latencies and CPU are those at that load, kept apart from the saturated run's."""
     problems: list[str] = result["problems"]
     urls = [s.url for s in platform.replicas_of("orders")]
     say(
         f"paced run: {len(orders)} orders at {args.rate:g}/s ({args.concurrency} in flight at most)"
     )
-    load = await drive_orders(urls, orders, args.concurrency, rate=args.rate)
-    ids = {s.order_id for s in load.accepted if s.order_id}
-    missing = await tail.wait_for(
-        SHIPMENT_SHIPPED, ids, args.ship_timeout, lambda done: None, lambda: None
-    )
+    sampler = ProcSampler(groups)
+    sampler.start()
+    try:
+        load = await drive_orders(urls, orders, args.concurrency, rate=args.rate)
+        ids = {s.order_id for s in load.accepted if s.order_id}
+        missing = await tail.wait_for(
+            SHIPMENT_SHIPPED, ids, args.ship_timeout, lambda done: None, lambda: None
+        )
+    finally:
+        sampler.stop()
+    usage = sampler.usage()
     if missing:
         problems.append(f"paced run: {len(missing)} accepted orders never shipped")
     if load.failed:
@@ -481,6 +489,7 @@ async def paced_phase(
             **{stage: summary(values) for stage, values in latencies.stages.items()},
         },
         "hops": {hop: summary(v) for hop, v in hop_latencies(tail, ids).items()},
+        "cpu": paced_cpu(usage, platform.processes or [], len(ids)),
     }
     pacing = result["paced"]["pacing"]
     if pacing.get("max_behind_s", 0) > 1:
@@ -489,6 +498,23 @@ async def paced_phase(
             f" (achieved {pacing['achieved_per_s']:.1f}/s of {args.rate:g}/s): the platform or"
             " the driver could not keep the rate"
         )
+
+
+def paced_cpu(
+    usage: dict[str, dict[str, float]], processes: Sequence[str], orders: int
+) -> dict[str, float | None]:
+    """CPU ms per order at the paced rate: the platform's (services, Kafka, the run's
+    PostgreSQL backends), each process's, and the machine's busy share."""
+    per_order = {
+        name: 1000 * usage[name]["cpu_s"] / orders if orders and name in usage else None
+        for name in (*processes, *INFRASTRUCTURE)
+    }
+    known = [v for v in per_order.values() if v is not None]
+    return {
+        "platform_cpu_ms_per_order": sum(known) if known else None,
+        **{f"cpu_ms_per_order:{name}": v for name, v in per_order.items()},
+        "machine_busy_pct": usage.get("machine", {}).get("busy_pct"),
+    }
 
 
 def measure_rebuild(platform: BenchPlatform, result: dict[str, Any]) -> None:
@@ -633,7 +659,7 @@ async def run_platform(args: argparse.Namespace, result: dict[str, Any]) -> None
             seen = Counter(str(entry.get("orders")) for entry in stuck)
             problems.append(f"what orders says about the first 10 unshipped: {dict(seen)}")
         if paced_orders:
-            await paced_phase(args, platform, paced_orders, tail, result)
+            await paced_phase(args, platform, paced_orders, tail, result, groups)
             if not await tail.settle():
                 problems.append("the topics did not go quiet within 60 s after the paced run")
         if not args.skip_rebuild:

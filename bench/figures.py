@@ -105,6 +105,7 @@ def headline(result: Mapping[str, Any]) -> dict[str, float | None]:
             for q in ("p50", "p99"):
                 figures[f"{prefix}{key}_{q}_ms"] = _ms(_get(source, stage, q))
     figures["paced_achieved_per_s"] = _get(paced, "pacing", "achieved_per_s")
+    figures["paced_platform_cpu_ms_per_order"] = _get(paced, "cpu", "platform_cpu_ms_per_order")
     for name in processes:
         figures[f"rss_mib:{name}"] = _get(resources, name, "peak_rss_mib")
     return figures

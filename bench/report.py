@@ -156,6 +156,19 @@ def table(r: dict[str, Any]) -> str:
             rows.append(("HOPS of placed->shipped at that rate, ms", "p50", "p95", "p99"))
         for name, s in paced.get("hops", {}).items():
             rows.append((f"  {name}", ms(s.get("p50")), ms(s.get("p95")), ms(s.get("p99"))))
+        cpu = paced.get("cpu") or {}
+        if cpu:
+            rows.append(("CPU at that rate", "ms/order"))
+            rows.append(
+                (
+                    "platform (services, Kafka, PostgreSQL)",
+                    num(cpu.get("platform_cpu_ms_per_order"), 1),
+                )
+            )
+            for key, value in cpu.items():
+                if key.startswith("cpu_ms_per_order:"):
+                    rows.append((f"  {key.split(':', 1)[1]}", num(value, 1)))
+            rows.append(("whole machine busy, % of all CPUs", num(cpu.get("machine_busy_pct"), 0)))
     rebuilt = r.get("rebuild")
     if rebuilt:
         rows += [
