@@ -102,6 +102,9 @@ class ProcessRuntime:
     settings: ServiceSettings = field(default_factory=ServiceSettings)
     kafka_settings: KafkaSettings = field(default_factory=KafkaSettings)
     health: Health = field(default_factory=Health)
+    background_consumers: bool = False
+    """Whether this process's consumers are off the order's path (their batches are spaced
+    by `consumer_background_round_spacing_s`, not `consumer_round_spacing_s`)."""
     background: list[BackgroundJob] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -159,6 +162,11 @@ class ProcessRuntime:
                 resume_from=self.settings.consumer_resume_from,
                 gate=gate,
                 commit_interval_s=self.settings.consumer_commit_interval_s,
+                round_spacing_s=(
+                    self.settings.consumer_background_round_spacing_s
+                    if self.background_consumers
+                    else self.settings.consumer_round_spacing_s
+                ),
             )
         for topic in map(topics.physical, source_topics):  # every series exists from 0
             kit_metrics.INBOX_APPLIED.labels(group_id, topic)

@@ -180,13 +180,20 @@ class ServiceSettings(Settings):
     """Events per Kafka transaction."""
     relay_poll_interval_s: float = Field(default=1.0, gt=0)
     """The relay's fallback poll: commits wake it at once (LISTEN/NOTIFY, ADR 24)."""
-    relay_wake_spacing_s: float = Field(default=0.02, ge=0, le=1)
+    relay_wake_spacing_s: float = Field(default=0.15, ge=0, le=1)
     """Least time between two reads of the log, after a batch or a wake-up: under load a burst
-    of commits makes one batch and one Kafka transaction; a quiet relay reads at once."""
+    of commits makes one batch and one Kafka transaction; a quiet relay reads at once. It
+    bounds the batches of every consumer of the service's topic too (ADR 28)."""
     consumers_enabled: bool = True
     """Consume the other services' topics."""
     consumer_max_records: int = Field(default=500, ge=1)
     """Records per batch (one database transaction per partition)."""
+    consumer_round_spacing_s: float = Field(default=0.0, ge=0, le=5)
+    """Least time between the starts of two batches of a consumer on the order's path; a
+    full batch goes on at once (ADR 28)."""
+    consumer_background_round_spacing_s: float = Field(default=0.2, ge=0, le=5)
+    """The same for consumers off the order's path (customer-service's cases and read
+    models): fewer, larger batches leave the CPU to the order's path (ADR 28)."""
     consumer_commit_interval_s: float = Field(default=5.0, ge=0)
     """How often a consumer commits its positions to Kafka (lag dashboards, KEDA); the
     database's tracking records, not these, say where it resumes."""

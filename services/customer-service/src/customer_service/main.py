@@ -42,7 +42,12 @@ def create_runtime(
         clock=clock,
     )
     runtime = ServiceRuntime.of_service(
-        SERVICE, app, to_public, settings=settings, meter=customer_service_meter(app)
+        SERVICE,
+        app,
+        to_public,
+        settings=settings,
+        meter=customer_service_meter(app),
+        background_consumers=True,  # cases follow the orders; no order waits for them
     )
     runtime.background.append(sampler(CaseSampler(app).sample, interval_s=5.0, changes=app))
     watch = SlaWatch(

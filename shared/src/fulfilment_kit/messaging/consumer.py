@@ -352,6 +352,7 @@ class InboxSubscriber:
         max_records: int,
         commit_interval_s: float,
         fetch_timeout_ms: int = 1000,
+        round_spacing_s: float = 0.0,
     ) -> None:
         self.inbox = inbox
         self.gate = gate
@@ -362,6 +363,9 @@ class InboxSubscriber:
         self.max_records = max_records
         self.commit_interval_s = commit_interval_s
         self.fetch_timeout_ms = fetch_timeout_ms
+        self.round_spacing_s = round_spacing_s
+        """Least time between the starts of two batches (a full batch goes on at once):
+        records that arrive meanwhile wait in the fetcher and make the next batch larger."""
         self.consumer: AIOKafkaConsumer | None = None
         self.commits = 0
         """Offset commits sent to Kafka (tests and the benchmark read it)."""
@@ -421,7 +425,12 @@ class InboxSubscriber:
             await asyncio.wait_for(consumer.stop(), 30)
 
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
+        next_round = 0.0
         while True:
+            # Not a poll: the fetcher goes on fetching meanwhile, and an idle consumer waits
+            # in `getmany` below, so this only spaces batches while records keep coming.
+            if (rest := next_round - time.monotonic()) > 0:
+                await asyncio.sleep(rest)
             try:
                 fetched = await consumer.getmany(
                     timeout_ms=self.fetch_timeout_ms, max_records=self.max_records
@@ -433,9 +442,12 @@ class InboxSubscriber:
                 await asyncio.sleep(5)
                 continue
             if fetched:
+                records = [r for b in fetched.values() for r in b]
+                if len(records) < self.max_records:
+                    next_round = time.monotonic() + self.round_spacing_s
                 self._consuming = True
                 try:
-                    await self.consume(consumer, [r for b in fetched.values() for r in b])
+                    await self.consume(consumer, records)
                 finally:
                     self._consuming = False
             if self._uncommitted and self._commit_due():
@@ -493,6 +505,7 @@ def subscribe_inbox(
     resume_from: str = "database",
     gate: PartitionGate | None = None,
     commit_interval_s: float = 5.0,
+    round_spacing_s: float = 0.0,
 ) -> InboxSubscriber:
     """A subscriber feeding `inbox` from `source_topics` (logical names); `start()` it."""
     gate = gate or PartitionGate(inbox)
@@ -508,6 +521,7 @@ def subscribe_inbox(
         group_id=topics.physical(inbox.group_id),
         max_records=max_records,
         commit_interval_s=commit_interval_s,
+        round_spacing_s=round_spacing_s,
     )
     listener.subscriber = subscriber
     gate.subscriber = subscriber

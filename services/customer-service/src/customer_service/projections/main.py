@@ -45,7 +45,9 @@ def create_runtime(
         await asyncio.wait_for(asyncio.to_thread(select_one), 5)
         return None
 
-    runtime = ConsumerRuntime(service=SERVICE, database=database, settings=settings)
+    runtime = ConsumerRuntime(
+        service=SERVICE, database=database, settings=settings, background_consumers=True
+    )
     add_projections_consumer(runtime, recorder)
     return runtime
 
