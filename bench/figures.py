@@ -41,6 +41,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("paced_placed_paid_p99_ms", "paced load: placed->paid p99", "ms", False),
     Figure("paced_placed_shipped_p50_ms", "paced load: placed->shipped p50", "ms", False),
     Figure("paced_placed_shipped_p99_ms", "paced load: placed->shipped p99", "ms", False),
+    Figure("paced_platform_cpu_ms_per_order", "paced load: platform CPU per order", "ms", False),
     Figure(
         "idle_services_cpu_pct",
         "idle CPU of the platform's processes (all, % of one core)",
