@@ -503,8 +503,9 @@ async def paced_phase(
 def paced_cpu(
     usage: dict[str, dict[str, float]], processes: Sequence[str], orders: int
 ) -> dict[str, float | None]:
-    """CPU ms per order at the paced rate: the platform's (services, Kafka, the run's
-    PostgreSQL backends), each process's, and the machine's busy share."""
+    """CPU ms per order at the paced rate: the platform's (services, Kafka and this stack's
+    PostgreSQL server, as the saturated run's platform figure), each process's, and the
+    machine's busy share."""
     per_order = {
         name: 1000 * usage[name]["cpu_s"] / orders if orders and name in usage else None
         for name in (*processes, *INFRASTRUCTURE)
