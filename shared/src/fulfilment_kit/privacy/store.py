@@ -255,8 +255,15 @@ class PostgresKeyStore(_SqlKeyStore):
             f"host={postgres.host} port={postgres.port} user={postgres.user} "
             f"password={postgres.password} dbname={dbname}"
         )
+        # Autocommit: every operation is one statement (its own transaction), so a key
+        # costs one round trip, not BEGIN, the statement and COMMIT.
         self._pool = ConnectionPool(
-            conninfo, min_size=1, max_size=4, timeout=max(postgres.pool_timeout_s, 5), open=True
+            conninfo,
+            min_size=1,
+            max_size=4,
+            timeout=max(postgres.pool_timeout_s, 5),
+            kwargs={"autocommit": True},
+            open=True,
         )
         # The table is made at first use, not here: a replica starting while PostgreSQL is
         # down must come up (and answer 503 meanwhile) as its event store does.
