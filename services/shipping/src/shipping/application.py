@@ -305,6 +305,14 @@ class ShippingApplication(ProcessApplication):
         self, traces: Mapping[uuid.UUID, Trace], shipments: dict[uuid.UUID, Any]
     ) -> list[uuid.UUID]:
         bookings = {}
+        # The addresses' data keys in one key-store statement, not one per parcel. Only a
+        # hint: a key store down fails each reveal below, as it would without it.
+        try:
+            self.vault.prefetch_fields(
+                s.address for s in shipments.values() if isinstance(s, Shipment)
+            )
+        except Exception as exc:
+            log.warning("address keys not prefetched", error=f"{type(exc).__name__}: {exc}")
         for shipment_id in traces:
             shipment = shipments.get(shipment_id)
             if not isinstance(shipment, Shipment):
