@@ -82,7 +82,8 @@ class FencedPostgresTrackingMixin(PostgresTrackingRecorder):
 
     def _insert_tracking(self, curs: Cursor[DictRow], tracking: Tracking) -> None:
         if isinstance(tracking, TrackingSet):
-            for position in tracking.positions:
+            rest = self._update_tracking_set(curs, tracking.positions)
+            for position in rest:
                 self._insert_tracking(curs, position)
             return
         if not isinstance(tracking, FencedTracking) or not self.datastore.single_row_tracking:
@@ -116,6 +117,44 @@ class FencedPostgresTrackingMixin(PostgresTrackingRecorder):
             raise TrackingMoved(
                 f"tracking of {tracking.application_name} is no longer at {tracking.expected}"
             )
+
+    def _update_tracking_set(
+        self, curs: Cursor[DictRow], positions: Sequence[Tracking]
+    ) -> list[Tracking]:
+        """The compare-and-set of every fenced position of a set that has a record, in one
+        statement (a batch of a consumer of many partitions: one, not one per partition);
+        returns the positions left to write one by one."""
+        fenced = [p for p in positions if isinstance(p, FencedTracking) and p.expected is not None]
+        names = [p.application_name for p in fenced]
+        if (
+            len(fenced) < 2
+            or not self.datastore.single_row_tracking
+            or len(set(names)) < len(names)
+        ):
+            return list(positions)
+        statement = SQL(
+            "UPDATE {0}.{1} AS t SET notification_id = v.new "
+            "FROM unnest(%(names)s::text[], %(news)s::bigint[], %(expected)s::bigint[]) "
+            "AS v(name, new, expected) "
+            "WHERE t.application_name = v.name AND t.notification_id = v.expected "
+            "RETURNING t.application_name"
+        ).format(Identifier(self.datastore.schema), Identifier(self.tracking_table_name))
+        curs.execute(
+            statement,
+            {
+                "names": names,
+                "news": [p.notification_id for p in fenced],
+                "expected": [p.expected for p in fenced],
+            },
+            prepare=True,
+        )
+        moved = set(names) - {row["application_name"] for row in curs.fetchall()}
+        if moved:
+            raise TrackingMoved(
+                f"tracking of {', '.join(sorted(moved))} is no longer where the batch began"
+            )
+        written = {id(p) for p in fenced}
+        return [p for p in positions if id(p) not in written]
 
 
 class FencedPostgresProcessRecorder(FencedPostgresTrackingMixin, PostgresProcessRecorder):
