@@ -240,23 +240,30 @@ class _PostgresTransaction(Transaction):
         return {row["key"]: _item(row) for row in self.cursor.fetchall()}
 
     def write(self, follower: str, changes: Mapping[tuple[str, str], Item | None]) -> None:
-        puts = [
-            (follower, item.kind, item.key, item.due_at, Jsonb(dict(item.data)))
-            for item in changes.values()
-            if item is not None
-        ]
-        drops = [(follower, kind, key) for (kind, key), item in changes.items() if item is None]
+        # One statement for the puts and one for the drops, however many (a round of a
+        # busy follower changes hundreds of items); the keys are distinct (a mapping).
+        puts = [item for item in changes.values() if item is not None]
+        drops = [key for key, item in changes.items() if item is None]
         if puts:
-            self.cursor.executemany(
+            self.cursor.execute(
                 "INSERT INTO fulfil_followed_item (follower, kind, key, due_at, data) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (follower, kind, key) "
+                "SELECT %s, kind, key, due_at, data FROM unnest(%s::text[], %s::text[], "
+                "%s::timestamptz[], %s::jsonb[]) AS u(kind, key, due_at, data) "
+                "ON CONFLICT (follower, kind, key) "
                 "DO UPDATE SET due_at = EXCLUDED.due_at, data = EXCLUDED.data",
-                puts,
+                (
+                    follower,
+                    [item.kind for item in puts],
+                    [item.key for item in puts],
+                    [item.due_at for item in puts],
+                    [Jsonb(dict(item.data)) for item in puts],
+                ),
             )
         if drops:
-            self.cursor.executemany(
-                "DELETE FROM fulfil_followed_item WHERE follower = %s AND kind = %s AND key = %s",
-                drops,
+            self.cursor.execute(
+                "DELETE FROM fulfil_followed_item WHERE follower = %s AND (kind, key) IN "
+                "(SELECT * FROM unnest(%s::text[], %s::text[]))",
+                (follower, [kind for kind, _ in drops], [key for _, key in drops]),
             )
 
     def put(self, follower: str, item: Item) -> None:
