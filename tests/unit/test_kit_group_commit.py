@@ -81,3 +81,49 @@ async def test_the_batch_does_not_log_with_its_first_callers_request_context() -
     finally:
         structlog.contextvars.unbind_contextvars("correlation_id")
     assert runner.seen_correlation == [None]
+
+
+class Clock:
+    """A clock the test moves: the gaps between calls are what it says."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_while_calls_come_close_together_a_batch_lingers_for_company_until_full() -> None:
+    runner, clock = Recorder(), Clock()
+    runner.release.set()
+    group = GroupCommit(runner, max_batch=3, linger_s=30.0, clock=clock)
+    assert await group(2) == 20  # the first call: no gap known, it runs at once
+    clock.now += 0.01
+    second = asyncio.create_task(group(4))
+    for _ in range(5):  # loop turns: without lingering the second call would run alone now
+        await asyncio.sleep(0)
+    assert runner.batches == [[2]]
+    clock.now += 0.01
+    rest = [asyncio.create_task(group(n)) for n in (6, 8)]  # the third fills the batch
+    assert await asyncio.wait_for(asyncio.gather(second, *rest), 5) == [40, 60, 80]
+    assert runner.batches == [[2], [4, 6, 8]]
+
+
+async def test_a_lingering_batch_runs_once_its_oldest_call_is_linger_old() -> None:
+    runner = Recorder()
+    runner.release.set()
+    group = GroupCommit(runner, linger_s=0.05)
+    assert await group(2) == 20
+    assert await asyncio.wait_for(group(4), 5) == 40  # alone, after at most the linger
+    assert runner.batches == [[2], [4]]
+    assert group.gap_s < 0.05
+
+
+async def test_a_call_after_a_quiet_spell_does_not_linger() -> None:
+    runner, clock = Recorder(), Clock()
+    runner.release.set()
+    group = GroupCommit(runner, linger_s=30.0, clock=clock)
+    assert await group(2) == 20
+    clock.now += 60.0  # a gap longer than the linger: nobody is likely to join
+    assert await asyncio.wait_for(group(4), 5) == 40
+    assert runner.batches == [[2], [4]]

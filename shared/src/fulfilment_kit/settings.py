@@ -174,6 +174,10 @@ class ServiceSettings(Settings):
     """Largest request body a service reads; a larger one is refused with 413 unread."""
     http_max_json_depth: int = Field(default=16, ge=2, le=256)
     """Deepest nesting of arrays/objects a JSON request body may have (else 400)."""
+    http_group_commit_linger_s: float = Field(default=0.02, ge=0, le=0.5)
+    """Longest a group commit (a busy route's batch, e.g. `POST /orders`) waits for more
+    requests to join it, and only while they arrive closer together than that: fewer,
+    larger transactions at moderate rates; a lone request waits for nothing."""
     relay_enabled: bool = True
     """Run the outbox relay inside the service (`fulfil-<service> relay` runs it alone)."""
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)

@@ -240,8 +240,10 @@ def _placements(request: Request) -> GroupCommit[PlaceOrder, Placement]:
     state = request.app.state
     group: GroupCommit[PlaceOrder, Placement] | None = getattr(state, "placements", None)
     if group is None:
+        runtime = getattr(state, "runtime", None)
         group = state.placements = GroupCommit(
-            functools.partial(_place_all, app_of(request, OrdersApplication))
+            functools.partial(_place_all, app_of(request, OrdersApplication)),
+            linger_s=runtime.settings.http_group_commit_linger_s if runtime else 0.0,
         )
     return group
 
