@@ -79,20 +79,19 @@ def test_listing_stock_issues_a_bounded_number_of_queries(
                 _receive(inventory, sku, 2)
         inventory.list_stock()  # the first listing also catches up with the log of creations
         _receive(inventory, fresh, 1)
-        executed = _Counting(psycopg.Cursor.execute)
-        executed_many = _Counting(psycopg.Cursor.executemany)
+        original_execute, original_executemany = psycopg.Cursor.execute, psycopg.Cursor.executemany
         statements = 0  # what the server runs: an executemany runs one per parameter set
 
         def execute(cursor: psycopg.Cursor[Any], *args: Any, **kwargs: Any) -> Any:
             nonlocal statements
             statements += 1
-            return executed(cursor, *args, **kwargs)
+            return original_execute(cursor, *args, **kwargs)
 
         def executemany(cursor: psycopg.Cursor[Any], query: Any, params: Any, **kwargs: Any) -> Any:
             nonlocal statements
             params = list(params)
             statements += len(params)
-            return executed_many(cursor, query, params, **kwargs)
+            return original_executemany(cursor, query, params, **kwargs)
 
         with monkeypatch.context() as patch:
             patch.setattr(psycopg.Cursor, "execute", execute)
