@@ -25,6 +25,9 @@ OVERLAYS = ("dev", "prod")
 Obj = dict[str, Any]
 
 
+OFF_PATH = {"customer-service", "read-models"}
+
+
 def _generator() -> Any:
     spec = importlib.util.spec_from_file_location("k8s_generate", REPO / "deploy/k8s/generate.py")
     assert spec
@@ -513,3 +516,21 @@ def test_the_read_models_are_a_deployment_of_their_own_on_customer_services_data
     assert not [a for a in user if a["resource"]["type"] == "transactionalId"]
     written = {a["resource"]["name"] for a in user if "Write" in a["operations"]}
     assert written == {topics.dlq(t, "customer-service-projections") for t in topics.ALL}
+
+
+def test_the_processes_off_the_orders_path_request_less_cpu(built: dict[str, list[Obj]]) -> None:
+    """ADR 29: a quarter of the CPU request in the base and in prod, so a contended node gives
+    the order's path the CPU first (cgroup `cpu.weight` follows the request); which ones are
+    off the path is derived from the wiring (`BACKGROUND_CONSUMERS`)."""
+    requests = {
+        o["metadata"]["name"]: o["spec"]["template"]["spec"]["containers"][0]["resources"][
+            "requests"
+        ]["cpu"]
+        for o in built["prod"]
+        if o["kind"] == "Deployment"
+    }
+    assert {name for name, cpu in requests.items() if cpu == "125m"} == OFF_PATH
+    assert {cpu for name, cpu in requests.items() if name not in OFF_PATH} == {"500m"}
+    base = {d.name: GENERATE.resources(d)["requests"]["cpu"] for d in GENERATE.DEPLOYABLES}
+    assert {name for name, cpu in base.items() if cpu == "25m"} == OFF_PATH
+    assert {cpu for name, cpu in base.items() if name not in OFF_PATH} == {"100m"}

@@ -16,7 +16,7 @@ from faststream.exceptions import IncorrectState
 from faststream.kafka import KafkaBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from fulfilment_kit import heap
+from fulfilment_kit import heap, priority
 from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging import kafka
 from fulfilment_kit.messaging.consumer import (
@@ -103,8 +103,9 @@ class ProcessRuntime:
     kafka_settings: KafkaSettings = field(default_factory=KafkaSettings)
     health: Health = field(default_factory=Health)
     background_consumers: bool = False
-    """Whether this process's consumers are off the order's path (their batches are spaced
-    by `consumer_background_round_spacing_s`, not `consumer_round_spacing_s`)."""
+    """Whether this process's consumers are off the order's path: their batches are spaced
+    by `consumer_background_round_spacing_s`, not `consumer_round_spacing_s`, and the
+    process runs `background_nice` lower in CPU priority (ADR 29)."""
     background: list[BackgroundJob] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -250,6 +251,8 @@ class ProcessRuntime:
     async def running(self) -> AsyncIterator[None]:
         """Start the broker, its own tasks, the groups' watches and the background loops;
         stop them in reverse."""
+        if self.background_consumers and priority.lowered(self.settings.background_nice):
+            log.info("off the order's path: CPU priority lowered", by=self.settings.background_nice)
         await self._start_inboxes()
         await kafka.start_or_refuse(
             self.broker.start(), "starting its consumers", self.kafka_settings

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import uvicorn
 
-from fulfilment_kit import heap
+from fulfilment_kit import heap, priority
 from fulfilment_kit.relay_only import run_relay_only
 from fulfilment_kit.runtime import ServiceRuntime
 from fulfilment_kit.settings import ServiceSettings
@@ -35,6 +35,7 @@ def run_service(factory: str, default_port: int) -> None:
     loop and the HTTP parser in C, a service's own Python code keeps the CPU."""
     settings = ServiceSettings()
     heap.settle_after_start()  # the process's `running()` settles its heap once started
+    priority.lower_after_start()  # and lowers its priority if it is off the order's path
     uvicorn.run(
         factory,
         factory=True,

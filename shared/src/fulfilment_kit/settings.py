@@ -198,6 +198,10 @@ class ServiceSettings(Settings):
     consumer_background_round_spacing_s: float = Field(default=0.2, ge=0, le=5)
     """The same for consumers off the order's path (customer-service's cases and read
     models): fewer, larger batches leave the CPU to the order's path (ADR 28)."""
+    background_nice: int = Field(default=10, ge=0, le=19)
+    """How much lower the CPU priority (nice value) of a process off the order's path runs
+    (customer-service, the read models): under CPU contention the order's path runs first,
+    and they take what it leaves (ADR 29); 0: the same priority."""
     consumer_commit_interval_s: float = Field(default=5.0, ge=0)
     """How often a consumer commits its positions to Kafka (lag dashboards, KEDA); the
     database's tracking records, not these, say where it resumes."""

@@ -21,6 +21,9 @@ from fulfilment_kit.settings import ServiceSettings
 
 SERVICE = "customer-service"
 DEFAULT_PORT = 8005
+BACKGROUND_CONSUMERS = True
+"""Off the order's path: cases follow the orders, no order waits for them (spaced batches, a
+lower CPU priority: ADR 28, 29; the Deployment's CPU request, deploy/k8s)."""
 
 
 def create_runtime(
@@ -47,7 +50,7 @@ def create_runtime(
         to_public,
         settings=settings,
         meter=customer_service_meter(app),
-        background_consumers=True,  # cases follow the orders; no order waits for them
+        background_consumers=BACKGROUND_CONSUMERS,
     )
     runtime.background.append(sampler(CaseSampler(app).sample, interval_s=5.0, changes=app))
     watch = SlaWatch(

@@ -19,6 +19,9 @@ from fulfilment_kit.settings import PostgresSettings, ServiceSettings
 SERVICE = "read-models"
 """The deployable's name: its Kafka user, its `service` metric label, its Deployment."""
 DEFAULT_PORT = 8006
+BACKGROUND_CONSUMERS = True
+"""Off the order's path: the read models follow the orders, no order waits for them (spaced
+batches, a lower CPU priority: ADR 28, 29; the Deployment's CPU request, deploy/k8s)."""
 
 
 def create_runtime(
@@ -46,7 +49,10 @@ def create_runtime(
         return None
 
     runtime = ConsumerRuntime(
-        service=SERVICE, database=database, settings=settings, background_consumers=True
+        service=SERVICE,
+        database=database,
+        settings=settings,
+        background_consumers=BACKGROUND_CONSUMERS,
     )
     add_projections_consumer(runtime, recorder)
     return runtime
