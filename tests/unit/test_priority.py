@@ -34,6 +34,7 @@ CHILD = textwrap.dedent(
     if enable:
         priority.lower_after_start()
     changed = priority.lowered(by)
+    again = priority.lowered(by)
     after = {}
     def later():
         after["nice"] = nice()
@@ -43,6 +44,7 @@ CHILD = textwrap.dedent(
     result = {
         "base": base,
         "changed": changed,
+        "again": again,
         "main": nice(),
         "before": nice(seen["before"]),
         "later": after["nice"],
@@ -65,10 +67,11 @@ def run_child(by: int, *, enable: bool) -> dict[str, int]:
     return dict(json.loads(done.stdout))
 
 
-def test_every_thread_and_every_later_one_runs_lower() -> None:
+def test_every_thread_and_every_later_one_runs_lower_once() -> None:
     result = run_child(10, enable=True)
     expected = min(result["base"] + 10, 19)
     assert result["changed"] >= 2  # the main thread and the one started before
+    assert result["again"] == 0  # a second call lowers nothing more
     assert result["main"] == result["before"] == result["later"] == expected
 
 

@@ -33,11 +33,13 @@ def _threads() -> list[int]:
 
 
 def lowered(by: int) -> int:
-    """Raise the nice value of every thread of this process by `by` (up to 19), once started
-    (only after `lower_after_start`); threads started later inherit it from their creator.
-    Returns how many threads it changed."""
+    """Raise the nice value of every thread of this process by `by` (up to 19), once (only
+    after `lower_after_start`, and only the first time); threads started later inherit it
+    from their creator. Returns how many threads it changed."""
+    global _enabled
     if not _enabled or by <= 0:
         return 0
+    _enabled = False
     changed = 0
     for tid in _threads():
         try:
