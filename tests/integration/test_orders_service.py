@@ -18,7 +18,7 @@ from fulfilment_kit.contracts import topics
 from fulfilment_kit.messaging import cloudevents
 from tests.support.polling import eventually
 from tests.support.processes import running_service
-from tests.support.stack import Record, end_offsets, read_topic
+from tests.support.stack import Record, end_offsets, read_topic, relay_published_all
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = json.loads((REPO / "deploy/local/sample-order.json").read_text())
@@ -53,13 +53,9 @@ async def records_for(order_id: str) -> list[Record]:
     ]
 
 
-async def relay_idle(client: httpx.AsyncClient) -> bool:
-    text = (await client.get("/metrics")).text
-    match = re.search(r'^fulfil_relay_lag_events\{service="orders"\} (\S+)$', text, re.M)
-    return match is not None and float(match.group(1)) == 0
-
-
-async def test_post_order_publishes_exactly_one_order_placed(orders: httpx.AsyncClient) -> None:
+async def test_post_order_publishes_exactly_one_order_placed(
+    orders: httpx.AsyncClient, database: str
+) -> None:
     reply = await orders.post(
         "/orders",
         json=SAMPLE,
@@ -69,7 +65,7 @@ async def test_post_order_publishes_exactly_one_order_placed(orders: httpx.Async
     order_id = reply.json()["order_id"]
 
     found = await eventually(lambda: records_for(order_id), what="order placed on the topic")
-    await eventually(lambda: relay_idle(orders), what="relay caught up")
+    await eventually(lambda: relay_published_all(database, "orders"), what="relay caught up")
     found = await records_for(order_id)
     assert len(found) == 1, found
     record = found[0]
@@ -95,7 +91,9 @@ async def test_post_order_publishes_exactly_one_order_placed(orders: httpx.Async
     assert payload["lines"] == SAMPLE["lines"]
 
 
-async def test_idempotency_key_replays_and_conflicts(orders: httpx.AsyncClient) -> None:
+async def test_idempotency_key_replays_and_conflicts(
+    orders: httpx.AsyncClient, database: str
+) -> None:
     key = {"Idempotency-Key": str(uuid.uuid4())}
     first = await orders.post("/orders", json=SAMPLE, headers=key)
     again = await orders.post("/orders", json=SAMPLE, headers=key)
@@ -109,7 +107,7 @@ async def test_idempotency_key_replays_and_conflicts(orders: httpx.AsyncClient) 
 
     order_id = first.json()["order_id"]
     await eventually(lambda: records_for(order_id), what="order placed on the topic")
-    await eventually(lambda: relay_idle(orders), what="relay caught up")
+    await eventually(lambda: relay_published_all(database, "orders"), what="relay caught up")
     assert len(await records_for(order_id)) == 1
     assert (await orders.get(f"/orders/{order_id}")).json()["lines"] == SAMPLE["lines"]
 
@@ -131,7 +129,7 @@ BAD_BODIES: list[tuple[dict[str, Any], str]] = [
 
 
 async def test_bad_bodies_get_422_and_nothing_is_stored_or_published(
-    orders: httpx.AsyncClient,
+    orders: httpx.AsyncClient, database: str
 ) -> None:
     topic = topics.physical(topics.ORDERS)
     before = await end_offsets([topic])
@@ -152,7 +150,7 @@ async def test_bad_bodies_get_422_and_nothing_is_stored_or_published(
     order_id = ok.json()["order_id"]
     assert ok.json()["version"] == 1
     await eventually(lambda: records_for(order_id), what="the valid order on the topic")
-    await eventually(lambda: relay_idle(orders), what="relay caught up")
+    await eventually(lambda: relay_published_all(database, "orders"), what="relay caught up")
     after = await end_offsets([topic])
     published = [
         r for r in await read_topic(topic) if r.offset >= before.get((r.topic, r.partition), 0)

@@ -26,7 +26,7 @@ from fulfilment_kit.contracts import (
 from tests.support.auth import signed
 from tests.support.polling import eventually
 from tests.support.processes import running_service
-from tests.support.stack import Record, publish, read_topic
+from tests.support.stack import Record, publish, read_topic, relay_published_all
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "shared/src/fulfilment_kit/contracts/schemas"
@@ -100,12 +100,6 @@ async def status_of(client: httpx.AsyncClient, order_id: uuid.UUID) -> str | Non
     return str(reply.json()["status"]) if reply.status_code == 200 else None
 
 
-async def relay_idle(client: httpx.AsyncClient) -> bool:
-    text = (await client.get("/metrics")).text
-    match = re.search(r'^fulfil_relay_lag_events\{service="shipping"\} (\S+)$', text, re.M)
-    return match is not None and float(match.group(1)) == 0
-
-
 def validate(record: Record) -> dict[str, object]:
     payload = json.loads(record.value or b"")
     schema = json.loads((SCHEMAS / f"{record.headers['ce_type']}.json").read_text())
@@ -114,7 +108,7 @@ def validate(record: Record) -> dict[str, object]:
 
 
 async def test_paid_order_is_packed_dispatched_and_delivered(
-    shipping: httpx.AsyncClient,
+    shipping: httpx.AsyncClient, database: str
 ) -> None:
     order_id = uuid.uuid4()
     await produce(*order_events(order_id))
@@ -173,7 +167,7 @@ async def test_paid_order_is_packed_dispatched_and_delivered(
         until=of_type("fulfilment.shipment.delivered.v1"),
         what="ShipmentDelivered on the shipping topic",
     )
-    await eventually(lambda: relay_idle(shipping), what="relay caught up")
+    await eventually(lambda: relay_published_all(database, "shipping"), what="relay caught up")
     records = await shipping_records(order_id)
     assert [r.headers["ce_type"] for r in records] == [
         "fulfilment.shipment.shipped.v1",

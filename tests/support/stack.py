@@ -33,6 +33,28 @@ def create_database(prefix: str) -> str:
     return name
 
 
+async def relay_published_all(database: str, service: str) -> bool:
+    """Whether `service`'s relay has published every event its store holds now: the position it
+    stores after each Kafka commit (at most a second apart) has reached the newest
+    notification. Unlike its lag gauge, which keeps its last value after a commit until the
+    relay's next read, this cannot report an event committed a moment ago as published."""
+    pg = PostgresSettings()
+    dsn = f"host={pg.host} port={pg.port} user={pg.user} password={pg.password} dbname={database}"
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        newest = await (
+            await conn.execute(f'SELECT max(notification_id) FROM "{service}_events"')
+        ).fetchone()
+        stored = await (
+            await conn.execute(
+                "SELECT position FROM fulfil_follower_position WHERE name = %s",
+                (f"relay:{service}",),
+            )
+        ).fetchone()
+    if newest is None or newest[0] is None:
+        return True  # nothing stored, nothing to publish
+    return stored is not None and int(stored[0]) >= int(newest[0])
+
+
 TEST_KEY_STORE = "fulfil_test_keys"
 
 
